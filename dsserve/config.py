@@ -1,0 +1,503 @@
+"""The deployment spec: one YAML file describes one deployment.
+
+`dsserve up`, the Ray Serve YAML renderer, the Helm values and the planner all read this one model, so
+validation happens once, here, at the boundary. Every user mistake becomes a :class:`SpecError` whose
+message names the YAML path, the bad value and the fix; nothing below this module re-validates.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dsserve.catalog import ACCELERATORS, MODEL_ARCHS
+from dsserve.errors import SpecError
+
+__all__ = [
+    "ApiSpec",
+    "AutoscalingSpec",
+    "CpuEngineSpec",
+    "DeploymentSpec",
+    "EngineSpec",
+    "HardwareSpec",
+    "ModelSpec",
+    "ObservabilitySpec",
+    "ServingSpec",
+    "SloSpec",
+    "load_spec",
+    "parse_spec",
+    "TINY_SOURCE_PREFIX",
+]
+
+#: A model source of the form ``tiny:<name>`` is built locally by `dsserve tiny-model` on first use.
+TINY_SOURCE_PREFIX = "tiny:"
+
+# Engine arguments the spec owns: they must be set through their typed field, never through extra_args,
+# because the planner and the placement code reason about them.
+_OWNED_ENGINE_ARGS: dict[str, str] = {
+    "model": "model.source",
+    "served_model_name": "model.id",
+    "tensor_parallel_size": "engine.tensor_parallel_size",
+    "pipeline_parallel_size": "engine.pipeline_parallel_size",
+    "data_parallel_size": "engine.data_parallel_size",
+    "enable_expert_parallel": "engine.enable_expert_parallel",
+    "max_model_len": "engine.max_model_len",
+    "dtype": "engine.dtype",
+    "quantization": "engine.quantization",
+    "kv_cache_dtype": "engine.kv_cache_dtype",
+    "gpu_memory_utilization": "engine.gpu_memory_utilization",
+    "max_num_seqs": "engine.max_num_seqs",
+    "max_num_batched_tokens": "engine.max_num_batched_tokens",
+    "enable_prefix_caching": "engine.enable_prefix_caching",
+    "distributed_executor_backend": "(chosen by ray.serve.llm from hardware.accelerator)",
+}
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a production spec must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    id: str = Field(description="The OpenAI `model` name clients send, e.g. deepseek-v3.")
+    source: str = Field(
+        description="Where the weights are: a local directory, a Hugging Face repo id already in the "
+        "local cache, or tiny:<name> for an offline test model built on first use."
+    )
+    architecture: str = Field(description="Catalog key of the architecture, e.g. deepseek-v3.")
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", v):
+            raise ValueError(
+                f"must be 1-128 characters of letters, digits and . _ : / - (got {v!r}); "
+                "clients send it as the `model` field"
+            )
+        return v
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, v: str) -> str:
+        if v not in MODEL_ARCHS:
+            raise ValueError(f"unknown architecture {v!r}; {_choices(v, MODEL_ARCHS)}")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _known_tiny(cls, v: str) -> str:
+        if v.startswith(TINY_SOURCE_PREFIX):
+            from dsserve.tiny_models import TINY_MODELS
+
+            name = v[len(TINY_SOURCE_PREFIX):]
+            if name not in TINY_MODELS:
+                raise ValueError(f"unknown tiny model {name!r}; {_choices(name, TINY_MODELS)}")
+        elif not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class CpuEngineSpec(_Strict):
+    kvcache_space_gib: float = Field(
+        1.0, gt=0, le=1024, description="GiB of KV cache per engine (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    omp_threads_bind: str = Field(
+        "auto",
+        description="VLLM_CPU_OMP_THREADS_BIND; 'auto' binds rank i to core i ('0|1' for TP=2).",
+    )
+
+
+class EngineSpec(_Strict):
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    pipeline_parallel_size: int = Field(1, ge=1, le=64)
+    data_parallel_size: int = Field(1, ge=1, le=1024)
+    enable_expert_parallel: bool = False
+    max_model_len: int = Field(4096, ge=16, le=1_048_576)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    quantization: Literal["fp8", "awq", "gptq", "compressed-tensors", "bitsandbytes"] | None = None
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=0.99)
+    max_num_seqs: int = Field(256, ge=1, le=65536)
+    max_num_batched_tokens: int | None = Field(None, ge=16)
+    enable_prefix_caching: bool | None = None
+    cpu: CpuEngineSpec = Field(default_factory=CpuEngineSpec)
+    extra_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Other vLLM engine arguments, passed through verbatim after a name check.",
+    )
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args_known(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if key in _OWNED_ENGINE_ARGS:
+                raise ValueError(f"{key!r} is owned by the spec; set {_OWNED_ENGINE_ARGS[key]} instead")
+        known = _vllm_engine_arg_names()
+        if known is not None:
+            for key in v:
+                if key not in known:
+                    raise ValueError(f"{key!r} is not a vLLM engine argument; {_choices(key, known)}")
+        return v
+
+    @property
+    def devices_per_replica(self) -> int:
+        """Accelerators (or CPU ranks) one engine replica occupies: TP x PP x DP."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+
+class HardwareSpec(_Strict):
+    accelerator: str = Field("cpu", description="Catalog key: cpu, h800, h100 or h200.")
+    gpus_per_node: int = Field(0, ge=0, le=16, description="GPUs per node; 0 for cpu.")
+    nodes: int = Field(1, ge=1, le=1024)
+    cpus_per_node: int | None = Field(None, ge=1, description="Logical CPUs Ray may use per node.")
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, v: str) -> str:
+        if v not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator {v!r}; {_choices(v, ACCELERATORS)}")
+        return v
+
+    @property
+    def is_gpu(self) -> bool:
+        return ACCELERATORS[self.accelerator].is_gpu
+
+
+class AutoscalingSpec(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(32, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is greater than max_replicas ({self.max_replicas}); "
+                "raise max_replicas or lower min_replicas"
+            )
+        return self
+
+
+class ServingSpec(_Strict):
+    replicas: int = Field(1, ge=1, le=1024, description="Fixed replica count when autoscaling is unset.")
+    autoscaling: AutoscalingSpec | None = None
+    max_ongoing_requests: int = Field(
+        64, ge=1, description="Requests one replica holds at once; the rest wait in the queue."
+    )
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Requests waiting for a replica before 503s; -1 means unbounded."
+    )
+    router: Literal["power_of_two", "prefix_cache_affinity"] = "power_of_two"
+    proxy: Literal["python", "haproxy"] = Field(
+        "python", description="Ray Serve HTTP proxy: the default Python proxy, or HAProxy (fast path)."
+    )
+    stream_batching_interval_ms: float = Field(
+        50, ge=0, description="ray.serve.llm batches streamed chunks this long; 0 flushes each chunk."
+    )
+
+    @model_validator(mode="after")
+    def _targets_fit(self) -> ServingSpec:
+        if self.autoscaling and self.autoscaling.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError(
+                f"autoscaling.target_ongoing_requests ({self.autoscaling.target_ongoing_requests:g}) is "
+                f"above max_ongoing_requests ({self.max_ongoing_requests}), so replicas could never reach "
+                "the target; lower the target or raise max_ongoing_requests"
+            )
+        return self
+
+
+class ApiSpec(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys_env: str | None = Field(
+        None,
+        description="Name of an environment variable holding comma-separated API keys; unset = no auth.",
+    )
+
+    @field_validator("api_keys_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(
+                f"must be the *name* of an environment variable (got {v!r}); keep the keys themselves "
+                "out of the spec, e.g. api_keys_env: DSSERVE_API_KEYS"
+            )
+        return v
+
+
+class SloSpec(_Strict):
+    target_qps: float = Field(1.0, gt=0, description="Requests per second the deployment must sustain.")
+    metric: Literal["e2e", "ttft", "itl"] = Field("e2e", description="Which latency the SLO bounds.")
+    percentile: float = Field(99, gt=0, lt=100)
+    threshold_ms: float = Field(500, gt=0)
+
+
+class ObservabilitySpec(_Strict):
+    metrics_export_port: int = Field(8080, ge=1, le=65535, description="Ray's Prometheus export port.")
+    log_engine_metrics: bool = Field(True, description="Export vLLM engine metrics (ray_vllm_*).")
+
+
+class DeploymentSpec(_Strict):
+    name: str = Field(description="Deployment name; used for the Serve app, Helm release and dashboards.")
+    description: str = ""
+    model: ModelSpec
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    api: ApiSpec = Field(default_factory=ApiSpec)
+    slo: SloSpec = Field(default_factory=SloSpec)
+    observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", v):
+            raise ValueError(
+                f"must be a DNS label of at most 40 characters: lowercase letters, digits and '-' "
+                f"(got {v!r}), because it names Kubernetes objects"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentSpec:
+        arch = MODEL_ARCHS[self.model.architecture]
+        eng, hw = self.engine, self.hardware
+        if eng.enable_expert_parallel and not arch.is_moe:
+            raise _PathError(
+                "engine.enable_expert_parallel",
+                True,
+                f"{arch.key} is a dense model with no experts to distribute; set it to false",
+            )
+        if eng.max_model_len > arch.max_context:
+            raise _PathError(
+                "engine.max_model_len",
+                eng.max_model_len,
+                f"{arch.key} supports at most {arch.max_context} tokens; set it to {arch.max_context} or less",
+            )
+        if eng.max_num_batched_tokens is not None and eng.max_num_batched_tokens < eng.max_model_len:
+            if not (eng.extra_args.get("enable_chunked_prefill") is True):
+                raise _PathError(
+                    "engine.max_num_batched_tokens",
+                    eng.max_num_batched_tokens,
+                    f"without chunked prefill a prompt of max_model_len ({eng.max_model_len}) must fit one "
+                    f"batch; raise it to at least {eng.max_model_len} or set "
+                    "engine.extra_args.enable_chunked_prefill: true",
+                )
+        if hw.is_gpu:
+            if hw.gpus_per_node < 1:
+                raise _PathError(
+                    "hardware.gpus_per_node", hw.gpus_per_node,
+                    f"a {hw.accelerator} deployment needs at least 1 GPU per node, e.g. 8",
+                )
+            total = hw.gpus_per_node * hw.nodes
+            if eng.devices_per_replica > total:
+                raise _PathError(
+                    "engine.tensor_parallel_size",
+                    eng.tensor_parallel_size,
+                    f"TP x PP x DP = {eng.devices_per_replica} GPUs per replica but the cluster has "
+                    f"{total} ({hw.nodes} node(s) x {hw.gpus_per_node}); shrink the layout or add nodes",
+                )
+        else:
+            if eng.gpu_memory_utilization is not None:
+                raise _PathError(
+                    "engine.gpu_memory_utilization", eng.gpu_memory_utilization,
+                    "it applies to GPUs only; remove it, and size the CPU KV cache with "
+                    "engine.cpu.kvcache_space_gib",
+                )
+            if hw.gpus_per_node:
+                raise _PathError(
+                    "hardware.gpus_per_node", hw.gpus_per_node,
+                    "the accelerator is cpu; set it to 0, or set hardware.accelerator to h800/h100/h200",
+                )
+            if eng.data_parallel_size > 1:
+                raise _PathError(
+                    "engine.data_parallel_size", eng.data_parallel_size,
+                    "vllm-cpu 0.32.0 cannot run data parallel (its CPU communicator lacks all_gatherv); "
+                    "set it to 1 on cpu, or target a GPU accelerator",
+                )
+            if eng.quantization is not None:
+                raise _PathError(
+                    "engine.quantization", eng.quantization,
+                    "quantized kernels are GPU-only in this stack; remove it for cpu",
+                )
+        return self
+
+    @property
+    def model_arch(self):  # -> ModelArch; annotated loosely to keep the catalog import one-way
+        return MODEL_ARCHS[self.model.architecture]
+
+
+class _PathError(ValueError):
+    """A cross-field error that knows its own YAML path (model validators otherwise report the root)."""
+
+    def __init__(self, path: str, value: Any, fix: str) -> None:
+        super().__init__(fix)
+        self.path, self.value, self.fix = path, value, fix
+
+
+def _choices(value: str, options: Any) -> str:
+    names = sorted(options)
+    close = difflib.get_close_matches(value, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}choose one of: {', '.join(names)}"
+
+
+_VLLM_ARG_NAMES: frozenset[str] | None = None
+
+
+def _vllm_engine_arg_names() -> frozenset[str] | None:
+    """Names vLLM accepts as engine arguments, or None when vLLM is not installed here.
+
+    Read from the installed ``vllm/engine/arg_utils.py`` with ``ast`` rather than imported: importing
+    vLLM takes seconds, and `dsserve validate` should not. A GPU spec validated on a laptop without vLLM
+    skips the check; ray.serve.llm rejects unknown arguments again on the cluster.
+    """
+    global _VLLM_ARG_NAMES
+    if _VLLM_ARG_NAMES is None:
+        names = _parse_engine_args_dataclasses()
+        if not names:
+            return None
+        _VLLM_ARG_NAMES = frozenset(names)
+    return _VLLM_ARG_NAMES
+
+
+def _parse_engine_args_dataclasses() -> set[str]:
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("vllm")
+    except (ImportError, ValueError):
+        return set()
+    if spec is None or not spec.submodule_search_locations:
+        return set()
+    source = Path(next(iter(spec.submodule_search_locations))) / "engine" / "arg_utils.py"
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in ("EngineArgs", "AsyncEngineArgs"):
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    names.add(item.target.id)
+    return names
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
+    for item in loc:
+        try:
+            data = data[item]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+_TYPE_HINTS = {
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping (key: value lines)",
+    "model_type": "a mapping (key: value lines)",
+}
+
+
+def _describe(err: dict[str, Any], data: Any, where: str) -> str:
+    loc = tuple(err["loc"])
+    etype = err["type"]
+    ctx = err.get("ctx") or {}
+    if etype == "value_error" and isinstance(ctx.get("error"), _PathError):
+        pe: _PathError = ctx["error"]
+        return f"{where}: {pe.path}: got {pe.value!r}; {pe.fix}"
+    path = _loc_to_path(loc)
+    value = _lookup(data, loc)
+    if etype == "extra_forbidden":
+        parent = loc[:-1]
+        key = str(loc[-1])
+        allowed = _allowed_keys(parent)
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
+        return f"{where}: {path}: unknown key; {hint} (remove or rename it)"
+    if etype == "missing":
+        return f"{where}: {path}: required but missing; add it (see deploy/profiles/local-cpu.yaml)"
+    if etype == "literal_error":
+        return f"{where}: {path}: got {value!r}; choose one of: {ctx.get('expected')}"
+    if etype in _TYPE_HINTS:
+        return f"{where}: {path}: got {value!r}; must be {_TYPE_HINTS[etype]}"
+    if etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{where}: {path}: got {value!r}; {err['msg'].lower()}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{where}: {path}: {msg}" if value is None else f"{where}: {path}: got {value!r}; {msg}"
+
+
+def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = DeploymentSpec
+    for item in parent:
+        field = model.model_fields.get(str(item))
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return []
+        model = nxt
+    return list(model.model_fields)
+
+
+def parse_spec(data: Any, *, where: str = "spec") -> DeploymentSpec:
+    """Validate a parsed YAML document; raise SpecError listing every problem, one per line."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{where}: the top level must be a mapping with keys name, model, engine, ... "
+            f"(got {type(data).__name__}); see deploy/profiles/local-cpu.yaml"
+        )
+    try:
+        return DeploymentSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e, data, where) for e in exc.errors()]
+        raise SpecError("\n".join(dict.fromkeys(lines))) from None
+
+
+def load_spec(path: str | os.PathLike[str]) -> DeploymentSpec:
+    """Read and validate one deployment spec file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(
+            f"{p}: no such file; pass a profile such as deploy/profiles/local-cpu.yaml"
+        )
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{p}: not valid YAML{at}: {problem}; fix the syntax there") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{p}: not UTF-8 text; save the spec as UTF-8 YAML") from None
+    return parse_spec(data, where=str(p))

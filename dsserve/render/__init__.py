@@ -1,0 +1,1 @@
+"""Renderers: one deployment spec in, deployable artefacts out (Ray Serve YAML, ...)."""

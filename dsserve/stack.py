@@ -1,0 +1,194 @@
+"""The local stack behind `dsserve up`: a Ray runtime, Ray Serve, and the app built from one spec.
+
+It owns the whole lifecycle on one machine, because a half-stopped stack is the failure users hit most:
+Ray's HAProxy child outlives a killed driver and keeps port 8000, so the next start fails with "Address
+already in use". Hence: ports are checked before anything starts, and :meth:`LocalStack.stop` shuts
+Serve down before Ray, so no raylet, GCS, replica, vLLM engine or proxy process is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsserve.app import build_openai_app, ray_cpus_needed, serving_args
+from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
+from dsserve.errors import PortInUseError, StackError
+
+__all__ = ["LocalStack", "check_port_free", "HAPROXY_ENV"]
+
+#: Environment switching Ray Serve to its HAProxy fast path; read by Ray when the runtime starts.
+HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+_HAPROXY_PORTS = (8404, 9101)  # HAProxy's stats and metrics listeners
+
+Progress = Callable[[str], None]
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Raise PortInUseError when something already listens on host:port."""
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "localhost") else host
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        if s.connect_ex((probe_host, port)) == 0:
+            raise PortInUseError(
+                f"port {port} ({what}) on {probe_host} is already in use, probably by a dsserve or Ray "
+                f"stack that was not stopped cleanly; stop it (Ctrl-C in its terminal, or `ray stop "
+                f"--force`), or pick another port with --port"
+            )
+
+
+def _quiet_library_loggers() -> None:
+    """Keep the terminal to dsserve's progress lines; Ray and vLLM still log in full to the log dir."""
+    for name in ("ray", "ray.serve", "ray.llm", "vllm", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@dataclass
+class LocalStack:
+    """Start and stop one deployment spec on a local Ray runtime."""
+
+    spec: DeploymentSpec
+    progress: Progress = print
+    verbose: bool = False
+    _started: bool = field(default=False, init=False)
+    _session_dir: str | None = field(default=None, init=False)
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.spec.api.host in ("0.0.0.0", "") else self.spec.api.host
+        return f"http://{host}:{self.spec.api.port}"
+
+    def start(self, timeout_s: float = 900.0) -> None:
+        """Start Ray and Serve, deploy the app, and return once /v1/models answers 200."""
+        spec = self.spec
+        check_port_free(spec.api.host, spec.api.port, "the OpenAI API")
+        if spec.serving.proxy == "haproxy":
+            for port in _HAPROXY_PORTS:
+                check_port_free("127.0.0.1", port, "Ray Serve's HAProxy")
+            os.environ.update(HAPROXY_ENV)
+
+        self._resolve_model()
+
+        import ray
+        from ray import serve
+
+        num_cpus = max(os.cpu_count() or 1, ray_cpus_needed(spec))
+        self.progress(f"starting a local Ray runtime ({num_cpus} logical CPUs)")
+        started = time.monotonic()
+        ctx = ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=self.verbose,
+            configure_logging=self.verbose,
+            logging_level="INFO" if self.verbose else "WARNING",
+            _metrics_export_port=spec.observability.metrics_export_port,
+        )
+        self._started = True
+        self._session_dir = ctx.address_info.get("session_dir")
+        serve.start(http_options={"host": spec.api.host, "port": spec.api.port})
+        app = build_openai_app(serving_args(spec))
+        if not self.verbose:
+            _quiet_library_loggers()
+        self.progress(f"deploying {spec.model.id} (vLLM engine on {spec.hardware.accelerator}); "
+                      f"Ray logs: {self.log_dir()}")
+        self._run_and_watch(serve, app, started, timeout_s)
+        self._wait_healthy(started, timeout_s)
+
+    def _resolve_model(self) -> None:
+        source = self.spec.model.source
+        if source.startswith(TINY_SOURCE_PREFIX):
+            from dsserve.tiny_models import build_tiny_model
+
+            name = source[len(TINY_SOURCE_PREFIX):]
+            t0 = time.monotonic()
+            path, built = build_tiny_model(name, progress=lambda m: self.progress(f"tiny model: {m}"))
+            how = f"built in {time.monotonic() - t0:.1f}s" if built else "already built"
+            self.progress(f"model {name}: {path} ({how})")
+
+    def _run_and_watch(self, serve: Any, app: Any, started: float, timeout_s: float) -> None:
+        failure: list[BaseException] = []
+
+        def deploy() -> None:
+            try:
+                serve.run(app, name=self.spec.name, route_prefix="/")
+            except BaseException as exc:  # reported from the main thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=deploy, name="dsserve-deploy", daemon=True)
+        worker.start()
+        last = ""
+        while worker.is_alive():
+            worker.join(timeout=2.0)
+            elapsed = time.monotonic() - started
+            line = self._status_line()
+            if line and line != last:
+                self.progress(f"[{elapsed:5.0f}s] {line}")
+                last = line
+            if elapsed > timeout_s:
+                raise StackError(
+                    f"the app was not running after {timeout_s:.0f}s ({line or 'no status'}); "
+                    f"see the replica logs in {self.log_dir()}, or raise --timeout-s"
+                )
+        if failure:
+            exc = failure[0]
+            raise StackError(
+                f"deploying {self.spec.name} failed: {type(exc).__name__}: {str(exc)[:2000]}; "
+                f"the replica logs are in {self.log_dir()}"
+            ) from exc
+
+    def _status_line(self) -> str:
+        from ray import serve
+
+        try:
+            app = serve.status().applications.get(self.spec.name)
+        except Exception:
+            return ""
+        if app is None:
+            return "waiting for the Serve controller"
+        parts = []
+        for name, dep in app.deployments.items():
+            states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(dep.replica_states.items()))
+            parts.append(f"{name}: {dep.status.lower()}" + (f" ({states})" if states else ""))
+        return f"app {app.status.lower()}; " + "; ".join(parts)
+
+    def _wait_healthy(self, started: float, timeout_s: float) -> None:
+        import httpx
+
+        url = f"{self.base_url}/v1/models"
+        while True:
+            try:
+                r = httpx.get(url, timeout=5.0)
+                if r.status_code == 200 and any(m.get("id") == self.spec.model.id for m in r.json()["data"]):
+                    self.progress(f"healthy after {time.monotonic() - started:.1f}s: GET {url} -> 200")
+                    return
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            if time.monotonic() - started > timeout_s:
+                raise StackError(f"{url} did not answer 200 within {timeout_s:.0f}s; see {self.log_dir()}")
+            time.sleep(0.5)
+
+    def log_dir(self) -> str:
+        return os.path.join(self._session_dir or "/tmp/ray/session_latest", "logs")
+
+    def stop(self) -> None:
+        """Shut Serve down (replicas, engines, proxies), then Ray; safe to call twice."""
+        if not self._started:
+            return
+        import ray
+        from ray import serve
+
+        self.progress("shutting down Serve and Ray")
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            self._started = False
+            if self.spec.serving.proxy == "haproxy":
+                for key in HAPROXY_ENV:
+                    os.environ.pop(key, None)

@@ -1,0 +1,259 @@
+"""Tiny DeepSeek-architecture checkpoints, built offline and deterministically.
+
+No model hub is reachable where dsserve is developed and tested, yet the stack must run real vLLM on a
+real DeepSeek architecture. These recipes build a few-MB checkpoint from a transformers config class with a
+fixed seed and a byte-level BPE tokenizer trained on an embedded corpus. The output directory is named by a
+hash of the recipe, so a second build with the same inputs finds the finished directory and does nothing.
+
+- ``tiny-deepseek-v2``: DeepSeek-V2 architecture. MLA with the real latent dims (kv_lora_rank 512,
+  qk_rope_head_dim 64; vLLM's CPU MLA kernel rejects smaller ones), MoE with 8 routed experts, 1 shared,
+  top-2, first layer dense like the real model.
+- ``tiny-deepseek-llm``: the Llama architecture of deepseek-llm-67b. GQA (4 heads, 2 KV heads, head_dim 64,
+  the smallest the CPU attention kernel accepts), dense.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsserve.errors import ModelBuildError
+
+__all__ = ["TINY_MODELS", "TinyModelRecipe", "build_tiny_model", "cache_dir", "tiny_model_path"]
+
+#: Bump when the build procedure changes in a way the recipe fields do not capture.
+_BUILD_VERSION = 1
+_MARKER = "dsserve-tiny-model.json"
+BOS, EOS, PAD = "<|begin_of_sentence|>", "<|end_of_sentence|>", "<|pad|>"
+
+# DeepSeek-V2 chat format: "User: ...\n\nAssistant: ...<eos>", with the system prompt first.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] }}{{ eos_token }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+# The tokenizer's training text: varied enough that common English, code and digits tokenize sensibly.
+_CORPUS = [
+    "DeepSeek models use multi-head latent attention and a mixture of experts.",
+    "Ray Serve orchestrates vLLM engines behind an OpenAI compatible API.",
+    "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun.",
+    "User: What is the capital of France?\n\nAssistant: The capital of France is Paris.",
+    "User: Write a haiku about GPUs.\n\nAssistant: Silicon rivers, tensors flowing through the night, tokens come alive.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "SELECT id, name FROM users WHERE created_at > '2024-01-01' ORDER BY id;",
+    "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 100 1000 3.14159 2.71828",
+    "Latency, throughput, p99, requests per second, tokens per second, time to first token.",
+    "Kubernetes, Helm, Prometheus, Grafana, Locust: deploy, observe and load test the service.",
+    "Hello! How can I help you today? Please explain the answer step by step.",
+    "The mitochondria is the powerhouse of the cell; photosynthesis turns light into sugar.",
+]
+
+
+@dataclass(frozen=True)
+class TinyModelRecipe:
+    """Everything that determines the bytes of one tiny checkpoint."""
+
+    name: str
+    config_class: str
+    config: dict[str, Any]
+    vocab_size: int = 512
+    seed: int = 0
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        blob = json.dumps(
+            {"v": _BUILD_VERSION, "cls": self.config_class, "cfg": self.config, "vocab": self.vocab_size,
+             "seed": self.seed, "corpus": _CORPUS, "template": CHAT_TEMPLATE},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+_COMMON = dict(
+    hidden_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+)
+
+TINY_MODELS: dict[str, TinyModelRecipe] = {
+    r.name: r
+    for r in (
+        TinyModelRecipe(
+            name="tiny-deepseek-v2",
+            config_class="DeepseekV2Config",
+            description="DeepSeek-V2 architecture: MLA (512+64 latent) + MoE (8 routed, 1 shared, top-2)",
+            config=dict(
+                _COMMON,
+                architectures=["DeepseekV2ForCausalLM"],
+                num_key_value_heads=4,
+                intermediate_size=512,
+                moe_intermediate_size=128,
+                kv_lora_rank=512,
+                q_lora_rank=None,
+                qk_nope_head_dim=128,
+                qk_rope_head_dim=64,
+                v_head_dim=128,
+                n_routed_experts=8,
+                n_shared_experts=1,
+                num_experts_per_tok=2,
+                first_k_dense_replace=1,
+                topk_method="greedy",
+                n_group=1,
+                topk_group=1,
+                norm_topk_prob=False,
+                routed_scaling_factor=1.0,
+            ),
+        ),
+        TinyModelRecipe(
+            name="tiny-deepseek-llm",
+            config_class="LlamaConfig",
+            description="deepseek-llm-67b architecture (Llama): GQA 4 heads / 2 KV heads, dense",
+            config=dict(
+                _COMMON,
+                architectures=["LlamaForCausalLM"],
+                num_key_value_heads=2,
+                head_dim=64,
+                intermediate_size=512,
+            ),
+        ),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """Root of dsserve's build cache: $DSSERVE_CACHE_DIR, else $XDG_CACHE_HOME/dsserve, else ~/.cache/dsserve."""
+    env = os.environ.get("DSSERVE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "dsserve"
+
+
+def tiny_model_path(name: str, root: Path | None = None) -> Path:
+    recipe = _recipe(name)
+    return (root or cache_dir()) / "models" / f"{recipe.name}-{recipe.digest()}"
+
+
+def _recipe(name: str) -> TinyModelRecipe:
+    try:
+        return TINY_MODELS[name]
+    except KeyError:
+        raise ModelBuildError(
+            f"unknown tiny model {name!r}; choose one of: {', '.join(sorted(TINY_MODELS))}"
+        ) from None
+
+
+def build_tiny_model(
+    name: str,
+    root: Path | None = None,
+    *,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> tuple[Path, bool]:
+    """Build the named tiny model unless it is already built; return (path, built_now)."""
+    recipe = _recipe(name)
+    dest = tiny_model_path(name, root)
+    if (dest / _MARKER).is_file():
+        return dest, False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{recipe.name}-", dir=dest.parent))
+    try:
+        progress(f"training a {recipe.vocab_size}-token byte-level BPE tokenizer")
+        tokenizer = _train_tokenizer(recipe.vocab_size)
+        tokenizer.save_pretrained(tmp)
+        progress(f"building {recipe.name} ({recipe.description}) with seed {recipe.seed}")
+        _build_weights(recipe, tokenizer, tmp)
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / _MARKER).write_text(
+            json.dumps(
+                {"name": recipe.name, "digest": recipe.digest(), "files": files,
+                 "built_in_s": round(time.monotonic() - started, 2)},
+                indent=2,
+            )
+        )
+        tmp.chmod(0o755)  # mkdtemp makes it private; Ray workers of other users may read it
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not (dest / _MARKER).is_file():  # not a concurrent build that won the race
+                raise
+    except ModelBuildError:
+        raise
+    except Exception as exc:  # torch/transformers failures become a user-facing error
+        raise ModelBuildError(
+            f"building {recipe.name} in {dest.parent} failed: {type(exc).__name__}: {exc}; "
+            "check free disk space and that the cpu extra is installed (make install)"
+        ) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest, True
+
+
+def _train_tokenizer(vocab_size: int) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
+
+
+def _build_weights(recipe: TinyModelRecipe, tokenizer: Any, out: Path) -> None:
+    import torch
+    import transformers
+
+    config_cls = getattr(transformers, recipe.config_class)
+    config = config_cls(
+        **recipe.config,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(recipe.seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model = model.to(torch.bfloat16)
+    model.config.dtype = "bfloat16"
+    model.save_pretrained(out, safe_serialization=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

