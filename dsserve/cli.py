@@ -165,6 +165,46 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    """Plan profiles; 0 when every one fits and meets its SLO, 1 when one does not, 2 on bad input.
+
+    Bad input (an invalid profile or flag) is reported here rather than in :func:`main` because `plan`
+    distinguishes "your input is wrong" (2) from "your deployment does not work" (1).
+    """
+    from dsserve.planner.plan import OVERRIDE_PATHS
+
+    try:
+        if args.published:
+            from dsserve.planner.published import published_table
+
+            sys.stdout.write(published_table())
+            return 0
+        if not args.profiles:
+            raise DsserveError("dsserve plan: no PROFILE given; pass one or more deployment specs, e.g. "
+                               "deploy/profiles/h800-deepseek-llm-67b-tp8.yaml (or --published)")
+        overrides = {k: getattr(args, k) for k in OVERRIDE_PATHS}
+        if args.sweep:
+            from dsserve.planner.sweep import sweep_table
+
+            sys.stdout.write(sweep_table(args.profiles, target_qps=args.target_qps, overrides=overrides))
+            return 0
+        from dsserve.planner import plan_profile, plan_to_dict, render_text
+
+        mix_args = {"qps": args.qps, "input_tokens": args.input_tokens, "output_tokens": args.output_tokens,
+                    "metric": args.metric, "percentile": args.percentile, "threshold_ms": args.threshold_ms}
+        plans = [plan_profile(p, overrides=overrides, hf_config=args.hf_config, mix_args=mix_args,
+                              alternatives=args.alternatives) for p in args.profiles]
+    except DsserveError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        data = [plan_to_dict(p) for p in plans]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        sys.stdout.write("\n".join(render_text(p) for p in plans))
+    return 0 if all(p.ok for p in plans) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsserve",
@@ -206,6 +246,50 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("profile", metavar="PROFILE")
     r.add_argument("-o", "--output", help="write here instead of stdout")
     r.set_defaults(func=_cmd_render_serve_config)
+
+    p = sub.add_parser(
+        "plan", help="capacity and SLO plan: does a profile fit, how fast is it, does it meet its SLO",
+        description="Plan a deployment from its profile without a GPU: per-GPU memory (weights, KV cache, "
+        "reserves, as vLLM splits them), prefill/decode times, the SLO at a request mix with a queueing "
+        "estimate, and the nearest layouts that fit. Exit status: 0 fits and meets the SLO, 1 does not, "
+        "2 bad input. See docs/planner.md.")
+    p.add_argument("profiles", nargs="*", metavar="PROFILE", help="deployment spec YAML(s)")
+    g = p.add_argument_group("request mix (default: the profile's slo section)")
+    g.add_argument("--qps", type=float, help="arrival rate, requests per second (Poisson)")
+    g.add_argument("--input-tokens", help="prompt tokens: N, LO:HI (uniform) or exp:MEAN")
+    g.add_argument("--output-tokens", help="output tokens: N, LO:HI (uniform) or exp:MEAN")
+    g.add_argument("--metric", choices=["ttft", "e2e", "itl"], help="latency the SLO bounds")
+    g.add_argument("--percentile", type=float, help="SLO percentile, e.g. 99")
+    g.add_argument("--threshold-ms", type=float, help="SLO bound in milliseconds")
+    g = p.add_argument_group("what-if overrides (validated like the profile)")
+    g.add_argument("--architecture", help="catalog model key, e.g. deepseek-v3")
+    g.add_argument("--hf-config", metavar="PATH", help="plan the model of this local config.json instead")
+    g.add_argument("--accelerator", help="h800, h100, h200, a100-80g or cpu")
+    g.add_argument("--gpus-per-node", type=int)
+    g.add_argument("--nodes", type=int)
+    g.add_argument("--tp", type=int, help="engine.tensor_parallel_size")
+    g.add_argument("--pp", type=int, help="engine.pipeline_parallel_size")
+    g.add_argument("--dp", type=int, help="engine.data_parallel_size (planned; not renderable yet)")
+    g.add_argument("--ep", action=argparse.BooleanOptionalAction, default=None,
+                   help="engine.enable_expert_parallel")
+    g.add_argument("--quantization", help="fp8, awq, gptq, compressed-tensors, bitsandbytes or none")
+    g.add_argument("--kv-cache-dtype", help="auto or fp8")
+    g.add_argument("--max-model-len", type=int)
+    g.add_argument("--max-num-seqs", type=int)
+    g.add_argument("--max-num-batched-tokens", type=int)
+    g.add_argument("--gpu-memory-utilization", type=float)
+    g.add_argument("--replicas", type=int, help="serving.replicas")
+    g.add_argument("--max-ongoing-requests", type=int, help="serving.max_ongoing_requests")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help="print the plan as JSON")
+    g.add_argument("--no-alternatives", dest="alternatives", action="store_false",
+                   help="skip the search for nearest fitting layouts")
+    g.add_argument("--sweep", action="store_true",
+                   help="print the docs/planner.md QPS table (largest QPS under p99 500 ms) for the profiles")
+    g.add_argument("--target-qps", type=float, default=1200.0, help="QPS the --sweep table tests (default 1200)")
+    g.add_argument("--published", action="store_true",
+                   help="print the predicted/published comparison table of docs/planner.md")
+    p.set_defaults(func=_cmd_plan)
     return parser
 
 

@@ -153,7 +153,7 @@ class EngineSpec(_Strict):
 
 
 class HardwareSpec(_Strict):
-    accelerator: str = Field("cpu", description="Catalog key: cpu, h800, h100 or h200.")
+    accelerator: str = Field("cpu", description="Catalog key: cpu, h800, h100, h200 or a100-80g.")
     gpus_per_node: int = Field(0, ge=0, le=16, description="GPUs per node; 0 for cpu.")
     nodes: int = Field(1, ge=1, le=1024)
     cpus_per_node: int | None = Field(None, ge=1, description="Logical CPUs Ray may use per node.")
@@ -237,6 +237,12 @@ class SloSpec(_Strict):
     metric: Literal["e2e", "ttft", "itl"] = Field("e2e", description="Which latency the SLO bounds.")
     percentile: float = Field(99, gt=0, lt=100)
     threshold_ms: float = Field(500, gt=0)
+    input_tokens: int = Field(
+        512, ge=1, le=1_048_576, description="Prompt tokens per request of the mix the planner checks the SLO at."
+    )
+    output_tokens: int = Field(
+        256, ge=1, le=1_048_576, description="Output tokens per request of the mix the planner checks the SLO at."
+    )
 
 
 class ObservabilitySpec(_Strict):
