@@ -8,6 +8,8 @@ other than the ones below is upstream's. What it changes, measured against ray 2
 - A body that is not JSON sent without ``Content-Type: application/json`` answered **500**: upstream's
   validation handler (``core/ingress/middleware.py:_handle_validation_error``) puts the raw ``bytes``
   input into the JSON error, which cannot be serialised.
+- Unknown paths and wrong methods answered FastAPI's ``{"detail": "Not Found"}``; they get OpenAI errors
+  through a handler installed on the ingress's FastAPI app (see ``_set_asgi_app``).
 - Engine errors (prompt over ``max_model_len``, ``max_tokens`` too large) arrive as
   ``"Message: ... Internal exception: ... original exception: "`` with ``type: OpenAIHTTPException``
   (``utils/server_utils.py:get_response_for_error``). Users get the plain message and OpenAI's types.
@@ -24,8 +26,9 @@ import os
 import re
 from typing import Any
 
-from fastapi import Request, status
+from fastapi import FastAPI, Request, status
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 # OpenAIHTTPException has no public alias; it is what upstream raises for engine-reported errors.
@@ -84,6 +87,19 @@ def _validation_message(err: dict[str, Any]) -> tuple[str, str]:
     return (f"{path}: {msg}" if path else msg), (path or None)
 
 
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    """Routing errors (unknown path, wrong method) in OpenAI's shape instead of FastAPI's ``detail``."""
+    code = getattr(exc, "status_code", 500)
+    if code == 404:
+        message = f"Unknown route {request.method} {request.url.path}; this server serves /v1/models, " \
+                  "/v1/chat/completions and /v1/completions."
+    elif code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(getattr(exc, "detail", "")) or "Request failed."
+    return openai_error(code, message, headers=getattr(exc, "headers", None))
+
+
 class DsserveIngress(OpenAiIngress):
     """OpenAiIngress whose chat and completions routes turn every client mistake into an OpenAI 4xx.
 
@@ -103,6 +119,18 @@ class DsserveIngress(OpenAiIngress):
                     f"export {api_keys_env}=key1,key2 before starting Ray, or remove api.api_keys_env"
                 )
             self._api_keys = tuple(k.encode() for k in keys)
+
+    def _set_asgi_app(self, app: Any) -> None:
+        """Install OpenAI-shaped routing errors on the FastAPI app before Serve starts serving it.
+
+        Ray Serve's ``ASGIAppReplicaWrapper._set_asgi_app`` (ray 2.60.0, serve/_private/http_util.py) is the
+        one moment this class sees its FastAPI app: ``make_fastapi_ingress`` creates the app itself and the
+        ingress wrapper hands it over after ``__init__``. A Ray upgrade that renames it fails the e2e test
+        for unknown routes, not users silently.
+        """
+        if isinstance(app, FastAPI):
+            app.add_exception_handler(StarletteHTTPException, _http_exception)
+        super()._set_asgi_app(app)  # type: ignore[misc]
 
     def _unauthorized(self, request: Request) -> JSONResponse | None:
         if not self._api_keys:

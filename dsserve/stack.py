@@ -43,10 +43,26 @@ def check_port_free(host: str, port: int, what: str) -> None:
             )
 
 
-def _quiet_library_loggers() -> None:
-    """Keep the terminal to dsserve's progress lines; Ray and vLLM still log in full to the log dir."""
-    for name in ("ray", "ray.serve", "ray.llm", "vllm", "httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+def _quiet_driver_logging() -> None:
+    """Keep the terminal to dsserve's progress lines; replicas and engines still log in full to the log dir.
+
+    Only this driver process is quietened. vLLM reads VLLM_LOGGING_LEVEL when first imported (here, by
+    ray.serve.llm's config validation), so the variable is set just around that import: Ray's raylet
+    already started with the user's environment, and the workers it spawns inherit that, not this.
+    """
+    saved = os.environ.get("VLLM_LOGGING_LEVEL")
+    os.environ["VLLM_LOGGING_LEVEL"] = "ERROR"
+    try:
+        import vllm  # noqa: F401
+    except ImportError:  # a GPU cluster's driver may not carry vLLM; nothing to quieten
+        pass
+    finally:
+        if saved is None:
+            os.environ.pop("VLLM_LOGGING_LEVEL", None)
+        else:
+            os.environ["VLLM_LOGGING_LEVEL"] = saved
+    for name in ("ray", "ray.serve", "vllm", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @dataclass
@@ -91,10 +107,12 @@ class LocalStack:
         )
         self._started = True
         self._session_dir = ctx.address_info.get("session_dir")
-        serve.start(http_options={"host": spec.api.host, "port": spec.api.port})
-        app = build_openai_app(serving_args(spec))
         if not self.verbose:
-            _quiet_library_loggers()
+            _quiet_driver_logging()
+        serve.start(http_options={"host": spec.api.host, "port": spec.api.port})
+        if not self.verbose:
+            _quiet_driver_logging()  # serve.start re-configures the "ray.serve" logger
+        app = build_openai_app(serving_args(spec))
         self.progress(f"deploying {spec.model.id} (vLLM engine on {spec.hardware.accelerator}); "
                       f"Ray logs: {self.log_dir()}")
         self._run_and_watch(serve, app, started, timeout_s)

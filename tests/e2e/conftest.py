@@ -1,15 +1,18 @@
-"""One real stack per test session, started exactly as a user starts it: `dsserve up`.
+"""Real stacks for the e2e tests, started exactly as a user starts them: `dsserve up PROFILE`.
 
-The fixture runs `dsserve up deploy/profiles/local-cpu.yaml` as a subprocess (real Ray, real Serve, real
-vLLM CPU engine, real HTTP), waits for its READY line, and shares the base URL with every e2e test.
-Tests marked ``shutdown`` run last: they stop the stack with SIGINT, like Ctrl-C, and check that every
-process it started is gone.
+A stack is real Ray, real Serve, a real vLLM CPU engine and real HTTP, so it costs about a minute to
+start on two cores. Each profile's stack therefore starts once per test session and is shared by every
+test that asks for it, and only one runs at a time: tests are grouped by their ``profile`` marker
+(default: the embedded default, ``local-cpu``), and asking for another profile stops the running stack
+first. Tests marked ``shutdown`` run last within their group: they stop the stack with SIGINT, like
+Ctrl-C, and check that every process it started is gone.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,18 +21,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
 from tests.conftest import REPO
 
-PROFILE = REPO / "deploy" / "profiles" / "local-cpu.yaml"
+DEFAULT_PROFILE = "local-cpu"
+PROFILE = REPO / "deploy" / "profiles" / f"{DEFAULT_PROFILE}.yaml"
 STARTUP_TIMEOUT_S = float(os.environ.get("DSSERVE_E2E_STARTUP_TIMEOUT_S", "600"))
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -39,6 +42,7 @@ def _free_port() -> int:
 class RunningStack:
     """A `dsserve up` subprocess and what it printed."""
 
+    profile: str
     proc: subprocess.Popen[str]
     base_url: str
     port: int
@@ -49,6 +53,13 @@ class RunningStack:
 
     def output(self) -> str:
         return "".join(self.lines)
+
+    def log_dir(self) -> Path:
+        """The Ray session's log directory, as `dsserve up` printed it."""
+        for line in self.lines:
+            if "Ray logs: " in line:
+                return Path(line.split("Ray logs: ", 1)[1].strip())
+        raise AssertionError("`dsserve up` did not print its Ray log directory")
 
     def snapshot_descendants(self) -> list[psutil.Process]:
         """Every process the stack started (raylet, GCS, workers, replicas, vLLM engines, proxies)."""
@@ -71,59 +82,132 @@ class RunningStack:
             self.proc.kill()
             self.stopped_rc = self.proc.wait()
             raise
+        psutil.wait_procs(self.descendants, timeout=30)
         return self.stopped_rc
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run tests marked `shutdown` after every other test: they stop the shared stack."""
-    items.sort(key=lambda item: item.get_closest_marker("shutdown") is not None)
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def _start(profile: str) -> RunningStack:
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "dsserve.cli", "up", str(PROFILE), "--port", str(port)]
-    started = time.monotonic()
+    path = REPO / "deploy" / "profiles" / f"{profile}.yaml"
+    cmd = [sys.executable, "-m", "dsserve.cli", "up", str(path), "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
-    running = RunningStack(proc=proc, base_url=f"http://127.0.0.1:{port}", port=port)
+    running = RunningStack(profile=profile, proc=proc, base_url=f"http://127.0.0.1:{port}", port=port)
     ready = threading.Event()
 
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             running.lines.append(line)
-            sys.stderr.write(f"[dsserve up] {line}")
+            sys.stderr.write(f"[dsserve up {profile}] {line}")
             if "READY" in line:
                 ready.set()
         ready.set()
 
+    started = time.monotonic()
     threading.Thread(target=pump, daemon=True).start()
     if not ready.wait(STARTUP_TIMEOUT_S) or proc.poll() is not None:
         proc.kill()
-        pytest.fail(f"`dsserve up` did not become ready in {STARTUP_TIMEOUT_S:.0f}s:\n{running.output()[-4000:]}")
+        pytest.fail(f"`dsserve up {profile}` did not become ready in {STARTUP_TIMEOUT_S:.0f}s:\n"
+                    f"{running.output()[-4000:]}")
     running.ready_after_s = time.monotonic() - started
-    try:
-        yield running
-    finally:
-        if running.stopped_rc is None:
-            running.stop()
+    return running
+
+
+class StackManager:
+    """Starts at most one stack at a time and keeps it for every test of the same profile."""
+
+    def __init__(self) -> None:
+        self.current: RunningStack | None = None
+        #: teacher-forced prompt logprobs per profile, so layouts can be compared across stacks
+        self.prompt_logprobs: dict[str, list[list[float]]] = {}
+
+    def get(self, profile: str) -> RunningStack:
+        if self.current is not None and (self.current.profile != profile or self.current.stopped_rc is not None):
+            self.current.stop()
+            self.current = None
+        if self.current is None:
+            self.current = _start(profile)
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+
+
+def _profile_of(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("profile")
+    return marker.args[0] if marker else DEFAULT_PROFILE
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group e2e tests by profile (the default first), and run `shutdown` tests last within a group."""
+    order: dict[str, int] = {DEFAULT_PROFILE: 0}
+    for item in items:
+        order.setdefault(_profile_of(item), len(order))
+    items.sort(key=lambda it: (it.get_closest_marker("e2e") is not None, order[_profile_of(it)],
+                               it.get_closest_marker("shutdown") is not None))
 
 
 @pytest.fixture(scope="session")
-def client(stack: RunningStack) -> Iterator["httpx.Client"]:  # noqa: F821
-    import httpx
+def stacks() -> Iterator[StackManager]:
+    manager = StackManager()
+    try:
+        yield manager
+    finally:
+        manager.close()
 
-    with httpx.Client(base_url=stack.base_url, timeout=60.0) as c:
+
+@pytest.fixture
+def stack(stacks: StackManager, request: pytest.FixtureRequest) -> RunningStack:
+    return stacks.get(_profile_of(request.node))
+
+
+@pytest.fixture
+def client(stack: RunningStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.base_url, timeout=120.0) as c:
         yield c
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    """The tiny model's own tokenizer, to check the server's token counts independently."""
+    """The tiny MoE model's own tokenizer, to check the server's token counts independently."""
     from transformers import AutoTokenizer
 
     from dsserve.tiny_models import tiny_model_path
 
     return AutoTokenizer.from_pretrained(Path(tiny_model_path("tiny-deepseek-v2")))
+
+
+COMPARE_PROMPTS = ["The capital of France is", "def add(a, b):", "Latency, throughput, p99,"]
+
+
+def prompt_logprobs(client: httpx.Client, model: str) -> list[list[float]]:
+    """Each fixed prompt's tokens' log-probabilities, teacher-forced: the model's numbers, not sampled text.
+
+    Greedy text is no way to compare layouts of a random-weight model: its logits are nearly flat, so
+    bf16 noise from a different reduction order flips argmaxes. Log-probabilities compare with a tolerance.
+    """
+    out = []
+    for prompt in COMPARE_PROMPTS:
+        r = client.post("/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": 1,
+                                                 "temperature": 0, "prompt_logprobs": 0})
+        assert r.status_code == 200, r.text
+        entries = r.json()["choices"][0]["prompt_logprobs"]
+        out.append([next(iter(e.values()))["logprob"] for e in entries if e])
+    return out
+
+
+def assert_clean_shutdown(stack: RunningStack) -> None:
+    """Ctrl-C the stack and check that every process it started is gone."""
+    procs = stack.snapshot_descendants()
+    names = " ".join(p.name() for p in procs if p.is_running())
+    assert "raylet" in names and "gcs_server" in names, names  # we are looking at the real tree
+    assert any("VLLM" in p.name() for p in procs if p.is_running()), names
+    rc = stack.stop()
+    assert rc == 0, stack.output()[-2000:]
+    _, alive = psutil.wait_procs(stack.descendants, timeout=30)
+    leftover = [f"{p.pid} {p.name()}" for p in alive]
+    assert not leftover, f"processes left after Ctrl-C: {leftover}"
+    assert "stopped" in stack.output()

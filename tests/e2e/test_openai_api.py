@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import httpx
-import psutil
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.conftest import PROFILE, RunningStack
+from tests.e2e.conftest import PROFILE, RunningStack, StackManager, assert_clean_shutdown, prompt_logprobs
 
 pytestmark = pytest.mark.e2e
 
@@ -166,6 +165,12 @@ def test_malformed_chat_body_is_400(client: httpx.Client, name: str, kwargs: dic
     assert fragment in err["message"], err
 
 
+@pytest.mark.parametrize("method,path,status", [("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405),
+                                                ("DELETE", "/v1/models", 405)])
+def test_routing_errors_are_openai_shaped(client: httpx.Client, method: str, path: str, status: int) -> None:
+    _assert_openai_error(client.request(method, path), status)
+
+
 def test_service_keeps_serving_after_errors(client: httpx.Client) -> None:
     for _ in range(3):
         client.post("/v1/chat/completions", content=b"{", headers={"content-type": "application/json"})
@@ -182,15 +187,14 @@ def test_second_start_on_a_busy_port_fails_fast(stack: RunningStack) -> None:
     assert "Traceback" not in r.stderr
 
 
+def test_reference_logprobs_for_other_layouts(client: httpx.Client, stacks: StackManager) -> None:
+    """The single-rank layout's prompt log-probabilities: the TP2 + EP layout must reproduce them."""
+    first = prompt_logprobs(client, MODEL)
+    assert all(len(x) >= 3 for x in first)
+    assert prompt_logprobs(client, MODEL) == first  # same layout, same numbers
+    stacks.prompt_logprobs["local-cpu"] = first
+
+
 @pytest.mark.shutdown
 def test_ctrl_c_stops_everything(stack: RunningStack) -> None:
-    procs = stack.snapshot_descendants()
-    names = " ".join(p.name() for p in procs if p.is_running())
-    assert "raylet" in names and "gcs_server" in names, names  # we are looking at the real tree
-    assert any("VLLM" in p.name() or "EngineCore" in " ".join(p.cmdline()) for p in procs if p.is_running()), names
-    rc = stack.stop()
-    assert rc == 0, stack.output()[-2000:]
-    gone, alive = psutil.wait_procs(stack.descendants, timeout=30)
-    leftover = [f"{p.pid} {p.name()}" for p in alive]
-    assert not leftover, f"processes left after Ctrl-C: {leftover}"
-    assert "stopped" in stack.output()
+    assert_clean_shutdown(stack)
