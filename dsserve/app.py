@@ -22,7 +22,7 @@ from dsserve.catalog import ACCELERATORS
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.errors import SpecError
 
-__all__ = ["serving_args", "build_openai_app", "ray_cpus_needed", "INGRESS_CLS"]
+__all__ = ["serving_args", "build_openai_app", "admission_limit", "ray_cpus_needed", "INGRESS_CLS"]
 
 INGRESS_CLS = "dsserve.ingress:DsserveIngress"
 
@@ -129,13 +129,30 @@ def serving_args(spec: DeploymentSpec) -> dict[str, Any]:
         "llm_configs": [_llm_config(spec)],
         "ingress_cls_config": {
             "ingress_cls": INGRESS_CLS,
-            "ingress_extra_kwargs": {"api_keys_env": spec.api.api_keys_env},
+            "ingress_extra_kwargs": {
+                "api_keys_env": spec.api.api_keys_env,
+                "max_inflight": admission_limit(spec),
+                "max_body_bytes": spec.api.max_body_bytes,
+            },
         },
         "ingress_deployment_config": {
             # ray.serve.llm defaults both to 1e9, i.e. no admission limit at the ingress at all.
             "max_ongoing_requests": max(2 * spec.serving.max_ongoing_requests, 256),
         },
     }
+
+
+def admission_limit(spec: DeploymentSpec) -> int | None:
+    """Requests the ingress admits at once: every replica's engine slots plus the deployment's queue.
+
+    Past it a request gets 503 + Retry-After at once instead of waiting in an unbounded Python queue.
+    None (unbounded) when the spec asks for an unbounded queue (max_queued_requests -1).
+    """
+    sv = spec.serving
+    if sv.max_queued_requests < 0:
+        return None
+    replicas = sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas
+    return replicas * sv.max_ongoing_requests + sv.max_queued_requests
 
 
 def ray_cpus_needed(spec: DeploymentSpec) -> int:

@@ -74,6 +74,20 @@ def _cmd_render_serve_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render_helm_values(args: argparse.Namespace) -> int:
+    from dsserve.config import load_spec
+    from dsserve.render.helm_values import render_helm_values
+
+    spec = load_spec(args.profile)
+    text = render_helm_values(spec, source=_display_path(args.profile))
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _display_path(path: str) -> str:
     p = Path(path).resolve()
     try:
@@ -103,29 +117,17 @@ def _sample_request(base_url: str, model: str, api_key: str | None) -> None:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    import os
-
     from dsserve.config import load_spec
-    from dsserve.stack import LocalStack
+    from dsserve.stack import LocalStack, client_api_key
 
     profile = args.profile or str(default_profile())
-    spec = load_spec(profile)
-    updates: dict[str, object] = {}
+    overrides = list(args.set)
     if args.host:
-        updates["host"] = args.host
+        overrides.append(f"api.host={args.host}")
     if args.port:
-        updates["port"] = args.port
-    if updates:
-        spec = spec.model_copy(update={"api": spec.api.model_copy(update=updates)})
-    api_key = None
-    if spec.api.api_keys_env:
-        keys = os.environ.get(spec.api.api_keys_env, "")
-        if not keys.strip():
-            raise DsserveError(
-                f"{profile}: api.api_keys_env is {spec.api.api_keys_env}, but ${spec.api.api_keys_env} is "
-                f"unset or empty; export {spec.api.api_keys_env}=<key>[,<key>...] first"
-            )
-        api_key = keys.split(",")[0].strip()
+        overrides.append(f"api.port={args.port}")
+    spec = load_spec(profile, overrides)
+    api_key = client_api_key(spec)
 
     stop = threading.Event()
 
@@ -221,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile", nargs="?", help="deployment spec YAML (default: deploy/profiles/local-cpu.yaml)")
     p.add_argument("--host", help="override api.host")
     p.add_argument("--port", type=int, help="override api.port")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override any spec field, e.g. --set serving.max_ongoing_requests=8 (repeatable)")
     p.add_argument("--timeout-s", type=float, default=900.0, help="give up if not healthy by then (default 900)")
     p.add_argument("--no-sample", dest="sample", action="store_false",
                    help="do not send the sample chat request once healthy")
@@ -246,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("profile", metavar="PROFILE")
     r.add_argument("-o", "--output", help="write here instead of stdout")
     r.set_defaults(func=_cmd_render_serve_config)
+    r = rsub.add_parser("helm-values", help="Helm values for helm/dsserve (KubeRay RayService) from a profile",
+                        description="Write a values file for `helm install -f`: the profile's Ray Serve config "
+                        "(serveConfigV2, the text `render serve-config` writes) plus the sizing it implies "
+                        "(GPUs per worker pod, worker pods, autoscaling bounds, ports, HAProxy, API-key "
+                        "variable). The profile must set api.host: 0.0.0.0. See docs/kubernetes.md.")
+    r.add_argument("profile", metavar="PROFILE")
+    r.add_argument("-o", "--output", help="write here instead of stdout")
+    r.set_defaults(func=_cmd_render_helm_values)
 
     p = sub.add_parser(
         "plan", help="capacity and SLO plan: does a profile fit, how fast is it, does it meet its SLO",

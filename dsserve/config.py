@@ -30,6 +30,7 @@ __all__ = [
     "ObservabilitySpec",
     "ServingSpec",
     "SloSpec",
+    "apply_overrides",
     "load_spec",
     "parse_spec",
     "TINY_SOURCE_PREFIX",
@@ -216,6 +217,9 @@ class ServingSpec(_Strict):
 class ApiSpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=1024**3, description="Larger request bodies get 413."
+    )
     api_keys_env: str | None = Field(
         None,
         description="Name of an environment variable holding comma-separated API keys; unset = no auth.",
@@ -490,8 +494,33 @@ def parse_spec(data: Any, *, where: str = "spec") -> DeploymentSpec:
         raise SpecError("\n".join(dict.fromkeys(lines))) from None
 
 
-def load_spec(path: str | os.PathLike[str]) -> DeploymentSpec:
-    """Read and validate one deployment spec file."""
+def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...], *, where: str) -> Any:
+    """Apply ``path.to.key=value`` overrides (values parsed as YAML) to a parsed spec, like ``helm --set``."""
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise SpecError(f"--set {item!r}: expected PATH=VALUE, e.g. --set api.port=8001")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key) if isinstance(node, dict) else None
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise SpecError(
+                    f"{where}: --set {item!r}: {'.'.join(keys[:depth + 1])} is a value, not a section"
+                )
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def load_spec(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> DeploymentSpec:
+    """Read and validate one deployment spec file, with optional ``--set`` overrides applied first."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(
@@ -506,4 +535,6 @@ def load_spec(path: str | os.PathLike[str]) -> DeploymentSpec:
         raise SpecError(f"{p}: not valid YAML{at}: {problem}; fix the syntax there") from None
     except UnicodeDecodeError:
         raise SpecError(f"{p}: not UTF-8 text; save the spec as UTF-8 YAML") from None
+    if overrides and isinstance(data, dict):
+        data = apply_overrides(data, overrides, where=str(p))
     return parse_spec(data, where=str(p))

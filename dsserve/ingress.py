@@ -29,12 +29,15 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 # OpenAIHTTPException has no public alias; it is what upstream raises for engine-reported errors.
 from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
 from ray.serve.llm.ingress import OpenAiIngress
+from ray.serve.exceptions import BackPressureError
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+from dsserve.admission import AdmissionGate
 
 __all__ = ["DsserveIngress", "openai_error"]
 
@@ -100,16 +103,39 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     return openai_error(code, message, headers=getattr(exc, "headers", None))
 
 
+def _overloaded(why: str) -> JSONResponse:
+    return openai_error(
+        503,
+        f"The server is at capacity: {why}. Retry after 1 second.",
+        code="overloaded",
+        headers={"Retry-After": "1"},
+    )
+
+
 class DsserveIngress(OpenAiIngress):
     """OpenAiIngress whose chat and completions routes turn every client mistake into an OpenAI 4xx.
 
-    With ``api_keys_env`` set (ingress_extra_kwargs), every route requires ``Authorization: Bearer
-    <key>`` for one of the comma-separated keys in that environment variable. A missing or empty variable
-    fails the replica at start: an unset secret must not silently open the API.
+    Keyword arguments (``ingress_cls_config.ingress_extra_kwargs``, rendered from the spec):
+
+    - ``api_keys_env``: every route requires ``Authorization: Bearer <key>`` for one of the
+      comma-separated keys in that environment variable. A missing or empty variable fails the replica at
+      start: an unset secret must not silently open the API.
+    - ``max_inflight``: chat and completions requests held at once before 503 + Retry-After
+      (:class:`AdmissionGate`); None for unbounded.
+    - ``max_body_bytes``: larger request bodies get 413 before they are read.
     """
 
-    def __init__(self, *args: Any, api_keys_env: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        api_keys_env: str | None = None,
+        max_inflight: int | None = None,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self._gate = AdmissionGate(max_inflight)
+        self._max_body_bytes = max_body_bytes
         self._api_keys: tuple[bytes, ...] = ()
         if api_keys_env:
             keys = [k.strip() for k in os.environ.get(api_keys_env, "").split(",") if k.strip()]
@@ -153,7 +179,22 @@ class DsserveIngress(OpenAiIngress):
         denied = self._unauthorized(request)
         if denied is not None:
             return denied
-        raw = await request.body()
+        too_big = openai_error(
+            413,
+            f"The request body is larger than this server accepts ({self._max_body_bytes} bytes, "
+            "api.max_body_bytes); shorten the prompt or raise the limit.",
+            code="request_too_large",
+        )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_body_bytes:
+            return too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                return too_big
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         if not raw:
             return openai_error(400, "The request body is empty; send a JSON object with `model` and "
                                 "`messages` (chat) or `prompt` (completions).", code="invalid_body")
@@ -194,14 +235,26 @@ class DsserveIngress(OpenAiIngress):
         return get_base_model_id(model) in self._model_cards
 
     async def _serve(self, body: Any, call_method: str, request: Request) -> Response:
+        if not self._gate.try_acquire():
+            return _overloaded(f"{self._gate.inflight} requests are in flight, the most this server admits")
+        streaming = False
         try:
-            return await self._process_llm_request(body, call_method=call_method, raw_request=request)
+            response = await self._process_llm_request(body, call_method=call_method, raw_request=request)
+            if isinstance(response, StreamingResponse):
+                response.body_iterator = self._gate.hold_while_streaming(response.body_iterator)
+                streaming = True
+            return response
+        except BackPressureError:
+            return _overloaded("the model's request queue is full (serving.max_queued_requests)")
         except OpenAIHTTPException as exc:
             code = int(exc.status_code)
             message = _clean_upstream_message(exc.message)
             if code >= 500:
                 message = f"The server could not complete the request: {message}"
             return openai_error(code, message, param=_param_of(exc))
+        finally:
+            if not streaming:
+                self._gate.release()
 
     async def chat(self, request: Request) -> Response:  # type: ignore[override]
         """POST /v1/chat/completions, with the body parsed here so bad input is a 400, never a 500."""

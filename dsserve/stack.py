@@ -21,13 +21,29 @@ from dsserve.app import build_openai_app, ray_cpus_needed, serving_args
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.errors import PortInUseError, StackError
 
-__all__ = ["LocalStack", "check_port_free", "HAPROXY_ENV"]
+__all__ = ["LocalStack", "check_port_free", "client_api_key", "HAPROXY_ENV"]
 
 #: Environment switching Ray Serve to its HAProxy fast path; read by Ray when the runtime starts.
 HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 _HAPROXY_PORTS = (8404, 9101)  # HAProxy's stats and metrics listeners
 
 Progress = Callable[[str], None]
+
+
+def client_api_key(spec: DeploymentSpec) -> str | None:
+    """The first configured API key, for dsserve's own requests (health wait, sample); None without auth.
+
+    Raises StackError when the spec requires keys but the variable is unset or empty, before anything
+    starts: the ingress would refuse to start anyway, later and less clearly.
+    """
+    name = spec.api.api_keys_env
+    if not name:
+        return None
+    keys = [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
+    if not keys:
+        raise StackError(f"api.api_keys_env is {name}, but ${name} is unset or empty; "
+                         f"export {name}=<key>[,<key>...] first")
+    return keys[0]
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -179,16 +195,21 @@ class LocalStack:
         import httpx
 
         url = f"{self.base_url}/v1/models"
+        key = client_api_key(self.spec)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         while True:
+            status = "no answer"
             try:
-                r = httpx.get(url, timeout=5.0)
+                r = httpx.get(url, timeout=5.0, headers=headers)
+                status = f"HTTP {r.status_code}"
                 if r.status_code == 200 and any(m.get("id") == self.spec.model.id for m in r.json()["data"]):
                     self.progress(f"healthy after {time.monotonic() - started:.1f}s: GET {url} -> 200")
                     return
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
             if time.monotonic() - started > timeout_s:
-                raise StackError(f"{url} did not answer 200 within {timeout_s:.0f}s; see {self.log_dir()}")
+                raise StackError(f"{url} did not answer 200 within {timeout_s:.0f}s (last: {status}); "
+                                 f"see {self.log_dir()}")
             time.sleep(0.5)
 
     def log_dir(self) -> str:

@@ -38,11 +38,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: API keys the e2e stacks that require auth read (api.api_keys_env=DSSERVE_E2E_KEYS)
+E2E_KEYS = ("e2e-key-one", "e2e-key-two")
+
+StackKey = tuple[str, ...]  # (profile name, *--set overrides)
+
+
 @dataclass
 class RunningStack:
     """A `dsserve up` subprocess and what it printed."""
 
-    profile: str
+    key: StackKey
     proc: subprocess.Popen[str]
     base_url: str
     port: int
@@ -86,14 +92,17 @@ class RunningStack:
         return self.stopped_rc
 
 
-def _start(profile: str) -> RunningStack:
+def _start(key: StackKey) -> RunningStack:
+    profile, *overrides = key
     port = _free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DSSERVE_E2E_KEYS=",".join(E2E_KEYS))
     path = REPO / "deploy" / "profiles" / f"{profile}.yaml"
     cmd = [sys.executable, "-m", "dsserve.cli", "up", str(path), "--port", str(port)]
+    for item in overrides:
+        cmd += ["--set", item]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
-    running = RunningStack(profile=profile, proc=proc, base_url=f"http://127.0.0.1:{port}", port=port)
+    running = RunningStack(key=key, proc=proc, base_url=f"http://127.0.0.1:{port}", port=port)
     ready = threading.Event()
 
     def pump() -> None:
@@ -109,7 +118,7 @@ def _start(profile: str) -> RunningStack:
     threading.Thread(target=pump, daemon=True).start()
     if not ready.wait(STARTUP_TIMEOUT_S) or proc.poll() is not None:
         proc.kill()
-        pytest.fail(f"`dsserve up {profile}` did not become ready in {STARTUP_TIMEOUT_S:.0f}s:\n"
+        pytest.fail(f"`dsserve up {' '.join(key)}` did not become ready in {STARTUP_TIMEOUT_S:.0f}s:\n"
                     f"{running.output()[-4000:]}")
     running.ready_after_s = time.monotonic() - started
     return running
@@ -123,12 +132,12 @@ class StackManager:
         #: teacher-forced prompt logprobs per profile, so layouts can be compared across stacks
         self.prompt_logprobs: dict[str, list[list[float]]] = {}
 
-    def get(self, profile: str) -> RunningStack:
-        if self.current is not None and (self.current.profile != profile or self.current.stopped_rc is not None):
+    def get(self, key: StackKey) -> RunningStack:
+        if self.current is not None and (self.current.key != key or self.current.stopped_rc is not None):
             self.current.stop()
             self.current = None
         if self.current is None:
-            self.current = _start(profile)
+            self.current = _start(key)
         return self.current
 
     def close(self) -> None:
@@ -136,14 +145,15 @@ class StackManager:
             self.current.stop()
 
 
-def _profile_of(item: pytest.Item) -> str:
+def _profile_of(item: pytest.Item) -> StackKey:
+    """``@pytest.mark.profile(name, *overrides)``: which stack a test needs (default: local-cpu as shipped)."""
     marker = item.get_closest_marker("profile")
-    return marker.args[0] if marker else DEFAULT_PROFILE
+    return tuple(marker.args) if marker else (DEFAULT_PROFILE,)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Group e2e tests by profile (the default first), and run `shutdown` tests last within a group."""
-    order: dict[str, int] = {DEFAULT_PROFILE: 0}
+    order: dict[StackKey, int] = {(DEFAULT_PROFILE,): 0}
     for item in items:
         order.setdefault(_profile_of(item), len(order))
     items.sort(key=lambda it: (it.get_closest_marker("e2e") is not None, order[_profile_of(it)],
