@@ -40,8 +40,17 @@ test-unit: install  ## fast unit tests only
 test-e2e: install  ## e2e tests only (starts Ray Serve + vLLM CPU once)
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
-render: install  ## regenerate serve/*.yaml from deploy/profiles/*.yaml
+render: install  ## regenerate serve/*.yaml, helm/values/*.yaml and the chart's files/ from deploy/
 	@for p in $(PROFILES); do $(BIN)/dsserve render serve-config $$p -o serve/$$(basename $$p); done
+	@# Helm: values per GPU profile, the chart's default Serve config, and chart-local copies of the
+	@# alert rules and dashboards (helm reads only files inside the chart; a test keeps them identical).
+	@mkdir -p helm/values && rm -f helm/values/*.yaml
+	@for p in deploy/profiles/h800-*.yaml; do $(BIN)/dsserve render helm-values $$p -o helm/values/$$(basename $$p); done
+	@$(BIN)/dsserve render serve-config deploy/profiles/h800-deepseek-v2-lite-tp1.yaml -o helm/dsserve/files/serve-config.yaml
+	@rm -rf helm/dsserve/files/prometheus/rules helm/dsserve/files/grafana/dashboards
+	@mkdir -p helm/dsserve/files/prometheus/rules helm/dsserve/files/grafana/dashboards
+	@for f in deploy/prometheus/rules/*.yaml; do [ ! -e "$$f" ] || cp "$$f" helm/dsserve/files/prometheus/rules/; done
+	@for f in deploy/grafana/dashboards/*.json; do [ ! -e "$$f" ] || cp "$$f" helm/dsserve/files/grafana/dashboards/; done
 
 tiny-model: install  ## build the offline tiny models into ~/.cache/dsserve
 	$(BIN)/dsserve tiny-model --all
