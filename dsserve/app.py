@@ -20,9 +20,18 @@ from typing import Any
 
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
-from dsserve.errors import SpecError
 
-__all__ = ["serving_args", "build_openai_app", "admission_limit", "ray_cpus_needed", "INGRESS_CLS"]
+__all__ = [
+    "INGRESS_CLS",
+    "admission_limit",
+    "build_app",
+    "build_dp_openai_app",
+    "build_openai_app",
+    "import_path",
+    "ray_cpus_needed",
+    "serving_args",
+    "uses_data_parallel",
+]
 
 INGRESS_CLS = "dsserve.ingress:DsserveIngress"
 
@@ -32,6 +41,7 @@ def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "tensor_parallel_size": eng.tensor_parallel_size,
         "pipeline_parallel_size": eng.pipeline_parallel_size,
+        **({"data_parallel_size": eng.data_parallel_size} if eng.data_parallel_size > 1 else {}),
         "max_model_len": eng.max_model_len,
         "dtype": eng.dtype,
         "kv_cache_dtype": eng.kv_cache_dtype,
@@ -118,15 +128,26 @@ def _llm_config(spec: DeploymentSpec) -> dict[str, Any]:
     return cfg
 
 
+def uses_data_parallel(spec: DeploymentSpec) -> bool:
+    """DP attention (data_parallel_size > 1) runs on ray.serve.llm's DP builder, whose args differ."""
+    return spec.engine.data_parallel_size > 1
+
+
+def import_path(spec: DeploymentSpec) -> str:
+    """The Serve import path for this spec's application."""
+    return "dsserve.app:build_dp_openai_app" if uses_data_parallel(spec) else "dsserve.app:build_openai_app"
+
+
 def serving_args(spec: DeploymentSpec) -> dict[str, Any]:
-    """Plain-data ``LLMServingArgs`` for this spec: what `serve deploy` YAML and `dsserve up` both use."""
-    if spec.engine.data_parallel_size > 1:
-        raise SpecError(
-            f"engine.data_parallel_size: got {spec.engine.data_parallel_size}; data-parallel attention "
-            "needs ray.serve.llm's DP builder, which dsserve does not wire yet; set it to 1"
-        )
+    """Plain-data builder args for this spec: what `serve deploy` YAML and `dsserve up` both use.
+
+    Shaped like ray.serve.llm's ``LLMServingArgs`` (``llm_configs``), or for data-parallel attention like
+    its ``DPOpenAiServingArgs`` (one ``llm_config``; each Serve replica is one DP rank, and
+    ``num_replicas`` counts DP groups, gang-scheduled so a failed rank restarts its group).
+    """
+    llm = {"llm_config": _llm_config(spec)} if uses_data_parallel(spec) else {"llm_configs": [_llm_config(spec)]}
     return {
-        "llm_configs": [_llm_config(spec)],
+        **llm,
         "ingress_cls_config": {
             "ingress_cls": INGRESS_CLS,
             "ingress_extra_kwargs": {
@@ -152,7 +173,8 @@ def admission_limit(spec: DeploymentSpec) -> int | None:
     if sv.max_queued_requests < 0:
         return None
     replicas = sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas
-    return replicas * sv.max_ongoing_requests + sv.max_queued_requests
+    engines = replicas * spec.engine.data_parallel_size  # each DP rank is a Serve replica with its own slots
+    return engines * sv.max_ongoing_requests + sv.max_queued_requests
 
 
 def ray_cpus_needed(spec: DeploymentSpec) -> int:
@@ -162,9 +184,23 @@ def ray_cpus_needed(spec: DeploymentSpec) -> int:
     the ingress, controller and proxy need room beside it.
     """
     eng, sv = spec.engine, spec.serving
-    replicas = sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas
+    replicas = (sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas) * eng.data_parallel_size
     per_replica = eng.tensor_parallel_size * eng.pipeline_parallel_size + 1
     return replicas * per_replica + 2
+
+
+def _resolve_tiny_sources(llm_configs: list[Any]) -> None:
+    """Replace ``tiny:<name>`` model sources with the built directory, building it if needed."""
+    from dsserve.tiny_models import build_tiny_model
+
+    for cfg in llm_configs:
+        if not isinstance(cfg, dict):
+            continue
+        loading = cfg.get("model_loading_config", {})
+        source = loading.get("model_source", "")
+        if isinstance(source, str) and source.startswith(TINY_SOURCE_PREFIX):
+            path, _ = build_tiny_model(source[len(TINY_SOURCE_PREFIX):])
+            loading["model_source"] = str(path)
 
 
 def build_openai_app(args: dict[str, Any]) -> Any:
@@ -174,15 +210,21 @@ def build_openai_app(args: dict[str, Any]) -> Any:
     """
     from ray.serve.llm import build_openai_app as upstream_build_openai_app
 
-    from dsserve.tiny_models import build_tiny_model
+    args = copy.deepcopy(args)
+    _resolve_tiny_sources(args.get("llm_configs", []))
+    return upstream_build_openai_app(args)
+
+
+def build_app(spec: DeploymentSpec) -> Any:
+    """The Serve application for a spec, through the same builder its rendered YAML names."""
+    builder = build_dp_openai_app if uses_data_parallel(spec) else build_openai_app
+    return builder(serving_args(spec))
+
+
+def build_dp_openai_app(args: dict[str, Any]) -> Any:
+    """The data-parallel-attention twin of :func:`build_openai_app`, on ray.serve.llm's DP builder."""
+    from ray.serve.llm import build_dp_openai_app as upstream_build_dp_openai_app
 
     args = copy.deepcopy(args)
-    for cfg in args.get("llm_configs", []):
-        if not isinstance(cfg, dict):
-            continue
-        loading = cfg.get("model_loading_config", {})
-        source = loading.get("model_source", "")
-        if isinstance(source, str) and source.startswith(TINY_SOURCE_PREFIX):
-            path, _ = build_tiny_model(source[len(TINY_SOURCE_PREFIX):])
-            loading["model_source"] = str(path)
-    return upstream_build_openai_app(args)
+    _resolve_tiny_sources([args.get("llm_config")])
+    return upstream_build_dp_openai_app(args)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsserve.app import build_openai_app, ray_cpus_needed, serving_args
+from dsserve.app import build_app, ray_cpus_needed
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.errors import PortInUseError, StackError
 
@@ -128,7 +128,7 @@ class LocalStack:
         serve.start(http_options={"host": spec.api.host, "port": spec.api.port})
         if not self.verbose:
             _quiet_driver_logging()  # serve.start re-configures the "ray.serve" logger
-        app = build_openai_app(serving_args(spec))
+        app = build_app(spec)
         self.progress(f"deploying {spec.model.id} (vLLM engine on {spec.hardware.accelerator}); "
                       f"Ray logs: {self.log_dir()}")
         self._run_and_watch(serve, app, started, timeout_s)

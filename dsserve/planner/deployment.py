@@ -182,5 +182,8 @@ def deployment_from_spec(spec: DeploymentSpec, arch: ModelArch | None = None) ->
         replicas=replicas, gpus_per_node=max(hw.gpus_per_node, 1), nodes=hw.nodes,
         cpu_kv_gib=eng.cpu.kvcache_space_gib if not accel.is_gpu else 0.0,
         proxy=sv.proxy, stream_interval_s=sv.stream_batching_interval_ms / 1000.0,
-        max_ongoing_requests=sv.max_ongoing_requests, quantization=eng.quantization, dtype=eng.dtype,
+        # With DP attention each DP rank is its own Serve replica (ray.serve.llm DPServer.get_deployment_options
+        # multiplies num_replicas by data_parallel_size), so a DP group holds dp x max_ongoing_requests.
+        max_ongoing_requests=sv.max_ongoing_requests * eng.data_parallel_size,
+        quantization=eng.quantization, dtype=eng.dtype,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from dsserve.app import serving_args
+from dsserve.app import import_path, serving_args
 from dsserve.config import DeploymentSpec
 
 __all__ = ["serve_config", "render_serve_config"]
@@ -25,7 +25,7 @@ def serve_config(spec: DeploymentSpec) -> dict[str, Any]:
             {
                 "name": spec.name,
                 "route_prefix": "/",
-                "import_path": "dsserve.app:build_openai_app",
+                "import_path": import_path(spec),
                 "args": serving_args(spec),
             }
         ],

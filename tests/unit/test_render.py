@@ -34,9 +34,13 @@ def test_ray_accepts_the_rendered_config(profile: Path) -> None:
     doc = yaml.safe_load(render_serve_config(load_spec(profile), source="x"))
     ServeDeploySchema.model_validate(doc)
     args = doc["applications"][0]["args"]
-    parsed = LLMServingArgs.model_validate(args)
-    cfg = parsed.llm_configs[0]
     spec = load_spec(profile)
+    if spec.engine.data_parallel_size > 1:
+        from ray.llm._internal.serve.serving_patterns.data_parallel.builder import DPOpenAiServingArgs
+
+        cfg = DPOpenAiServingArgs.model_validate(args).llm_config
+    else:
+        cfg = LLMServingArgs.model_validate(args).llm_configs[0]
     assert cfg.model_id == spec.model.id
     assert cfg.engine_kwargs["tensor_parallel_size"] == spec.engine.tensor_parallel_size
 
@@ -73,3 +77,23 @@ def test_import_path_is_dsserve_builder() -> None:
     app = doc["applications"][0]
     assert app["import_path"] == "dsserve.app:build_openai_app"
     assert app["args"]["ingress_cls_config"]["ingress_cls"] == "dsserve.ingress:DsserveIngress"
+
+
+def test_dp_attention_uses_ray_dp_builder_with_one_replica_per_rank() -> None:
+    """DP8 + EP renders for ray.serve.llm's DP builder; Ray's own DPServer turns it into 8 gang replicas."""
+    from ray.llm._internal.serve.serving_patterns.data_parallel.builder import DPOpenAiServingArgs
+    from ray.serve.llm.deployment import DPServer
+
+    spec = load_spec(REPO / "deploy/profiles/h800-deepseek-v2-lite-dp8-ep.yaml")
+    doc = serve_config(spec)
+    app = doc["applications"][0]
+    assert app["import_path"] == "dsserve.app:build_dp_openai_app"
+    cfg = DPOpenAiServingArgs.model_validate(app["args"]).llm_config
+    assert cfg.engine_kwargs["data_parallel_size"] == 8 and cfg.engine_kwargs["enable_expert_parallel"] is True
+    options = DPServer.get_deployment_options(cfg)
+    assert options["num_replicas"] == 8  # one Serve replica per DP rank
+    assert options["gang_scheduling_config"].gang_size == 8
+    assert options["placement_group_bundles"] == [{"GPU": 1, "CPU": 1}]  # one GPU per rank (TP1), replica CPU merged
+    # admission counts every rank's engine slots
+    assert app["args"]["ingress_cls_config"]["ingress_extra_kwargs"]["max_inflight"] == 8 * 256 + 2048
+
