@@ -32,12 +32,15 @@ up: install  ## install, build the tiny model, serve the OpenAI API on :8000 unt
 	$(BIN)/dsserve up
 
 test: install  ## install and run the whole suite (unit + e2e against the real stack)
+	@scripts/install-system-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install  ## fast unit tests only
+	@scripts/install-system-deps.sh
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 test-e2e: install  ## e2e tests only (starts Ray Serve + vLLM CPU once)
+	@scripts/install-system-deps.sh
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 render: install  ## regenerate serve/*.yaml, helm/values/*.yaml and the chart's files/ from deploy/
@@ -47,6 +50,9 @@ render: install  ## regenerate serve/*.yaml, helm/values/*.yaml and the chart's 
 	@mkdir -p helm/values && rm -f helm/values/*.yaml
 	@for p in deploy/profiles/h800-*.yaml; do $(BIN)/dsserve render helm-values $$p -o helm/values/$$(basename $$p); done
 	@$(BIN)/dsserve render serve-config deploy/profiles/h800-deepseek-v2-lite-tp1.yaml -o helm/dsserve/files/serve-config.yaml
+	@# Prometheus rules and Grafana dashboards, generated from dsserve/render/queries.py (one source of PromQL)
+	@$(BIN)/dsserve render prometheus-rules -o deploy/prometheus/rules
+	@$(BIN)/dsserve render dashboards -o deploy/grafana/dashboards
 	@rm -rf helm/dsserve/files/prometheus/rules helm/dsserve/files/grafana/dashboards
 	@mkdir -p helm/dsserve/files/prometheus/rules helm/dsserve/files/grafana/dashboards
 	@for f in deploy/prometheus/rules/*.yaml; do [ ! -e "$$f" ] || cp "$$f" helm/dsserve/files/prometheus/rules/; done

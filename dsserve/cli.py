@@ -88,6 +88,41 @@ def _cmd_render_helm_values(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render_prometheus_rules(args: argparse.Namespace) -> int:
+    from dsserve.render.prometheus_rules import render_alerts, render_recording, write_rules
+
+    if args.output:
+        for path in write_rules(args.output, args.runbook_base_url):
+            print(f"wrote {path}", file=sys.stderr)
+    else:
+        sys.stdout.write(render_recording() + "---\n" + render_alerts(args.runbook_base_url))
+    return 0
+
+
+def _cmd_render_dashboards(args: argparse.Namespace) -> int:
+    from dsserve.render.dashboards import dashboards, render_dashboard, write_dashboards
+
+    if args.output:
+        for path in write_dashboards(args.output):
+            print(f"wrote {path}", file=sys.stderr)
+    else:
+        sys.stdout.write("".join(render_dashboard(d) for d in dashboards().values()))
+    return 0
+
+
+def _cmd_dashboards_push(args: argparse.Namespace) -> int:
+    import os
+
+    from dsserve.render.dashboards import push_dashboards
+
+    token = os.environ.get(args.token_env, "").strip()
+    if not token:
+        raise DsserveError(f"--token-env {args.token_env}: ${args.token_env} is unset or empty; export a Grafana "
+                           f"service-account token (Editor role) in it, e.g. export {args.token_env}=glsa_...")
+    push_dashboards(args.grafana_url, token, args.folder or None, progress=_say)
+    return 0
+
+
 def _display_path(path: str) -> str:
     p = Path(path).resolve()
     try:
@@ -128,6 +163,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         overrides.append(f"api.port={args.port}")
     spec = load_spec(profile, overrides)
     api_key = client_api_key(spec)
+    prometheus = None
+    if args.prometheus:
+        from dsserve.local_prometheus import LocalPrometheus
+
+        prometheus = LocalPrometheus.for_spec(spec)  # fails now, not after a minute, if it is missing
 
     stop = threading.Event()
 
@@ -140,7 +180,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    stack = LocalStack(spec, progress=_say, verbose=args.verbose)
+    stack = LocalStack(spec, progress=_say, verbose=args.verbose, prometheus=prometheus)
     _say(f"profile {profile}: {spec.description or spec.name}")
     try:
         stack.start(timeout_s=args.timeout_s)
@@ -154,6 +194,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         )
         if args.sample:
             _sample_request(url, spec.model.id, api_key)
+        if prometheus is not None:
+            _say(f"Prometheus: {prometheus.url} (stops with the stack)")
         _say("READY - serving until Ctrl-C")
         while not stop.wait(1.0):
             pass
@@ -207,6 +249,29 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0 if all(p.ok for p in plans) else 1
 
 
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    """Run a load-test scenario; 0 pass, 1 fail, 2 bad input, 3 invalid (the generator was the bottleneck).
+
+    Bad input is reported here, not in :func:`main`, because a load test distinguishes "your input is
+    wrong" (2, nothing was sent) from "the server missed its SLO" (1). See docs/loadtesting.md.
+    """
+    from dsserve.loadgen.errors import LoadtestError
+    from dsserve.loadgen.runner import LoadtestOptions, run_loadtest
+
+    opts = LoadtestOptions(
+        scenario=args.scenario, host=args.host, rate=args.rate, duration=args.duration,
+        processes=args.processes, expect_workers=args.expect_workers, master_bind_host=args.master_bind_host,
+        master_bind_port=args.master_bind_port, prometheus=args.prometheus,
+        prometheus_lag_s=args.prometheus_lag_s, api_key_env=args.api_key_env,
+        out=args.out, engine=args.engine, tokenizer=args.tokenizer, sharegpt=args.sharegpt, model=args.model,
+        sets=list(args.set), quiet=args.quiet, timeout_s=args.timeout_s, argv=list(sys.argv))
+    try:
+        return run_loadtest(opts, say=_say)
+    except LoadtestError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsserve",
@@ -229,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sample", dest="sample", action="store_false",
                    help="do not send the sample chat request once healthy")
     p.add_argument("-v", "--verbose", action="store_true", help="stream Ray and vLLM logs to this terminal")
+    p.add_argument("--prometheus", action="store_true",
+                   help="also run a local Prometheus (Debian's prometheus binary) scraping the stack with "
+                   "dsserve's rules; prints its URL and stops with the stack")
     p.set_defaults(func=_cmd_up)
 
     p = sub.add_parser("validate", help="check deployment spec files and explain every problem",
@@ -258,6 +326,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("profile", metavar="PROFILE")
     r.add_argument("-o", "--output", help="write here instead of stdout")
     r.set_defaults(func=_cmd_render_helm_values)
+    r = rsub.add_parser("prometheus-rules", help="Prometheus recording and alerting rules (deploy/prometheus/rules)",
+                        description="Write dsserve-recording.yaml and dsserve-alerts.yaml (the rules `make render` "
+                        "puts in deploy/prometheus/rules/ and the Helm chart ships). See docs/observability.md.")
+    r.add_argument("-o", "--output", metavar="DIR", help="write both files into DIR instead of stdout")
+    r.add_argument("--runbook-base-url", default="docs/runbook.md", metavar="URL",
+                   help="what each alert's runbook_url starts with (default docs/runbook.md; point it at your "
+                   "copy, e.g. https://git.example.com/dsserve/blob/main/docs/runbook.md)")
+    r.set_defaults(func=_cmd_render_prometheus_rules)
+    r = rsub.add_parser("dashboards", help="Grafana dashboards (deploy/grafana/dashboards)",
+                        description="Write the Overview, Engine and SLO dashboards as Grafana JSON.")
+    r.add_argument("-o", "--output", metavar="DIR", help="write the JSON files into DIR instead of stdout")
+    r.set_defaults(func=_cmd_render_dashboards)
+
+    p = sub.add_parser("dashboards", help="work with dsserve's Grafana dashboards")
+    dsub = p.add_subparsers(dest="what", metavar="ACTION", required=True)
+    r = dsub.add_parser("push", help="create or update the dashboards in a Grafana (idempotent)",
+                        description="Upload the Overview, Engine and SLO dashboards through Grafana's HTTP API "
+                        "(grafana-client), into --folder (created when missing), overwriting by uid.")
+    r.add_argument("--grafana-url", required=True, metavar="URL", help="e.g. http://127.0.0.1:3000")
+    r.add_argument("--token-env", required=True, metavar="VAR",
+                   help="environment variable holding a Grafana service-account token (Editor role)")
+    r.add_argument("--folder", default="dsserve", help="Grafana folder title (default dsserve; '' for General)")
+    r.set_defaults(func=_cmd_dashboards_push)
 
     p = sub.add_parser(
         "plan", help="capacity and SLO plan: does a profile fit, how fast is it, does it meet its SLO",
@@ -302,6 +393,41 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--published", action="store_true",
                    help="print the predicted/published comparison table of docs/planner.md")
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser(
+        "loadtest", help="open-loop Locust load test of an OpenAI server, gated by the scenario's SLO",
+        description="Run a load-test scenario (loadtest/scenarios/NAME.yaml or a path) against an OpenAI "
+        "server with Locust, headless: open-loop arrivals at the target rate, TTFT/ITL/TPOT/E2E per request, "
+        "then the SLO gate. Writes results.json, report.html, requests.csv and Locust's CSVs to --out. Exit "
+        "status: 0 pass, 1 fail, 2 bad input (nothing sent), 3 invalid (the load generator was the "
+        "bottleneck). See docs/loadtesting.md.")
+    p.add_argument("scenario", metavar="SCENARIO", help="shipped scenario name (smoke, slo-1200qps, chat-mixed, "
+                   "long-context, burst, soak, lora-mix) or a YAML path")
+    p.add_argument("--host", required=True, help="base URL of the server, e.g. http://127.0.0.1:8000")
+    p.add_argument("--rate", type=float, help="override load.rate_rps (all generator processes together)")
+    p.add_argument("--duration", type=float, help="override load.duration_s, the measured seconds")
+    p.add_argument("--processes", type=int, default=1, help="Locust worker processes on this machine "
+                   "(the rate is split between them); default 1")
+    p.add_argument("--expect-workers", type=int, default=0, metavar="N",
+                   help="be a Locust master and wait for N `locust --worker` processes (any machine)")
+    p.add_argument("--master-bind-host", default="127.0.0.1", help="with --expect-workers (default 127.0.0.1)")
+    p.add_argument("--master-bind-port", type=int, default=5557, help="with --expect-workers (default 5557)")
+    p.add_argument("--prometheus", metavar="URL", help="also fetch the server-side TTFT/E2E percentiles")
+    p.add_argument("--prometheus-lag-s", type=float, default=15.0, metavar="S",
+                   help="read them S seconds after the window, once exported and scraped (default 15)")
+    p.add_argument("--api-key-env", metavar="VAR", help="send the key in $VAR as Authorization: Bearer")
+    p.add_argument("--out", metavar="DIR", help="results directory (default loadtest-results/NAME-TIME)")
+    p.add_argument("--engine", default="auto", choices=["auto", "real", "simulated"],
+                   help="label of the engine under test; auto asks the server (default)")
+    p.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json, a model directory or tiny:<name>; "
+                   "without it prompt lengths are estimated (and labelled so)")
+    p.add_argument("--sharegpt", metavar="FILE", help="take prompts from a ShareGPT JSON file")
+    p.add_argument("--model", help="base model id (default: the scenario's, else the first /v1/models lists)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override any scenario field, e.g. --set workload.context_window=2048 (repeatable)")
+    p.add_argument("--timeout-s", type=float, help="stop Locust if it runs longer than this")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the verdict lines (Locust's log is in --out)")
+    p.set_defaults(func=_cmd_loadtest)
     return parser
 
 

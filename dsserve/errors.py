@@ -6,8 +6,10 @@ print ``ErrorType: message`` and exit non-zero with no traceback::
     DsserveError
     ├── SpecError            the deployment spec (YAML) is missing, unreadable or invalid
     ├── ModelBuildError      a tiny model could not be built or a model source could not be resolved
+    ├── DashboardPushError   Grafana refused or could not be reached (dsserve.render.dashboards)
     └── StackError           the local stack could not start, become healthy or stop
-        └── PortInUseError   a listener already holds a port the stack needs
+        ├── PortInUseError   a listener already holds a port the stack needs
+        └── PrometheusError  the local Prometheus could not start (dsserve.local_prometheus)
 
 Messages follow one rule: say what was wrong, where, and how to fix it.
 """

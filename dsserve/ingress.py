@@ -38,6 +38,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
 from dsserve.admission import AdmissionGate
+from dsserve.metrics import IngressMetrics
 
 __all__ = ["DsserveIngress", "openai_error"]
 
@@ -135,6 +136,9 @@ class DsserveIngress(OpenAiIngress):
     ) -> None:
         super().__init__(*args, **kwargs)
         self._gate = AdmissionGate(max_inflight)
+        # dsserve_* request metrics (dsserve/metrics.py), exported on Ray's metrics port
+        self._metrics = IngressMetrics(self._model_cards, max_inflight)
+        self._metrics.start()
         self._max_body_bytes = max_body_bytes
         self._api_keys: tuple[bytes, ...] = ()
         if api_keys_env:
@@ -236,6 +240,7 @@ class DsserveIngress(OpenAiIngress):
 
     async def _serve(self, body: Any, call_method: str, request: Request) -> Response:
         if not self._gate.try_acquire():
+            self._metrics.rejected(call_method, "overloaded")
             return _overloaded(f"{self._gate.inflight} requests are in flight, the most this server admits")
         streaming = False
         try:
@@ -245,6 +250,7 @@ class DsserveIngress(OpenAiIngress):
                 streaming = True
             return response
         except BackPressureError:
+            self._metrics.rejected(call_method, "queue_full")
             return _overloaded("the model's request queue is full (serving.max_queued_requests)")
         except OpenAIHTTPException as exc:
             code = int(exc.status_code)
@@ -258,17 +264,19 @@ class DsserveIngress(OpenAiIngress):
 
     async def chat(self, request: Request) -> Response:  # type: ignore[override]
         """POST /v1/chat/completions, with the body parsed here so bad input is a 400, never a 500."""
-        body = await self._read_body(request, ChatCompletionRequest)
-        if isinstance(body, Response):
-            return body
-        return await self._serve(body, "chat", request)
+        with self._metrics.request("chat") as m:
+            body = await self._read_body(request, ChatCompletionRequest)
+            if isinstance(body, Response):
+                return m.done(body)
+            return m.done(await self._serve(body, "chat", request), body.model)
 
     async def completions(self, request: Request) -> Response:  # type: ignore[override]
         """POST /v1/completions, with the body parsed here so bad input is a 400, never a 500."""
-        body = await self._read_body(request, CompletionRequest)
-        if isinstance(body, Response):
-            return body
-        return await self._serve(body, "completions", request)
+        with self._metrics.request("completions") as m:
+            body = await self._read_body(request, CompletionRequest)
+            if isinstance(body, Response):
+                return m.done(body)
+            return m.done(await self._serve(body, "completions", request), body.model)
 
     async def models(self, request: Request) -> Any:  # type: ignore[override]
         """GET /v1/models, behind the API key when one is configured."""

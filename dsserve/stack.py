@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsserve.app import build_app, ray_cpus_needed
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.errors import PortInUseError, StackError
+
+if TYPE_CHECKING:
+    from dsserve.local_prometheus import LocalPrometheus
 
 __all__ = ["LocalStack", "check_port_free", "client_api_key", "HAPROXY_ENV"]
 
@@ -88,6 +92,8 @@ class LocalStack:
     spec: DeploymentSpec
     progress: Progress = print
     verbose: bool = False
+    #: started first and stopped with the stack (`dsserve up --prometheus`); see dsserve/local_prometheus.py
+    prometheus: LocalPrometheus | None = None
     _started: bool = field(default=False, init=False)
     _session_dir: str | None = field(default=None, init=False)
 
@@ -106,6 +112,9 @@ class LocalStack:
             os.environ.update(HAPROXY_ENV)
 
         self._resolve_model()
+        if self.prometheus is not None:
+            self.prometheus.start()
+            self.progress(self.prometheus.describe())
 
         import ray
         from ray import serve
@@ -113,6 +122,10 @@ class LocalStack:
         num_cpus = max(os.cpu_count() or 1, ray_cpus_needed(spec))
         self.progress(f"starting a local Ray runtime ({num_cpus} logical CPUs)")
         started = time.monotonic()
+        # ray.init replaces the process's SIGTERM handler (ray/_private/worker.py: sys.exit), and Ray core's
+        # C++ failure-signal handler then aborts the driver (exit -6) mid-shutdown. Keep the caller's
+        # handler, so SIGTERM stops the stack as cleanly as Ctrl-C does.
+        caller_sigterm = signal.getsignal(signal.SIGTERM)
         ctx = ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
@@ -121,6 +134,8 @@ class LocalStack:
             logging_level="INFO" if self.verbose else "WARNING",
             _metrics_export_port=spec.observability.metrics_export_port,
         )
+        if callable(caller_sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, caller_sigterm)
         self._started = True
         self._session_dir = ctx.address_info.get("session_dir")
         if not self.verbose:
@@ -217,6 +232,8 @@ class LocalStack:
 
     def stop(self) -> None:
         """Shut Serve down (replicas, engines, proxies), then Ray; safe to call twice."""
+        if self.prometheus is not None:
+            self.prometheus.stop()
         if not self._started:
             return
         import ray

@@ -206,9 +206,10 @@ def test_default_values_render_valid_objects(chart, crd_validator) -> None:
     objects = render(chart)
     assert_all_valid(objects, crd_validator)
     kinds = sorted(o["kind"] for o in objects)
-    # The monitoring files do not exist yet (observability issue), so no PrometheusRule or dashboards;
-    # the load test is off by default.
-    assert kinds == ["NetworkPolicy", "Pod", "PodMonitor", "PodMonitor", "RayService", "ServiceAccount"]
+    # The PrometheusRule and one ConfigMap per dashboard come from files/ (make render); the load test is
+    # off by default.
+    assert kinds == ["ConfigMap", "ConfigMap", "ConfigMap", "NetworkPolicy", "Pod", "PodMonitor", "PodMonitor",
+                     "PrometheusRule", "RayService", "ServiceAccount"]
     (rs,) = by_kind(objects, "RayService")
     assert rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
         "image"] == f"dsserve:{chart.metadata['appVersion']}"
@@ -429,7 +430,7 @@ def test_loadtest_renders_master_workers_and_scenario(chart, crd_validator) -> N
     assert menv["LOCUST_MODE_MASTER"] == "true" and menv["LOCUST_LOCUSTFILE"] == "/mnt/locust/locustfile.py"
     wenv = {e["name"]: e.get("value") for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert wenv["LOCUST_MASTER_NODE_HOST"] == "ds-dsserve-loadtest"
-    (cm,) = by_kind(objects, "ConfigMap")
+    (cm,) = [c for c in by_kind(objects, "ConfigMap") if "grafana_dashboard" not in c["metadata"]["labels"]]
     assert cm["data"]["locustfile.py"] == scenario
     (svc,) = by_kind(objects, "Service")
     assert {p["port"] for p in svc["spec"]["ports"]} == {8089, 5557}
@@ -492,6 +493,8 @@ def test_monitoring_templates_render_files_when_present(tmp_path: Path, crd_vali
     rules and dashboards belong to the observability issue)."""
     scratch = tmp_path / "dsserve"
     shutil.copytree(CHART, scratch)
+    shutil.rmtree(scratch / "files/prometheus/rules", ignore_errors=True)  # the real ones: tested elsewhere
+    shutil.rmtree(scratch / "files/grafana/dashboards", ignore_errors=True)
     (scratch / "files/prometheus/rules").mkdir(parents=True, exist_ok=True)
     (scratch / "files/grafana/dashboards").mkdir(parents=True, exist_ok=True)
     (scratch / "files/prometheus/rules/sample.yaml").write_text(_SAMPLE_RULES)
