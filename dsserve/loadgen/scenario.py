@@ -1,0 +1,502 @@
+"""Load-test scenarios: one YAML file describes the load, the requests and the SLO gate.
+
+Shipped scenarios live in ``loadtest/scenarios/*.yaml``; `dsserve loadtest NAME` finds them by name, and
+any other path works too. Validation happens once, here: unknown keys are errors, values are not coerced
+from strings, and every problem becomes one line naming the YAML path, the bad value and the fix.
+docs/loadtesting.md documents every field.
+
+Sections:
+
+- ``load``: the open-loop arrival process (target rate for all generator processes together, constant or
+  Poisson arrivals, ramp-up, duration or rate stages, in-flight cap, timeouts, seed).
+- ``workload``: where prompts come from (synthetic with token lengths measured by a tokenizer, or a
+  ShareGPT file) and the request mix: each entry is a weighted request class (chat or completions,
+  streamed or not, prompt and output token-length distributions, model id).
+- ``slo``: the gate (percentile thresholds, error ratio, the share of the target rate that must arrive).
+- ``generator``: when the load generator itself is too slow for its measurements to count.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dsserve.loadgen.errors import ScenarioError
+
+__all__ = [
+    "Dist",
+    "GeneratorSpec",
+    "LoadSpec",
+    "PromptSpec",
+    "RequestClass",
+    "Scenario",
+    "SloGate",
+    "StageSpec",
+    "Threshold",
+    "WorkloadSpec",
+    "SCENARIO_DIR",
+    "apply_overrides",
+    "find_scenario",
+    "load_scenario",
+    "parse_scenario",
+    "shipped_scenarios",
+]
+
+#: Where the shipped scenarios live (the repository's loadtest/scenarios).
+SCENARIO_DIR = Path(__file__).resolve().parent.parent.parent / "loadtest" / "scenarios"
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors and strings are not read as numbers: a typo must not change the load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _PathError(ValueError):
+    """A cross-field error that knows its own YAML path (model validators otherwise report the parent)."""
+
+    def __init__(self, path: str, value: Any, fix: str) -> None:
+        super().__init__(fix)
+        self.path, self.value, self.fix = path, value, fix
+
+
+class Dist(_Strict):
+    """A token-length distribution. A bare number in YAML means ``{dist: constant, value: N}``.
+
+    ``unit: context`` makes every length a fraction of ``workload.context_window``, so one scenario can
+    target a 32K-token model and the tiny 2K-token one by overriding a single number.
+    """
+
+    dist: Literal["constant", "uniform", "normal", "lognormal", "exponential", "dataset"] = Field(
+        description="constant (value), uniform (min..max), normal/lognormal (mean, stdev; clamped to "
+        "min..max), exponential (mean), dataset (the ShareGPT reply lengths; output_tokens only)."
+    )
+    value: float | None = Field(None, gt=0, description="The length, for dist: constant.")
+    mean: float | None = Field(None, gt=0, description="Mean length (normal, lognormal, exponential).")
+    stdev: float | None = Field(None, ge=0, description="Standard deviation (normal, lognormal).")
+    min: float | None = Field(None, gt=0, description="Lower bound (uniform; clamp for the others).")
+    max: float | None = Field(None, gt=0, description="Upper bound (uniform; clamp for the others).")
+    unit: Literal["tokens", "context"] = Field(
+        "tokens", description="tokens, or context: fractions of workload.context_window."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_number(cls, data: Any) -> Any:
+        if isinstance(data, bool):
+            return data
+        if isinstance(data, (int, float)):
+            return {"dist": "constant", "value": data}
+        return data
+
+    @model_validator(mode="after")
+    def _parameters(self) -> Dist:
+        need = {"constant": ("value",), "uniform": ("min", "max"), "normal": ("mean", "stdev"),
+                "lognormal": ("mean", "stdev"), "exponential": ("mean",), "dataset": ()}[self.dist]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"dist {self.dist} needs {' and '.join(missing)}; e.g. "
+                             + {"constant": "{dist: constant, value: 128}",
+                                "uniform": "{dist: uniform, min: 64, max: 256}",
+                                "normal": "{dist: normal, mean: 128, stdev: 32}",
+                                "lognormal": "{dist: lognormal, mean: 512, stdev: 256}",
+                                "exponential": "{dist: exponential, mean: 128}"}[self.dist])
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g}); swap them")
+        if self.unit == "context":
+            for key in ("value", "mean", "min", "max"):
+                v = getattr(self, key)
+                if v is not None and v > 1:
+                    raise ValueError(f"with unit: context, {key} is a fraction of the context window "
+                                     f"(got {v:g}); use a number in (0, 1], e.g. 0.9")
+        return self
+
+    def upper(self) -> float:
+        """The largest length this distribution can produce (in its unit); inf when unbounded."""
+        if self.dist == "constant":
+            return float(self.value or 0)
+        if self.max is not None:
+            return float(self.max)
+        return math.inf
+
+
+class StageSpec(_Strict):
+    duration_s: float = Field(gt=0, description="How long this stage lasts.")
+    rate_multiplier: float = Field(1.0, gt=0, le=1000, description="Rate during the stage, x load.rate_rps.")
+
+
+class LoadSpec(_Strict):
+    rate_rps: float = Field(gt=0, le=1_000_000, description="Target arrival rate, all processes together.")
+    arrivals: Literal["constant", "poisson"] = Field(
+        "poisson", description="constant: evenly spaced; poisson: exponential gaps (open loop either way)."
+    )
+    ramp_up_s: float = Field(0.0, ge=0, le=3600, description="Linear ramp from 0 to the rate; not measured.")
+    duration_s: float | None = Field(None, gt=0, le=7 * 86400, description="Measured time at the rate.")
+    stages: list[StageSpec] = Field(
+        default_factory=list, description="Rate steps after the ramp instead of duration_s (e.g. burst)."
+    )
+    max_in_flight: int = Field(
+        1024, ge=1, le=200_000,
+        description="Cap on requests in flight; an arrival beyond it is not sent and counts as overflow.",
+    )
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Per-request network timeout.")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, le=3600, description="After the last arrival, wait this long for requests in flight."
+    )
+    seed: int = Field(0, ge=0, description="Seeds arrivals, the request mix and synthetic prompts.")
+
+    @model_validator(mode="after")
+    def _duration_or_stages(self) -> LoadSpec:
+        if self.stages and self.duration_s is not None:
+            total = sum(s.duration_s for s in self.stages)
+            if abs(total - self.duration_s) > 1e-6:
+                raise _PathError("load.duration_s", self.duration_s,
+                                 f"the stages last {total:g} s; remove duration_s or make it {total:g}")
+        if not self.stages and self.duration_s is None:
+            raise _PathError("load.duration_s", None, "required unless load.stages is given; e.g. 60")
+        return self
+
+    @property
+    def measured_s(self) -> float:
+        """Seconds after the ramp: the window the SLO gate measures."""
+        return sum(s.duration_s for s in self.stages) if self.stages else float(self.duration_s or 0)
+
+
+class PromptSpec(_Strict):
+    source: Literal["synthetic", "sharegpt"] = Field(
+        "synthetic", description="synthetic: generated text of sampled token lengths; sharegpt: a file."
+    )
+    path: str | None = Field(None, description="ShareGPT JSON file (source: sharegpt).")
+    tokenizer: str | None = Field(
+        None, description="tokenizer.json, a directory holding one, or tiny:<name>; lengths are measured "
+        "with it. Unset: the chars_per_token estimate (results say so).",
+    )
+    chars_per_token: float = Field(
+        4.0, gt=0.5, le=20, description="Estimate used only without a tokenizer (English BPE: about 4)."
+    )
+    pool_size: int = Field(128, ge=1, le=100_000, description="Distinct prompts built per request class.")
+
+    @model_validator(mode="after")
+    def _path(self) -> PromptSpec:
+        if self.source == "sharegpt" and not self.path:
+            raise _PathError("workload.prompts.path", None,
+                             "source: sharegpt needs the JSON file; set path or pass --sharegpt FILE")
+        return self
+
+
+class RequestClass(_Strict):
+    """One weighted class of requests in the mix (a "persona")."""
+
+    name: str = Field(description="Row name in Locust's stats and in the results.")
+    weight: float = Field(1.0, gt=0, description="Relative share of arrivals.")
+    api: Literal["chat", "completions"] = Field("chat", description="/v1/chat/completions or /v1/completions.")
+    stream: bool = Field(True, description="SSE streaming (TTFT and ITL need it).")
+    model: str | None = Field(
+        None, description="Model id; default the scenario's. '{model}' expands to it, e.g. '{model}:sql' "
+        "for a LoRA adapter.",
+    )
+    prompt_tokens: Dist | None = Field(None, description="Prompt length (synthetic prompts).")
+    output_tokens: Dist = Field(description="max_tokens of each request.")
+    ignore_eos: bool = Field(True, description="Generate exactly max_tokens (vLLM's ignore_eos).")
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; unset: server default.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError("must be 1-63 lowercase letters, digits, '.', '_' or '-', e.g. short-chat")
+        return v
+
+
+class WorkloadSpec(_Strict):
+    context_window: int | Literal["auto"] | None = Field(
+        None, description="The model's context window in tokens; 'auto' reads max_request_context_length "
+        "from the server's /v1/models. Needed by unit: context lengths; checks that requests fit.",
+    )
+    prompts: PromptSpec = Field(default_factory=PromptSpec)
+    requests: list[RequestClass] = Field(min_length=1, description="The request mix.")
+
+    @field_validator("context_window", mode="before")
+    @classmethod
+    def _window(cls, v: Any) -> Any:
+        if v is None or v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, int) or not 16 <= v <= 10_000_000:
+            raise ValueError("must be a whole number of tokens between 16 and 10000000, or auto")
+        return v
+
+    @model_validator(mode="after")
+    def _mix(self) -> WorkloadSpec:
+        names = [r.name for r in self.requests]
+        for i, r in enumerate(self.requests):
+            if names.index(r.name) != i:
+                raise _PathError(f"workload.requests[{i}].name", r.name, "names must be unique; rename one")
+            if self.prompts.source == "synthetic" and r.prompt_tokens is None:
+                raise _PathError(f"workload.requests[{i}].prompt_tokens", None,
+                                 "synthetic prompts need a length; e.g. prompt_tokens: 128")
+            if r.prompt_tokens is not None and r.prompt_tokens.dist == "dataset":
+                raise _PathError(f"workload.requests[{i}].prompt_tokens.dist", "dataset",
+                                 "prompt lengths come from the file itself with source: sharegpt; "
+                                 "remove prompt_tokens or choose another dist")
+            if r.output_tokens.dist == "dataset" and self.prompts.source != "sharegpt":
+                raise _PathError(f"workload.requests[{i}].output_tokens.dist", "dataset",
+                                 "dataset lengths need workload.prompts.source: sharegpt")
+            for key in ("prompt_tokens", "output_tokens"):
+                d = getattr(r, key)
+                if d is not None and d.unit == "context" and self.context_window is None:
+                    raise _PathError(f"workload.requests[{i}].{key}.unit", "context",
+                                     "needs workload.context_window (a number of tokens, or auto)")
+            if isinstance(self.context_window, int):
+                p = _tokens_upper(r.prompt_tokens, self.context_window) if r.prompt_tokens else 0
+                o = _tokens_upper(r.output_tokens, self.context_window)
+                if p + o > self.context_window:
+                    raise _PathError(f"workload.requests[{i}]", r.name,
+                                     f"prompt up to {p:g} + output up to {o:g} tokens exceed the context "
+                                     f"window ({self.context_window}); lower the lengths or their max")
+        return self
+
+
+def _tokens_upper(d: Dist, window: int) -> float:
+    up = d.upper()
+    return up * window if d.unit == "context" else up
+
+
+class Threshold(_Strict):
+    metric: Literal["ttft", "e2e", "itl", "tpot"] = Field(description="Which latency the threshold bounds.")
+    percentile: float = Field(gt=0, le=100, description="e.g. 99 for p99.")
+    max_ms: float = Field(gt=0, description="The bound, in milliseconds.")
+
+
+class SloGate(_Strict):
+    thresholds: list[Threshold] = Field(default_factory=list, description="Latency percentile bounds.")
+    max_error_ratio: float = Field(
+        0.001, ge=0, le=1, description="(failed + overflow + unfinished) / arrivals in the window."
+    )
+    min_rate_fraction: float = Field(
+        0.98, gt=0, le=1, description="Requests sent in the window / requests scheduled in it."
+    )
+
+
+class GeneratorSpec(_Strict):
+    """Limits beyond which the generator, not the server, is the bottleneck: the run is invalid."""
+
+    max_lag_p99_ms: float = Field(
+        25.0, gt=0, description="p99 of (send time - scheduled time) over the window."
+    )
+    max_cpu_percent: float = Field(
+        90.0, gt=0, le=100, description="Mean CPU of any generator process over the window (one core = 100)."
+    )
+
+
+class Scenario(_Strict):
+    version: Literal[1] = Field(1, description="Scenario format version.")
+    name: str = Field(description="Scenario name (file stem by convention).")
+    description: str = ""
+    requires: list[Literal["lora"]] = Field(
+        default_factory=list, description="Deployment features the scenario needs (lora: LoRA adapters)."
+    )
+    model: str | None = Field(None, description="Base model id; unset: the first id /v1/models lists.")
+    load: LoadSpec
+    workload: WorkloadSpec
+    slo: SloGate = Field(default_factory=SloGate)
+    generator: GeneratorSpec = Field(default_factory=GeneratorSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError("must be 1-63 lowercase letters, digits, '.', '_' or '-', e.g. slo-1200qps")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        streamed = any(r.stream for r in self.workload.requests)
+        for i, t in enumerate(self.slo.thresholds):
+            if t.metric in ("ttft", "itl", "tpot") and not streamed:
+                raise _PathError(f"slo.thresholds[{i}].metric", t.metric,
+                                 "needs at least one streamed request class (stream: true); a non-streamed "
+                                 "response has no first token or token gaps to time")
+        if "lora" in self.requires and not any(r.model and ":" in r.model for r in self.workload.requests):
+            raise _PathError("requires", ["lora"], "a LoRA scenario needs request classes whose model is an "
+                             "adapter id, e.g. model: '{model}:my-adapter'")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def shipped_scenarios() -> list[str]:
+    """Names of the scenarios in loadtest/scenarios."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def find_scenario(name_or_path: str) -> Path:
+    """A scenario file: an existing path, or the name of a shipped scenario."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if not p.suffix and "/" not in name_or_path:
+        for root in (Path("loadtest/scenarios"), SCENARIO_DIR):
+            shipped = root / f"{name_or_path}.yaml"
+            if shipped.is_file():
+                return shipped
+    names = shipped_scenarios()
+    close = difflib.get_close_matches(name_or_path, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ScenarioError(f"scenario {name_or_path!r}: no such file or shipped scenario; {hint}"
+                        f"shipped: {', '.join(names)} (or give a path to a YAML file)")
+
+
+def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read, override (``PATH=VALUE``, like ``--set``) and validate a scenario."""
+    path = find_scenario(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read it: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    data = apply_overrides(data, overrides, where=str(path))
+    return parse_scenario(data, where=str(path))
+
+
+def parse_scenario(data: Any, *, where: str = "scenario") -> Scenario:
+    """Validate a parsed YAML document; raise ScenarioError listing every problem, one per line."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{where}: the top level must be a mapping with keys name, load, workload, slo "
+                            f"(got {type(data).__name__}); see loadtest/scenarios/smoke.yaml")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e, data, where) for e in exc.errors()]
+        raise ScenarioError("\n".join(dict.fromkeys(lines))) from None
+
+
+def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...], *, where: str) -> Any:
+    """Apply ``a.b.0.c=value`` overrides (values parsed as YAML; integers index lists)."""
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise ScenarioError(f"--set {item!r}: expected PATH=VALUE, e.g. --set load.rate_rps=50")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for depth, key in enumerate(keys):
+            last = depth == len(keys) - 1
+            here = ".".join(keys[: depth + 1])
+            if isinstance(node, list):
+                if not key.isdigit() or int(key) >= len(node):
+                    raise ScenarioError(f"{where}: --set {item!r}: {here}: {'.'.join(keys[:depth]) or 'it'} is "
+                                        f"a list of {len(node)}; index it with 0..{len(node) - 1}")
+                if last:
+                    node[int(key)] = value
+                else:
+                    node = node[int(key)]
+                continue
+            if not isinstance(node, dict):
+                raise ScenarioError(f"{where}: --set {item!r}: {'.'.join(keys[:depth])} is a value, not a section")
+            if last:
+                node[key] = value
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+    return data
+
+
+# ------------------------------------------------------------------------------------- error messages
+
+
+_TYPE_HINTS = {
+    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
+    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+    "bool_type": "true or false", "string_type": "a string", "list_type": "a list (- item lines)",
+    "dict_type": "a mapping (key: value lines)", "model_type": "a mapping (key: value lines)",
+    "model_attributes_type": "a mapping (key: value lines)",
+}
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("int", "float", "str", "bool", "literal['auto']"):
+            continue  # pydantic's union-branch tags are not YAML keys
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
+    for item in loc:
+        try:
+            data = data[item]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Scenario
+    for item in parent:
+        if isinstance(item, int):
+            continue
+        field = model.model_fields.get(str(item))
+        if field is None:
+            return []
+        ann = field.annotation
+        stack, nxt = [ann], None
+        while stack:
+            c = stack.pop()
+            if isinstance(c, type) and issubclass(c, BaseModel):
+                nxt = c
+                break
+            stack.extend(getattr(c, "__args__", ()))
+        if nxt is None:
+            return []
+        model = nxt
+    return list(model.model_fields)
+
+
+def _describe(err: dict[str, Any], data: Any, where: str) -> str:
+    loc = tuple(err["loc"])
+    etype = err["type"]
+    ctx = err.get("ctx") or {}
+    if etype == "value_error" and isinstance(ctx.get("error"), _PathError):
+        pe: _PathError = ctx["error"]
+        if pe.value is None:
+            return f"{where}: {pe.path}: {pe.fix}"
+        return f"{where}: {pe.path}: got {pe.value!r}; {pe.fix}"
+    path = _loc_to_path(loc)
+    clean = tuple(x for x in loc if isinstance(x, int) or _loc_to_path((x,)) != "(top level)")
+    value = _lookup(data, clean)
+    if etype == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(clean[:-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
+        return f"{where}: {path}: unknown key; {hint} (remove or rename it)"
+    if etype == "missing":
+        return f"{where}: {path}: required but missing; add it (see loadtest/scenarios/smoke.yaml)"
+    if etype == "literal_error":
+        return f"{where}: {path}: got {value!r}; choose one of: {ctx.get('expected')}"
+    if etype in _TYPE_HINTS:
+        return f"{where}: {path}: got {value!r}; must be {_TYPE_HINTS[etype]}"
+    if etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short"):
+        return f"{where}: {path}: got {value!r}; {err['msg'].lower()}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{where}: {path}: got {value!r}; {msg}"

@@ -1,0 +1,92 @@
+"""`dsserve loadtest` against the real stack (Ray Serve + vLLM CPU, the tiny model), as a user runs it.
+
+The `smoke` scenario: 10 s of short streamed chat at 2 req/s (constant arrivals), 8 output tokens with
+ignore_eos, thresholds loose enough for a 2-core CPU engine (p99 TTFT and E2E <= 5 s). The run must pass,
+and its figures must be sane on their own terms: the rate it achieved, TTFT below E2E for every request,
+exactly max_tokens output tokens, the server's prompt-token count just above the tokenizer-measured prompt
+(the chat template adds a few), and no errors. The second test also reads the server's own percentiles
+from a local Prometheus scraping the stack, and puts them beside the client's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsserve.cli import main
+from tests.e2e.conftest import PROFILE, RunningStack
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "tiny-deepseek-v2"
+
+
+def _loadtest(stack: RunningStack, out: Path, *extra: str) -> tuple[int, dict[str, Any], list[dict[str, str]]]:
+    rc = main(["loadtest", "smoke", "--host", stack.base_url, "--engine", "real",
+               "--tokenizer", "tiny:tiny-deepseek-v2", "--out", str(out), "--timeout-s", "300", *extra])
+    results = json.loads((out / "results.json").read_text())
+    rows = list(csv.DictReader((out / "requests.csv").open()))
+    return rc, results, rows
+
+
+def test_smoke_scenario_passes_with_sane_figures(stack: RunningStack, tmp_path: Path) -> None:
+    rc, r, rows = _loadtest(stack, tmp_path)
+    assert rc == 0, (r["verdict"], r["checks"], r["invalid_reasons"])
+    assert r["verdict"] == "pass" and r["exit_code"] == 0
+    f = r["figures"]
+    # open loop at 2 req/s for 10 s, constant arrivals: 20 requests, all sent in the window
+    assert f["rate"]["scheduled"] == 20 and f["rate"]["sent"] == 20
+    assert f["rate"]["achieved_rps"] == pytest.approx(2.0, rel=0.05)
+    req = f["requests"]
+    assert (req["ok"], req["failed"], req["overflow"], req["unfinished"]) == (20, 0, 0, 0)
+    assert req["error_ratio"] == 0.0
+    # per request: TTFT before E2E, exactly max_tokens output tokens (ignore_eos), usage present
+    ok = [x for x in rows if not x["error"]]
+    assert len(ok) == len(rows) == 20
+    for x in ok:
+        assert 0 < float(x["ttft_ms"]) < float(x["e2e_ms"]), x
+        assert int(x["output_tokens"]) == int(x["max_tokens"]) == 8, x
+        # the server counts the chat template too: a few tokens above the tokenizer-measured content
+        assert 1 <= int(x["prompt_tokens"]) - int(x["prompt_tokens_client"]) <= 16, x
+        assert float(x["tpot_ms"]) > 0
+    lat = f["latency_ms"]
+    assert lat["ttft"]["p99"] < lat["e2e"]["p99"] <= 5000
+    assert lat["itl"]["count"] > 0 and lat["tpot"]["count"] == 20
+    assert f["tokens"]["output_total"] == 160
+    # what produced the figures is on record
+    assert r["target"]["engine"]["kind"] == "real" and r["target"]["model"] == MODEL
+    assert r["prompts"]["lengths"]["method"] == "tokenizer"
+    assert r["environment"]["server_on_generator_machine"] is True
+    assert r["figures"]["generator"]["pacing_lag_ms"]["p99"] < 250
+    html = (tmp_path / "report.html").read_text()
+    assert "PASS" in html and html.count("<svg") >= 7
+    assert (tmp_path / "locust_stats.csv").is_file()
+
+
+def test_client_and_server_percentiles_side_by_side(stack: RunningStack, tmp_path: Path) -> None:
+    if shutil.which("prometheus") is None:
+        pytest.skip("no prometheus binary (scripts/install-system-deps.sh installs it)")
+    from dsserve.config import load_spec
+    from dsserve.local_prometheus import LocalPrometheus
+
+    prom = LocalPrometheus.for_spec(load_spec(PROFILE), scrape_interval_s=2.0)
+    prom.start()
+    try:
+        rc, r, _ = _loadtest(stack, tmp_path, "--prometheus", prom.url, "--prometheus-lag-s", "25")
+    finally:
+        prom.stop()
+    assert rc == 0, (r["checks"], r["invalid_reasons"])
+    s = r["server_side"]
+    assert "error" not in s, s
+    engine = s["quantiles"]["ttft"]["vLLM engine"]
+    assert engine["p50"] is not None and engine["p50"] > 0, s
+    assert s["quantiles"]["e2e"]["vLLM engine"]["p99"] is not None, s
+    # vLLM's E2E starts in its frontend and ends before the SSE bytes leave the proxy: it cannot be much
+    # longer than what the client measured (histogram interpolation keeps this loose)
+    assert s["quantiles"]["e2e"]["vLLM engine"]["p50"] <= 2 * r["figures"]["latency_ms"]["e2e"]["p99"] + 300
+    assert "Client vs server" in (tmp_path / "report.html").read_text()
