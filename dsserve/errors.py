@@ -7,6 +7,9 @@ print ``ErrorType: message`` and exit non-zero with no traceback::
     ├── SpecError            the deployment spec (YAML) is missing, unreadable or invalid
     ├── ModelBuildError      a tiny model could not be built or a model source could not be resolved
     ├── DashboardPushError   Grafana refused or could not be reached (dsserve.render.dashboards)
+    ├── LoadtestError        a load test could not run (dsserve.loadgen.errors)
+    │   ├── ScenarioError    the scenario YAML or its --set overrides are invalid
+    │   └── TargetError      the server under test is unreachable or lacks the scenario's models
     └── StackError           the local stack could not start, become healthy or stop
         ├── PortInUseError   a listener already holds a port the stack needs
         └── PrometheusError  the local Prometheus could not start (dsserve.local_prometheus)

@@ -14,7 +14,8 @@ from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["up", "--help"], ["validate", "--help"], ["tiny-model", "--help"],
-                                  ["render", "serve-config", "--help"]])
+                                  ["render", "serve-config", "--help"], ["render", "helm-values", "--help"],
+                                  ["plan", "--help"], ["loadtest", "--help"], ["dashboards", "push", "--help"]])
 def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(argv)
