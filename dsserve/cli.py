@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dsserve import __version__
@@ -60,32 +60,29 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_render_serve_config(args: argparse.Namespace) -> int:
+def _render_profile(args: argparse.Namespace, render: Callable[..., str]) -> int:
+    """Render one profile with ``render(spec, source=...)`` to --output or stdout."""
     from dsserve.config import load_spec
-    from dsserve.render.serve_config import render_serve_config
 
-    spec = load_spec(args.profile)
-    text = render_serve_config(spec, source=_display_path(args.profile))
+    text = render(load_spec(args.profile), source=_display_path(args.profile))
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _cmd_render_serve_config(args: argparse.Namespace) -> int:
+    from dsserve.render.serve_config import render_serve_config
+
+    return _render_profile(args, render_serve_config)
 
 
 def _cmd_render_helm_values(args: argparse.Namespace) -> int:
-    from dsserve.config import load_spec
     from dsserve.render.helm_values import render_helm_values
 
-    spec = load_spec(args.profile)
-    text = render_helm_values(spec, source=_display_path(args.profile))
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _render_profile(args, render_helm_values)
 
 
 def _cmd_render_prometheus_rules(args: argparse.Namespace) -> int:

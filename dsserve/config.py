@@ -496,27 +496,9 @@ def parse_spec(data: Any, *, where: str = "spec") -> DeploymentSpec:
 
 def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...], *, where: str) -> Any:
     """Apply ``path.to.key=value`` overrides (values parsed as YAML) to a parsed spec, like ``helm --set``."""
-    for item in overrides:
-        path, sep, raw = item.partition("=")
-        keys = path.strip().split(".")
-        if not sep or not all(keys):
-            raise SpecError(f"--set {item!r}: expected PATH=VALUE, e.g. --set api.port=8001")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            value = raw
-        node = data
-        for depth, key in enumerate(keys[:-1]):
-            child = node.get(key) if isinstance(node, dict) else None
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                raise SpecError(
-                    f"{where}: --set {item!r}: {'.'.join(keys[:depth + 1])} is a value, not a section"
-                )
-            node = child
-        node[keys[-1]] = value
-    return data
+    from dsserve.overrides import apply_overrides as apply
+
+    return apply(data, overrides, where=where, error=SpecError, example="api.port=8001")
 
 
 def load_spec(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> DeploymentSpec:

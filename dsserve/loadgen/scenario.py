@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dsserve.loadgen.errors import ScenarioError
+from dsserve.overrides import apply_overrides as _apply_overrides
 
 __all__ = [
     "Dist",
@@ -382,37 +383,7 @@ def parse_scenario(data: Any, *, where: str = "scenario") -> Scenario:
 
 def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...], *, where: str) -> Any:
     """Apply ``a.b.0.c=value`` overrides (values parsed as YAML; integers index lists)."""
-    for item in overrides:
-        path, sep, raw = item.partition("=")
-        keys = path.strip().split(".")
-        if not sep or not all(keys):
-            raise ScenarioError(f"--set {item!r}: expected PATH=VALUE, e.g. --set load.rate_rps=50")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            value = raw
-        node = data
-        for depth, key in enumerate(keys):
-            last = depth == len(keys) - 1
-            here = ".".join(keys[: depth + 1])
-            if isinstance(node, list):
-                if not key.isdigit() or int(key) >= len(node):
-                    raise ScenarioError(f"{where}: --set {item!r}: {here}: {'.'.join(keys[:depth]) or 'it'} is "
-                                        f"a list of {len(node)}; index it with 0..{len(node) - 1}")
-                if last:
-                    node[int(key)] = value
-                else:
-                    node = node[int(key)]
-                continue
-            if not isinstance(node, dict):
-                raise ScenarioError(f"{where}: --set {item!r}: {'.'.join(keys[:depth])} is a value, not a section")
-            if last:
-                node[key] = value
-            else:
-                if node.get(key) is None:
-                    node[key] = {}
-                node = node[key]
-    return data
+    return _apply_overrides(data, overrides, where=where, error=ScenarioError, example="load.rate_rps=50")
 
 
 # ------------------------------------------------------------------------------------- error messages

@@ -145,3 +145,20 @@ def test_vllm_arg_names_match_installed_vllm() -> None:
     from dsserve.config import _vllm_engine_arg_names
 
     assert _vllm_engine_arg_names() == {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+
+
+def test_set_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
+    """`dsserve up --set`: YAML-typed values, missing sections created, and the spec's own errors."""
+    from tests.conftest import REPO
+
+    profile = REPO / "deploy/profiles/local-cpu.yaml"
+    spec = load_spec(profile, ["api.port=8123", "engine.extra_args.enforce_eager=false",
+                               "serving.autoscaling.max_replicas=2"])
+    assert spec.api.port == 8123 and spec.engine.extra_args["enforce_eager"] is False
+    assert spec.serving.autoscaling is not None and spec.serving.autoscaling.max_replicas == 2
+    with pytest.raises(SpecError, match=r"api.prot: unknown key; did you mean 'port'"):
+        load_spec(profile, ["api.prot=1"])
+    with pytest.raises(SpecError, match=r"api.port is a value, not a section"):
+        load_spec(profile, ["api.port.x=1"])
+    with pytest.raises(SpecError, match=r"expected PATH=VALUE"):
+        load_spec(profile, ["api.port"])
