@@ -239,8 +239,15 @@ class LocalStack:
         import ray
         from ray import serve
 
-        self.progress("shutting down Serve and Ray")
+        self.progress("draining in-flight requests, then shutting down Serve and Ray")
         try:
+            # Delete the app first, while the proxy still holds client connections: Serve stops routing
+            # to its replicas and lets each finish its ongoing requests (graceful shutdown), so a request
+            # in flight at Ctrl-C or SIGTERM completes instead of losing its connection with the proxy.
+            try:
+                serve.delete(self.spec.name)
+            except Exception as exc:  # the app may never have deployed; shutting down is what matters
+                self.progress(f"could not drain the app ({type(exc).__name__}: {exc}); shutting down")
             serve.shutdown()
         finally:
             ray.shutdown()

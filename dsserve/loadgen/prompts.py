@@ -84,17 +84,15 @@ def load_token_counter(tokenizer: str | None, chars_per_token: float = 4.0) -> T
 
 def _resolve_tokenizer(spec: str) -> Path:
     if spec.startswith("tiny:"):
-        from dsserve.tiny_models import TINY_MODELS, tiny_model_path
+        from dsserve.tiny_models import TINY_MODELS, build_tiny_model
 
         name = spec[len("tiny:"):]
         if name not in TINY_MODELS:
             raise ScenarioError(f"--tokenizer {spec}: no tiny model {name!r}; choose one of: "
                                 f"{', '.join(sorted(TINY_MODELS))}")
-        path = Path(tiny_model_path(name)) / "tokenizer.json"
-        if not path.is_file():
-            raise ScenarioError(f"--tokenizer {spec}: {path} does not exist; build it with "
-                                f"`dsserve tiny-model {name}`")
-        return path
+        # built on first use, like a tiny:<name> model source (a no-op when already built)
+        directory, _ = build_tiny_model(name)
+        return Path(directory) / "tokenizer.json"
     p = Path(spec).expanduser()
     if p.is_dir():
         p = p / "tokenizer.json"

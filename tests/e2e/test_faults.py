@@ -162,7 +162,7 @@ def test_sigterm_during_traffic_finishes_in_flight_requests(stack: RunningStack)
     def one() -> None:
         try:
             r = httpx.post(f"{stack.base_url}/v1/chat/completions", timeout=120,
-                           json={**CHAT, "max_tokens": 64})
+                           json={**CHAT, "max_tokens": 400})
             results.append(r.status_code)
         except httpx.HTTPError:
             results.append(-1)
@@ -171,7 +171,7 @@ def test_sigterm_during_traffic_finishes_in_flight_requests(stack: RunningStack)
     threads = [threading.Thread(target=one) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.5)  # the requests are in the engine
+    time.sleep(1.5)  # 400 tokens take several seconds on two cores: the requests are in the engine now
     stack.proc.send_signal(signal.SIGTERM)
     for t in threads:
         t.join(timeout=150)
