@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dsserve.catalog import ACCELERATORS, MODEL_ARCHS
 from dsserve.errors import SpecError
+from dsserve.validation import PathError, describe_errors
 
 __all__ = [
     "ApiSpec",
@@ -344,12 +345,7 @@ class DeploymentSpec(_Strict):
         return MODEL_ARCHS[self.model.architecture]
 
 
-class _PathError(ValueError):
-    """A cross-field error that knows its own YAML path (model validators otherwise report the root)."""
-
-    def __init__(self, path: str, value: Any, fix: str) -> None:
-        super().__init__(fix)
-        self.path, self.value, self.fix = path, value, fix
+_PathError = PathError  # cross-field errors name their own YAML path (dsserve/validation.py)
 
 
 def _choices(value: str, options: Any) -> str:
@@ -402,84 +398,6 @@ def _parse_engine_args_dataclasses() -> set[str]:
     return names
 
 
-def _loc_to_path(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "(top level)"
-
-
-def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
-    for item in loc:
-        try:
-            data = data[item]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
-_TYPE_HINTS = {
-    "int_parsing": "a whole number",
-    "int_type": "a whole number",
-    "int_from_float": "a whole number",
-    "float_parsing": "a number",
-    "float_type": "a number",
-    "bool_parsing": "true or false",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "dict_type": "a mapping (key: value lines)",
-    "model_type": "a mapping (key: value lines)",
-}
-
-
-def _describe(err: dict[str, Any], data: Any, where: str) -> str:
-    loc = tuple(err["loc"])
-    etype = err["type"]
-    ctx = err.get("ctx") or {}
-    if etype == "value_error" and isinstance(ctx.get("error"), _PathError):
-        pe: _PathError = ctx["error"]
-        return f"{where}: {pe.path}: got {pe.value!r}; {pe.fix}"
-    path = _loc_to_path(loc)
-    value = _lookup(data, loc)
-    if etype == "extra_forbidden":
-        parent = loc[:-1]
-        key = str(loc[-1])
-        allowed = _allowed_keys(parent)
-        close = difflib.get_close_matches(key, allowed, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
-        return f"{where}: {path}: unknown key; {hint} (remove or rename it)"
-    if etype == "missing":
-        return f"{where}: {path}: required but missing; add it (see deploy/profiles/local-cpu.yaml)"
-    if etype == "literal_error":
-        return f"{where}: {path}: got {value!r}; choose one of: {ctx.get('expected')}"
-    if etype in _TYPE_HINTS:
-        return f"{where}: {path}: got {value!r}; must be {_TYPE_HINTS[etype]}"
-    if etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return f"{where}: {path}: got {value!r}; {err['msg'].lower()}"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    return f"{where}: {path}: {msg}" if value is None else f"{where}: {path}: got {value!r}; {msg}"
-
-
-def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = DeploymentSpec
-    for item in parent:
-        field = model.model_fields.get(str(item))
-        if field is None:
-            return []
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if nxt is None:
-            return []
-        model = nxt
-    return list(model.model_fields)
-
-
 def parse_spec(data: Any, *, where: str = "spec") -> DeploymentSpec:
     """Validate a parsed YAML document; raise SpecError listing every problem, one per line."""
     if not isinstance(data, dict):
@@ -490,8 +408,8 @@ def parse_spec(data: Any, *, where: str = "spec") -> DeploymentSpec:
     try:
         return DeploymentSpec.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(e, data, where) for e in exc.errors()]
-        raise SpecError("\n".join(dict.fromkeys(lines))) from None
+        raise SpecError(describe_errors(exc, data, where, root=DeploymentSpec,
+                                        example="deploy/profiles/local-cpu.yaml")) from None
 
 
 def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...], *, where: str) -> Any:

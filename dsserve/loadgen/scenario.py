@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dsserve.loadgen.errors import ScenarioError
 from dsserve.overrides import apply_overrides as _apply_overrides
+from dsserve.validation import PathError, describe_errors
 
 __all__ = [
     "Dist",
@@ -61,12 +62,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class _PathError(ValueError):
-    """A cross-field error that knows its own YAML path (model validators otherwise report the parent)."""
-
-    def __init__(self, path: str, value: Any, fix: str) -> None:
-        super().__init__(fix)
-        self.path, self.value, self.fix = path, value, fix
+_PathError = PathError  # cross-field errors name their own YAML path (dsserve/validation.py)
 
 
 class Dist(_Strict):
@@ -377,97 +373,10 @@ def parse_scenario(data: Any, *, where: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(e, data, where) for e in exc.errors()]
-        raise ScenarioError("\n".join(dict.fromkeys(lines))) from None
+        raise ScenarioError(describe_errors(exc, data, where, root=Scenario,
+                                            example="loadtest/scenarios/smoke.yaml")) from None
 
 
 def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...], *, where: str) -> Any:
     """Apply ``a.b.0.c=value`` overrides (values parsed as YAML; integers index lists)."""
     return _apply_overrides(data, overrides, where=where, error=ScenarioError, example="load.rate_rps=50")
-
-
-# ------------------------------------------------------------------------------------- error messages
-
-
-_TYPE_HINTS = {
-    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
-    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
-    "bool_type": "true or false", "string_type": "a string", "list_type": "a list (- item lines)",
-    "dict_type": "a mapping (key: value lines)", "model_type": "a mapping (key: value lines)",
-    "model_attributes_type": "a mapping (key: value lines)",
-}
-
-
-def _loc_to_path(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif item in ("int", "float", "str", "bool", "literal['auto']"):
-            continue  # pydantic's union-branch tags are not YAML keys
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "(top level)"
-
-
-def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
-    for item in loc:
-        try:
-            data = data[item]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
-def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = Scenario
-    for item in parent:
-        if isinstance(item, int):
-            continue
-        field = model.model_fields.get(str(item))
-        if field is None:
-            return []
-        ann = field.annotation
-        stack, nxt = [ann], None
-        while stack:
-            c = stack.pop()
-            if isinstance(c, type) and issubclass(c, BaseModel):
-                nxt = c
-                break
-            stack.extend(getattr(c, "__args__", ()))
-        if nxt is None:
-            return []
-        model = nxt
-    return list(model.model_fields)
-
-
-def _describe(err: dict[str, Any], data: Any, where: str) -> str:
-    loc = tuple(err["loc"])
-    etype = err["type"]
-    ctx = err.get("ctx") or {}
-    if etype == "value_error" and isinstance(ctx.get("error"), _PathError):
-        pe: _PathError = ctx["error"]
-        if pe.value is None:
-            return f"{where}: {pe.path}: {pe.fix}"
-        return f"{where}: {pe.path}: got {pe.value!r}; {pe.fix}"
-    path = _loc_to_path(loc)
-    clean = tuple(x for x in loc if isinstance(x, int) or _loc_to_path((x,)) != "(top level)")
-    value = _lookup(data, clean)
-    if etype == "extra_forbidden":
-        key = str(loc[-1])
-        allowed = _allowed_keys(clean[:-1])
-        close = difflib.get_close_matches(key, allowed, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
-        return f"{where}: {path}: unknown key; {hint} (remove or rename it)"
-    if etype == "missing":
-        return f"{where}: {path}: required but missing; add it (see loadtest/scenarios/smoke.yaml)"
-    if etype == "literal_error":
-        return f"{where}: {path}: got {value!r}; choose one of: {ctx.get('expected')}"
-    if etype in _TYPE_HINTS:
-        return f"{where}: {path}: got {value!r}; must be {_TYPE_HINTS[etype]}"
-    if etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short"):
-        return f"{where}: {path}: got {value!r}; {err['msg'].lower()}"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    return f"{where}: {path}: got {value!r}; {msg}"
