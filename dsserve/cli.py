@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nodes", type=int)
     g.add_argument("--tp", type=int, help="engine.tensor_parallel_size")
     g.add_argument("--pp", type=int, help="engine.pipeline_parallel_size")
-    g.add_argument("--dp", type=int, help="engine.data_parallel_size (planned; not renderable yet)")
+    g.add_argument("--dp", type=int, help="engine.data_parallel_size (DP attention; each DP rank is one Serve replica)")
     g.add_argument("--ep", action=argparse.BooleanOptionalAction, default=None,
                    help="engine.enable_expert_parallel")
     g.add_argument("--quantization", help="fp8, awq, gptq, compressed-tensors, bitsandbytes or none")
