@@ -48,8 +48,8 @@ render: install  ## regenerate serve/*.yaml, helm/values/*.yaml and the chart's 
 	@# Helm: values per GPU profile, the chart's default Serve config, and chart-local copies of the
 	@# alert rules and dashboards (helm reads only files inside the chart; a test keeps them identical).
 	@mkdir -p helm/values && rm -f helm/values/*.yaml
-	@for p in deploy/profiles/h800-*.yaml; do $(BIN)/dsserve render helm-values $$p -o helm/values/$$(basename $$p); done
-	@$(BIN)/dsserve render serve-config deploy/profiles/h800-deepseek-v2-lite-tp1.yaml -o helm/dsserve/files/serve-config.yaml
+	@for p in deploy/profiles/h800x*.yaml; do $(BIN)/dsserve render helm-values $$p -o helm/values/$$(basename $$p); done
+	@$(BIN)/dsserve render serve-config deploy/profiles/h800x8-deepseek-v2-lite.yaml -o helm/dsserve/files/serve-config.yaml
 	@# Prometheus rules and Grafana dashboards, generated from dsserve/render/queries.py (one source of PromQL)
 	@$(BIN)/dsserve render prometheus-rules -o deploy/prometheus/rules
 	@$(BIN)/dsserve render dashboards -o deploy/grafana/dashboards

@@ -16,7 +16,7 @@ local Llama- or DeepSeek-architecture ``config.json``, so a checkpoint outside t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -258,6 +258,14 @@ MODEL_ARCHS: dict[str, ModelArch] = {
                   max_context=4096, weight_dtype="bf16", intermediate_size=512),
     )
 }
+
+# Quantized checkpoints of a catalog model: the same shape, another weight format. A profile names one as
+# model.architecture when its model.source is that checkpoint, so the planner reads the real group size.
+MODEL_ARCHS["deepseek-llm-67b-gptq"] = replace(
+    MODEL_ARCHS["deepseek-llm-67b"], key="deepseek-llm-67b-gptq", weight_dtype="int4", quant_group_size=32,
+    # TheBloke/deepseek-llm-67b-chat-GPTQ, branch gptq-4bit-32g-actorder_True: 4-bit, group 32, 41.4 GB [S]
+    description="DeepSeek LLM 67B, GPTQ 4-bit group 32 (TheBloke gptq-4bit-32g-actorder_True)",
+)
 
 
 # --- reading a local config.json -------------------------------------------------------------------

@@ -9,7 +9,7 @@ published numbers.
 
 Typical use::
 
-    plan = plan_profile("deploy/profiles/h800-deepseek-llm-67b-tp8.yaml", mix_args={"qps": 20})
+    plan = plan_profile("deploy/profiles/h800x8-deepseek-llm-67b-tp8.yaml", mix_args={"qps": 20})
     plan.memory.fits, plan.meets_slo
     plan.decode_step_time_s(batch=64, context=2048), plan.prefill_time_s(4096)
 """

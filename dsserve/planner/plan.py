@@ -126,9 +126,11 @@ def build_plan(dep: Deployment, mix: RequestMix, *, alternatives: bool = True, m
     plan = Plan(dep, mem, perf, mix, load,
                 max_qps=max_qps_for_slo(perf, mix) if mem.fits else 0.0,
                 capacity_qps=capacity_qps(perf, mix) if mem.fits else 0.0)
-    if dep.layout.dp > 1:
-        plan.notes.append("data_parallel_size > 1: dsserve cannot render this layout yet (needs "
-                          "ray.serve.llm's DP builder); the numbers are what vLLM would do")
+    if dep.layout.dp > 1 and dep.arch.is_moe:
+        over = " over the inter-node link" if dep.layout.tp * dep.layout.dp > dep.gpus_per_node else ""
+        plan.notes.append(f"DP attention: expert traffic is modelled as vLLM's default all2all_backend "
+                          f"(allgather_reducescatter){over}, every rank as loaded as this one; DeepEP is not "
+                          "modelled")
     if alternatives and dep.accel.is_gpu:
         plan.alternatives = nearest_fitting(dep, plan.decode_context, limit=max_alternatives)
     return plan

@@ -32,15 +32,18 @@ def worker_nodes_for(spec: DeploymentSpec, replicas: int) -> int:
     """Worker pods (one per node) that ``replicas`` engine replicas need, as Ray will place them.
 
     A replica whose TP x PP group fits one node is packed onto one node (STRICT_PACK, see
-    :func:`dsserve.app._placement`); a larger one spans ``ceil(group / gpus_per_node)`` whole nodes.
+    :func:`dsserve.app._placement`); a larger one spans ``ceil(group / gpus_per_node)`` whole nodes
+    (PACK). With DP attention a replica is a DP group of ``data_parallel_size`` ranks, each its own
+    Serve replica and placement group, so DP16 x TP1 on 8-GPU nodes needs two nodes.
     """
     hw = spec.hardware
     if not hw.is_gpu:
         return hw.nodes
     group = spec.engine.tensor_parallel_size * spec.engine.pipeline_parallel_size
+    placements = replicas * spec.engine.data_parallel_size
     if group <= hw.gpus_per_node:
-        return math.ceil(replicas / (hw.gpus_per_node // group))
-    return replicas * math.ceil(group / hw.gpus_per_node)
+        return math.ceil(placements / (hw.gpus_per_node // group))
+    return placements * math.ceil(group / hw.gpus_per_node)
 
 
 def _check_kubernetes_ready(spec: DeploymentSpec) -> None:
@@ -54,7 +57,7 @@ def _check_kubernetes_ready(spec: DeploymentSpec) -> None:
     field = "serving.autoscaling.max_replicas" if sv.autoscaling else "serving.replicas"
     needed = worker_nodes_for(spec, wanted)
     if hw.is_gpu and needed > hw.nodes:
-        group = spec.engine.tensor_parallel_size * spec.engine.pipeline_parallel_size
+        group = spec.engine.devices_per_replica  # TP x PP x DP
         raise SpecError(
             f"{field}: got {wanted}; {wanted} replica(s) of {group} GPU(s) need {needed} node(s) of "
             f"{hw.gpus_per_node} GPUs but hardware.nodes is {hw.nodes}; raise hardware.nodes to {needed} "
@@ -84,8 +87,10 @@ def helm_values(spec: DeploymentSpec, *, source: str) -> dict[str, Any]:
         "haproxy": {"enabled": sv.proxy == "haproxy"},
         "apiKeys": {
             "envName": spec.api.api_keys_env or "",
-            "existingSecret": API_KEYS_SECRET if spec.api.api_keys_env else "",
+            "existingSecret": API_KEYS_SECRET if spec.api.api_keys_env or spec.api.api_keys_file else "",
             "secretKey": API_KEYS_SECRET_KEY,
+            # the chart mounts the Secret there (a directory volume, so rotations reach the ingress)
+            **({"filePath": spec.api.api_keys_file} if spec.api.api_keys_file else {}),
         },
         "worker": worker,
         "autoscaling": autoscaling,
@@ -130,6 +135,11 @@ def render_helm_values(spec: DeploymentSpec, *, source: str) -> str:
         header += (
             f"# API keys: kubectl -n <namespace> create secret generic {API_KEYS_SECRET} "
             f"--from-literal={API_KEYS_SECRET_KEY}=<key>[,<key>...]\n"
+        )
+    elif spec.api.api_keys_file:
+        header += (
+            f"# API keys: kubectl -n <namespace> create secret generic {API_KEYS_SECRET} "
+            f"--from-file={API_KEYS_SECRET_KEY}=<file, one key per line>\n"
         )
     body = yaml.dump(values, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, width=1000)
     return header + body

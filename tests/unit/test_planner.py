@@ -30,7 +30,7 @@ from dsserve.planner.slo import capacity_qps, erlang_c
 from tests.conftest import REPO
 
 PROFILES = REPO / "deploy" / "profiles"
-H800_PROFILES = sorted(str(p.relative_to(REPO)) for p in PROFILES.glob("h800-*.yaml"))
+H800_PROFILES = sorted(str(p.relative_to(REPO)) for p in PROFILES.glob("h800x*.yaml"))
 
 
 def mem(*args, **kw):
@@ -80,17 +80,46 @@ def test_67b_bf16_fits_tp4() -> None:
 def test_v2_bf16_fits_tp8_with_about_20_gib_left() -> None:
     # V2 README: "80GB*8 GPUs are required" for BF16 [V]; reference §3.3: 54.9 GiB of weights per GPU
     # [C] (without MLA's replicated down-projections, which vLLM keeps on every rank: +1.1 GiB here).
-    plan = plan_profile(PROFILES / "h800-deepseek-v2-tp8.yaml")
-    assert plan.fits
-    assert plan.memory.weight_bytes / GIB == pytest.approx(54.9, rel=0.03)
-    # "roughly 20 GiB per GPU left" after the weights, at the profile's gpu_memory_utilization 0.95:
+    # The V2 README's vLLM example: TP8, max_model_len 8192 [V]; here at gpu_memory_utilization 0.95.
+    m = mem("deepseek-v2", "h800", tp=8, util=0.95, max_model_len=8192)
+    assert m.fits
+    assert m.weight_bytes / GIB == pytest.approx(54.9, rel=0.03)
+    # "roughly 20 GiB per GPU left" after the weights, at gpu_memory_utilization 0.95:
     # +-4 GiB (the reserves, and 0.92-0.95 utilization, move it by that much).
-    assert plan.memory.headroom_after_weights_bytes / GIB == pytest.approx(20, abs=4)
+    assert m.headroom_after_weights_bytes / GIB == pytest.approx(20, abs=4)
 
 
 def test_67b_gptq_group32_size() -> None:
     # TheBloke/deepseek-llm-67b-chat-GPTQ, branch gptq-4bit-32g-actorder_True: 41.4 GB [S]; 2%.
     assert P.gptq_67b_g32_gb() == pytest.approx(41.4, rel=0.02)
+
+
+def test_int4_67b_profile_is_the_group32_checkpoint() -> None:
+    # The catalog's deepseek-llm-67b-gptq is that branch (group 32): the profile's weights are its 41.4 GB
+    # split over TP2 (embeddings and LM head vocab-parallel), and it keeps four replicas on one node.
+    plan = plan_profile(PROFILES / "h800x8-deepseek-llm-67b-int4.yaml", alternatives=False)
+    assert plan.deployment.weights.name == "int4 (group 32)"
+    assert plan.memory.weight_bytes * 2 / 1e9 == pytest.approx(P.gptq_67b_g32_gb(), rel=0.01)
+    assert plan.fits and plan.deployment.replicas * plan.deployment.layout.gpus == 8
+
+
+def test_v3_fp8_two_node_profile_needs_both_nodes() -> None:
+    # Reference §3.2: V3 FP8 does not fit one 8x80 GB node; TP8 x PP2 over 2 nodes halves the weights
+    # per GPU (31 of 61 layers on the fuller stage) and fits with room for 128K sequences.
+    plan = plan_profile(PROFILES / "h800x16-deepseek-v3.yaml", alternatives=False)
+    assert plan.fits and plan.deployment.nodes == 2 and plan.deployment.layout.gpus == 16
+    one_node = mem("deepseek-v3", "h800", tp=8, ep=True)
+    assert not one_node.fits
+    assert plan.memory.weight_bytes < 0.55 * one_node.weight_bytes
+    assert plan.memory.kv_bytes_per_token == pytest.approx(70_272 * 31 / 61, rel=0.001)
+    assert plan.memory.max_seqs_at_max_len >= 4
+
+
+@pytest.mark.parametrize("profile", H800_PROFILES)
+def test_every_gpu_profile_fits_and_meets_its_slo(profile: str) -> None:
+    # What `dsserve plan` must say of every shipped production profile (exit 0); the headers quote these.
+    plan = plan_profile(REPO / profile, alternatives=False)
+    assert plan.fits and plan.meets_slo, plan.memory.reason
 
 
 # --- published facts: throughput -------------------------------------------------------------------
@@ -251,7 +280,7 @@ def test_prefill_scales_with_tokens_and_is_compute_bound(perf67: PerfModel) -> N
 
 
 def test_plan_exposes_the_simulated_engine_interface() -> None:
-    plan = plan_profile(PROFILES / "h800-deepseek-llm-67b-tp8.yaml", alternatives=False)
+    plan = plan_profile(PROFILES / "h800x8-deepseek-llm-67b-tp8.yaml", alternatives=False)
     assert plan.decode_step_time_s(32, 1024) == plan.perf.decode_step_time_s(32, 1024)
     assert plan.prefill_time_s(1000) > plan.prefill_time_s(100) > 0
     assert plan.step_time_s(32, 512, 1024) > plan.step_time_s(32, 0, 1024)
@@ -321,26 +350,26 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 def test_cli_fits_and_meets(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = _run([str(PROFILES / "h800-deepseek-v2-tp8.yaml")], capsys)
+    rc, out, _ = _run([str(PROFILES / "h800x8-deepseek-v2.yaml")], capsys)
     assert rc == 0
     for fragment in ("Memory per GPU", "FITS", "Decode", "Prefill", "MEETS", "Assumptions", "TPOT ms"):
         assert fragment in out
 
 
 def test_cli_does_not_fit_exits_1_with_reason_and_alternatives(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = _run([str(PROFILES / "h800-deepseek-v2-fp8-tp8.yaml"), "--architecture", "deepseek-v3",
+    rc, out, _ = _run([str(PROFILES / "h800x8-deepseek-v2.yaml"), "--architecture", "deepseek-v3",
                        "--quantization", "none"], capsys)
     assert rc == 1
     assert "DOES NOT FIT: weights need 79.3 GiB per GPU" in out and "Nearest layouts that fit" in out
 
 
 def test_cli_slo_miss_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = _run([str(PROFILES / "h800-deepseek-llm-67b-tp8.yaml"), "--qps", "1200"], capsys)
+    rc, out, _ = _run([str(PROFILES / "h800x8-deepseek-llm-67b-tp8.yaml"), "--qps", "1200"], capsys)
     assert rc == 1 and "FAILS" in out
 
 
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = _run([str(PROFILES / "h800-deepseek-llm-67b-tp4.yaml"), "--json", "--qps", "5"], capsys)
+    rc, out, _ = _run([str(PROFILES / "h800x8-deepseek-llm-67b.yaml"), "--json", "--qps", "5"], capsys)
     data = json.loads(out)
     assert rc == (0 if data["ok"] else 1)
     assert data["memory"]["fits"] and data["memory"]["kv_tokens_per_replica"] > 0
@@ -356,7 +385,7 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     (["--hf-config", "/nonexistent/config.json"], ["ModelBuildError", "no such file"]),
 ])
 def test_cli_bad_input_exits_2(argv: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = _run([str(PROFILES / "h800-deepseek-llm-67b-tp8.yaml"), *argv], capsys)
+    rc, _, err = _run([str(PROFILES / "h800x8-deepseek-llm-67b-tp8.yaml"), *argv], capsys)
     assert rc == 2
     for f in fragments:
         assert f in err, err
@@ -374,7 +403,7 @@ def test_cli_missing_profile_and_no_profile_exit_2(capsys: pytest.CaptureFixture
 
 def test_cli_plans_a_local_llama_config_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "config.json").write_text(json.dumps(P.LLAMA_33_70B_CONFIG))
-    rc, out, _ = _run([str(PROFILES / "h800-deepseek-llm-67b-tp4.yaml"), "--hf-config", str(tmp_path),
+    rc, out, _ = _run([str(PROFILES / "h800x8-deepseek-llm-67b.yaml"), "--hf-config", str(tmp_path),
                        "--qps", "2"], capsys)
     assert rc == 0 and "70.6B params" in out
 
@@ -388,10 +417,10 @@ def test_cli_help_mentions_exit_codes(capsys: pytest.CaptureFixture[str]) -> Non
 def test_plan_is_fast_and_imports_no_engine() -> None:
     """`dsserve plan` must answer in well under a second and never import Ray, vLLM or torch."""
     t0 = time.monotonic()
-    plan_profile(PROFILES / "h800-deepseek-llm-67b-tp8.yaml", mix_args={"qps": 10})
+    plan_profile(PROFILES / "h800x8-deepseek-llm-67b-tp8.yaml", mix_args={"qps": 10})
     assert time.monotonic() - t0 < 1.0
     code = ("import sys; from dsserve.cli import main; "
-            "rc = main(['plan', 'deploy/profiles/h800-deepseek-llm-67b-tp8.yaml', '--qps', '5']); "
+            "rc = main(['plan', 'deploy/profiles/h800x8-deepseek-llm-67b-tp8.yaml', '--qps', '5']); "
             "bad = [m for m in ('ray', 'vllm', 'torch') if m in sys.modules]; print(bad); sys.exit(3 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout[-500:] + r.stderr[-2000:]
