@@ -123,6 +123,10 @@ serve.port (the Service and NetworkPolicy port) and apiKeys.envName (the variabl
 {{- if ne (toString $keysEnv) (toString .Values.apiKeys.envName) }}
 {{- fail (printf "apiKeys.envName is %q but the Serve config's ingress reads API keys from %q; set apiKeys.envName to match (the profile's api.api_keys_env)" (toString .Values.apiKeys.envName) (toString $keysEnv)) }}
 {{- end }}
+{{- $keysFile := dig "args" "ingress_cls_config" "ingress_extra_kwargs" "api_keys_file" "" $app | default "" }}
+{{- if ne (toString $keysFile) (toString .Values.apiKeys.filePath) }}
+{{- fail (printf "apiKeys.filePath is %q but the Serve config's ingress reads API keys from the file %q; set apiKeys.filePath to match (the profile's api.api_keys_file)" (toString .Values.apiKeys.filePath) (toString $keysFile)) }}
+{{- end }}
 {{- toJson $app }}
 {{- end }}
 
@@ -174,6 +178,27 @@ serve.port (the Service and NetworkPolicy port) and apiKeys.envName (the variabl
 {{- end }}
 
 {{/* The /dev/shm volume. Call with the size limit. */}}
+{{/* The API key file (apiKeys.filePath): the key Secret mounted as a directory, so kubelet's updates reach it. */}}
+{{- define "dsserve.apiKeysMount" -}}
+{{- if .Values.apiKeys.filePath }}
+- name: api-keys
+  mountPath: {{ dir .Values.apiKeys.filePath }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "dsserve.apiKeysVolume" -}}
+{{- if .Values.apiKeys.filePath }}
+- name: api-keys
+  secret:
+    secretName: {{ required "apiKeys.existingSecret is required when apiKeys.filePath is set: create the Secret (kubectl create secret generic dsserve-api-keys --from-file=api-keys=./keys.txt) and name it here" .Values.apiKeys.existingSecret }}
+    defaultMode: 288  # 0440: read-only, for the owner and fsGroup (podSecurityContext)
+    items:
+      - key: {{ .Values.apiKeys.secretKey }}
+        path: {{ base .Values.apiKeys.filePath }}
+{{- end }}
+{{- end }}
+
 {{- define "dsserve.shmVolume" -}}
 - name: dshm
   emptyDir:
