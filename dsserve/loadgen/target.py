@@ -129,8 +129,9 @@ def prepare_run(scenario: Scenario, host: str, *, out_dir: str, api_key_env: str
             missing.append((rc.name, mid))
     if missing:
         lora = [m for _, m in missing if ":" in m]
-        hint = (" This scenario needs a LoRA-enabled deployment serving those adapters (ray.serve.llm "
-                "lora_config with a dynamic_lora_loading_path); dsserve does not serve adapters yet."
+        hint = (" This scenario needs a LoRA-enabled deployment serving those adapters: set model.lora in "
+                "the spec (deploy/profiles/local-cpu-lora.yaml serves sql-adapter and chat-adapter; "
+                "see docs/lora.md)."
                 if lora else " Pass --model ID or set the scenario's model.")
         raise TargetError(f"--host {host}: the server does not serve "
                           f"{', '.join(f'{m!r} (class {n})' for n, m in missing)}; it serves "
