@@ -6,7 +6,8 @@ Two steps, kept apart so that `dsserve up` and `serve deploy` run the very same 
    ``LLMServingArgs`` (``llm_configs``, ``ingress_cls_config``, ...). This is what the rendered Ray Serve
    YAML carries under ``args:``.
 2. :func:`build_openai_app` is the import path that YAML names. It resolves dsserve-only model sources
-   (``tiny:<name>``, built offline on first use) to a directory, then hands everything to
+   (``tiny:<name>``, built offline on first use) and LoRA adapters (``tiny-lora:<recipe>``) to
+   directories, hands the adapter tables to the ingress, then hands everything to
    ``ray.serve.llm.build_openai_app``.
 
 The stack owns only the knobs it must reason about (parallel sizes, placement, replicas, queues);
@@ -16,10 +17,13 @@ other engine arguments pass through verbatim, as in ray.serve.llm itself.
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
+from dsserve.lora import LORA_CONFIG_KEY, TINY_LORA_SOURCE_PREFIX
+from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_llm_config
 
 __all__ = [
     "INGRESS_CLS",
@@ -28,12 +32,15 @@ __all__ = [
     "build_dp_openai_app",
     "build_openai_app",
     "import_path",
+    "llm_config",
     "ray_cpus_needed",
     "serving_args",
     "uses_data_parallel",
 ]
 
 INGRESS_CLS = "dsserve.ingress:DsserveIngress"
+#: dsserve's LLMServer (LLMConfig.server_cls): first streamed chunk at once, local LoRA adapters
+SERVER_CLS = "dsserve.server:LLMServer"
 
 
 def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
@@ -55,6 +62,10 @@ def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
         "enable_prefix_caching": eng.enable_prefix_caching,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
+    lora = spec.model.lora
+    if lora is not None:
+        kwargs.update(enable_lora=True, max_loras=lora.max_loras, max_lora_rank=lora.max_lora_rank,
+                      max_cpu_loras=lora.max_adapters_per_replica)
     kwargs.update(copy.deepcopy(eng.extra_args))
     return kwargs
 
@@ -78,13 +89,26 @@ def _is_local_source(source: str) -> bool:
 
 
 def _placement(spec: DeploymentSpec) -> dict[str, Any]:
+    """The placement group of one engine replica (one DP rank with DP attention): a bundle per vLLM rank.
+
+    vLLM's Ray executor starts one worker per ``{"GPU": 1}`` bundle, so there is one bundle per TP x PP
+    rank (16 for TP8 x PP2); bundles of 8 GPUs would give 8-GPU workers, which vLLM does not use.
+
+    - The group fits one node: ``STRICT_PACK``, all ranks on one node, every collective on NVLink.
+    - It does not (``hardware.nodes`` > 1, e.g. TP8 x PP2 on 2 x 8 GPUs): ``PACK``. ``STRICT_PACK`` cannot
+      span nodes, and ``SPREAD``/``STRICT_SPREAD`` would scatter a TP group over nodes. ``PACK`` fills one
+      node before it uses the next, so on idle 8-GPU nodes the 16 bundles land 8 + 8. vLLM orders its
+      workers by node and gives consecutive ranks to a TP group (rank = pp_rank x TP + tp_rank), so each
+      TP group stays inside one node and only pipeline-stage boundaries cross the network. Ray cannot pin
+      bundle i to node j, so on a fragmented cluster ``PACK`` is best effort: a TP group can straddle two
+      nodes and still run, with its all-reduces over the network. Give such a replica whole, free nodes.
+    """
     eng, hw = spec.engine, spec.hardware
     ranks = eng.tensor_parallel_size * eng.pipeline_parallel_size
     if hw.is_gpu:
         fits_one_node = ranks <= hw.gpus_per_node
         return {
             "bundles": [{"GPU": 1} for _ in range(ranks)],
-            # STRICT_PACK keeps a TP group on one node's NVLink; only layouts that cannot fit may spill.
             "strategy": "STRICT_PACK" if fits_one_node else "PACK",
         }
     return {"bundles": [{"CPU": 1} for _ in range(ranks)], "strategy": "STRICT_PACK"}
@@ -125,12 +149,33 @@ def _llm_config(spec: DeploymentSpec) -> dict[str, Any]:
     }
     if accel.ray_accelerator_type:
         cfg["accelerator_type"] = accel.ray_accelerator_type
+    # dsserve's replica class (dsserve/server.py): first streamed chunk flushed at once, local LoRA adapters.
+    # DP attention's builder uses its own DPServer and ignores server_cls.
+    cfg["server_cls"] = SERVER_CLS
+    lora = spec.model.lora
+    if lora is not None:
+        # Adapters ride on Ray Serve model multiplexing (`model: <id>:<adapter>`), which lora_config turns
+        # on; they load from local directories through dsserve's server class (dsserve/lora_server.py says
+        # why upstream's cloud-only loader cannot), which reads the adapter table from experimental_configs.
+        cfg["lora_config"] = {"max_num_adapters_per_replica": lora.max_adapters_per_replica}
+        cfg["experimental_configs"][LORA_CONFIG_KEY] = {
+            "adapters": dict(sorted(lora.adapters.items())), "dynamic_dir": lora.dynamic_dir,
+        }
     return cfg
 
 
 def uses_data_parallel(spec: DeploymentSpec) -> bool:
-    """DP attention (data_parallel_size > 1) runs on ray.serve.llm's DP builder, whose args differ."""
-    return spec.engine.data_parallel_size > 1
+    """DP attention (data_parallel_size > 1) runs on ray.serve.llm's DP builder, whose args differ.
+
+    A simulated engine models DP ranks as plain replicas (dsserve/sim/serving.py), so it never does.
+    """
+    return spec.engine.data_parallel_size > 1 and not is_simulated(spec)
+
+
+def llm_config(spec: DeploymentSpec) -> dict[str, Any]:
+    """The ray.serve.llm LLMConfig (as plain data) of this spec's engine, real or simulated."""
+    cfg = _llm_config(spec)
+    return simulated_llm_config(cfg, spec) if is_simulated(spec) else cfg
 
 
 def import_path(spec: DeploymentSpec) -> str:
@@ -145,22 +190,32 @@ def serving_args(spec: DeploymentSpec) -> dict[str, Any]:
     its ``DPOpenAiServingArgs`` (one ``llm_config``; each Serve replica is one DP rank, and
     ``num_replicas`` counts DP groups, gang-scheduled so a failed rank restarts its group).
     """
-    llm = {"llm_config": _llm_config(spec)} if uses_data_parallel(spec) else {"llm_configs": [_llm_config(spec)]}
+    llm = {"llm_config": llm_config(spec)} if uses_data_parallel(spec) else {"llm_configs": [llm_config(spec)]}
     return {
         **llm,
         "ingress_cls_config": {
             "ingress_cls": INGRESS_CLS,
             "ingress_extra_kwargs": {
                 "api_keys_env": spec.api.api_keys_env,
+                "api_keys_file": spec.api.api_keys_file,
+                "rate_limit": spec.api.rate_limit.model_dump() if spec.api.rate_limit else None,
                 "max_inflight": admission_limit(spec),
                 "max_body_bytes": spec.api.max_body_bytes,
+                "max_n": spec.api.max_n,
             },
         },
         "ingress_deployment_config": {
-            # ray.serve.llm defaults both to 1e9, i.e. no admission limit at the ingress at all.
-            "max_ongoing_requests": max(2 * spec.serving.max_ongoing_requests, 256),
+            # ray.serve.llm defaults this to 1e9. Ours lets every request the admission gate may admit reach
+            # the gate (which answers 503 + Retry-After past it) instead of queueing unseen in Serve's router.
+            "max_ongoing_requests": ingress_max_ongoing(spec),
         },
     }
+
+
+def ingress_max_ongoing(spec: DeploymentSpec) -> int:
+    """Requests one ingress replica takes at once: the admission limit plus room to answer the overflow."""
+    limit = admission_limit(spec)
+    return max(256, (limit if limit is not None else 65536) + 64)
 
 
 def admission_limit(spec: DeploymentSpec) -> int | None:
@@ -186,6 +241,8 @@ def ray_cpus_needed(spec: DeploymentSpec) -> int:
     eng, sv = spec.engine, spec.serving
     replicas = (sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas) * eng.data_parallel_size
     per_replica = eng.tensor_parallel_size * eng.pipeline_parallel_size + 1
+    if is_simulated(spec):
+        per_replica = int(SIM_BUNDLE["CPU"]) + 1
     return replicas * per_replica + 2
 
 
@@ -203,6 +260,36 @@ def _resolve_tiny_sources(llm_configs: list[Any]) -> None:
             loading["model_source"] = str(path)
 
 
+def _resolve_lora_adapters(args: dict[str, Any]) -> None:
+    """Resolve each model's LoRA adapter table to directories, and hand the tables to the ingress.
+
+    ``tiny-lora:<recipe>`` adapters are built on first use, like ``tiny:`` models; ``~`` is expanded. The
+    ingress gets ``lora_adapters`` ({base model id: table}) to list adapters on /v1/models and to answer
+    an unknown adapter with an OpenAI 404 before anything is routed.
+    """
+    from dsserve.tiny_lora import build_tiny_lora
+
+    tables: dict[str, Any] = {}
+    for cfg in args.get("llm_configs", []):
+        if not isinstance(cfg, dict):
+            continue
+        table = (cfg.get("experimental_configs") or {}).get(LORA_CONFIG_KEY)
+        if not table:
+            continue
+        adapters = {}
+        for name, source in (table.get("adapters") or {}).items():
+            if source.startswith(TINY_LORA_SOURCE_PREFIX):
+                source = str(build_tiny_lora(source[len(TINY_LORA_SOURCE_PREFIX):])[0])
+            adapters[name] = os.path.expanduser(source)
+        table["adapters"] = adapters
+        if table.get("dynamic_dir"):
+            table["dynamic_dir"] = os.path.expanduser(table["dynamic_dir"])
+        tables[cfg["model_loading_config"]["model_id"]] = copy.deepcopy(table)
+    if tables:
+        ingress = args.setdefault("ingress_cls_config", {})
+        ingress.setdefault("ingress_extra_kwargs", {})["lora_adapters"] = tables
+
+
 def build_openai_app(args: dict[str, Any]) -> Any:
     """Ray Serve import path for dsserve apps: resolve ``tiny:`` sources, then ray.serve.llm builds.
 
@@ -212,6 +299,7 @@ def build_openai_app(args: dict[str, Any]) -> Any:
 
     args = copy.deepcopy(args)
     _resolve_tiny_sources(args.get("llm_configs", []))
+    _resolve_lora_adapters(args)
     return upstream_build_openai_app(args)
 
 

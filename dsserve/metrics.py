@@ -75,7 +75,7 @@ __all__ = [
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
 #: Why admission control refused a request.
-REJECT_REASONS = ("overloaded", "queue_full", "too_large", "unauthorized")
+REJECT_REASONS = ("overloaded", "queue_full", "too_large", "unauthorized", "rate_limited")
 
 #: The SLO threshold the recording rules read from the histograms; it must be a bucket edge of both.
 SLO_THRESHOLD_S = 0.5
@@ -129,7 +129,8 @@ PROMPT_TOKENS = MetricSpec("dsserve_prompt_tokens", "counter", _TOK_TAGS,
 OUTPUT_TOKENS = MetricSpec("dsserve_output_tokens", "counter", _TOK_TAGS,
                            "Output tokens sent: usage.completion_tokens, else token-carrying stream events.")
 REJECTED = MetricSpec("dsserve_rejected_requests", "counter", ("route", "reason"),
-                      "Requests refused by admission control: overloaded, queue_full, too_large, unauthorized.")
+                      "Requests refused by admission control: overloaded, queue_full, too_large, unauthorized, "
+                      "rate_limited.")
 INFLIGHT = MetricSpec("dsserve_inflight_requests", "gauge", (),
                       "Chat and completions requests this ingress replica holds now (streams until they end).")
 LIMIT = MetricSpec("dsserve_admission_limit", "gauge", (),
@@ -324,11 +325,15 @@ class _Request:
             prompt, output = _usage_counts(_usage_of_json(getattr(response, "body", b"")))
         try:
             m._finish(self._route, label, status, self._started, first=first, prompt=prompt, output=output)
-            if model is None and status in (401, 413):  # refused before the body was parsed
-                m.rejected(self._route, "unauthorized" if status == 401 else "too_large")
+            if model is None and status in _REFUSALS:  # refused before the body was parsed
+                m.rejected(self._route, _REFUSALS[status])
         except Exception:  # metrics must never break a response
             pass
         return response
+
+
+#: Statuses the ingress answers before parsing the body, and the ``reason`` each is counted under.
+_REFUSALS = {401: "unauthorized", 413: "too_large", 429: "rate_limited"}
 
 
 def _usage_counts(usage: dict[str, Any] | None) -> tuple[int, int]:

@@ -37,17 +37,31 @@ Progress = Callable[[str], None]
 def client_api_key(spec: DeploymentSpec) -> str | None:
     """The first configured API key, for dsserve's own requests (health wait, sample); None without auth.
 
-    Raises StackError when the spec requires keys but the variable is unset or empty, before anything
-    starts: the ingress would refuse to start anyway, later and less clearly.
+    Raises StackError when the spec requires keys but the variable is unset or empty, or the key file is
+    unreadable or holds no key, before anything starts: the ingress would refuse to start anyway, later
+    and less clearly. Messages name the variable or file, never a key.
     """
-    name = spec.api.api_keys_env
-    if not name:
-        return None
-    keys = [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
-    if not keys:
-        raise StackError(f"api.api_keys_env is {name}, but ${name} is unset or empty; "
-                         f"export {name}=<key>[,<key>...] first")
-    return keys[0]
+    from dsserve.auth import parse_keys
+
+    first: str | None = None
+    name, path = spec.api.api_keys_env, spec.api.api_keys_file
+    if name:
+        keys = [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
+        if not keys:
+            raise StackError(f"api.api_keys_env is {name}, but ${name} is unset or empty; "
+                             f"export {name}=<key>[,<key>...] first")
+        first = keys[0]
+    if path:
+        try:
+            with open(path, "rb") as f:
+                keys = parse_keys(f.read().decode("utf-8", "replace"))
+        except OSError as exc:
+            raise StackError(f"api.api_keys_file is {path}, but it cannot be read "
+                             f"({exc.__class__.__name__}: {exc.strerror or exc})") from None
+        if not keys:
+            raise StackError(f"api.api_keys_file {path} holds no keys; write one key per line")
+        first = first or keys[0]
+    return first
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -127,6 +141,9 @@ class LocalStack:
         # handler, so SIGTERM stops the stack as cleanly as Ctrl-C does.
         caller_sigterm = signal.getsignal(signal.SIGTERM)
         ctx = ray.init(
+            # "local": always a fresh runtime of our own. With no address ray.init joins any cluster that
+            # `ray start` left on this machine (ray/_private/services.py get_ray_address_from_environment).
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
             log_to_driver=self.verbose,
@@ -144,7 +161,9 @@ class LocalStack:
         if not self.verbose:
             _quiet_driver_logging()  # serve.start re-configures the "ray.serve" logger
         app = build_app(spec)
-        self.progress(f"deploying {spec.model.id} (vLLM engine on {spec.hardware.accelerator}); "
+        from dsserve.sim.serving import engine_label
+
+        self.progress(f"deploying {spec.model.id} ({engine_label(spec)}); "
                       f"Ray logs: {self.log_dir()}")
         self._run_and_watch(serve, app, started, timeout_s)
         self._wait_healthy(started, timeout_s)

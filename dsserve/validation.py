@@ -31,6 +31,16 @@ _TYPE_HINTS = {
     "model_attributes_type": "a mapping (key: value lines)",
 }
 _BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short")
+#: Fields whose values errors never print: they name where API keys live, and a key may be pasted there.
+SECRET_FIELDS = frozenset({"api_keys_env", "api_keys_file"})
+
+
+class _Hidden:
+    def __repr__(self) -> str:
+        return "<value not shown: it may be a key>"
+
+
+_HIDDEN = _Hidden()
 # pydantic's union-branch tags in an error location; they are not YAML keys
 _UNION_TAGS = ("int", "float", "str", "bool", "literal['auto']")
 
@@ -87,6 +97,8 @@ def _describe(err: Any, data: Any, where: str, root: type[BaseModel], example: s
     path = _loc_to_path(loc)
     clean = tuple(x for x in loc if isinstance(x, int) or x not in _UNION_TAGS)
     value = _lookup(data, clean)
+    if any(x in SECRET_FIELDS for x in clean if isinstance(x, str)):
+        value = _HIDDEN  # a key pasted into the wrong place must not be printed back
     if etype == "extra_forbidden":
         key = str(loc[-1])
         allowed = _allowed_keys(root, clean[:-1])

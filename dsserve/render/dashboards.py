@@ -156,7 +156,7 @@ def overview() -> dict[str, Any]:
                    "reqps", [_t(f"model_name:dsserve_requests:rate5m{{{M}}}", "{{model_name}}")])
     lay.timeseries("Responses by status, and refusals", "Responses per second by HTTP status (499: client "
                    "hung up mid-stream), and admission-control refusals by reason (overloaded, queue_full: "
-                   "503; too_large: 413; unauthorized: 401).", "reqps",
+                   "503; too_large: 413; unauthorized: 401; rate_limited: 429).", "reqps",
                    [_t(f"sum by (status) (model_name_route_status:dsserve_requests:rate5m{{{M}}})", "{{status}}"),
                     _t("sum by (reason) (reason:dsserve_rejected_requests:rate5m)", "refused: {{reason}}")])
 

@@ -6,14 +6,16 @@ same call `dsserve up` makes, so a cluster runs exactly what was tested locally.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import yaml
 
 from dsserve.app import import_path, serving_args
+from dsserve.catalog import ACCELERATORS
 from dsserve.config import DeploymentSpec
 
-__all__ = ["serve_config", "render_serve_config"]
+__all__ = ["serve_config", "render_serve_config", "cluster_topology"]
 
 
 def serve_config(spec: DeploymentSpec) -> dict[str, Any]:
@@ -32,6 +34,48 @@ def serve_config(spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
+def cluster_topology(spec: DeploymentSpec) -> list[str]:
+    """The Ray cluster a GPU spec needs and how its replicas are placed, as lines for the YAML's header.
+
+    Empty for CPU specs (`dsserve up` starts their Ray itself). The placement itself is
+    :func:`dsserve.app._placement`; this only states it for whoever builds the cluster.
+    """
+    hw, eng, sv = spec.hardware, spec.engine, spec.serving
+    if not hw.is_gpu:
+        return []
+    accel = ACCELERATORS[hw.accelerator]
+    kind = hw.accelerator.upper()
+    tp, pp, dp = eng.tensor_parallel_size, eng.pipeline_parallel_size, eng.data_parallel_size
+    ranks = tp * pp
+    layout = f"TP{tp}" + (f" x PP{pp}" if pp > 1 else "")
+    replicas = sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas
+    nodes = f"{hw.nodes} node{'s' if hw.nodes > 1 else ''}"
+    if dp > 1:
+        use = f"{replicas} DP group(s) x DP{dp} x {layout} = {replicas * dp * ranks} GPUs"
+        place = (f"one Serve replica per DP rank ({dp} per group, gang-scheduled), each {ranks} {{GPU: 1}} "
+                 f"bundle(s), STRICT_PACK; the ranks of a group may land on any node.")
+    elif ranks <= hw.gpus_per_node:
+        use = f"{replicas} replica(s) x {layout} = {replicas * ranks} GPUs"
+        place = f"each replica {ranks} {{GPU: 1}} bundle(s), STRICT_PACK (one node, NVLink only)."
+    else:
+        use = f"{replicas} replica(s) x {layout} = {replicas * ranks} GPUs"
+        span = -(-ranks // hw.gpus_per_node)
+        inside = (f"each TP{tp} group stays on one node and only pipeline-stage boundaries cross the network"
+                  if tp <= hw.gpus_per_node else f"each TP{tp} group spans {-(-tp // hw.gpus_per_node)} nodes")
+        place = (f"each replica {ranks} {{GPU: 1}} bundles over {span} nodes, PACK (STRICT_PACK cannot span "
+                 f"nodes): Ray fills one node before the next and vLLM gives a TP group consecutive ranks, so "
+                 f"{inside}. Give each replica whole, free nodes.")
+    lines = [f"Ray cluster: {nodes} x {hw.gpus_per_node} {kind} GPUs (Ray resource GPU: {hw.gpus_per_node} "
+             f"per node); {use}.", f"Placement: {place}"]
+    if accel.ray_accelerator_type:
+        lines.append(f"accelerator_type:{accel.ray_accelerator_type}: Ray sets this resource on {kind} nodes; "
+                     "the LLM config requests it.")
+    else:
+        lines.append(f"accelerator_type: none (Ray has no {kind} constant): replicas are placed by GPU count, "
+                     "so keep other GPU kinds out of this cluster.")
+    return [w for line in lines for w in textwrap.wrap(line, 108, subsequent_indent="  ")]
+
+
 def render_serve_config(spec: DeploymentSpec, *, source: str) -> str:
     """The Serve config as YAML text, headed by how to regenerate it."""
     header = (
@@ -45,5 +89,9 @@ def render_serve_config(spec: DeploymentSpec, *, source: str) -> str:
         )
     if spec.api.api_keys_env:
         header += f"# API keys are read from ${spec.api.api_keys_env} on the ingress nodes.\n"
+    if spec.api.api_keys_file:
+        header += (f"# API keys are read from {spec.api.api_keys_file} on the ingress nodes "
+                   "(re-read when it changes).\n")
+    header += "".join(f"# {line}\n" for line in cluster_topology(spec))
     body = yaml.safe_dump(serve_config(spec), sort_keys=False, default_flow_style=False, width=100)
     return header + body

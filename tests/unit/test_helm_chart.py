@@ -37,10 +37,10 @@ from tests.conftest import REPO
 CHART = REPO / "helm" / "dsserve"
 VALUES_DIR = REPO / "helm" / "values"
 CRDS = REPO.parent / "shared" / "crds"
-GPU_PROFILES = sorted((REPO / "deploy" / "profiles").glob("h800-*.yaml"))
+GPU_PROFILES = sorted((REPO / "deploy" / "profiles").glob("h800x*.yaml"))
 #: The profile whose values are the chart's defaults (values.yaml and files/serve-config.yaml); `make render`
 #: writes files/serve-config.yaml from it.
-DEFAULT_PROFILE = REPO / "deploy" / "profiles" / "h800-deepseek-v2-lite-tp1.yaml"
+DEFAULT_PROFILE = REPO / "deploy" / "profiles" / "h800x8-deepseek-v2-lite.yaml"
 #: The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBE_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
 RELEASE, NAMESPACE = "ds", "llm"
@@ -167,14 +167,14 @@ def assert_all_valid(objects: list[dict], crd_validator: jsonschema.Draft7Valida
 
 
 def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
-    """(where, pod spec) for every pod the release creates: Ray head and workers, Deployments, hook pods."""
+    """(where, pod spec) for every pod the release creates: Ray head and workers, Deployments, Jobs, hook pods."""
     out = []
     for o in objects:
         if o["kind"] == "RayService":
             cluster = o["spec"]["rayClusterConfig"]
             out.append(("head", cluster["headGroupSpec"]["template"]["spec"]))
             out += [(f"worker/{g['groupName']}", g["template"]["spec"]) for g in cluster["workerGroupSpecs"]]
-        elif o["kind"] == "Deployment":
+        elif o["kind"] in ("Deployment", "Job"):
             out.append((o["metadata"]["name"], o["spec"]["template"]["spec"]))
         elif o["kind"] == "Pod":
             out.append((o["metadata"]["name"], o["spec"]))
@@ -196,7 +196,7 @@ def test_chart_metadata_matches_pyproject(chart) -> None:
 
 
 def test_lint_is_clean() -> None:
-    for values in [None, *(_profile_values(p) for p in GPU_PROFILES)]:
+    for values in [None, *(_profile_values(p) for p in GPU_PROFILES), *HARDENING_CASES.values()]:
         report = helm_python.lint(CHART, values, strict=True, namespace=NAMESPACE)
         bad = [m for m in report["messages"] if m["severity"] >= 2]
         assert not report["errors"] and not bad, json.dumps(report, indent=2)
@@ -297,8 +297,31 @@ def test_notes_give_port_forward_and_curl(chart) -> None:
     assert "curl http://127.0.0.1:8000/v1/models\n" in open_text
 
 
+def test_api_key_file_is_a_mounted_secret_on_every_ray_pod(chart) -> None:
+    """api.api_keys_file -> apiKeys.filePath: the key Secret as a directory volume (not subPath: rotations
+    reach the pod, and the ingress re-reads the file), on the head and the workers, read-only."""
+    data = yaml.safe_load(DEFAULT_PROFILE.read_text())
+    data["api"].update(api_keys_env=None, api_keys_file="/etc/dsserve/api-keys/keys")
+    values = helm_values(parse_spec(data), source="x")
+    assert values["apiKeys"] == {"envName": "", "existingSecret": "dsserve-api-keys", "secretKey": "api-keys",
+                                 "filePath": "/etc/dsserve/api-keys/keys"}
+    (rs,) = by_kind(render(chart, values), "RayService")
+    cluster = rs["spec"]["rayClusterConfig"]
+    for pod in (cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]):
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-keys"]
+        assert mount == {"name": "api-keys", "mountPath": "/etc/dsserve/api-keys", "readOnly": True}
+        (vol,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
+        assert vol["secret"]["secretName"] == "dsserve-api-keys" and vol["secret"]["defaultMode"] == 0o440
+        assert vol["secret"]["items"] == [{"key": "api-keys", "path": "keys"}]
+        assert not any(e["name"] == "DSSERVE_API_KEYS" for e in pod["containers"][0].get("env", []))
+    # without a key file, no such volume
+    (rs,) = by_kind(render(chart), "RayService")
+    head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    assert not [v for v in head["volumes"] if v["name"] == "api-keys"]
+
+
 def _no_auth_serve_config() -> str:
-    data = yaml.safe_load((REPO / "deploy/profiles/h800-deepseek-v2-lite-tp1.yaml").read_text())
+    data = yaml.safe_load((REPO / "deploy/profiles/h800x8-deepseek-v2-lite.yaml").read_text())
     data["api"]["api_keys_env"] = None
     return render_serve_config(parse_spec(data), source="x")
 
@@ -324,22 +347,46 @@ def test_labels_follow_the_house_style(chart) -> None:
         assert d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "loadtest"
 
 
-def test_every_pod_runs_non_root_without_privileges(chart) -> None:
-    values = {"autoscaling": {"enabled": True, "upscalingMode": "Conservative"},
-              "worker": {"minReplicas": 0, "replicas": 1, "maxReplicas": 2},
-              "loadtest": {"enabled": True, "scenarios": {"locustfile.py": "pass\n"}}}
-    objects = render(chart, values)
+#: Every kind of pod the chart can create: autoscaler on, both load-test modes (job mode with worker pods).
+HARDENING_CASES = {
+    "locust-mode": {"autoscaling": {"enabled": True, "upscalingMode": "Conservative"},
+                    "worker": {"minReplicas": 0, "replicas": 1, "maxReplicas": 2},
+                    "loadtest": {"enabled": True, "mode": "locust", "workers": 2,
+                                 "scenarios": {"locustfile.py": "pass\n"}}},
+    "job-mode": {"loadtest": {"enabled": True, "workers": 2, "results": {"existingClaim": "lt-results"}}},
+}
+
+
+def _containers(spec: dict) -> list[dict]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+@pytest.mark.parametrize("case", HARDENING_CASES)
+def test_every_container_runs_non_root_read_only_without_privileges(chart, case: str) -> None:
+    """Every container of every pod (init containers and the autoscaler sidecar included): non-root, no
+    privilege escalation, all capabilities dropped, a read-only root filesystem."""
+    objects = render(chart, HARDENING_CASES[case])
     specs = pod_specs(objects)
-    assert len(specs) == 5  # head, worker group, Locust master and workers, the helm test pod
+    # head, worker group, the helm test pod, and Locust master + workers (Deployments or Jobs)
+    assert len(specs) == 5, [w for w, _ in specs]
     for where, spec in specs:
-        assert spec["securityContext"]["runAsNonRoot"] is True, where
-        for c in spec["containers"]:
-            sc = c["securityContext"]
-            assert sc["allowPrivilegeEscalation"] is False, f"{where}/{c['name']}"
-            assert sc["capabilities"]["drop"] == ["ALL"], f"{where}/{c['name']}"
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] != 0, where
+        assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for c in _containers(spec):
+            sc, name = c["securityContext"], f"{where}/{c['name']}"
+            assert sc.get("runAsNonRoot", pod_sc["runAsNonRoot"]) is True, name
+            assert sc.get("runAsUser", pod_sc["runAsUser"]) != 0, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc.get("privileged", False) is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), name
+            assert sc["readOnlyRootFilesystem"] is True, name
     (rs,) = by_kind(objects, "RayService")
-    autoscaler = rs["spec"]["rayClusterConfig"]["autoscalerOptions"]["securityContext"]
-    assert autoscaler["allowPrivilegeEscalation"] is False and autoscaler["capabilities"]["drop"] == ["ALL"]
+    autoscaler = rs["spec"]["rayClusterConfig"].get("autoscalerOptions")
+    if autoscaler:
+        sc = autoscaler["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
 
 
 def test_network_policy_opens_only_the_gateway_to_outside(chart) -> None:
@@ -418,7 +465,7 @@ def test_rayservice_name_fits_kuberay(chart) -> None:
 def test_loadtest_renders_master_workers_and_scenario(chart, crd_validator) -> None:
     scenario = ("from locust import HttpUser, task\n\n\nclass U(HttpUser):\n    @task\n    def models(self):\n"
                 "        self.client.get('/v1/models')\n")
-    values = {"loadtest": {"enabled": True, "workers": 3, "scenarios": {"locustfile.py": scenario},
+    values = {"loadtest": {"enabled": True, "mode": "locust", "workers": 3, "scenarios": {"locustfile.py": scenario},
                            "masterArgs": ["--headless", "--users", "8"]}}
     objects = render(chart, values)
     assert_all_valid(objects, crd_validator)
@@ -558,9 +605,17 @@ SCHEMA_REJECTS = {
     "env-name": (_with("apiKeys.envName", "my-keys"), "at '/apiKeys/envName': 'my-keys' does not match pattern"),
     "keys-need-secret": (_with("apiKeys.existingSecret", ""),
                          "at '/apiKeys/existingSecret': minLength: got 0, want 1"),
+    "key-file-needs-secret": ({"apiKeys": {"envName": "", "existingSecret": "", "filePath": "/etc/keys/k"}},
+                              "at '/apiKeys/existingSecret': minLength: got 0, want 1"),
+    "key-file-absolute": (_with("apiKeys.filePath", "keys.txt"), "at '/apiKeys/filePath': 'keys.txt' does not match"),
     "serve-config-is-text": (_with("serveConfigV2", {"applications": []}),
                              "at '/serveConfigV2': got object, want string"),
     "duration": (_with("podMonitor.interval", "15"), "at '/podMonitor/interval': '15' does not match pattern"),
+    "loadtest-scenario": (_with("loadtest.scenario", "slo"), "at '/loadtest/scenario': value must be one of 'burst', "),
+    "loadtest-mode": (_with("loadtest.mode", "deployment"),
+                      "at '/loadtest/mode': value must be one of 'job', 'locust'"),
+    "loadtest-prometheus-url": (_with("loadtest.prometheusUrl", "prom:9090"),
+                                "at '/loadtest/prometheusUrl': 'prom:9090' does not match pattern"),
 }
 
 
@@ -587,13 +642,20 @@ TEMPLATE_REFUSES = [
     (_with("serve.port", 9000), "serve.port is 9000 but serveConfigV2's http_options.port is 8000"),
     (_with("apiKeys.envName", "OTHER_KEYS"),
      'apiKeys.envName is "OTHER_KEYS" but the Serve config\'s ingress reads API keys from "DSSERVE_API_KEYS"'),
+    (_with("apiKeys.filePath", "/etc/dsserve/api-keys/keys"),
+     'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s ingress reads API keys from the file ""'),
     (_with("serveConfigV2", "applications: []\n"), "serveConfigV2 has no applications"),
     (_with("serveConfigV2", "applications: [\n"), "serveConfigV2 is not valid YAML"),
     ({"autoscaling": {"enabled": True}, "worker": {"minReplicas": 3, "maxReplicas": 2, "replicas": 2}},
      "worker.replicas (2) must lie between worker.minReplicas (3) and worker.maxReplicas (2)"),
-    (_with("loadtest.enabled", True), "loadtest.enabled is true but loadtest.scenarios is empty"),
-    (_with("loadtest", {"enabled": True, "scenarios": {"slo.py": "x"}}),
+    (_with("loadtest", {"enabled": True, "mode": "locust", "workers": 1}),
+     "loadtest.mode is locust but loadtest.scenarios is empty"),
+    (_with("loadtest", {"enabled": True, "mode": "locust", "workers": 1, "scenarios": {"slo.py": "x"}}),
      'loadtest.locustfile is "locustfile.py" but loadtest.scenarios has only slo.py'),
+    (_with("loadtest", {"enabled": True, "mode": "locust", "workers": 0, "scenarios": {"locustfile.py": "x"}}),
+     "loadtest.mode locust needs loadtest.workers >= 1"),
+    (_with("loadtest", {"enabled": True, "workers": 2, "processes": 4}),
+     "loadtest.processes (4) and loadtest.workers (2) exclude each other"),
 ]
 
 
@@ -655,7 +717,7 @@ def _lookup(data: Any, path: str) -> Any:
 
 
 def test_helm_values_size_the_cluster_from_the_spec(local_cpu_data: dict) -> None:
-    data = yaml.safe_load((REPO / "deploy/profiles/h800-deepseek-llm-67b-tp4.yaml").read_text())
+    data = yaml.safe_load((REPO / "deploy/profiles/h800x8-deepseek-llm-67b.yaml").read_text())
     spec = parse_spec(data)
     assert worker_nodes_for(spec, 2) == 1  # two TP4 replicas share one 8-GPU node
     assert worker_nodes_for(spec, 3) == 2
@@ -682,7 +744,7 @@ def test_cli_render_helm_values(tmp_path: Path, capsys: pytest.CaptureFixture[st
     from dsserve.cli import main
 
     out = tmp_path / "values.yaml"
-    profile = "deploy/profiles/h800-deepseek-v2-tp8.yaml"
+    profile = "deploy/profiles/h800x8-deepseek-v2.yaml"
     assert main(["render", "helm-values", str(REPO / profile), "-o", str(out)]) == 0
     assert out.read_text() == render_helm_values(load_spec(REPO / profile), source=profile)
     assert main(["render", "helm-values", str(REPO / "deploy/profiles/local-cpu.yaml")]) == 1
@@ -702,3 +764,282 @@ def test_helm_values_carry_the_serve_config_as_text() -> None:
         (rs,) = by_kind(render(c, helm_values(spec, source="x")), "RayService")
     kwargs = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
     assert kwargs["max_num_batched_tokens"] == 2_000_000 and isinstance(kwargs["max_num_batched_tokens"], int)
+
+
+# ---------------------------------------------------------------------------------------------- in-cluster load test
+
+
+def _job(objects: list[dict], role: str) -> dict:
+    (job,) = [o for o in by_kind(objects, "Job") if o["metadata"]["labels"]["dsserve.io/locust-role"] == role]
+    return job
+
+
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _arg(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_loadtest_scenario_enum_is_the_shipped_scenarios(chart) -> None:
+    """values.schema.json lists exactly loadtest/scenarios/*.yaml: a new scenario cannot be forgotten there."""
+    from dsserve.loadgen.scenario import shipped_scenarios
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    enum = schema["properties"]["loadtest"]["properties"]["scenario"]["enum"]
+    assert enum == sorted(p.stem for p in (REPO / "loadtest" / "scenarios").glob("*.yaml")) == shipped_scenarios()
+    assert chart.values["loadtest"]["scenario"] in enum
+    assert chart.values["loadtest"]["mode"] == "job"
+
+
+@pytest.mark.parametrize("scenario", sorted(p.stem for p in (REPO / "loadtest" / "scenarios").glob("*.yaml")))
+def test_loadtest_job_runs_a_shipped_scenario_against_the_serve_service(chart, crd_validator, scenario: str) -> None:
+    """job mode: one Job runs `dsserve loadtest <scenario> --host http://<the release's serve Service>:<port>`,
+    a scenario that exists and validates, with the API key from the Secret; valid Kubernetes objects."""
+    from dsserve.loadgen.scenario import load_scenario
+
+    objects = render(chart, {"loadtest": {"enabled": True, "scenario": scenario}})
+    assert_all_valid(objects, crd_validator)
+    assert not by_kind(objects, "Deployment") and not by_kind(objects, "Service")  # no worker pods, no web UI
+    assert not [c for c in by_kind(objects, "ConfigMap") if c["metadata"]["labels"].get(
+        "app.kubernetes.io/component") == "loadtest"]
+    (job,) = by_kind(objects, "Job")
+    assert job["metadata"]["name"].startswith(f"{RELEASE}-dsserve-loadtest-{scenario}-")
+    assert job["spec"]["backoffLimit"] == 0  # one run, one verdict
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (c,) = pod["containers"]
+    args = c["args"]
+    assert args[:3] == ["dsserve", "loadtest", scenario]
+    assert (REPO / "loadtest" / "scenarios" / f"{scenario}.yaml").is_file()
+    assert load_scenario(scenario).name == scenario
+    # The target is the Service KubeRay puts in front of the release's Serve proxies: <RayService>-serve-svc.
+    (rs,) = by_kind(objects, "RayService")
+    serve_svc = f"http://{rs['metadata']['name']}-serve-svc:{chart.values['serve']['port']}"
+    assert _arg(args, "--host") == serve_svc == f"http://{RELEASE}-dsserve-serve-svc:8000"
+    assert _arg(args, "--model") == load_spec(DEFAULT_PROFILE).model.id
+    # The key comes by reference from the Secret; the flag names the variable, never a value.
+    key_env = _arg(args, "--api-key-env")
+    assert _env(c)[key_env]["valueFrom"]["secretKeyRef"] == {"name": "dsserve-api-keys", "key": "api-keys"}
+    assert "value" not in _env(c)[key_env]
+    # The verdict: dsserve's exit status is the container's (the wrapper ends with `exit "$rc"`), the summary
+    # goes to the termination message, the files to the results volume.
+    assert c["command"][:2] == ["/bin/sh", "-c"] and 'exit "$rc"' in c["command"][2]
+    assert "incluster.py summary" in c["command"][2] and "/dev/termination-log" in c["command"][2]
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert _arg(args, "--out") == "$(RESULTS_DIR)" and _env(c)["RESULTS_DIR"]["value"] == "/results/$(POD_NAME)"
+    assert {m["mountPath"]: m["name"] for m in c["volumeMounts"]}["/results"] == "results"
+    # `dsserve loadtest NAME` finds loadtest/scenarios/NAME.yaml and loadtest/locustfile.py from the image's
+    # /opt/dsserve (docker/Dockerfile.locust copies loadtest/ there; tests/unit/test_docker.py checks it).
+    assert c["workingDir"] == "/opt/dsserve"
+    assert c["image"] == f"dsserve-locust:{chart.metadata['appVersion']}"
+    # It starts once the serve Service answers /v1/models with the key.
+    (wait,) = pod["initContainers"]
+    assert wait["args"][:2] == ["wait-http", f"{serve_svc}/v1/models"]
+    assert _arg(wait["args"], "--api-key-env") == key_env and key_env in _env(wait)
+
+
+def test_loadtest_job_with_worker_pods(chart, crd_validator) -> None:
+    """workers: N makes the Job a Locust master beside a Job of N workers that reach it through a Service."""
+    values = {"loadtest": {"enabled": True, "scenario": "slo-1200qps", "workers": 3,
+                           "prometheusUrl": "http://kube-prometheus-stack-prometheus.monitoring:9090",
+                           "args": ["--duration", "300", "--set", "load.max_in_flight=4096"],
+                           "apiKey": {"existingSecret": "loadtest-key", "secretKey": "key"},
+                           "activeDeadlineSeconds": 7200}}
+    objects = render(chart, values)
+    assert_all_valid(objects, crd_validator)
+    master, workers = _job(objects, "master"), _job(objects, "worker")
+    args = master["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (_arg(args, "--expect-workers"), _arg(args, "--master-bind-host"), _arg(args, "--master-bind-port")) == (
+        "3", "0.0.0.0", "5557")
+    assert "--processes" not in args
+    assert _arg(args, "--prometheus") == "http://kube-prometheus-stack-prometheus.monitoring:9090"
+    assert args[-4:] == ["--duration", "300", "--set", "load.max_in_flight=4096"]
+    assert workers["spec"]["completions"] == workers["spec"]["parallelism"] == 3
+    assert master["spec"]["activeDeadlineSeconds"] == workers["spec"]["activeDeadlineSeconds"] == 7200
+    (svc,) = by_kind(objects, "Service")
+    assert [p["port"] for p in svc["spec"]["ports"]] == [5557]
+    selector = svc["spec"]["selector"].items()
+    assert selector <= master["spec"]["template"]["metadata"]["labels"].items()
+    assert not selector <= workers["spec"]["template"]["metadata"]["labels"].items()
+    wpod = workers["spec"]["template"]["spec"]
+    (w,) = wpod["containers"]
+    assert w["args"][:4] == ["locust", "-f", "/opt/dsserve/loadtest/locustfile.py", "--worker"]
+    assert _arg(w["args"], "--master-host") == svc["metadata"]["name"] and _arg(w["args"], "--master-port") == "5557"
+    assert wpod["initContainers"][0]["args"][:3] == ["wait-tcp", svc["metadata"]["name"], "5557"]
+    # Master and workers send the key of loadtest.apiKey, read from the Secret.
+    key_env = _arg(args, "--api-key-env")
+    for c in (master["spec"]["template"]["spec"]["containers"][0], w):
+        assert _env(c)[key_env]["valueFrom"]["secretKeyRef"] == {"name": "loadtest-key", "key": "key"}
+    # The same values give the same Job names (helm upgrade leaves a finished run alone); a new runId, a new run.
+    again = render(chart, values)
+    assert _job(again, "master")["metadata"]["name"] == master["metadata"]["name"]
+    rerun = copy.deepcopy(values)
+    rerun["loadtest"]["runId"] = "2"
+    names = {_job(render(chart, rerun), r)["metadata"]["name"] for r in ("master", "worker")}
+    assert not names & {master["metadata"]["name"], workers["metadata"]["name"]}
+    for o in by_kind(render(chart, values, name="a" * 53), "Job"):
+        assert len(o["metadata"]["name"]) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", o["metadata"]["name"])
+
+
+def test_loadtest_job_processes_and_no_key_without_auth(chart) -> None:
+    values = {"loadtest": {"enabled": True, "processes": 4}, "apiKeys": {"envName": "", "existingSecret": ""},
+              "serveConfigV2": _no_auth_serve_config()}
+    (job,) = by_kind(render(chart, values), "Job")
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert _arg(c["args"], "--processes") == "4"
+    assert "--api-key-env" not in c["args"] and "DSSERVE_LOADTEST_API_KEY" not in _env(c)
+
+
+@pytest.mark.parametrize("status", [0, 1, 2, 3])
+def test_loadtest_job_exit_status_is_the_verdict(chart, tmp_path: Path, status: int) -> None:
+    """The Job's container script, run here with a stand-in for `dsserve loadtest`: it sends the first key of
+    the Secret (key-file format), writes the verdict summary to the termination message and exits with
+    dsserve's status."""
+    import subprocess
+    import sys
+
+    (job,) = by_kind(render(chart, {"loadtest": {"enabled": True}}), "Job")
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    term = tmp_path / "termination-log"
+    script = c["command"][2].replace("/opt/dsserve/", f"{REPO}/").replace("/dev/termination-log", str(term))
+    results = tmp_path / "results"
+    verdict = {0: "pass", 1: "fail", 3: "invalid"}.get(status)
+    stand_in = (f'echo "$DSSERVE_LOADTEST_API_KEY" > {tmp_path}/key-seen; mkdir -p "$RESULTS_DIR"; '
+                + (f"""printf '{{"verdict": "{verdict}", "checks": [], "invalid_reasons": []}}' """
+                   f'> "$RESULTS_DIR/results.json"; ' if verdict else "")
+                + f"exit {status}")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "RESULTS_DIR": str(results),
+           "DSSERVE_LOADTEST_API_KEY": "# ops keys\nk-first, k-second\nk-third\n", "HOLD_SECONDS": "0"}
+    run = subprocess.run([*c["command"][:2], script, c["command"][3], "sh", "-c", stand_in],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == status, run.stderr
+    assert (tmp_path / "key-seen").read_text() == "k-first\n"
+    summary = term.read_text()
+    assert summary == run.stdout and summary.startswith(f"dsserve loadtest exit status {status} (")
+    assert (f"verdict {verdict.upper()}" in summary) if verdict else "no readable" in summary
+    assert "k-first" not in run.stdout + run.stderr
+
+
+def test_loadtest_notes_say_where_the_verdict_is(chart) -> None:
+    text = notes(chart, {"loadtest": {"enabled": True}})
+    (job,) = by_kind(render(chart, {"loadtest": {"enabled": True}}), "Job")
+    assert f"logs -f job/{job['metadata']['name']}" in text
+    assert "0 pass, 1 fail, 2 bad input, 3 invalid" in text and "terminated.message" in text
+
+
+# ---------------------------------------------------------------------------------------------- hardening
+
+
+def _writable_paths_from_doc() -> dict[str, dict[str, str]]:
+    """docs/kubernetes.md's "Writable paths" table: pod kind -> {path: volume name}."""
+    text = (REPO / "docs" / "kubernetes.md").read_text()
+    section = text.split("### Writable paths", 1)[1].split("\n#", 1)[0]
+    out: dict[str, dict[str, str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[1].startswith("`"):
+            continue
+        path, volume = re.match(r"`([^`]+)`", cells[1]).group(1), re.match(r"`([^`]+)`", cells[2]).group(1)
+        for kind in (k.strip() for k in cells[0].split(",")):
+            out.setdefault(kind, {})[path] = volume
+    return out
+
+
+def _writable_mounts(container: dict, volumes: dict[str, dict]) -> dict[str, str]:
+    """path -> volume of the container's writable scratch mounts (emptyDirs, and a results PVC)."""
+    out = {}
+    for m in container.get("volumeMounts", []):
+        v = volumes.get(m["name"], {})
+        if not m.get("readOnly") and ("emptyDir" in v or "persistentVolumeClaim" in v):
+            out[m["mountPath"]] = m["name"]
+    return out
+
+
+def test_every_writable_path_the_doc_lists_is_a_volume(chart) -> None:
+    """The root filesystem is read-only; each path docs/kubernetes.md says must be writable is a writable
+    volume in exactly the containers it names, and no container has a writable volume the doc leaves out."""
+    doc = _writable_paths_from_doc()
+    assert set(doc) == {"head", "worker", "autoscaler", "loadtest", "loadtest job", "test"}, sorted(doc)
+    assert {"/tmp", "/tmp/ray", "/dev/shm", "/home/dsserve"} <= set(doc["head"]) == set(doc["worker"])
+    seen = set()
+    for case, values in HARDENING_CASES.items():
+        objects = render(chart, values)
+        (rs,) = by_kind(objects, "RayService")
+        cluster = rs["spec"]["rayClusterConfig"]
+        targets: list[tuple[str, dict, dict]] = []
+        for kind, spec in (("head", cluster["headGroupSpec"]["template"]["spec"]),
+                           *(("worker", g["template"]["spec"]) for g in cluster["workerGroupSpecs"])):
+            targets.append((kind, spec["containers"][0], {v["name"]: v for v in spec["volumes"]}))
+            head_volumes = {v["name"]: v for v in cluster["headGroupSpec"]["template"]["spec"]["volumes"]}
+        if "autoscalerOptions" in cluster:
+            targets.append(("autoscaler", cluster["autoscalerOptions"], head_volumes))
+        for where, spec in pod_specs(objects):
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            if where.startswith(f"{RELEASE}-dsserve-loadtest"):
+                for c in _containers(spec):
+                    kind = "loadtest job" if c["name"] == "loadtest" else "loadtest"
+                    targets.append((kind, c, volumes))
+            elif where.startswith(f"{RELEASE}-dsserve-test"):
+                targets.append(("test", spec["containers"][0], volumes))
+        for kind, container, volumes in targets:
+            want = dict(doc[kind]) if kind != "loadtest job" else {**doc["loadtest"], **doc["loadtest job"]}
+            got = _writable_mounts(container, volumes)
+            assert got == want, f"{case}: {kind}/{container.get('name', 'autoscaler')}: mounted {got}, the doc says {want}"
+            seen.add(kind)
+    assert seen == set(doc)
+
+
+def test_ray_pods_keep_their_writers_on_the_scratch_volumes(chart) -> None:
+    """HOME is the mounted one (as in the images); numba's cache leaves the read-only site-packages; the
+    /tmp/ray volume has KubeRay's name for the log volume it shares with the autoscaler sidecar."""
+    (rs,) = by_kind(render(chart, {"autoscaling": {"enabled": True}}), "RayService")
+    cluster = rs["spec"]["rayClusterConfig"]
+    for spec in (cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]):
+        env = _env(spec["containers"][0])
+        assert env["HOME"]["value"] == "/home/dsserve"
+        assert env["NUMBA_CACHE_DIR"]["value"].startswith("/tmp/")
+        ray_tmp = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}["/tmp/ray"]
+        assert ray_tmp == "ray-logs"
+        sizes = {v["name"]: v["emptyDir"].get("sizeLimit") for v in spec["volumes"] if "emptyDir" in v}
+        assert (sizes["tmp"], sizes["ray-logs"], sizes["home"]) == ("8Gi", "32Gi", "16Gi")
+    assert {m["mountPath"]: m["name"] for m in cluster["autoscalerOptions"]["volumeMounts"]}["/tmp/ray"] == "ray-logs"
+    (rs,) = by_kind(render(chart, {"scratch": {"rayTmpSizeLimit": ""}}), "RayService")
+    vols = {v["name"]: v for v in rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["volumes"]}
+    assert vols["ray-logs"] == {"name": "ray-logs", "emptyDir": {}}
+
+
+_SECRETISH = re.compile(r"(^|_)(API_?KEYS?|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)")
+_LITERAL_KEY = re.compile(r"\b(sk-[A-Za-z0-9]{8,}|hf_[A-Za-z0-9]{8,})|Bearer [A-Za-z0-9]")
+
+
+def test_secrets_are_only_referenced(chart) -> None:
+    """No Secret is rendered and no value holds a key: every secret-named variable comes from a secretKeyRef,
+    key files from Secret volumes, and the values have nowhere to put a key itself."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for path in _value_paths(values):
+        leaf = path.rsplit(".", 1)[-1]
+        if isinstance(_lookup(values, path), dict):
+            continue  # a group such as apiKeys or hfToken: its leaves are checked
+        if re.search(r"(?i)(keys?|token|passw(or)?d|secrets?|credentials?)$", leaf):
+            assert leaf in {"secretKey", "existingSecret", "pullSecrets"}, (
+                f"values.yaml: {path} looks like it would hold a secret; take a Secret's name and key instead")
+    cases = [
+        {"hfToken": {"existingSecret": "hf"}, "autoscaling": {"enabled": True},
+         "loadtest": {"enabled": True, "workers": 2}},
+        {"loadtest": {"enabled": True, "mode": "locust", "workers": 1, "scenarios": {"locustfile.py": "pass\n"}}},
+    ]
+    for values in cases:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+        objects = render(chart, values)
+        assert not by_kind(objects, "Secret")
+        for where, spec in pod_specs(objects):
+            for c in _containers(spec):
+                for name, e in _env(c).items():
+                    if _SECRETISH.search(name) or name == chart.values["apiKeys"]["envName"]:
+                        assert "value" not in e and set(e["valueFrom"]) == {"secretKeyRef"}, f"{where}/{c['name']}: {name}"
+            for v in spec.get("volumes", []):
+                assert "secret" not in v or set(v["secret"]) <= {"secretName", "items", "defaultMode", "optional"}
+        for path, text in manifests.items():
+            assert not _LITERAL_KEY.search(text.replace("Bearer ${", "").replace("Bearer $", "")), path

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dsserve.app import serving_args
+from dsserve.app import serving_args, uses_data_parallel
 from dsserve.config import load_spec
 from dsserve.render.serve_config import render_serve_config, serve_config
 from tests.conftest import PROFILES, REPO
@@ -35,14 +35,20 @@ def test_ray_accepts_the_rendered_config(profile: Path) -> None:
     ServeDeploySchema.model_validate(doc)
     args = doc["applications"][0]["args"]
     spec = load_spec(profile)
-    if spec.engine.data_parallel_size > 1:
+    if uses_data_parallel(spec):
         from ray.llm._internal.serve.serving_patterns.data_parallel.builder import DPOpenAiServingArgs
 
         cfg = DPOpenAiServingArgs.model_validate(args).llm_config
     else:
         cfg = LLMServingArgs.model_validate(args).llm_configs[0]
     assert cfg.model_id == spec.model.id
-    assert cfg.engine_kwargs["tensor_parallel_size"] == spec.engine.tensor_parallel_size
+    if spec.engine.backend == "simulated":  # the modelled layout travels to dsserve/sim, not to vLLM
+        from dsserve.sim import SIM_CONFIG_KEY
+
+        modelled = cfg.experimental_configs[SIM_CONFIG_KEY]["engine"]
+        assert modelled.get("tensor_parallel_size", 1) == spec.engine.tensor_parallel_size
+    else:
+        assert cfg.engine_kwargs["tensor_parallel_size"] == spec.engine.tensor_parallel_size
 
 
 def test_cpu_profile_uses_cpu_bundles_only() -> None:
@@ -63,7 +69,7 @@ def test_tp2_on_cpu_binds_one_core_per_rank(local_cpu_data: dict) -> None:
 
 
 def test_gpu_profile_packs_tp_group_on_one_node() -> None:
-    spec = load_spec(REPO / "deploy/profiles/h800-deepseek-llm-67b-tp8.yaml")
+    spec = load_spec(REPO / "deploy/profiles/h800x8-deepseek-llm-67b-tp8.yaml")
     cfg = serving_args(spec)["llm_configs"][0]
     assert cfg["placement_group_config"] == {"bundles": [{"GPU": 1}] * 8, "strategy": "STRICT_PACK"}
     assert cfg["accelerator_config"] == {"kind": "gpu"}
@@ -84,7 +90,7 @@ def test_dp_attention_uses_ray_dp_builder_with_one_replica_per_rank() -> None:
     from ray.llm._internal.serve.serving_patterns.data_parallel.builder import DPOpenAiServingArgs
     from ray.serve.llm.deployment import DPServer
 
-    spec = load_spec(REPO / "deploy/profiles/h800-deepseek-v2-lite-dp8-ep.yaml")
+    spec = load_spec(REPO / "deploy/profiles/h800x8-deepseek-v2-lite-dp8-ep.yaml")
     doc = serve_config(spec)
     app = doc["applications"][0]
     assert app["import_path"] == "dsserve.app:build_dp_openai_app"
@@ -97,3 +103,88 @@ def test_dp_attention_uses_ray_dp_builder_with_one_replica_per_rank() -> None:
     # admission counts every rank's engine slots
     assert app["args"]["ingress_cls_config"]["ingress_extra_kwargs"]["max_inflight"] == 8 * 256 + 2048
 
+
+
+# ---------------------------------------------------------------------------------------------- multi-node
+
+TWO_NODE_TP_PP = REPO / "deploy/profiles/h800x16-deepseek-v3.yaml"
+TWO_NODE_DP = REPO / "deploy/profiles/h800x16-deepseek-v3-dp16-ep.yaml"
+
+
+def test_two_node_tp8_pp2_places_16_gpu_bundles_with_pack() -> None:
+    """TP8 x PP2 on 2 x 8 GPUs: one {GPU: 1} bundle per rank, PACK (STRICT_PACK cannot span nodes)."""
+    from ray.serve.llm import LLMServingArgs
+
+    spec = load_spec(TWO_NODE_TP_PP)
+    assert (spec.hardware.nodes, spec.hardware.gpus_per_node) == (2, 8)
+    doc = yaml.safe_load(render_serve_config(spec, source="x"))
+    cfg = LLMServingArgs.model_validate(doc["applications"][0]["args"]).llm_configs[0]
+    assert cfg.placement_group_config == {
+        "bundles": [{"GPU": 1}] * 16, "strategy": "PACK"}
+    assert cfg.engine_kwargs["tensor_parallel_size"] == 8 and cfg.engine_kwargs["pipeline_parallel_size"] == 2
+    # Ray's own reading of it: the placement group the Serve replica asks for is those 16 bundles, PACK
+    # (the replica actor's CPU merged into bundle 0).
+    from ray.serve.llm.deployment import LLMServer
+
+    options = LLMServer.get_deployment_options(cfg)
+    assert options["placement_group_strategy"] == "PACK"
+    assert len(options["placement_group_bundles"]) == 16
+    assert all(b.get("GPU") == 1 for b in options["placement_group_bundles"])
+
+
+def test_one_node_layouts_stay_strict_pack(local_cpu_data: dict) -> None:
+    from dsserve.config import parse_spec
+
+    for name in ("h800x8-deepseek-llm-67b.yaml", "h800x8-deepseek-v2.yaml", "h800x8-deepseek-v3-awq.yaml"):
+        pg = serving_args(load_spec(REPO / "deploy/profiles" / name))["llm_configs"][0]["placement_group_config"]
+        assert pg["strategy"] == "STRICT_PACK" and len(pg["bundles"]) <= 8
+    # A two-node spec whose group still fits one node keeps it on one node.
+    spec = load_spec(TWO_NODE_TP_PP, overrides=["engine.pipeline_parallel_size=1"])
+    assert serving_args(spec)["llm_configs"][0]["placement_group_config"]["strategy"] == "STRICT_PACK"
+
+
+def test_two_node_serve_config_states_the_cluster_it_needs() -> None:
+    text = render_serve_config(load_spec(TWO_NODE_TP_PP), source="deploy/profiles/h800x16-deepseek-v3.yaml")
+    header = " ".join(line[1:].strip() for line in text.splitlines() if line.startswith("#"))
+    assert "Ray cluster: 2 nodes x 8 H800 GPUs" in header
+    assert "1 replica(s) x TP8 x PP2 = 16 GPUs" in header
+    assert "16 {GPU: 1} bundles over 2 nodes, PACK" in header
+    assert "each TP8 group stays on one node" in header
+    assert "accelerator_type: none (Ray has no H800 constant)" in header
+    # A GPU kind Ray knows is requested by accelerator_type, and the header says so.
+    h100 = load_spec(TWO_NODE_TP_PP, overrides=["hardware.accelerator=h100"])
+    text = render_serve_config(h100, source="x")
+    assert "accelerator_type:H100" in text and "accelerator_type: H100" in text
+    # CPU specs need no cluster: no topology lines.
+    assert "Ray cluster:" not in render_serve_config(load_spec(REPO / "deploy/profiles/local-cpu.yaml"), source="x")
+
+
+def test_two_node_dp16_renders_16_single_gpu_ranks_over_both_nodes() -> None:
+    from ray.llm._internal.serve.serving_patterns.data_parallel.builder import DPOpenAiServingArgs
+    from ray.serve.llm.deployment import DPServer
+
+    spec = load_spec(TWO_NODE_DP)
+    app = serve_config(spec)["applications"][0]
+    assert app["import_path"] == "dsserve.app:build_dp_openai_app"
+    cfg = DPOpenAiServingArgs.model_validate(app["args"]).llm_config
+    options = DPServer.get_deployment_options(cfg)
+    assert options["num_replicas"] == 16 and options["gang_scheduling_config"].gang_size == 16
+    assert options["placement_group_bundles"] == [{"GPU": 1, "CPU": 1}]
+    text = render_serve_config(spec, source="x")
+    assert "Ray cluster: 2 nodes x 8 H800 GPUs" in text and "DP16" in text
+
+
+def test_two_node_helm_values_size_two_worker_pods() -> None:
+    """Worker groups for two 8-GPU nodes, for TP8 x PP2 and for DP16 alike; one node is refused."""
+    from dsserve.errors import SpecError
+    from dsserve.render.helm_values import helm_values, worker_nodes_for
+
+    for profile in (TWO_NODE_TP_PP, TWO_NODE_DP):
+        spec = load_spec(profile)
+        assert worker_nodes_for(spec, 1) == 2
+        worker = helm_values(spec, source="x")["worker"]
+        assert (worker["gpusPerPod"], worker["replicas"], worker["minReplicas"], worker["maxReplicas"]) == (8, 2, 2, 2)
+        with pytest.raises(SpecError, match=r"serving.replicas: got 2; 2 replica\(s\) of 16 GPU\(s\) need 4 node"):
+            helm_values(load_spec(profile, overrides=["serving.replicas=2"]), source="x")
+    # DP8 on one node still needs exactly one.
+    assert worker_nodes_for(load_spec(REPO / "deploy/profiles/h800x8-deepseek-v2-lite-dp8-ep.yaml"), 1) == 1

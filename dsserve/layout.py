@@ -1,0 +1,81 @@
+"""The live parallel layout of each served model, for ``GET /v1/models`` (``metadata.dsserve``).
+
+Read from the running system, not the YAML: the engine arguments come from the replica itself
+(``LLMServer.llm_config()``, the config it was started with, ``core/server/llm_server.py``) and the
+replica counts from the Serve controller (``serve.status()``). Operators use it to check that what runs
+is what the profile meant (TP/PP/DP sizes, expert parallelism, how many replicas are up), and load-test
+reports use it to label the engine real or simulated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+__all__ = ["LayoutCache", "layout_from_config", "replica_counts"]
+
+CACHE_S = 5.0  # /v1/models is polled by dashboards and health checks; the layout changes on redeploys only
+
+
+def layout_from_config(cfg: Any) -> dict[str, Any]:
+    """TP/PP/DP/EP of one LLM config, real or simulated (the simulator carries the layout it models)."""
+    from dsserve.sim import SIM_CONFIG_KEY
+
+    experimental = dict(getattr(cfg, "experimental_configs", None) or {})
+    sim = experimental.get(SIM_CONFIG_KEY)
+    kwargs = dict(getattr(cfg, "engine_kwargs", None) or {})
+    if sim:
+        eng = sim.get("engine", {})
+        hw = sim.get("hardware", {})
+        return {
+            "engine": "simulated",
+            "tensor_parallel_size": eng.get("tensor_parallel_size", 1),
+            "pipeline_parallel_size": eng.get("pipeline_parallel_size", 1),
+            "data_parallel_size": eng.get("data_parallel_size", 1),
+            "expert_parallel": bool(eng.get("enable_expert_parallel", False)),
+            "modelled_accelerator": hw.get("accelerator", "cpu"),
+        }
+    return {
+        "engine": "vllm",
+        "tensor_parallel_size": kwargs.get("tensor_parallel_size", 1),
+        "pipeline_parallel_size": kwargs.get("pipeline_parallel_size", 1),
+        "data_parallel_size": kwargs.get("data_parallel_size", 1),
+        "expert_parallel": bool(kwargs.get("enable_expert_parallel", False)),
+        "max_model_len": kwargs.get("max_model_len"),
+    }
+
+
+def replica_counts(model_id: str) -> dict[str, int]:
+    """Running and target replicas of the model's engine deployment, from the Serve controller."""
+    from ray import serve
+
+    running = total = 0
+    for app in serve.status().applications.values():
+        for name, dep in app.deployments.items():
+            if name.endswith(f":{model_id}") or name == model_id:
+                counts = {str(getattr(k, "value", k)): v for k, v in (dep.replica_states or {}).items()}
+                running += counts.get("RUNNING", 0)
+                total += sum(v for k, v in counts.items() if k != "STOPPING")
+    return {"replicas_running": running, "replicas_total": total}
+
+
+class LayoutCache:
+    """Per-model live layouts, refreshed at most every :data:`CACHE_S` seconds."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def get(self, model_id: str, handle: Any) -> dict[str, Any]:
+        hit = self._cache.get(model_id)
+        if hit is not None and time.monotonic() - hit[0] < CACHE_S:
+            return hit[1]
+        try:
+            cfg = await handle.llm_config.remote()
+            info = layout_from_config(cfg)
+            info.update(await asyncio.to_thread(replica_counts, model_id))
+            info["source"] = "live: the replica's own LLM config and the Serve controller's replica states"
+        except Exception as exc:  # the model listing must not fail because the layout could not be read
+            info = {"error": f"layout unavailable: {type(exc).__name__}: {exc}"[:200]}
+        self._cache[model_id] = (time.monotonic(), info)
+        return info

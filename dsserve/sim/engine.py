@@ -1,0 +1,369 @@
+"""The simulated engine behind ``ray.serve.llm``'s ``LLMServer``.
+
+``ray.serve.llm`` picks its engine class from ``RAYLLM_VLLM_ENGINE_CLS`` (``LLMServer.
+_get_default_engine_class`` in ``ray/llm/_internal/serve/core/server/llm_server.py``); dsserve's renderer
+sets it to :class:`SimulatedEngine` for ``engine.backend: simulated``. Everything above the engine -
+Serve's proxy, dsserve's ingress, routing, batching of streamed chunks, admission - is the production
+code path; only the GPU work is replaced by waiting the planner's step time.
+
+Requests become :class:`~dsserve.sim.scheduler.SimRequest` objects in a vLLM-style scheduler driven by
+one asyncio task (the "engine core"). Token counts are estimated at 4 characters per token plus a few
+template tokens per chat message (no tokenizer is needed, so any catalog model can be simulated); the
+output is a deterministic stream of English words, one per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ray.llm._internal.serve.core.engine.protocol import LLMEngine
+
+from dsserve.sim import SIM_CONFIG_KEY
+from dsserve.sim.scheduler import Scheduler, SimRequest
+from dsserve.sim.timing import SimTiming, timing_from_inputs
+
+__all__ = ["SimulatedEngine", "estimate_tokens", "chat_prompt_tokens"]
+
+logger = logging.getLogger("dsserve.sim")
+
+CHARS_PER_TOKEN = 4.0  # the load generator's estimate too (dsserve/loadgen/prompts.py)
+TEMPLATE_TOKENS_PER_MESSAGE = 3  # role markers a chat template adds around each message
+FINGERPRINT = "dsserve-simulated"
+GAUGE_REFRESH_S = 5.0  # vLLM logs stats every VLLM_LOG_STATS_INTERVAL (10 s); Ray drops gauges after ~20 s
+_WORDS = ("the model answers in simulated words while the engine keeps its pace step by step and "
+          "every token arrives when the planner says a real accelerator would produce it").split()
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN)) if text else 0
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(str(p.get("text", "")) if isinstance(p, dict) else str(getattr(p, "text", ""))
+                        for p in content)
+    return str(content)
+
+
+def chat_prompt_tokens(messages: list[Any]) -> int:
+    total = 1  # BOS
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else getattr(m, "content", None)
+        total += TEMPLATE_TOKENS_PER_MESSAGE + estimate_tokens(_content_text(content))
+    return total + 2  # the assistant turn's opening
+
+
+def _word(i: int) -> str:
+    return " " + _WORDS[i % len(_WORDS)]
+
+
+class _Seq:
+    """Per-request bridge between the engine-core task and the HTTP generator."""
+
+    __slots__ = ("req", "event", "sent", "stop", "text")
+
+    def __init__(self, req: SimRequest, stop: list[str]) -> None:
+        self.req = req
+        self.event = asyncio.Event()
+        self.sent = 0
+        self.stop = stop
+        self.text = ""
+
+
+class SimulatedEngine(LLMEngine):
+    """An ``LLMEngine`` whose tokens take as long as the planner says the modelled GPUs would."""
+
+    def __init__(self, llm_config: Any) -> None:
+        self.llm_config = llm_config
+        self.model_id: str = llm_config.model_id
+        self._inputs: dict[str, Any] = (llm_config.experimental_configs or {}).get(SIM_CONFIG_KEY) or {}
+        self.timing: SimTiming | None = None
+        self.scheduler: Scheduler | None = None
+        self.metrics: Any = None
+        self._seqs: dict[int, _Seq] = {}
+        self._wake: asyncio.Event | None = None
+        self._core: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self.steps = 0
+        self.lag_s = 0.0  # how far the event loop ran behind the modelled step times, in total
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._inputs:
+            raise RuntimeError(
+                f"simulated engine: experimental_configs.{SIM_CONFIG_KEY} is missing from the LLM config; "
+                "render the app with dsserve (engine.backend: simulated) rather than by hand")
+        self.timing = timing_from_inputs(self._inputs)
+        t = self.timing
+        self.scheduler = Scheduler(max_num_seqs=t.max_num_seqs, max_num_batched_tokens=t.max_num_batched_tokens,
+                                   kv_blocks=t.kv_blocks, block_tokens=t.block_tokens)
+        if getattr(self.llm_config, "log_engine_metrics", False):
+            from dsserve.sim.metrics import SimMetrics
+
+            self.metrics = SimMetrics(self.model_id, max_model_len=t.max_model_len, block_tokens=t.block_tokens,
+                                      kv_blocks=t.kv_blocks, description=t.description)
+        self._wake = asyncio.Event()
+        self._core = asyncio.get_running_loop().create_task(self._run_core())
+        if self.metrics is not None:
+            self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges())
+        logger.warning("SIMULATED engine for %s: %s, KV cache %d tokens, max_num_seqs %d, "
+                       "max_num_batched_tokens %d", self.model_id, t.description, t.kv_tokens,
+                       t.max_num_seqs, t.max_num_batched_tokens)
+
+    async def shutdown(self) -> None:
+        for task in (self._core, self._gauges):
+            if task is not None:
+                task.cancel()
+
+    async def _refresh_gauges(self, every_s: float = GAUGE_REFRESH_S) -> None:
+        """Re-set the scheduler gauges while idle, as vLLM's periodic stats logging does: Ray stops
+        exporting a gauge that is not refreshed for two report intervals, and an idle engine must still
+        show 0 running rather than no series at all."""
+        assert self.scheduler
+        while True:
+            await asyncio.sleep(every_s)
+            self.metrics.record_state(self.scheduler)
+            self.metrics.refresh_static()
+
+    async def check_health(self) -> None:
+        if self._error is not None or (self._core is not None and self._core.done()):
+            raise RuntimeError(f"simulated engine core stopped: {self._error!r}")
+
+    def routing_stats(self) -> dict:
+        return {}
+
+    async def resolve_lora(self, lora_model: Any) -> None:
+        raise ValueError("the simulated engine serves no LoRA adapters")
+
+    async def reset_prefix_cache(self) -> None:
+        return None
+
+    # -- engine core ------------------------------------------------------------------------------
+
+    async def _run_core(self) -> None:
+        assert self.scheduler and self.timing and self._wake
+        sched, timing, loop = self.scheduler, self.timing, asyncio.get_running_loop()
+        try:
+            while True:
+                if not sched.has_work():
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                start = loop.time()
+                step = sched.schedule(start)
+                if step is None:  # waiting for KV blocks that an abort or finish will free
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                dt = timing.step_time_s(step.decodes, step.prefill_tokens, step.decode_context,
+                                        step.prefill_context)
+                await asyncio.sleep(max(0.0, start + dt - loop.time()))
+                now = loop.time()
+                self.lag_s += max(0.0, now - (start + dt))
+                self.steps += 1
+                result = sched.complete(step, now)
+                if self.metrics is not None:
+                    self.metrics.record_step(step, result.emitted)
+                    for req in result.finished:
+                        self.metrics.record_finished(req)
+                    self.metrics.record_state(sched)
+                for req in result.emitted:
+                    seq = self._seqs.get(id(req))
+                    if seq is not None:
+                        seq.event.set()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug here must fail health checks, not hang requests
+            self._error = exc
+            logger.exception("simulated engine core failed")
+            for seq in self._seqs.values():
+                seq.event.set()
+            raise
+
+    def _finish(self, seq: _Seq, reason: str) -> None:
+        assert self.scheduler
+        req = seq.req
+        if not req.finished:
+            self.scheduler.finish(req, reason, asyncio.get_running_loop().time())
+            if self.metrics is not None:
+                self.metrics.record_finished(req)
+                self.metrics.record_state(self.scheduler)
+            assert self._wake
+            self._wake.set()
+
+    async def _generate(self, req: SimRequest, stop: list[str]) -> AsyncGenerator[tuple[str, str | None], None]:
+        """Yield (new text, finish reason or None) as the engine core emits tokens for ``req``."""
+        assert self.scheduler and self._wake
+        if self._error is not None:
+            raise RuntimeError(f"simulated engine core stopped: {self._error!r}")
+        seq = _Seq(req, stop)
+        self._seqs[id(req)] = seq
+        self.scheduler.add(req)
+        self._wake.set()
+        try:
+            while True:
+                await seq.event.wait()
+                seq.event.clear()
+                if self._error is not None:
+                    raise RuntimeError(f"simulated engine core stopped: {self._error!r}")
+                new = "".join(_word(i) for i in range(seq.sent, req.output_tokens))
+                seq.sent = req.output_tokens
+                reason = req.finished_reason
+                if stop and new:
+                    before = len(seq.text)
+                    seq.text += new
+                    hit = min((i for i in (seq.text.find(s, max(0, before - len(s))) for s in stop)
+                               if i >= 0), default=-1)
+                    if hit >= 0:
+                        new = seq.text[before:hit] if hit > before else ""
+                        self._finish(seq, "stop")
+                        yield new, "stop"
+                        return
+                if reason is not None:
+                    yield new, reason
+                    return
+                if new:
+                    yield new, None
+        finally:
+            self._seqs.pop(id(req), None)
+            if not req.finished:  # client went away or the caller stopped reading: free the slot
+                self._finish(seq, "abort")
+
+    # -- OpenAI surface ---------------------------------------------------------------------------
+
+    def _limits(self, prompt_tokens: int, max_tokens: int | None, param: str) -> tuple[int, Any]:
+        """Resolve max_tokens as vLLM does and refuse what exceeds the context (vLLM's 400)."""
+        assert self.timing
+        limit = self.timing.max_model_len
+        if max_tokens is None:
+            max_tokens = limit - prompt_tokens
+        if prompt_tokens + max_tokens > limit or max_tokens < 1:
+            return 0, self._error_response(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_tokens + max(max_tokens, 0)} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+                f"completion). Please reduce the length of the messages or completion.", param)
+        return max_tokens, None
+
+    @staticmethod
+    def _error_response(message: str, param: str | None = None, code: int = 400) -> Any:
+        from ray.llm._internal.serve.core.configs.openai_api_models import ErrorInfo, ErrorResponse
+
+        return ErrorResponse(error=ErrorInfo(message=message, type="BadRequestError", param=param, code=code))
+
+    @staticmethod
+    def _stops(stop: Any) -> list[str]:
+        if not stop:
+            return []
+        return [stop] if isinstance(stop, str) else [s for s in stop if s]
+
+    async def chat(self, request: Any, raw_request_info: Any = None) -> AsyncGenerator[Any, None]:
+        if (request.n or 1) != 1:
+            yield self._error_response("the simulated engine generates one choice per request; set n to 1", "n")
+            return
+        prompt = chat_prompt_tokens(list(request.messages))
+        requested = request.max_completion_tokens or vars(request).get("max_tokens")
+        max_tokens, err = self._limits(prompt, requested, "messages")
+        if err is not None:
+            yield err
+            return
+        async for out in self._respond(request, prompt, max_tokens, chat=True):
+            yield out
+
+    async def completions(self, request: Any, raw_request_info: Any = None) -> AsyncGenerator[Any, None]:
+        if (request.n or 1) != 1:
+            yield self._error_response("the simulated engine generates one choice per request; set n to 1", "n")
+            return
+        p = request.prompt
+        if isinstance(p, list) and p and isinstance(p[0], list):
+            if len(p) != 1:
+                yield self._error_response("the simulated engine takes one prompt per request", "prompt")
+                return
+            p = p[0]
+        if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str):
+            p = p[0]
+        prompt = len(p) if isinstance(p, list) else estimate_tokens(str(p or "")) + 1
+        max_tokens, err = self._limits(prompt, request.max_tokens, "prompt")
+        if err is not None:
+            yield err
+            return
+        async for out in self._respond(request, prompt, max_tokens, chat=False):
+            yield out
+
+    async def _respond(self, request: Any, prompt: int, max_tokens: int, *, chat: bool) -> AsyncGenerator[Any, None]:
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{getattr(request, 'request_id', None) or uuid.uuid4().hex}"
+        created = int(time.time())
+        req = SimRequest(rid, prompt, max_tokens, asyncio.get_running_loop().time())
+        gen = self._generate(req, self._stops(request.stop))
+        if not request.stream:
+            parts: list[str] = []
+            reason = "length"
+            async for text, fin in gen:
+                parts.append(text)
+                reason = fin or reason
+            yield self._full_response(rid, created, chat, "".join(parts), reason, prompt, req.output_tokens)
+            return
+
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        head = {"id": rid, "object": obj, "created": created, "model": self.model_id,
+                "system_fingerprint": FINGERPRINT}
+        if chat:
+            first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                     "finish_reason": None}
+            yield _sse({**head, "choices": [first]})
+        async for text, fin in gen:
+            choice: dict[str, Any] = ({"index": 0, "delta": {"content": text} if text else {}, "logprobs": None,
+                                       "finish_reason": fin} if chat else
+                                      {"index": 0, "text": text, "logprobs": None, "finish_reason": fin})
+            if fin is not None:
+                choice["stop_reason"] = None
+            yield _sse({**head, "choices": [choice]})
+        opts = request.stream_options
+        if opts is not None and getattr(opts, "include_usage", False):
+            yield _sse({**head, "choices": [], "usage": _usage(prompt, req.output_tokens)})
+        yield "data: [DONE]\n\n"
+
+    def _full_response(self, rid: str, created: int, chat: bool, text: str, reason: str, prompt: int,
+                       used: int) -> Any:
+        from ray.llm._internal.serve.core.configs.openai_api_models import (
+            ChatCompletionResponse,
+            CompletionResponse,
+        )
+
+        if chat:
+            return ChatCompletionResponse(
+                id=rid, object="chat.completion", created=created, model=self.model_id,
+                system_fingerprint=FINGERPRINT, usage=_usage(prompt, used),
+                choices=[{"index": 0, "message": {"role": "assistant", "content": text},
+                          "logprobs": None, "finish_reason": reason, "stop_reason": None}])
+        return CompletionResponse(
+            id=rid, object="text_completion", created=created, model=self.model_id,
+            system_fingerprint=FINGERPRINT, usage=_usage(prompt, used),
+            choices=[{"index": 0, "text": text, "logprobs": None, "finish_reason": reason, "stop_reason": None}])
+
+    # unsupported endpoints: answer as a text-only vLLM model would
+    async def embeddings(self, request: Any, raw_request_info: Any = None) -> AsyncGenerator[Any, None]:
+        yield self._error_response("the simulated engine serves generation only (no embeddings)", None, 404)
+
+    async def transcriptions(self, request: Any, raw_request_info: Any = None) -> AsyncGenerator[Any, None]:
+        yield self._error_response("the simulated engine serves generation only (no transcriptions)", None, 404)
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _sse(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"

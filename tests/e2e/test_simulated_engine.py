@@ -1,0 +1,139 @@
+"""The simulated engine under the real Ray Serve stack: OpenAI answers, labelled simulated, and vLLM's metric names.
+
+Metric-name parity: the default stack (real vLLM CPU engine) is scraped first, in its own profile group,
+after the same kind of traffic; the sim stack's ``ray_vllm_*`` names must then be exactly the real engine's.
+Run alone (without the default group) the test compares against the real scrape recorded in
+``deploy/prometheus/exported-metrics.txt`` part 1 instead, and says so.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import re
+import time
+
+import httpx
+import pytest
+
+from dsserve.config import load_spec
+from tests.conftest import REPO
+from tests.e2e.conftest import RunningStack
+
+pytestmark = pytest.mark.e2e
+
+SIM = "sim-h800x8-deepseek-v2"
+SIM_MODEL = "deepseek-v2-chat"
+REAL_MODEL = "tiny-deepseek-v2"
+_NAMES: dict[str, set[str]] = {}
+
+
+def _metrics_port(profile: str) -> int:
+    return load_spec(REPO / "deploy/profiles" / f"{profile}.yaml").observability.metrics_export_port
+
+
+def _traffic(client: httpx.Client, model: str) -> None:
+    chat = {"model": model, "messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 6,
+            "ignore_eos": True}
+    for body, path in ((chat, "/v1/chat/completions"), ({**chat, "stream": True}, "/v1/chat/completions"),
+                       ({"model": model, "prompt": "One, two,", "max_tokens": 6, "ignore_eos": True},
+                        "/v1/completions")):
+        r = client.post(path, json=body)
+        assert r.status_code == 200, r.text
+
+
+def _vllm_names(port: int, settle_s: float = 90.0) -> set[str]:
+    """ray_vllm_* series names on the metrics port, once every family the traffic touches has appeared."""
+    deadline, names = time.monotonic() + settle_s, set()
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        names = {re.sub(r"_(bucket|sum|count)$", "", line.split("{")[0].split(" ")[0])
+                 for line in text.splitlines() if line.startswith("ray_vllm_")}
+        if {"ray_vllm_e2e_request_latency_seconds", "ray_vllm_request_success_total",
+            "ray_vllm_cache_config_info"} <= names:
+            time.sleep(12)  # one more Ray report interval, for series recorded in the same step
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            return {re.sub(r"_(bucket|sum|count)$", "", line.split("{")[0].split(" ")[0])
+                    for line in text.splitlines() if line.startswith("ray_vllm_")}
+        time.sleep(3)
+    return names
+
+
+def test_record_the_real_engines_vllm_metric_names(client: httpx.Client) -> None:
+    """Runs on the default stack (real vLLM) so the sim can be compared with a scrape from this very run."""
+    _traffic(client, REAL_MODEL)
+    _NAMES["real"] = _vllm_names(_metrics_port("local-cpu"))
+    assert "ray_vllm_time_to_first_token_seconds" in _NAMES["real"]
+
+
+@pytest.mark.profile(SIM)
+def test_the_sim_exports_exactly_the_real_engines_vllm_metric_names(client: httpx.Client) -> None:
+    _traffic(client, SIM_MODEL)
+    sim = _vllm_names(_metrics_port(SIM))
+    real = _NAMES.get("real")
+    where = "a live scrape of the real engine in this run"
+    if real is None:
+        text = (REPO / "deploy/prometheus/exported-metrics.txt").read_text()
+        real = {re.sub(r"_(bucket|sum|count)$", "", n) for n in text.split() if n.startswith("ray_vllm_")}
+        where = "the real scrape in deploy/prometheus/exported-metrics.txt"
+    assert not real - sim, f"missing vs {where}: {sorted(real - sim)}"
+    assert not sim - real, f"extra vs {where}: {sorted(sim - real)}"
+
+
+@pytest.mark.profile(SIM)
+def test_the_sim_says_it_is_simulated(stack: RunningStack, client: httpx.Client) -> None:
+    assert "SIMULATED engine" in stack.output()
+    r = client.post("/v1/chat/completions", json={"model": SIM_MODEL, "max_tokens": 4,
+                                                   "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200 and r.json()["system_fingerprint"] == "dsserve-simulated"
+    text = httpx.get(f"http://127.0.0.1:{_metrics_port(SIM)}/metrics", timeout=10).text
+    assert re.search(r'ray_vllm_cache_config_info\{[^}]*simulated="true"', text)
+
+
+@pytest.mark.profile(SIM)
+def test_streamed_chat_through_serve_has_usage_and_exact_max_tokens(client: httpx.Client) -> None:
+    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "Tell me a story."}],
+            "max_tokens": 24, "stream": True, "stream_options": {"include_usage": True}}
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[-1]["usage"]["completion_tokens"] == 24
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert len(text.split()) == 24
+
+
+@pytest.mark.profile(SIM)
+def test_a_prompt_over_the_context_is_a_400_naming_the_limit(client: httpx.Client) -> None:
+    spec = load_spec(REPO / "deploy/profiles" / f"{SIM}.yaml")
+    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "word " * spec.engine.max_model_len}]}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    assert str(spec.engine.max_model_len) in r.json()["error"]["message"]
+
+
+@pytest.mark.profile(SIM)
+def test_concurrent_requests_all_finish_and_leave_no_running_sequences(stack: RunningStack) -> None:
+    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "go " * 100}], "max_tokens": 32,
+            "stream": True}
+
+    def one(_: int) -> int:
+        with httpx.Client(base_url=stack.base_url, timeout=60) as c, \
+                c.stream("POST", "/v1/chat/completions", json=body) as r:
+            return sum(1 for line in r.iter_lines() if line.startswith("data: ")) if r.status_code == 200 else -1
+
+    with cf.ThreadPoolExecutor(64) as pool:
+        counts = list(pool.map(one, range(128)))
+    assert all(c >= 33 for c in counts), counts  # role chunk + 32 tokens (+ DONE)
+    port = _metrics_port(SIM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        running = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("ray_vllm_num_requests_running{")]
+        if running and sum(running) == 0:
+            return
+        time.sleep(1)
+    pytest.fail(f"vllm:num_requests_running did not return to 0: {running}")
+
