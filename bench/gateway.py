@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output-tokens", type=int, default=16)
     ap.add_argument("--slo-ms", type=float, default=500.0)
     ap.add_argument("--set", action="append", default=[], help="--set override for the dsserve stack")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VAL[,KEY=VAL]",
+                    help="also measure dsserve with these --set overrides, e.g. p2=serving.router=power_of_two")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/gateway.json")
     ap.add_argument("--serve-stock", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -208,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = load_spec(args.profile, args.set)
     rates = [float(r) for r in args.rates.split(",")]
-    configs = ["dsserve", "stock"] if not (args.only or args.url) else [args.only or "dsserve"]
+    variants = {"dsserve": list(args.set)}
+    for v in args.variant:
+        name, _, sets = v.partition("=")
+        variants[name] = list(args.set) + [x for x in sets.split(",") if x]
+    configs = ([*variants, "stock"] if not (args.only or args.url) else [args.only or "dsserve"])
     results: dict[str, Any] = {}
     load_before = os.getloadavg()
     for name in configs:
@@ -217,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if url is None:
             port = _free_port()
             print(f"starting {name} on :{port} ({args.profile.name}, SIMULATED engine)", flush=True)
-            proc = start_dsserve(args.profile, port, args.set) if name == "dsserve" else start_stock(args.profile, port)
+            proc = start_stock(args.profile, port) if name == "stock" else start_dsserve(args.profile, port, variants[name])
             url = f"http://127.0.0.1:{port}"
             _wait_models(url, 120)
         try:
@@ -232,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine": "SIMULATED (dsserve/sim); no GPU work, so the serving path is what is measured",
         "machine": machine(), "load_average_before_after": [load_before, os.getloadavg()],
         "profile": str(args.profile.relative_to(REPO)) if args.profile.is_relative_to(REPO) else str(args.profile),
-        "overrides": args.set, "model": spec.model.id, "replicas": spec.serving.replicas,
+        "overrides": args.set, "variants": variants, "model": spec.model.id, "replicas": spec.serving.replicas,
         "dsserve_serving": {"proxy": spec.serving.proxy,
                             "stream_batching_interval_ms": spec.serving.stream_batching_interval_ms},
         "load": {"kind": "open loop, Poisson", "stream": True, "prompt_tokens": args.prompt_tokens,

@@ -70,6 +70,8 @@ def _rss_by_process(root_pid: int) -> dict[str, int]:
     for p in procs:
         try:
             name = " ".join(p.cmdline()[:1]) if not p.name().startswith("ray::") else p.name()
+            if name.startswith("ray::"):
+                name = name.split(".")[0]  # ray::ServeController.listen_for_change -> ray::ServeController
             if "ServeReplica" in name:
                 name = "ray::ServeReplica:" + ("ingress" if "Ingress" in " ".join(p.cmdline()) else "LLMServer")
             name = os.path.basename(name) if "/" in name else name
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds between two tokens of one held stream (sets engine.sim_time_scale)")
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--url", help="an already running stack (its engine limits and time scale are yours to set)")
+    ap.add_argument("--set", action="append", default=[], help="extra --set override for the stack")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/streams.json")
     args = ap.parse_args(argv)
 
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     duration = args.streams / args.open_rate + args.hold + 30
     output = max(4, int(duration / args.token_interval) + 4)  # still generating at the end of the hold
-    sets = _overrides(args.profile, args.streams, args.token_interval, args.prompt_tokens, output)
+    sets = _overrides(args.profile, args.streams, args.token_interval, args.prompt_tokens, output) + args.set
     spec = load_spec(args.profile, sets)
     proc = None
     url = args.url

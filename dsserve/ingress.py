@@ -56,6 +56,7 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 
 from dsserve.admission import AdmissionGate
 from dsserve.auth import KeyStore, RateLimiter, bearer_token, retry_after_seconds
+from dsserve.layout import LayoutCache
 from dsserve.lora import AdapterTable
 from dsserve.metrics import IngressMetrics
 
@@ -260,6 +261,38 @@ def _overloaded(why: str) -> JSONResponse:
     )
 
 
+#: Seconds a client should wait when the engine replica died: Serve replaces it in about 40-70 s here.
+ENGINE_RETRY_AFTER_S = 5
+#: Exceptions (by class name, anywhere in the cause chain) meaning the engine replica, not the request, failed:
+#: vLLM's EngineDeadError, and Ray's errors for a dead, unreachable or unscheduled replica actor.
+_ENGINE_DOWN = frozenset({"EngineDeadError", "ActorDiedError", "ActorUnavailableError", "RayActorError",
+                          "ActorUnschedulableError", "DeploymentUnavailableError", "WorkerCrashedError"})
+
+
+def _engine_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (a RayTaskError wrapping the replica's error, or Ray's own) says the engine is down."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if any(c.__name__ in _ENGINE_DOWN for c in type(e).__mro__):
+            return True
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return False
+
+
+def _unavailable(why: str, retry_after_s: int) -> JSONResponse:
+    return openai_error(
+        503,
+        f"The model is temporarily unavailable: {why}. Retry after {retry_after_s} seconds.",
+        code="engine_unavailable",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
 class DsserveIngress(OpenAiIngress):
     """OpenAiIngress whose chat and completions routes turn every client mistake into an OpenAI 4xx.
 
@@ -288,6 +321,7 @@ class DsserveIngress(OpenAiIngress):
     _limiter: RateLimiter | None = None
     _max_n = 16
     _lora: dict[str, AdapterTable] = {}
+    _layouts: LayoutCache | None = None
 
     def __init__(
         self,
@@ -507,6 +541,11 @@ class DsserveIngress(OpenAiIngress):
             if VLLM_CLIENT_ERRORS and isinstance(cause, VLLM_CLIENT_ERRORS):
                 message = str(cause).strip() or cause.__class__.__name__
                 return openai_error(400, message, param=_param_of(message, type(body).model_fields))
+            if _engine_unavailable(exc):
+                log.warning("dsserve ingress: %s request failed, engine unavailable: %s", call_method,
+                            type(cause).__name__)
+                self._metrics.rejected(call_method, "engine_unavailable")
+                return _unavailable("its engine replica failed and Serve is replacing it", ENGINE_RETRY_AFTER_S)
             log.exception("dsserve ingress: %s request failed", call_method)
             return openai_error(500, "The server could not complete the request (an internal error; "
                                 "the ingress log has the details).", code="internal_error")
@@ -536,12 +575,25 @@ class DsserveIngress(OpenAiIngress):
         if denied is not None:
             return denied
         listing = await super().models()
+        await self._add_live_layouts(listing.data)
         listed = {card.id for card in listing.data}
         for table in self._lora.values():
             for model_id in table.model_ids():
                 if model_id not in listed:
                     listing.data.append(await self.model(model_id))
         return listing
+
+    async def _add_live_layouts(self, cards: list[Any]) -> None:
+        """``metadata.dsserve`` of each base model: the parallel layout and replicas running now (dsserve/layout.py)."""
+        handles = getattr(self, "_default_serve_handles", {})
+        if not handles:
+            return
+        if self._layouts is None:
+            self._layouts = LayoutCache()
+        for card in cards:
+            handle = handles.get(card.id)
+            if handle is not None:
+                card.metadata["dsserve"] = await self._layouts.get(card.id, handle)
 
     async def model_data(self, model: str, request: Request) -> Any:  # type: ignore[override]
         """GET /v1/models/{model}: an OpenAI 404 for a model this server does not serve."""

@@ -75,7 +75,7 @@ __all__ = [
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
 #: Why admission control refused a request.
-REJECT_REASONS = ("overloaded", "queue_full", "too_large", "unauthorized", "rate_limited")
+REJECT_REASONS = ("overloaded", "queue_full", "too_large", "unauthorized", "rate_limited", "engine_unavailable")
 
 #: The SLO threshold the recording rules read from the histograms; it must be a bucket edge of both.
 SLO_THRESHOLD_S = 0.5

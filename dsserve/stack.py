@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -99,6 +100,29 @@ def _quiet_driver_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def haproxy_maxconn(spec: DeploymentSpec) -> int:
+    """HAProxy's connection limit for a spec: every request the ingress may admit, and no more than the
+    process's open-files limit allows (two descriptors per proxied connection).
+
+    Ray 2.60 defaults RAY_SERVE_HAPROXY_MAXCONN to 4096 (serve/_private/constants.py); past it HAProxy
+    leaves connections waiting in the kernel's accept queue, unanswered, however high the admission limit.
+    """
+    from dsserve.render.serve_config import haproxy_maxconn_wanted
+
+    wanted = haproxy_maxconn_wanted(spec)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(1024, min(wanted, (soft - 2048) // 2))
+
+
+def _raise_nofile() -> int:
+    """Raise this process's soft open-files limit to its hard limit (Ray and HAProxy inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
 @dataclass
 class LocalStack:
     """Start and stop one deployment spec on a local Ray runtime."""
@@ -124,6 +148,10 @@ class LocalStack:
             for port in _HAPROXY_PORTS:
                 check_port_free("127.0.0.1", port, "Ray Serve's HAProxy")
             os.environ.update(HAPROXY_ENV)
+            nofile = _raise_nofile()
+            maxconn = haproxy_maxconn(spec)
+            os.environ["RAY_SERVE_HAPROXY_MAXCONN"] = str(maxconn)
+            self.progress(f"HAProxy fast path: maxconn {maxconn} (open-files limit {nofile})")
 
         self._resolve_model()
         if self.prometheus is not None:
@@ -272,5 +300,5 @@ class LocalStack:
             ray.shutdown()
             self._started = False
             if self.spec.serving.proxy == "haproxy":
-                for key in HAPROXY_ENV:
+                for key in (*HAPROXY_ENV, "RAY_SERVE_HAPROXY_MAXCONN"):
                     os.environ.pop(key, None)

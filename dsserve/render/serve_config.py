@@ -15,7 +15,7 @@ from dsserve.app import import_path, serving_args
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import DeploymentSpec
 
-__all__ = ["serve_config", "render_serve_config", "cluster_topology"]
+__all__ = ["serve_config", "render_serve_config", "cluster_topology", "haproxy_maxconn_wanted"]
 
 
 def serve_config(spec: DeploymentSpec) -> dict[str, Any]:
@@ -76,6 +76,14 @@ def cluster_topology(spec: DeploymentSpec) -> list[str]:
     return [w for line in lines for w in textwrap.wrap(line, 108, subsequent_indent="  ")]
 
 
+def haproxy_maxconn_wanted(spec: DeploymentSpec) -> int:
+    """RAY_SERVE_HAPROXY_MAXCONN for a spec: every request the ingress may admit, plus room for refusals."""
+    from dsserve.app import admission_limit
+
+    limit = admission_limit(spec)
+    return max(4096, (limit if limit is not None else 65536) + 1024)
+
+
 def render_serve_config(spec: DeploymentSpec, *, source: str) -> str:
     """The Serve config as YAML text, headed by how to regenerate it."""
     header = (
@@ -85,7 +93,9 @@ def render_serve_config(spec: DeploymentSpec, *, source: str) -> str:
     if spec.serving.proxy == "haproxy":
         header += (
             "# HAProxy fast path: start Ray with RAY_SERVE_ENABLE_HA_PROXY=1 and\n"
-            "# RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the environment of every node.\n"
+            "# RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the environment of every node, and\n"
+            f"# RAY_SERVE_HAPROXY_MAXCONN={haproxy_maxconn_wanted(spec)} (Ray's default, 4096, leaves admitted requests waiting\n"
+            "# unanswered in the accept queue; give HAProxy two open files per connection).\n"
         )
     if spec.api.api_keys_env:
         header += f"# API keys are read from ${spec.api.api_keys_env} on the ingress nodes.\n"

@@ -30,6 +30,15 @@ class TestTensorPlusExpertParallel:
         assert held == {"0": "[0, 1, 2, 3]", "1": "[4, 5, 6, 7]"}, held
         assert re.search(r"Worker_TP1", log), "expected a second tensor-parallel worker process"
 
+    def test_v1_models_reports_the_live_layout(self, client: httpx.Client) -> None:
+        """GET /v1/models says what runs: read from the replica's own config and Serve's replica states."""
+        card = next(c for c in client.get("/v1/models").json()["data"] if c["id"] == "tiny-deepseek-v2")
+        live = card["metadata"]["dsserve"]
+        assert live["source"].startswith("live")
+        assert (live["engine"], live["tensor_parallel_size"], live["pipeline_parallel_size"],
+                live["data_parallel_size"], live["expert_parallel"]) == ("vllm", 2, 1, 1, True)
+        assert live["replicas_running"] == 1
+
     def test_same_model_as_the_single_rank_layout(self, client: httpx.Client, stacks: StackManager) -> None:
         """Same prompt log-probabilities as TP1, within bf16 noise (measured 0.016 max offline).
 

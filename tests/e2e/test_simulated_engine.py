@@ -88,6 +88,11 @@ def test_the_sim_says_it_is_simulated(stack: RunningStack, client: httpx.Client)
     assert r.status_code == 200 and r.json()["system_fingerprint"] == "dsserve-simulated"
     text = httpx.get(f"http://127.0.0.1:{_metrics_port(SIM)}/metrics", timeout=10).text
     assert re.search(r'ray_vllm_cache_config_info\{[^}]*simulated="true"', text)
+    card = client.get("/v1/models").json()["data"][0]
+    live = card["metadata"]["dsserve"]
+    assert (live["engine"], live["tensor_parallel_size"], live["expert_parallel"], live["modelled_accelerator"]) \
+        == ("simulated", 8, True, "h800")
+    assert live["replicas_running"] == 1
 
 
 @pytest.mark.profile(SIM)

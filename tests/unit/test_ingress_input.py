@@ -420,3 +420,21 @@ def test_openapi_file_ships_in_the_package() -> None:
 
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "openapi.yaml" in data["tool"]["setuptools"]["package-data"]["dsserve"]
+
+
+def test_an_engine_that_died_is_a_503_with_retry_after_not_a_500() -> None:
+    """A dead engine replica (vLLM's EngineDeadError inside Ray's RayTaskError) is the server's state, not a bug."""
+    from dsserve.ingress import _engine_unavailable, _unavailable
+
+    class EngineDeadError(Exception):
+        pass
+
+    class RayTaskError(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("task failed")
+            self.cause = cause
+
+    assert _engine_unavailable(RayTaskError(EngineDeadError("EngineCore died")))
+    assert not _engine_unavailable(RayTaskError(ValueError("a bug")))
+    resp = _unavailable("its engine replica failed", 5)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
