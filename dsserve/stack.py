@@ -102,7 +102,7 @@ def _quiet_driver_logging() -> None:
 
 def haproxy_maxconn(spec: DeploymentSpec) -> int:
     """HAProxy's connection limit for a spec: every request the ingress may admit, and no more than the
-    process's open-files limit allows (two descriptors per proxied connection).
+    process's open-files limit allows (two descriptors per proxied connection, plus HAProxy's own).
 
     Ray 2.60 defaults RAY_SERVE_HAPROXY_MAXCONN to 4096 (serve/_private/constants.py); past it HAProxy
     leaves connections waiting in the kernel's accept queue, unanswered, however high the admission limit.
@@ -111,7 +111,8 @@ def haproxy_maxconn(spec: DeploymentSpec) -> int:
 
     wanted = haproxy_maxconn_wanted(spec)
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(1024, min(wanted, (soft - 2048) // 2))
+    # HAProxy 2.8 asks for about 2 x maxconn + 4,500 descriptors and refuses to start without them.
+    return max(1024, min(wanted, (soft - 5120) // 2))
 
 
 def _raise_nofile() -> int:
