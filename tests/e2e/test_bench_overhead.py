@@ -39,6 +39,9 @@ def test_overhead_quick_measures_both_servers(stack: RunningStack, tmp_path: Pat
     assert "vllm serve" in vllm["command"] and "--served-model-name tiny-deepseek-v2" in vllm["command"]
     assert "--max-num-seqs 64" in vllm["command"] and "--enforce-eager" in vllm["command"]
     assert "VLLM_CPU_KVCACHE_SPACE=1" in vllm["command"]
+    # bare vLLM runs at the nice value Ray gives every dsserve process, vLLM's engine included
+    assert vllm["nice"] == dsserve["serving"]["ray_worker_niceness"]
+    assert set(vllm["loads"]["light"]["server_nice_by_process"].values()) == {vllm["nice"]}
     assert dsserve["serving"]["proxy"] in ("python", "haproxy")
     assert "stream_batching_interval_ms" in dsserve["serving"]
     assert report["engine"]["kind"].startswith("real vLLM")
