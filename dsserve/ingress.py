@@ -261,6 +261,8 @@ def _overloaded(why: str) -> JSONResponse:
     )
 
 
+#: Errors the engine raises for a request it cannot take (vLLM maps them to 400 in its own server).
+ENGINE_INPUT_ERRORS = (ValueError, OverflowError)
 #: Seconds a client should wait when the engine replica died: Serve replaces it in about 40-70 s here.
 ENGINE_RETRY_AFTER_S = 5
 #: Exceptions (by class name, anywhere in the cause chain) meaning the engine replica, not the request, failed:
@@ -541,6 +543,12 @@ class DsserveIngress(OpenAiIngress):
             if VLLM_CLIENT_ERRORS and isinstance(cause, VLLM_CLIENT_ERRORS):
                 message = str(cause).strip() or cause.__class__.__name__
                 return openai_error(400, message, param=_param_of(message, type(body).model_fields))
+            if isinstance(cause, ENGINE_INPUT_ERRORS) and not _engine_unavailable(exc):
+                # vLLM's own server answers these 400 too (its serving layer maps ValueError to a
+                # BadRequestError): e.g. a prompt token id outside the vocabulary, or one too large for int64.
+                message = (str(cause).strip() or cause.__class__.__name__).splitlines()[0][:500]
+                return openai_error(400, f"Invalid request: {message}",
+                                    param=_param_of(message, type(body).model_fields), code="invalid_parameter")
             if _engine_unavailable(exc):
                 log.warning("dsserve ingress: %s request failed, engine unavailable: %s", call_method,
                             type(cause).__name__)
