@@ -294,7 +294,9 @@ class ServingSpec(_Strict):
     )
     router: Literal["power_of_two", "prefix_cache_affinity"] = "power_of_two"
     proxy: Literal["python", "haproxy"] = Field(
-        "python", description="Ray Serve HTTP proxy: the default Python proxy, or HAProxy (fast path)."
+        "haproxy",
+        description="Ray Serve HTTP proxy: HAProxy with throughput-optimized Serve (the fast path; "
+        "docs/performance.md benchmark A), or Ray's Python proxy.",
     )
     stream_batching_interval_ms: float = Field(
         50, ge=0, description="ray.serve.llm batches streamed chunks this long; 0 flushes each chunk."

@@ -33,6 +33,7 @@ text may hold any other character, control characters included, which reach the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -56,7 +57,7 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 
 from dsserve.admission import AdmissionGate
 from dsserve.auth import KeyStore, RateLimiter, bearer_token, retry_after_seconds
-from dsserve.layout import LayoutCache
+from dsserve.layout import LayoutCache, ReplicaWatch
 from dsserve.lora import AdapterTable
 from dsserve.metrics import IngressMetrics
 
@@ -265,10 +266,17 @@ def _overloaded(why: str) -> JSONResponse:
 ENGINE_INPUT_ERRORS = (ValueError, OverflowError)
 #: Seconds a client should wait when the engine replica died: Serve replaces it in about 40-70 s here.
 ENGINE_RETRY_AFTER_S = 5
+#: While a request waits for its first answer, how often to check that the engine still has a replica.
+ENGINE_WAIT_CHECK_S = 1.0
+
 #: Exceptions (by class name, anywhere in the cause chain) meaning the engine replica, not the request, failed:
 #: vLLM's EngineDeadError, and Ray's errors for a dead, unreachable or unscheduled replica actor.
 _ENGINE_DOWN = frozenset({"EngineDeadError", "ActorDiedError", "ActorUnavailableError", "RayActorError",
                           "ActorUnschedulableError", "DeploymentUnavailableError", "WorkerCrashedError"})
+
+
+class _NoEngineReplica(Exception):
+    """The engine lost its last running replica while a request waited in Serve's router."""
 
 
 def _engine_unavailable(exc: BaseException) -> bool:
@@ -324,6 +332,7 @@ class DsserveIngress(OpenAiIngress):
     _max_n = 16
     _lora: dict[str, AdapterTable] = {}
     _layouts: LayoutCache | None = None
+    _replicas: ReplicaWatch | None = None
 
     def __init__(
         self,
@@ -518,16 +527,24 @@ class DsserveIngress(OpenAiIngress):
         })
 
     async def _serve(self, body: Any, call_method: str, request: Request) -> Response:
+        if self._no_engine_replica(getattr(body, "model", None)):
+            self._metrics.rejected(call_method, "engine_unavailable")
+            return _unavailable("no engine replica is running (Serve is starting or replacing it)",
+                                ENGINE_RETRY_AFTER_S)
         if not self._gate.try_acquire():
             self._metrics.rejected(call_method, "overloaded")
             return _overloaded(f"{self._gate.inflight} requests are in flight, the most this server admits")
         streaming = False
         try:
-            response = await self._process_llm_request(body, call_method=call_method, raw_request=request)
+            response = await self._first_answer(body, call_method, request)
             if isinstance(response, StreamingResponse):
                 response.body_iterator = self._gate.hold_while_streaming(response.body_iterator)
                 streaming = True
             return response
+        except _NoEngineReplica:
+            self._metrics.rejected(call_method, "engine_unavailable")
+            return _unavailable("no engine replica is running (Serve is starting or replacing it)",
+                                ENGINE_RETRY_AFTER_S)
         except BackPressureError:
             self._metrics.rejected(call_method, "queue_full")
             return _overloaded("the model's request queue is full (serving.max_queued_requests)")
@@ -590,6 +607,37 @@ class DsserveIngress(OpenAiIngress):
                 if model_id not in listed:
                     listing.data.append(await self.model(model_id))
         return listing
+
+    async def _first_answer(self, body: Any, call_method: str, request: Request) -> Any:
+        """The engine's response (for a stream: once its first chunk is there), or _NoEngineReplica.
+
+        A request routed just before the only engine replica died waits in Serve's router until a
+        replacement is up, which is minutes for a large model. While it waits, the Serve controller's word
+        is checked every ENGINE_WAIT_CHECK_S; once no replica is running, the request is cancelled
+        (Serve drops it from the router's queue) and answered 503 + Retry-After instead of hanging.
+        """
+        model = getattr(body, "model", None)
+        task = asyncio.ensure_future(self._process_llm_request(body, call_method=call_method, raw_request=request))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=ENGINE_WAIT_CHECK_S)
+                if done:
+                    return task.result()
+                if self._no_engine_replica(model):
+                    raise _NoEngineReplica()
+        finally:
+            if not task.done():
+                task.cancel()
+
+    def _no_engine_replica(self, model: str | None) -> bool:
+        """True on fresh word from the Serve controller that the model's engine has no running replica."""
+        if not model or not getattr(self, "_default_serve_handles", None):
+            return False
+        from ray.llm._internal.common.utils.lora_utils import get_base_model_id
+
+        if self._replicas is None:
+            self._replicas = ReplicaWatch()
+        return self._replicas.down(get_base_model_id(model))
 
     async def _add_live_layouts(self, cards: list[Any]) -> None:
         """``metadata.dsserve`` of each base model: the parallel layout and replicas running now (dsserve/layout.py)."""

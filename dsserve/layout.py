@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LayoutCache", "layout_from_config", "replica_counts"]
+__all__ = ["LayoutCache", "ReplicaWatch", "layout_from_config", "replica_counts"]
 
 CACHE_S = 5.0  # /v1/models is polled by dashboards and health checks; the layout changes on redeploys only
 
@@ -79,3 +80,45 @@ class LayoutCache:
             info = {"error": f"layout unavailable: {type(exc).__name__}: {exc}"[:200]}
         self._cache[model_id] = (time.monotonic(), info)
         return info
+
+
+class ReplicaWatch:
+    """Whether a model has any engine replica running, from the Serve controller, refreshed in the background.
+
+    When the only engine replica dies, Ray Serve's router holds new requests until a replacement is up
+    (40-70 s for the tiny CPU model, minutes for a large checkpoint): clients see a hang, not an error.
+    The ingress asks :meth:`down` before each request and answers 503 + Retry-After instead. The answer
+    comes from a cache, so the request path never waits on the controller; a refresh is started at most
+    every :attr:`refresh_s`. Unknown (never read, stale or unreadable) counts as up: the watch only
+    refuses on fresh evidence that replicas exist and none is running.
+    """
+
+    def __init__(self, refresh_s: float = 1.0, stale_s: float = 10.0,
+                 read: Callable[[str], dict[str, int]] = replica_counts) -> None:
+        self.refresh_s = refresh_s
+        self._read = read
+        self.stale_s = stale_s
+        self._seen: dict[str, tuple[float, dict[str, int]]] = {}
+        self._asked: dict[str, float] = {}
+        self._pending: set[str] = set()
+
+    def down(self, model_id: str) -> bool:
+        now = time.monotonic()
+        if model_id not in self._pending and now - self._asked.get(model_id, float("-inf")) >= self.refresh_s:
+            self._asked[model_id] = now
+            self._pending.add(model_id)
+            asyncio.get_running_loop().create_task(self._refresh(model_id))
+        seen = self._seen.get(model_id)
+        if seen is None or now - seen[0] > self.stale_s:
+            return False
+        counts = seen[1]
+        return counts["replicas_total"] > 0 and counts["replicas_running"] == 0
+
+    async def _refresh(self, model_id: str) -> None:
+        try:
+            counts = await asyncio.to_thread(self._read, model_id)
+            self._seen[model_id] = (time.monotonic(), counts)
+        except Exception:  # noqa: BLE001 - an unreadable controller must not take requests down with it
+            self._seen.pop(model_id, None)
+        finally:
+            self._pending.discard(model_id)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from dsserve.app import build_app, ray_cpus_needed
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.errors import PortInUseError, StackError
+from dsserve.render.serve_config import haproxy_maxconn_wanted
 
 if TYPE_CHECKING:
     from dsserve.local_prometheus import LocalPrometheus
@@ -107,8 +108,6 @@ def haproxy_maxconn(spec: DeploymentSpec) -> int:
     Ray 2.60 defaults RAY_SERVE_HAPROXY_MAXCONN to 4096 (serve/_private/constants.py); past it HAProxy
     leaves connections waiting in the kernel's accept queue, unanswered, however high the admission limit.
     """
-    from dsserve.render.serve_config import haproxy_maxconn_wanted
-
     wanted = haproxy_maxconn_wanted(spec)
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     # HAProxy 2.8 asks for about 2 x maxconn + 4,500 descriptors and refuses to start without them.
@@ -153,6 +152,14 @@ class LocalStack:
             maxconn = haproxy_maxconn(spec)
             os.environ["RAY_SERVE_HAPROXY_MAXCONN"] = str(maxconn)
             self.progress(f"HAProxy fast path: maxconn {maxconn} (open-files limit {nofile})")
+            wanted = haproxy_maxconn_wanted(spec)
+            if maxconn < wanted:
+                self.progress(
+                    f"WARNING: the admission limit lets {wanted - 1024} requests in, but the open-files limit "
+                    f"({nofile}) lets HAProxy hold only {maxconn} connections; connections past that wait "
+                    "unanswered in the accept queue. Raise the hard limit (`ulimit -Hn`, or LimitNOFILE= "
+                    f"for a service) to at least {2 * wanted + 5120}, or lower serving.max_ongoing_requests / "
+                    "max_queued_requests so that refusals come back as 503s.")
 
         self._resolve_model()
         if self.prometheus is not None:

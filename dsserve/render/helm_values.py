@@ -19,7 +19,7 @@ import yaml
 
 from dsserve.config import DeploymentSpec
 from dsserve.errors import SpecError
-from dsserve.render.serve_config import render_serve_config
+from dsserve.render.serve_config import haproxy_maxconn_wanted, render_serve_config
 
 __all__ = ["helm_values", "render_helm_values", "worker_nodes_for", "API_KEYS_SECRET", "API_KEYS_SECRET_KEY"]
 
@@ -84,7 +84,7 @@ def helm_values(spec: DeploymentSpec, *, source: str) -> dict[str, Any]:
         "serveConfigV2": render_serve_config(spec, source=source),
         "serve": {"port": spec.api.port},
         "metrics": {"port": spec.observability.metrics_export_port},
-        "haproxy": {"enabled": sv.proxy == "haproxy"},
+        "haproxy": {"enabled": sv.proxy == "haproxy", "maxconn": haproxy_maxconn_wanted(spec)},
         "apiKeys": {
             "envName": spec.api.api_keys_env or "",
             "existingSecret": API_KEYS_SECRET if spec.api.api_keys_env or spec.api.api_keys_file else "",

@@ -43,7 +43,7 @@ class _Traffic:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        self.results: list[tuple[float, int, str]] = []
+        self.results: list[tuple[float, int, str, str | None]] = []  # (sent at, status, body, Retry-After)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -53,9 +53,9 @@ class _Traffic:
                 t = time.monotonic()
                 try:
                     r = c.post("/v1/chat/completions", json=CHAT)
-                    self.results.append((t, r.status_code, r.text[:300]))
+                    self.results.append((t, r.status_code, r.text[:300], r.headers.get("retry-after")))
                 except httpx.HTTPError as exc:
-                    self.results.append((t, -1, type(exc).__name__))
+                    self.results.append((t, -1, f"{type(exc).__name__} after {time.monotonic() - t:.1f}s", None))
                 time.sleep(0.2)
 
     def __enter__(self) -> "_Traffic":
@@ -80,13 +80,23 @@ def _wait_until_serving(client: httpx.Client, since: float) -> float:
 
 
 def _report(name: str, traffic: _Traffic, killed_at: float, recovered_s: float) -> None:
+    """Print what the clients saw after the kill, and assert it was a quick, clear refusal.
+
+    Every request that did not succeed must have been answered 503 with Retry-After and an OpenAI error
+    body (the engine failed, or no engine replica was running): no 500, and no request left hanging until
+    the client gave up (Ray Serve's router would hold it until a replacement replica is up).
+    """
     after = [r for r in traffic.results if r[0] >= killed_at]
     failed = [r for r in after if r[1] != 200]
     print(f"\n[fault {name}] recovered in {recovered_s:.1f}s; {len(failed)} of {len(after)} requests after the "
           f"kill failed; statuses {sorted({r[1] for r in failed})}")
-    for _, status, body in failed:
-        if status > 0:
-            assert status != 500 or "error" in body, f"a failed request was not an OpenAI error: {body}"
+    for _, status, body, retry_after in failed[:5]:
+        print(f"  {status} retry-after={retry_after} {body[:160]}")
+    assert after, "no request was sent after the kill"
+    for _, status, body, retry_after in failed:
+        assert status == 503, f"a request failed with {status} instead of 503 + Retry-After: {body}"
+        assert retry_after and int(retry_after) > 0, f"a 503 without Retry-After: {body}"
+        assert '"error"' in body and "unavailable" in body, f"a 503 that is not an OpenAI error: {body}"
 
 
 def test_killed_llm_replica_is_replaced(stack: RunningStack, client: httpx.Client) -> None:

@@ -98,7 +98,10 @@ class TestLoraAdapters:
             line for line in text.splitlines() if "multiplexed" in line)[:3000]
         log = _engine_log(stack)
         assert f"dsserve LoRA: multiplexed model {BASE}:sql-adapter -> " in log  # dsserve's local loader
-        assert f"Loaded new LoRA adapter: name '{BASE}:sql-adapter'" in log  # vLLM's add_lora
+        # vLLM's own "Loaded new LoRA adapter" INFO line is not asserted: under Serve's throughput-optimized
+        # mode (the HAProxy fast path) replica log records are buffered 1000 at a time
+        # (RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE), so it reaches the file late. That vLLM applied the
+        # adapter is shown by the log-probability test below.
 
     def test_unknown_adapter_is_an_openai_404(self, client: httpx.Client) -> None:
         for path, body in (("/v1/completions", {"prompt": "x", "max_tokens": 1}),

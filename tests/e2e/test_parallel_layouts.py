@@ -34,7 +34,7 @@ class TestTensorPlusExpertParallel:
         """GET /v1/models says what runs: read from the replica's own config and Serve's replica states."""
         card = next(c for c in client.get("/v1/models").json()["data"] if c["id"] == "tiny-deepseek-v2")
         live = card["metadata"]["dsserve"]
-        assert live["source"].startswith("live")
+        assert live.get("source", "").startswith("live"), live
         assert (live["engine"], live["tensor_parallel_size"], live["pipeline_parallel_size"],
                 live["data_parallel_size"], live["expert_parallel"]) == ("vllm", 2, 1, 1, True)
         assert live["replicas_running"] == 1

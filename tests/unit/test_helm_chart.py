@@ -31,7 +31,7 @@ from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule
 from dsserve.config import load_spec, parse_spec
 from dsserve.errors import SpecError
 from dsserve.render.helm_values import helm_values, render_helm_values, worker_nodes_for
-from dsserve.render.serve_config import render_serve_config
+from dsserve.render.serve_config import haproxy_maxconn_wanted, render_serve_config
 from tests.conftest import REPO
 
 CHART = REPO / "helm" / "dsserve"
@@ -249,8 +249,11 @@ def test_profile_values_render_valid_objects(chart, crd_validator, profile: Path
     head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]
     assert head["rayStartParams"]["num-gpus"] == "0" and head["rayStartParams"]["num-cpus"] == "0"
     assert "nvidia.com/gpu" not in json.dumps(head["template"]["spec"]["containers"][0]["resources"])
-    env = {e["name"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert ("RAY_SERVE_ENABLE_HA_PROXY" in env) == (spec.serving.proxy == "haproxy")
+    if spec.serving.proxy == "haproxy":
+        # Ray's default maxconn (4096) would leave admitted requests hanging in the accept queue
+        assert env["RAY_SERVE_HAPROXY_MAXCONN"] == str(haproxy_maxconn_wanted(spec))
     if spec.api.api_keys_env:
         assert spec.api.api_keys_env in env
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 from dsserve.app import llm_config
 from dsserve.config import load_spec
-from dsserve.layout import layout_from_config
+from dsserve.layout import ReplicaWatch, layout_from_config
 from tests.conftest import REPO
 
 
@@ -24,3 +25,50 @@ def test_a_simulated_engine_reports_the_layout_it_models_not_its_cpu_bundle() ->
     live = layout_from_config(_running("sim-h800x8-deepseek-v2"))
     assert (live["engine"], live["tensor_parallel_size"], live["expert_parallel"],
             live["modelled_accelerator"]) == ("simulated", 8, True, "h800")
+
+
+def test_replica_watch_refuses_only_on_fresh_word_that_no_replica_runs() -> None:
+    """Unknown counts as up; 'replicas exist, none running' counts as down; an unreadable controller as up."""
+    answers: list[dict[str, int] | Exception] = [
+        {"replicas_running": 0, "replicas_total": 1},  # the only replica is being replaced
+        {"replicas_running": 1, "replicas_total": 1},
+        {"replicas_running": 0, "replicas_total": 0},  # no such deployment: not evidence of an outage
+        RuntimeError("controller unreachable"),
+    ]
+    asked: list[str] = []
+
+    def read(model_id: str) -> dict[str, int]:
+        asked.append(model_id)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def scenario() -> list[bool]:
+        watch = ReplicaWatch(refresh_s=0.0, read=read)
+        seen = [watch.down("m")]  # nothing known yet: let the request through, ask in the background
+        for _ in range(4):
+            await asyncio.sleep(0.05)
+            seen.append(watch.down("m"))
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, False, False, False]
+    assert asked == ["m"] * 4
+
+
+def test_replica_watch_asks_the_controller_at_most_once_per_refresh_period() -> None:
+    calls: list[str] = []
+
+    def read(model_id: str) -> dict[str, int]:
+        calls.append(model_id)
+        return {"replicas_running": 1, "replicas_total": 1}
+
+    async def scenario() -> None:
+        watch = ReplicaWatch(refresh_s=60.0, read=read)
+        for _ in range(1000):  # a burst of requests
+            assert not watch.down("m")
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    assert calls == ["m"]

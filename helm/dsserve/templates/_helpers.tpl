@@ -148,6 +148,8 @@ serve.port (the Service and NetworkPolicy port) and apiKeys.envName (the variabl
   value: "1"
 - name: RAY_SERVE_HAPROXY_METRICS_PORT
   value: {{ int .Values.haproxy.metricsPort | toString | quote }}
+- name: RAY_SERVE_HAPROXY_MAXCONN
+  value: {{ int .Values.haproxy.maxconn | toString | quote }}
 {{- end }}
 {{- if .Values.apiKeys.envName }}
 - name: {{ .Values.apiKeys.envName }}
