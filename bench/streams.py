@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -59,7 +60,34 @@ def _overrides(profile: Path, streams: int, token_interval_s: float, prompt: int
     return sets
 
 
+def process_label(cmdline: list[str], name: str) -> str:
+    """A name for a stack process that stays the same while it runs.
+
+    Ray rewrites a worker's title with the task it is running (``ray::ServeController.listen_for_change``),
+    and Python helpers all start with ``python``; series keyed by the raw title would break apart.
+    """
+    title = " ".join(cmdline) or name
+    first = title.split()[0] if title.split() else name
+    if "ServeReplica" in title:
+        return "ray::ServeReplica:" + ("ingress" if "Ingress" in title else "LLMServer")
+    if first.startswith("ray::"):
+        return first.split(".")[0]
+    if "EngineCore" in title:
+        return "VLLM::EngineCore"
+    base = os.path.basename(first)
+    if base.startswith("python") and len(cmdline) > 1:
+        if "dsserve.cli" in title or "/dsserve " in title:
+            return "dsserve (driver)"
+        if cmdline[1] == "-c":  # e.g. multiprocessing's resource tracker
+            found = re.search(r"(?:from|import) ([\w.]+)", " ".join(cmdline[2:]))
+            return f"python -c {found.group(1) if found else '...'}"
+        script = next((a for a in cmdline[1:] if not a.startswith("-")), "")
+        return f"python {os.path.basename(script)}" if script else base
+    return base
+
+
 def _rss_by_process(root_pid: int) -> dict[str, int]:
+    """Resident memory of every process in ``root_pid``'s tree, summed per :func:`process_label`."""
     import psutil
 
     out: dict[str, int] = {}
@@ -69,12 +97,7 @@ def _rss_by_process(root_pid: int) -> dict[str, int]:
         return out
     for p in procs:
         try:
-            name = " ".join(p.cmdline()[:1]) if not p.name().startswith("ray::") else p.name()
-            if name.startswith("ray::"):
-                name = name.split(".")[0]  # ray::ServeController.listen_for_change -> ray::ServeController
-            if "ServeReplica" in name:
-                name = "ray::ServeReplica:" + ("ingress" if "Ingress" in " ".join(p.cmdline()) else "LLMServer")
-            name = os.path.basename(name) if "/" in name else name
+            name = process_label(p.cmdline(), p.name())
             out[name] = out.get(name, 0) + p.memory_info().rss
         except psutil.Error:
             continue
