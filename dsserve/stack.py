@@ -31,6 +31,12 @@ __all__ = ["LocalStack", "check_port_free", "client_api_key", "HAPROXY_ENV"]
 
 #: Environment switching Ray Serve to its HAProxy fast path; read by Ray when the runtime starts.
 HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+#: Behind HAProxy, Ray 2.60 keeps a stopping ingress replica open at least 30 s so that external load
+#: balancers can deregister it (serve/_private/replica.py, RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S),
+#: which made every Ctrl-C of `dsserve up` take 35 s. The only balancer in front of a local stack is
+#: its own HAProxy, updated within ~0.1 s; in-flight requests are still waited for. A value already in
+#: the environment wins; clusters (the Helm chart) keep Ray's 30 s for rolling upgrades.
+LOCAL_DRAIN_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 _HAPROXY_PORTS = (8404, 9101)  # HAProxy's stats and metrics listeners
 
 Progress = Callable[[str], None]
@@ -134,6 +140,7 @@ class LocalStack:
     prometheus: LocalPrometheus | None = None
     _started: bool = field(default=False, init=False)
     _session_dir: str | None = field(default=None, init=False)
+    _env_set: list[str] = field(default_factory=list, init=False)  # variables start() added, stop() removes
 
     @property
     def base_url(self) -> str:
@@ -148,6 +155,8 @@ class LocalStack:
             for port in _HAPROXY_PORTS:
                 check_port_free("127.0.0.1", port, "Ray Serve's HAProxy")
             os.environ.update(HAPROXY_ENV)
+            self._env_set = [k for k in LOCAL_DRAIN_ENV if k not in os.environ]
+            os.environ.update({k: LOCAL_DRAIN_ENV[k] for k in self._env_set})
             nofile = _raise_nofile()
             maxconn = haproxy_maxconn(spec)
             os.environ["RAY_SERVE_HAPROXY_MAXCONN"] = str(maxconn)
@@ -308,5 +317,5 @@ class LocalStack:
             ray.shutdown()
             self._started = False
             if self.spec.serving.proxy == "haproxy":
-                for key in (*HAPROXY_ENV, "RAY_SERVE_HAPROXY_MAXCONN"):
+                for key in (*HAPROXY_ENV, "RAY_SERVE_HAPROXY_MAXCONN", *self._env_set):
                     os.environ.pop(key, None)

@@ -254,6 +254,9 @@ def test_profile_values_render_valid_objects(chart, crd_validator, profile: Path
     if spec.serving.proxy == "haproxy":
         # Ray's default maxconn (4096) would leave admitted requests hanging in the accept queue
         assert env["RAY_SERVE_HAPROXY_MAXCONN"] == str(haproxy_maxconn_wanted(spec))
+        # Serve holds a stopping ingress replica open 30 s behind HAProxy (+5 s): the pod must outlive it
+        for pod in (group["template"]["spec"], head["template"]["spec"]):
+            assert pod["terminationGracePeriodSeconds"] > 35
     if spec.api.api_keys_env:
         assert spec.api.api_keys_env in env
 
