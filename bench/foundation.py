@@ -26,20 +26,14 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = REPO / "deploy/profiles/local-cpu.yaml"
+sys.path.insert(0, str(REPO))
+
+from bench.openloop import machine  # noqa: E402
 
 
 def _machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),
-            "python": platform.python_version(), "os": platform.platform()}
+    """bench/openloop.machine() (what every benchmark JSON records) plus the OS, which the README quotes."""
+    return {**machine(), "os": platform.platform()}
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -287,15 +287,16 @@ def test_local_prometheus_scrapes_and_evaluates_the_rules(fake_exporter: int) ->
     prom.stop()  # twice is fine
 
 
-def test_local_prometheus_for_spec_adds_haproxy(local_cpu_data: dict) -> None:
+def test_local_prometheus_scrapes_haproxy_only_behind_haproxy(local_cpu_data: dict) -> None:
     from dsserve.config import parse_spec
     from dsserve.local_prometheus import LocalPrometheus
 
-    assert LocalPrometheus.for_spec(parse_spec(local_cpu_data)).targets == {"dsserve-ray": ["127.0.0.1:8080"]}
-    local_cpu_data["serving"]["proxy"] = "haproxy"
-    local_cpu_data["observability"]["metrics_export_port"] = 8181
+    assert local_cpu_data["serving"]["proxy"] == "haproxy"  # the default
     assert LocalPrometheus.for_spec(parse_spec(local_cpu_data)).targets == {
-        "dsserve-ray": ["127.0.0.1:8181"], "dsserve-haproxy": ["127.0.0.1:9101"]}
+        "dsserve-ray": ["127.0.0.1:8080"], "dsserve-haproxy": ["127.0.0.1:9101"]}
+    local_cpu_data["serving"]["proxy"] = "python"
+    local_cpu_data["observability"]["metrics_export_port"] = 8181
+    assert LocalPrometheus.for_spec(parse_spec(local_cpu_data)).targets == {"dsserve-ray": ["127.0.0.1:8181"]}
 
 
 def test_local_prometheus_missing_binary_says_how_to_install() -> None:
