@@ -20,9 +20,10 @@ import multiprocessing as mp
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["Sample", "LoadResult", "run_load", "percentile", "chat_body"]
+__all__ = ["Sample", "LoadResult", "run_load", "percentile", "chat_body", "arrivals"]
 
 UNIQUE_MARKER = "@@request@@"  # replaced by a per-request id in every request body
 MAX_LATE_S = 0.050  # generator lateness (p99) above which a run says nothing about the server
@@ -140,6 +141,27 @@ async def _one(session: Any, url: str, payload: bytes, headers: dict[str, str], 
     return s
 
 
+async def arrivals(rate: float, duration_s: float, rng: random.Random, t0: float, *,
+                   even: bool = False) -> AsyncIterator[tuple[int, float]]:
+    """Wake at each arrival of an open-loop schedule and yield (index, scheduled seconds after ``t0``).
+
+    Poisson (exponential gaps) by default, evenly spaced with ``even``. ``t0`` is on the event loop's
+    clock (``loop.time()``, i.e. ``time.monotonic()``). The caller starts its request and comes back at
+    once, so a slow server never delays the schedule.
+    """
+    loop = asyncio.get_running_loop()
+    at, i = 0.0, 0
+    while True:
+        at += 1.0 / rate if even else rng.expovariate(rate)
+        if at >= duration_s:
+            return
+        delay = t0 + at - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield i, at
+        i += 1
+
+
 async def _run_async(url: str, body: dict[str, Any], rate: float, duration_s: float, seed: int,
                      headers: dict[str, str], timeout_s: float, hold: bool) -> list[Sample]:
     import aiohttp
@@ -155,15 +177,8 @@ async def _run_async(url: str, body: dict[str, Any], rate: float, duration_s: fl
         loop = asyncio.get_running_loop()
         t0 = loop.time() + 0.2
         tasks = []
-        at = 0.0
-        while True:
-            at += rng.expovariate(rate) if not hold else 1.0 / rate
-            if at >= duration_s:
-                break
-            delay = t0 + at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            data = head + f"{seed}-{len(tasks)}".encode() + tail if marker else payload
+        async for i, at in arrivals(rate, duration_s, rng, t0, even=hold):
+            data = head + f"{seed}-{i}".encode() + tail if marker else payload
             tasks.append(asyncio.ensure_future(_one(session, url, data, hdrs, t0, at, timeout_s)))
         return list(await asyncio.gather(*tasks))
 

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.gateway import _free_port, _wait_models, start_dsserve, stop  # noqa: E402
-from bench.openloop import chat_body, machine, percentile  # noqa: E402
+from bench.openloop import arrivals, chat_body, machine, percentile  # noqa: E402
 
 
 async def _offer(url: str, body: dict[str, Any], rate: float, duration_s: float) -> list[dict[str, Any]]:
@@ -50,16 +50,9 @@ async def _offer(url: str, body: dict[str, Any], rate: float, duration_s: float)
         out.append(rec)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        tasks, t0, at, i = [], time.monotonic(), 0.0, 0
-        while True:
-            at += rng.expovariate(rate)
-            if at >= duration_s:
-                break
-            delay = t0 + at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        tasks = []
+        async for i, _ in arrivals(rate, duration_s, rng, asyncio.get_running_loop().time()):
             tasks.append(asyncio.create_task(one(session, i)))
-            i += 1
         await asyncio.gather(*tasks)
     return out
 

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.gateway import _free_port, _wait_models, start_dsserve, stop  # noqa: E402
-from bench.openloop import UNIQUE_MARKER, Sample, _one, chat_body, machine, percentile  # noqa: E402
+from bench.openloop import UNIQUE_MARKER, Sample, _one, arrivals, chat_body, machine, percentile  # noqa: E402
 from bench.streams import _rss_by_process  # noqa: E402
 
 MIB = 1024 * 1024
@@ -165,17 +165,10 @@ async def soak(url: str, body: dict[str, Any], *, rate: float, duration_s: float
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
         side = [asyncio.ensure_future(sample_memory()), asyncio.ensure_future(report_windows())]
-        tasks, at, i = [], 0.0, 0
-        while True:
-            at += rng.expovariate(rate)
-            if at >= duration_s:
-                break
-            delay = t0 + at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        tasks = []
+        async for i, at in arrivals(rate, duration_s, rng, t0):
             data = head + f"soak-{i}".encode() + tail if marker else payload
             tasks.append(asyncio.ensure_future(run_one(session, data, at)))
-            i += 1
         await asyncio.gather(*tasks)
         await asyncio.gather(*side)
     return samples, mem

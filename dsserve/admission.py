@@ -11,6 +11,7 @@ engine slot frees too.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -38,10 +39,28 @@ class AdmissionGate:
             raise RuntimeError("AdmissionGate.release() without a matching try_acquire()")
         self.inflight -= 1
 
-    async def hold_while_streaming(self, body: AsyncIterator[bytes | str]) -> AsyncIterator[bytes | str]:
-        """Pass a streamed body through and release the slot when it ends, fails or is abandoned."""
-        try:
-            async for chunk in body:
-                yield chunk
-        finally:
-            self.release()
+    def hold_while_streaming(self, body: AsyncIterator[bytes | str]) -> AsyncIterator[bytes | str]:
+        """Pass a streamed body through and release the slot when it ends, fails or is abandoned.
+
+        Also when it is never iterated at all: if the client is gone before the server starts sending
+        (Starlette then never starts the body), the generator's ``finally`` never runs, so the slot is
+        also released when the generator object is dropped. Either way it is released exactly once.
+        """
+        released = False
+
+        def release_once() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.release()
+
+        async def stream() -> AsyncIterator[bytes | str]:
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                release_once()
+
+        held = stream()
+        weakref.finalize(held, release_once)
+        return held

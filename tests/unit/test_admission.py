@@ -55,6 +55,24 @@ def test_stream_releases_its_slot(fail_at: int | None, consume: int) -> None:
     assert gate.inflight == 0
 
 
+def test_a_stream_never_started_releases_its_slot_once() -> None:
+    """The client left before the first byte was sent: Starlette never iterates the body, then drops it."""
+    gate = AdmissionGate(limit=2)
+    assert gate.try_acquire() and gate.try_acquire()
+    never_started = gate.hold_while_streaming(_body(5))
+    del never_started  # no finally ran; dropping the generator must still free the slot
+    assert gate.inflight == 1
+
+    async def run() -> None:
+        stream = gate.hold_while_streaming(_body(5))
+        await stream.__anext__()
+        await stream.aclose()
+        del stream  # released by aclose already: must not be released twice
+
+    asyncio.run(run())
+    assert gate.inflight == 0
+
+
 def test_limit_is_engine_slots_plus_queue(local_cpu_data: dict) -> None:
     local_cpu_data["serving"].update(replicas=3, max_ongoing_requests=8, max_queued_requests=10)
     assert admission_limit(parse_spec(local_cpu_data)) == 34
