@@ -528,9 +528,7 @@ class DsserveIngress(OpenAiIngress):
 
     async def _serve(self, body: Any, call_method: str, request: Request) -> Response:
         if self._no_engine_replica(getattr(body, "model", None)):
-            self._metrics.rejected(call_method, "engine_unavailable")
-            return _unavailable("no engine replica is running (Serve is starting or replacing it)",
-                                ENGINE_RETRY_AFTER_S)
+            return self._refuse_no_replica(call_method)
         if not self._gate.try_acquire():
             self._metrics.rejected(call_method, "overloaded")
             return _overloaded(f"{self._gate.inflight} requests are in flight, the most this server admits")
@@ -542,9 +540,7 @@ class DsserveIngress(OpenAiIngress):
                 streaming = True
             return response
         except _NoEngineReplica:
-            self._metrics.rejected(call_method, "engine_unavailable")
-            return _unavailable("no engine replica is running (Serve is starting or replacing it)",
-                                ENGINE_RETRY_AFTER_S)
+            return self._refuse_no_replica(call_method)
         except BackPressureError:
             self._metrics.rejected(call_method, "queue_full")
             return _overloaded("the model's request queue is full (serving.max_queued_requests)")
@@ -628,6 +624,11 @@ class DsserveIngress(OpenAiIngress):
         finally:
             if not task.done():
                 task.cancel()
+
+    def _refuse_no_replica(self, call_method: str) -> JSONResponse:
+        self._metrics.rejected(call_method, "engine_unavailable")
+        return _unavailable("no engine replica is running (Serve is starting or replacing it)",
+                            ENGINE_RETRY_AFTER_S)
 
     def _no_engine_replica(self, model: str | None) -> bool:
         """True on fresh word from the Serve controller that the model's engine has no running replica."""
