@@ -39,7 +39,7 @@ def test_replica_watch_refuses_only_on_fresh_word_that_no_replica_runs() -> None
 
     def read(model_id: str) -> dict[str, int]:
         asked.append(model_id)
-        answer = answers.pop(0)
+        answer = answers.pop(0) if answers else {"replicas_running": 1, "replicas_total": 1}
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -53,7 +53,9 @@ def test_replica_watch_refuses_only_on_fresh_word_that_no_replica_runs() -> None
         return seen
 
     assert asyncio.run(scenario()) == [False, True, False, False, False]
-    assert asked == ["m"] * 4
+    # The last down() starts a fifth read that may or may not run before asyncio.run cancels it
+    # (CI saw both), so only the four answers the verdicts depend on are checked.
+    assert answers == [] and set(asked) == {"m"} and len(asked) in (4, 5)
 
 
 def test_replica_watch_asks_the_controller_at_most_once_per_refresh_period() -> None:
