@@ -23,6 +23,7 @@ from typing import Any
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.lora import LORA_CONFIG_KEY, TINY_LORA_SOURCE_PREFIX
+from dsserve.routing import ROUTER_CLASS
 from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_llm_config
 
 __all__ = [
@@ -130,7 +131,7 @@ def _deployment_config(spec: DeploymentSpec) -> dict[str, Any]:
         cfg["num_replicas"] = sv.replicas
     if sv.router == "prefix_cache_affinity":
         cfg["request_router_config"] = {
-            "request_router_class": "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
+            "request_router_class": ROUTER_CLASS,  # upstream's router without its blocking ray.get calls
         }
     return cfg
 

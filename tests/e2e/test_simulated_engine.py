@@ -155,3 +155,14 @@ def test_concurrent_requests_all_finish_and_leave_no_running_sequences(stack: Ru
         time.sleep(1)
     pytest.fail(f"vllm:num_requests_running did not return to 0: {running}")
 
+
+
+@pytest.mark.profile(SIM)
+def test_a_prompt_with_no_text_is_answered_on_the_prefix_affinity_router(client: httpx.Client) -> None:
+    """Ray 2.60's PrefixCacheAffinityRouter divides by the prompt's length: such requests hung (dsserve/routing.py)."""
+    assert load_spec(REPO / "deploy/profiles" / f"{SIM}.yaml").serving.router == "prefix_cache_affinity"
+    for content in ("", [{"type": "text", "text": ""}]):
+        body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 4}
+        r = client.post("/v1/chat/completions", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 4
