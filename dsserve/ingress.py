@@ -57,7 +57,7 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 
 from dsserve.admission import AdmissionGate
 from dsserve.auth import KeyStore, RateLimiter, bearer_token, retry_after_seconds
-from dsserve.layout import LayoutCache, ReplicaWatch
+from dsserve.layout import LayoutCache, ReplicaWatch, no_running_replica
 from dsserve.lora import AdapterTable
 from dsserve.metrics import IngressMetrics
 
@@ -332,7 +332,7 @@ class DsserveIngress(OpenAiIngress):
     _max_n = 16
     _lora: dict[str, AdapterTable] = {}
     _layouts: LayoutCache | None = None
-    _replicas: ReplicaWatch | None = None
+    _replacing: ReplicaWatch | None = None
 
     def __init__(
         self,
@@ -608,8 +608,9 @@ class DsserveIngress(OpenAiIngress):
         """The engine's response (for a stream: once its first chunk is there), or _NoEngineReplica.
 
         A request routed just before the only engine replica died waits in Serve's router until a
-        replacement is up, which is minutes for a large model. While it waits, the Serve controller's word
-        is checked every ENGINE_WAIT_CHECK_S; once no replica is running, the request is cancelled
+        replacement is up, which is minutes for a large model. While it waits, the router's replica set is
+        checked every ENGINE_WAIT_CHECK_S; once it is empty and the controller confirms a replacement is
+        coming (not a drain: a request on a draining replica is let finish), the request is cancelled
         (Serve drops it from the router's queue) and answered 503 + Retry-After instead of hanging.
         """
         model = getattr(body, "model", None)
@@ -619,7 +620,7 @@ class DsserveIngress(OpenAiIngress):
                 done, _ = await asyncio.wait({task}, timeout=ENGINE_WAIT_CHECK_S)
                 if done:
                     return task.result()
-                if self._no_engine_replica(model):
+                if self._no_engine_replica(model) and self._being_replaced(model):
                     raise _NoEngineReplica()
         finally:
             if not task.done():
@@ -631,14 +632,24 @@ class DsserveIngress(OpenAiIngress):
                             ENGINE_RETRY_AFTER_S)
 
     def _no_engine_replica(self, model: str | None) -> bool:
-        """True on fresh word from the Serve controller that the model's engine has no running replica."""
-        if not model or not getattr(self, "_default_serve_handles", None):
+        """True when the router of the model's handle has no running engine replica (dsserve/layout.py)."""
+        handles = getattr(self, "_configured_serve_handles", None)
+        if not model or not handles:
             return False
         from ray.llm._internal.common.utils.lora_utils import get_base_model_id
 
-        if self._replicas is None:
-            self._replicas = ReplicaWatch()
-        return self._replicas.down(get_base_model_id(model))
+        handle = handles.get(model) or handles.get(get_base_model_id(model))
+        return handle is not None and no_running_replica(handle)
+
+    def _being_replaced(self, model: str | None) -> bool:
+        """The controller's word that the model's engine has replicas and none running (cached, dsserve/layout.py)."""
+        if not model:
+            return False
+        from ray.llm._internal.common.utils.lora_utils import get_base_model_id
+
+        if self._replacing is None:
+            self._replacing = ReplicaWatch()
+        return self._replacing.down(get_base_model_id(model))
 
     async def _add_live_layouts(self, cards: list[Any]) -> None:
         """``metadata.dsserve`` of each base model: the parallel layout and replicas running now (dsserve/layout.py)."""

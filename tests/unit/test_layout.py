@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from types import SimpleNamespace
+from typing import Any
 
 from dsserve.app import llm_config
 from dsserve.config import load_spec
-from dsserve.layout import ReplicaWatch, layout_from_config
+from dsserve.layout import ReplicaWatch, layout_from_config, no_running_replica
 from tests.conftest import REPO
 
 
@@ -25,6 +27,35 @@ def test_a_simulated_engine_reports_the_layout_it_models_not_its_cpu_bundle() ->
     live = layout_from_config(_running("sim-h800x8-deepseek-v2"))
     assert (live["engine"], live["tensor_parallel_size"], live["expert_parallel"],
             live["modelled_accelerator"]) == ("simulated", 8, True, "h800")
+
+
+def test_no_running_replica_reads_the_routers_replica_set_and_counts_unknown_as_up() -> None:
+    """Down only when the router has had replicas and has none now; anything it cannot read counts as up."""
+    def handle(populated: bool, replicas: dict[str, object] | None, pending: list[object] | None = None) -> Any:
+        inner = SimpleNamespace(running_replicas_populated=lambda: populated, _running_replicas=pending,
+                                _request_router=None if replicas is None else SimpleNamespace(curr_replicas=replicas))
+        return SimpleNamespace(_router=SimpleNamespace(_asyncio_router=inner))
+
+    assert no_running_replica(handle(True, {}))  # the only replica died: the controller pushed an empty set
+    assert not no_running_replica(handle(True, {"r1": object()}))
+    assert not no_running_replica(handle(False, {}))  # never had replicas yet: starting up, let Serve wait
+    assert no_running_replica(handle(True, None, pending=[]))  # router class not built yet, empty push
+    assert not no_running_replica(SimpleNamespace(_router=None))  # no request sent through this handle yet
+    assert not no_running_replica(SimpleNamespace(_router=SimpleNamespace()))  # internals not as expected
+    assert not no_running_replica(SimpleNamespace(_router=SimpleNamespace(_asyncio_router=object())))
+
+
+def test_the_ray_router_internals_it_reads_are_still_there() -> None:
+    """A Ray upgrade that renames these makes the check answer 'up' always; this test says so first."""
+    from ray.serve._private import router
+    from ray.serve._private.request_router.request_router import RequestRouter
+
+    for wrapper in (router.CurrentLoopRouter, router.SingletonThreadRouter):
+        assert "self._asyncio_router = AsyncioRouter(" in inspect.getsource(wrapper.__init__), wrapper
+    init = inspect.getsource(router.AsyncioRouter.__init__)
+    assert "self._request_router" in init and "self._running_replicas" in init
+    assert callable(router.AsyncioRouter.running_replicas_populated)
+    assert isinstance(inspect.getattr_static(RequestRouter, "curr_replicas"), property)
 
 
 def test_replica_watch_refuses_only_on_fresh_word_that_no_replica_runs() -> None:
