@@ -57,7 +57,7 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 
 from dsserve.admission import AdmissionGate
 from dsserve.auth import KeyStore, RateLimiter, bearer_token, retry_after_seconds
-from dsserve.layout import LayoutCache, ReplicaWatch, no_running_replica
+from dsserve.layout import LayoutCache, no_running_replica, waiting_in_router
 from dsserve.lora import AdapterTable
 from dsserve.metrics import IngressMetrics
 
@@ -332,7 +332,6 @@ class DsserveIngress(OpenAiIngress):
     _max_n = 16
     _lora: dict[str, AdapterTable] = {}
     _layouts: LayoutCache | None = None
-    _replacing: ReplicaWatch | None = None
 
     def __init__(
         self,
@@ -609,8 +608,8 @@ class DsserveIngress(OpenAiIngress):
 
         A request routed just before the only engine replica died waits in Serve's router until a
         replacement is up, which is minutes for a large model. While it waits, the router's replica set is
-        checked every ENGINE_WAIT_CHECK_S; once it is empty and the controller confirms a replacement is
-        coming (not a drain: a request on a draining replica is let finish), the request is cancelled
+        checked every ENGINE_WAIT_CHECK_S; once it is empty while this request is still queued in the
+        router (not on a replica: one on a draining replica is let finish), the request is cancelled
         (Serve drops it from the router's queue) and answered 503 + Retry-After instead of hanging.
         """
         model = getattr(body, "model", None)
@@ -620,7 +619,7 @@ class DsserveIngress(OpenAiIngress):
                 done, _ = await asyncio.wait({task}, timeout=ENGINE_WAIT_CHECK_S)
                 if done:
                     return task.result()
-                if self._no_engine_replica(model) and self._being_replaced(model):
+                if self._no_engine_replica(model) and self._waiting_in_router(model):
                     raise _NoEngineReplica()
         finally:
             if not task.done():
@@ -641,15 +640,16 @@ class DsserveIngress(OpenAiIngress):
         handle = handles.get(model) or handles.get(get_base_model_id(model))
         return handle is not None and no_running_replica(handle)
 
-    def _being_replaced(self, model: str | None) -> bool:
-        """The controller's word that the model's engine has replicas and none running (cached, dsserve/layout.py)."""
-        if not model:
+    def _waiting_in_router(self, model: str | None) -> bool:
+        """Whether this request (the one whose context this runs in) is still queued in the model's router."""
+        handles = getattr(self, "_configured_serve_handles", None)
+        if not model or not handles:
             return False
         from ray.llm._internal.common.utils.lora_utils import get_base_model_id
+        from ray.serve.context import _get_serve_request_context
 
-        if self._replacing is None:
-            self._replacing = ReplicaWatch()
-        return self._replacing.down(get_base_model_id(model))
+        handle = handles.get(model) or handles.get(get_base_model_id(model))
+        return handle is not None and waiting_in_router(handle, _get_serve_request_context()._internal_request_id)
 
     async def _add_live_layouts(self, cards: list[Any]) -> None:
         """``metadata.dsserve`` of each base model: the parallel layout and replicas running now (dsserve/layout.py)."""

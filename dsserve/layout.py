@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LayoutCache", "ReplicaWatch", "layout_from_config", "no_running_replica", "replica_counts"]
+__all__ = ["LayoutCache", "layout_from_config", "no_running_replica", "replica_counts", "waiting_in_router"]
 
 CACHE_S = 5.0  # /v1/models is polled by dashboards and health checks; the layout changes on redeploys only
 
@@ -87,10 +86,10 @@ def no_running_replica(handle: Any) -> bool:
 
     When the only engine replica dies, Ray Serve's router holds new requests until a replacement is up
     (40-70 s for the tiny CPU model, minutes for a large checkpoint): clients see a hang, not an error.
-    The ingress asks this before each request, and while one waits for its first answer, and answers
-    503 + Retry-After instead. The answer is the router's own replica set, which the Serve controller
-    pushes to every handle (long poll) and the router prunes at once when a replica actor dies: no call
-    on the request path, and no staleness. (An earlier version asked the controller through
+    The ingress asks this before each request, and while one waits for its first answer (with
+    :func:`waiting_in_router`), and answers 503 + Retry-After instead. The answer is the router's own
+    replica set, which the Serve controller pushes to every handle (long poll) and the router prunes at
+    once when a replica actor dies: no call on the request path, and no staleness. (An earlier version asked the controller through
     ``serve.status()`` once a second while requests flowed: it builds the whole instance description,
     about 10 ms of CPU per call on the development VM, in a thread of the ingress holding its GIL; 5 % of
     the ingress's py-spy samples in benchmark B's profile.)
@@ -99,7 +98,7 @@ def no_running_replica(handle: Any) -> bool:
     Ray whose router internals differ (``tests/unit/test_layout.py`` pins the attributes read here to
     Ray's ``serve/_private/router.py`` and ``request_router/request_router.py``).
     """
-    inner = getattr(getattr(handle, "_router", None), "_asyncio_router", None)
+    inner = _asyncio_router(handle)
     if inner is None:
         return False
     try:
@@ -112,45 +111,30 @@ def no_running_replica(handle: Any) -> bool:
         return False
 
 
-class ReplicaWatch:
-    """Whether a model's engine is being replaced, from the Serve controller, refreshed in the background.
+def waiting_in_router(handle: Any, internal_request_id: str | None) -> bool:
+    """True while the request with this id is queued in the handle's router, not yet given to a replica.
 
-    The second opinion behind :func:`no_running_replica`, asked only for a request already waiting for
-    its first answer while its router shows no replica. The router cannot tell a dead replica from a
-    draining one (both leave its set): a request waiting on a replica that drains for a shutdown or an
-    upgrade must be let finish, one waiting in the router for a replacement must be cancelled. The
-    controller can: a replacement counts in ``replicas_total``, a STOPPING replica does not. Its answer
-    is cached and refreshed at most every :attr:`refresh_s`, off the request path (``serve.status()``
-    builds the whole instance description, too dear to ask per request). Unknown (never read, stale or
-    unreadable) counts as up: the watch only refuses on fresh evidence that replicas exist and none runs.
+    The router's empty replica set cannot tell a dead replica from a draining one (SIGTERM, an upgrade):
+    both leave the set. A request queued in the router waits for a replacement (cancel it: 503), one
+    already on a draining replica is being finished (leave it). Serve's router keeps unassigned requests
+    as ``PendingRequest`` entries whose future is set on assignment; the id is the ingress request's own
+    (Serve copies ``_internal_request_id`` from the request context into the handle call's metadata,
+    ``serve/_private/default_impl.py`` ``get_request_metadata``). Unknown counts as not waiting.
     """
-
-    def __init__(self, refresh_s: float = 1.0, stale_s: float = 10.0,
-                 read: Callable[[str], dict[str, int]] = replica_counts) -> None:
-        self.refresh_s = refresh_s
-        self._read = read
-        self.stale_s = stale_s
-        self._seen: dict[str, tuple[float, dict[str, int]]] = {}
-        self._asked: dict[str, float] = {}
-        self._pending: set[str] = set()
-
-    def down(self, model_id: str) -> bool:
-        now = time.monotonic()
-        if model_id not in self._pending and now - self._asked.get(model_id, float("-inf")) >= self.refresh_s:
-            self._asked[model_id] = now
-            self._pending.add(model_id)
-            asyncio.get_running_loop().create_task(self._refresh(model_id))
-        seen = self._seen.get(model_id)
-        if seen is None or now - seen[0] > self.stale_s:
+    inner = _asyncio_router(handle)
+    if inner is None or not internal_request_id:
+        return False
+    try:
+        request_router = inner._request_router
+        if request_router is None:
             return False
-        counts = seen[1]
-        return counts["replicas_total"] > 0 and counts["replicas_running"] == 0
+        return any(pr.metadata.internal_request_id == internal_request_id and not pr.future.done()
+                   for pr in list(request_router._pending_requests_to_fulfill))
+    except Exception:  # noqa: BLE001 - as above
+        return False
 
-    async def _refresh(self, model_id: str) -> None:
-        try:
-            counts = await asyncio.to_thread(self._read, model_id)
-            self._seen[model_id] = (time.monotonic(), counts)
-        except Exception:  # noqa: BLE001 - an unreadable controller must not take requests down with it
-            self._seen.pop(model_id, None)
-        finally:
-            self._pending.discard(model_id)
+
+def _asyncio_router(handle: Any) -> Any:
+    """The AsyncioRouter behind a handle (CurrentLoopRouter and SingletonThreadRouter both wrap one)."""
+    return getattr(getattr(handle, "_router", None), "_asyncio_router", None)
+
