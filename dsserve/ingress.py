@@ -632,24 +632,24 @@ class DsserveIngress(OpenAiIngress):
 
     def _no_engine_replica(self, model: str | None) -> bool:
         """True when the router of the model's handle has no running engine replica (dsserve/layout.py)."""
-        handles = getattr(self, "_configured_serve_handles", None)
-        if not model or not handles:
-            return False
-        from ray.llm._internal.common.utils.lora_utils import get_base_model_id
-
-        handle = handles.get(model) or handles.get(get_base_model_id(model))
+        handle = self._handle_in_use(model)
         return handle is not None and no_running_replica(handle)
 
     def _waiting_in_router(self, model: str | None) -> bool:
         """Whether this request (the one whose context this runs in) is still queued in the model's router."""
-        handles = getattr(self, "_configured_serve_handles", None)
-        if not model or not handles:
-            return False
-        from ray.llm._internal.common.utils.lora_utils import get_base_model_id
         from ray.serve.context import _get_serve_request_context
 
-        handle = handles.get(model) or handles.get(get_base_model_id(model))
+        handle = self._handle_in_use(model)
         return handle is not None and waiting_in_router(handle, _get_serve_request_context()._internal_request_id)
+
+    def _handle_in_use(self, model: str | None) -> Any:
+        """The handle OpenAiIngress sends this model's requests through (its router holds the replica set)."""
+        handles = getattr(self, "_configured_serve_handles", None)
+        if not model or not handles:
+            return None
+        from ray.llm._internal.common.utils.lora_utils import get_base_model_id
+
+        return handles.get(model) or handles.get(get_base_model_id(model))
 
     async def _add_live_layouts(self, cards: list[Any]) -> None:
         """``metadata.dsserve`` of each base model: the parallel layout and replicas running now (dsserve/layout.py)."""

@@ -89,10 +89,10 @@ def no_running_replica(handle: Any) -> bool:
     The ingress asks this before each request, and while one waits for its first answer (with
     :func:`waiting_in_router`), and answers 503 + Retry-After instead. The answer is the router's own
     replica set, which the Serve controller pushes to every handle (long poll) and the router prunes at
-    once when a replica actor dies: no call on the request path, and no staleness. (An earlier version asked the controller through
-    ``serve.status()`` once a second while requests flowed: it builds the whole instance description,
-    about 10 ms of CPU per call on the development VM, in a thread of the ingress holding its GIL; 5 % of
-    the ingress's py-spy samples in benchmark B's profile.)
+    once when a replica actor dies: no call on the request path, and no staleness. (An earlier version
+    asked the controller through ``serve.status()`` once a second while requests flowed: it builds the
+    whole instance description, about 10 ms of CPU per call on the development VM, in a thread of the
+    ingress holding its GIL; 5 % of the ingress's py-spy samples in benchmark B's profile.)
 
     Unknown counts as up: no router yet (the handle has not sent a request), replicas never seen yet, or a
     Ray whose router internals differ (``tests/unit/test_layout.py`` pins the attributes read here to
