@@ -619,7 +619,7 @@ class DsserveIngress(OpenAiIngress):
                 done, _ = await asyncio.wait({task}, timeout=ENGINE_WAIT_CHECK_S)
                 if done:
                     return task.result()
-                if self._no_engine_replica(model) and self._waiting_in_router(model):
+                if self._queued_without_replica(model):
                     raise _NoEngineReplica()
         finally:
             if not task.done():
@@ -635,12 +635,13 @@ class DsserveIngress(OpenAiIngress):
         handle = self._handle_in_use(model)
         return handle is not None and no_running_replica(handle)
 
-    def _waiting_in_router(self, model: str | None) -> bool:
-        """Whether this request (the one whose context this runs in) is still queued in the model's router."""
+    def _queued_without_replica(self, model: str | None) -> bool:
+        """This request (the one whose context this runs in) is still queued in a router with no replica."""
         from ray.serve.context import _get_serve_request_context
 
         handle = self._handle_in_use(model)
-        return handle is not None and waiting_in_router(handle, _get_serve_request_context()._internal_request_id)
+        return (handle is not None and no_running_replica(handle)
+                and waiting_in_router(handle, _get_serve_request_context()._internal_request_id))
 
     def _handle_in_use(self, model: str | None) -> Any:
         """The handle OpenAiIngress sends this model's requests through (its router holds the replica set)."""

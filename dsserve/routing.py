@@ -79,8 +79,8 @@ class NonBlockingPrefixCacheAffinityRouter(PrefixCacheAffinityRouter):
                             chosen_replica_id_strings = smallest
                     elif matched_tenant_id_strings:
                         chosen_replica_id_strings = matched_tenant_id_strings
-        return [[self._replicas[ReplicaID.from_full_id_str(i)] for i in chosen_replica_id_strings
-                 if ReplicaID.from_full_id_str(i) in self._replicas]]
+        chosen = (self._replicas.get(ReplicaID.from_full_id_str(i)) for i in chosen_replica_id_strings)
+        return [[r for r in chosen if r is not None]]  # upstream raises KeyError on a tenant it dropped
 
     def on_request_routed(self, pending_request: Any, replica_id: Any, result: Any) -> None:
         if pending_request is not None and pending_request.args is not None and len(pending_request.args) > 0:
