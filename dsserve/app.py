@@ -23,7 +23,7 @@ from typing import Any
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.lora import LORA_CONFIG_KEY, TINY_LORA_SOURCE_PREFIX
-from dsserve.routing import ROUTER_CLASS
+from dsserve.serving.routing import ROUTER_CLASS
 from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_llm_config
 
 __all__ = [
@@ -39,9 +39,9 @@ __all__ = [
     "uses_data_parallel",
 ]
 
-INGRESS_CLS = "dsserve.ingress:DsserveIngress"
+INGRESS_CLS = "dsserve.serving.ingress:DsserveIngress"
 #: dsserve's LLMServer (LLMConfig.server_cls): first streamed chunk at once, local LoRA adapters
-SERVER_CLS = "dsserve.server:LLMServer"
+SERVER_CLS = "dsserve.serving.server:LLMServer"
 
 
 def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:

@@ -8,7 +8,7 @@ model multiplexing (``multiplexed_model_id``) to a replica, which loads it into 
 This module is the plain-data half, imported by the spec, the renderer and the ingress without Ray:
 the adapter table a deployment carries in ``LLMConfig.experimental_configs["dsserve_lora"]`` and the
 checks on an adapter directory. The replica half (the loader ray.serve.llm calls) is
-:mod:`dsserve.lora_server`; why it exists at all is explained there.
+:mod:`dsserve.serving.lora_server`; why it exists at all is explained there.
 """
 
 from __future__ import annotations

@@ -1,62 +1,9 @@
-"""dsserve's engine replica: ray.serve.llm's ``LLMServer`` with two fixes carried as a subclass.
+"""Import path kept for Serve YAML rendered before the request path moved to :mod:`dsserve.serving`.
 
-ray.serve.llm picks the replica class from ``LLMConfig.server_cls`` (``core/server/builder.py``), so
-these fixes ride on its own extension point instead of a patch:
-
-- **first chunk flushed at once** (:class:`FirstChunkBatcher`). ``LLMServer._batch_output_stream``
-  (``core/server/llm_server.py``) wraps every streamed response in ``Batcher``
-  (``utils/batcher.py``), which waits the full ``stream_batching_interval_ms`` (50 ms by default)
-  before its first flush, so every TTFT pays up to 50 ms (ray-project/ray#59681, open; the upstream
-  fix is PR #64534, not in 2.60). Setting the interval to 0 removes the wait but sends one Ray message
-  per token, which halves throughput on a small machine (docs/performance.md). Flushing the first
-  chunk immediately and batching the rest keeps both: TTFT without the wait, and few messages per
-  stream.
-- **local LoRA adapters** (inherited from :class:`dsserve.lora_server.LLMServer`).
-
-The class keeps the name ``LLMServer``: the deployment is named after it (``LLMServer:<model id>``), and
-dashboards, alerts and the runbook select on that name.
+Deployed configs name ``dsserve.server:LLMServer`` (``LLMConfig.server_cls``); the class lives in
+:mod:`dsserve.serving.server`. New renders name the new path.
 """
 
-from __future__ import annotations
+from dsserve.serving.server import LLMServer
 
-import asyncio
-from collections.abc import AsyncGenerator, Iterable
-from typing import Any, TypeVar
-
-from ray.llm._internal.serve.utils.batcher import Batcher
-
-from dsserve.lora_server import LLMServer as _LocalLoraLLMServer
-
-__all__ = ["FirstChunkBatcher", "LLMServer", "SERVER_CLS"]
-
-SERVER_CLS = "dsserve.server:LLMServer"
-T = TypeVar("T")
-
-
-class FirstChunkBatcher(Batcher[T]):
-    """``Batcher`` that yields the first item as soon as it exists, then batches every interval."""
-
-    async def stream(self) -> AsyncGenerator[Iterable[T], None]:
-        if not self.interval_s:  # 0: no batching at all; None: one batch at the end (non-streamed)
-            async for batch in super().stream():
-                yield batch
-            return
-        first = asyncio.ensure_future(self.queue.get())
-        done = asyncio.ensure_future(self.done_event.wait())
-        try:
-            await asyncio.wait({first, done}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            done.cancel()
-            if not first.done():
-                first.cancel()
-        if first.done() and not first.cancelled():
-            yield self._merge_results([first.result(), *self.drain_queue()])
-        async for batch in super().stream():
-            yield batch
-
-
-class LLMServer(_LocalLoraLLMServer):
-    """The replica dsserve deploys for every (non-DP) model: upstream's, with the fixes above."""
-
-    def _batch_output_stream(self, generator: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
-        return FirstChunkBatcher(generator, interval_ms=self._get_batch_interval_ms()).stream()
+__all__ = ["LLMServer"]

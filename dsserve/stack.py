@@ -49,7 +49,7 @@ def client_api_key(spec: DeploymentSpec) -> str | None:
     unreadable or holds no key, before anything starts: the ingress would refuse to start anyway, later
     and less clearly. Messages name the variable or file, never a key.
     """
-    from dsserve.auth import parse_keys
+    from dsserve.serving.auth import parse_keys
 
     first: str | None = None
     name, path = spec.api.api_keys_env, spec.api.api_keys_file

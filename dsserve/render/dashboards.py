@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dsserve.errors import DsserveError
-from dsserve.metrics import SLO_THRESHOLD_S
+from dsserve.serving.metrics import SLO_THRESHOLD_S
 from dsserve.render.queries import BURN_WINDOWS, ERROR_BUDGET, PAGE_BURNS, SLO_OBJECTIVE, TICKET_BURNS
 
 __all__ = ["DASHBOARDS", "DashboardPushError", "dashboards", "render_dashboard", "write_dashboards",

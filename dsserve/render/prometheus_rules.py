@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from dsserve.metrics import SLO_THRESHOLD_S
+from dsserve.serving.metrics import SLO_THRESHOLD_S
 from dsserve.render.queries import (
     ERROR_BUDGET,
     PAGE_BURNS,

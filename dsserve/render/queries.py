@@ -5,10 +5,10 @@ does): ``model_name:dsserve_requests:rate5m`` is the request rate summed by ``mo
 Alerts (:mod:`dsserve.render.prometheus_rules`) read only recorded series, and dashboard panels
 (:mod:`dsserve.render.dashboards`) read a recorded series wherever one exists, so a query changed here
 changes all three. Raw series names come from a real scrape of the local stack
-(``deploy/prometheus/exported-metrics.txt``) or from :mod:`dsserve.metrics`; tests check every name.
+(``deploy/prometheus/exported-metrics.txt``) or from :mod:`dsserve.serving.metrics`; tests check every name.
 
 The latency SLO: **99 % of answered requests get their first token within 0.5 s** (TTFT, as measured at
-the ingress; see :mod:`dsserve.metrics`). 0.5 s is an exact bucket edge of the TTFT and E2E histograms,
+the ingress; see :mod:`dsserve.serving.metrics`). 0.5 s is an exact bucket edge of the TTFT and E2E histograms,
 so the share under it is exact, not interpolated. Burn-rate windows and factors follow the Google SRE
 workbook, "Alerting on SLOs", multiwindow multi-burn-rate alerts: page on 14.4x (1h and 5m) or 6x (6h and
 30m), ticket on 3x (1d and 2h) or 1x (3d and 6h).
@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dsserve.metrics import SLO_THRESHOLD_S
+from dsserve.serving.metrics import SLO_THRESHOLD_S
 
 __all__ = [
     "RecordingRule",
@@ -47,7 +47,7 @@ PAGE_BURNS = (("1h", "5m", 14.4), ("6h", "30m", 6.0))
 TICKET_BURNS = (("1d", "2h", 3.0), ("3d", "6h", 1.0))
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
-# -- raw series: ours (dsserve.metrics) and Ray's / vLLM's (deploy/prometheus/exported-metrics.txt) ---------
+# -- raw series: ours (dsserve.serving.metrics) and Ray's / vLLM's (deploy/prometheus/exported-metrics.txt) ---------
 REQUESTS = "ray_dsserve_requests_total"
 DURATION = "ray_dsserve_request_duration_seconds"
 TTFT = "ray_dsserve_time_to_first_token_seconds"

@@ -113,7 +113,7 @@ def test_fuzz_finds_no_5xx_then_a_chat_still_answers(stack: RunningStack, client
 
     served = client.get("/openapi.json")
     assert served.status_code == 200, served.text
-    from dsserve.ingress import openapi_spec
+    from dsserve.serving.ingress import openapi_spec
 
     assert served.json() == openapi_spec(16), "the stack serves dsserve/openapi.yaml with its api.max_n"
     schema = schemathesis.openapi.from_dict(_fuzzing_copy(served.json()))

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dsserve.admission import AdmissionGate
+from dsserve.serving.admission import AdmissionGate
 from dsserve.app import admission_limit
 from dsserve.config import parse_spec
 

@@ -99,7 +99,7 @@ def test_serving_args_pass_the_settings_to_the_ingress(local_cpu_data: dict) -> 
 def test_the_ingress_accepts_exactly_those_kwargs(local_cpu_data: dict) -> None:
     import inspect
 
-    from dsserve.ingress import DsserveIngress
+    from dsserve.serving.ingress import DsserveIngress
 
     kwargs = serving_args(parse_spec(local_cpu_data))["ingress_cls_config"]["ingress_extra_kwargs"]
     params = inspect.signature(DsserveIngress.__init__).parameters

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dsserve import auth
-from dsserve.auth import KeySourceError, KeyStore, RateLimiter, TokenBucket, bearer_token, parse_keys
-from dsserve.auth import retry_after_seconds
+from dsserve.serving import auth
+from dsserve.serving.auth import KeySourceError, KeyStore, RateLimiter, TokenBucket, bearer_token, parse_keys
+from dsserve.serving.auth import retry_after_seconds
 
 
 class Clock:
@@ -124,7 +124,7 @@ def test_vanished_file_keeps_the_last_keys_and_empty_file_accepts_none(tmp_path:
     store = KeyStore(path=str(f), clock=clock)
     f.unlink()
     clock.t += 1.0
-    with caplog.at_level(logging.INFO, logger="dsserve.auth"):
+    with caplog.at_level(logging.INFO, logger="dsserve.serving.auth"):
         assert store.match("sk-live-key"), "a file gone mid-rotation must not lock everyone out"
         f.write_text("# all keys revoked\n")
         clock.t += 1.0

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from dsserve.admission import AdmissionGate
-from dsserve.auth import KeyStore, RateLimiter
-from dsserve.metrics import IngressMetrics
+from dsserve.serving.admission import AdmissionGate
+from dsserve.serving.auth import KeyStore, RateLimiter
+from dsserve.serving.metrics import IngressMetrics
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 MSG = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -53,7 +53,7 @@ class _Engine:
 
 def _ingress(engine: _Engine | None = None, *, keys: KeyStore | None = None, limiter: RateLimiter | None = None,
              max_n: int = 16) -> tuple[Any, dict[str, list]]:
-    from dsserve.ingress import DsserveIngress
+    from dsserve.serving.ingress import DsserveIngress
 
     sink: dict[str, list] = defaultdict(list)
     ing = DsserveIngress.__new__(DsserveIngress)  # no Ray: only what the handlers use
@@ -359,7 +359,7 @@ def test_rotation_drops_removed_keys_buckets(tmp_path: Path) -> None:
 
 def test_other_routes_need_the_key_too() -> None:
     """Upstream's embeddings/tokenize/score and FastAPI's openapi.json/docs, through the ASGI middleware."""
-    from dsserve.ingress import _KeyRequired
+    from dsserve.serving.ingress import _KeyRequired
 
     keys = KeyStore(env="KEYS", environ={"KEYS": "key-a"})
     ing, _ = _ingress(keys=keys)
@@ -400,7 +400,7 @@ def test_other_routes_need_the_key_too() -> None:
 # -- the OpenAPI document -------------------------------------------------------------------------------------
 
 def test_openapi_document_lists_our_routes_and_this_servers_n_limit() -> None:
-    from dsserve.ingress import openapi_spec
+    from dsserve.serving.ingress import openapi_spec
 
     spec = openapi_spec(max_n=4)
     assert set(spec["paths"]) == {"/v1/models", "/v1/models/{model}", CHAT, COMPLETIONS}
@@ -424,7 +424,7 @@ def test_openapi_file_ships_in_the_package() -> None:
 
 def test_an_engine_that_died_is_a_503_with_retry_after_not_a_500() -> None:
     """A dead engine replica (vLLM's EngineDeadError inside Ray's RayTaskError) is the server's state, not a bug."""
-    from dsserve.ingress import _engine_unavailable, _unavailable
+    from dsserve.serving.ingress import _engine_unavailable, _unavailable
 
     class EngineDeadError(Exception):
         pass

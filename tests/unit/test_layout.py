@@ -8,7 +8,7 @@ from typing import Any
 
 from dsserve.app import llm_config
 from dsserve.config import load_spec
-from dsserve.layout import layout_from_config, no_running_replica, waiting_in_router
+from dsserve.serving.layout import layout_from_config, no_running_replica, waiting_in_router
 from tests.conftest import REPO
 
 

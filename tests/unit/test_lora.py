@@ -236,7 +236,7 @@ def test_render_enables_lora_in_vllm_and_multiplexing() -> None:
     kw = cfg["engine_kwargs"]
     assert (kw["enable_lora"], kw["max_loras"], kw["max_lora_rank"], kw["max_cpu_loras"]) == (True, 2, 8, 4)
     assert cfg["lora_config"] == {"max_num_adapters_per_replica": 4}
-    assert cfg["server_cls"] == "dsserve.server:LLMServer"
+    assert cfg["server_cls"] == "dsserve.serving.server:LLMServer"
     assert cfg["experimental_configs"]["dsserve_lora"]["adapters"]["sql-adapter"] == "tiny-lora:tiny-deepseek-llm-sql"
     plain = serving_args(load_spec(REPO / "deploy/profiles/local-cpu-dense.yaml"))["llm_configs"][0]
     assert "lora_config" not in plain and "enable_lora" not in plain["engine_kwargs"]
@@ -275,7 +275,7 @@ def test_adapter_table_named_and_dynamic(built: dict[str, Path], tmp_path: Path)
 def test_loader_hands_vllm_the_local_directory(built: dict[str, Path]) -> None:
     from fastapi import HTTPException
 
-    from dsserve.lora_server import LocalLoraModelLoader
+    from dsserve.serving.lora_server import LocalLoraModelLoader
 
     llm_config = SimpleNamespace(model_id="base", experimental_configs={"dsserve_lora": _table(built).to_config()})
     loader = LocalLoraModelLoader()
@@ -290,7 +290,7 @@ def test_loader_hands_vllm_the_local_directory(built: dict[str, Path]) -> None:
 def test_server_defaults_to_the_local_loader(monkeypatch) -> None:
     from ray.llm._internal.serve.core.server.llm_server import LLMServer as Upstream
 
-    from dsserve.lora_server import LLMServer, LocalLoraModelLoader
+    from dsserve.serving.lora_server import LLMServer, LocalLoraModelLoader
 
     seen = []
     monkeypatch.setattr(Upstream, "_init_multiplex_loader", lambda self, cls=None: seen.append(cls))
@@ -306,7 +306,7 @@ def test_server_defaults_to_the_local_loader(monkeypatch) -> None:
 def _ingress(built: dict[str, Path], dynamic: Path) -> Any:
     from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
 
-    from dsserve.ingress import DsserveIngress
+    from dsserve.serving.ingress import DsserveIngress
 
     ing = DsserveIngress.__new__(DsserveIngress)  # no Ray: only what the model routes use
     ing._model_cards = {"base": ModelCard(id="base", object="model", owned_by="o", permission=[],

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from dsserve.admission import AdmissionGate
-from dsserve.metrics import (
+from dsserve.serving.admission import AdmissionGate
+from dsserve.serving.metrics import (
     ITL_BUCKETS_S,
     LATENCY_BUCKETS_S,
     METRICS,
@@ -60,7 +60,7 @@ _AGENT_SCRIPT = r"""
 import json, sys
 import prometheus_client
 from ray._private.telemetry.open_telemetry_metric_recorder import OpenTelemetryMetricRecorder
-from dsserve.metrics import METRICS
+from dsserve.serving.metrics import METRICS
 
 rec = OpenTelemetryMetricRecorder()
 for spec in METRICS:
@@ -301,7 +301,7 @@ def test_gauges_are_refreshed_periodically() -> None:
 # -- the real ingress routes, engine faked -----------------------------------------------------------------------
 
 def _ingress(limit: int, engine: Any) -> tuple[Any, dict[str, list]]:
-    from dsserve.ingress import DsserveIngress
+    from dsserve.serving.ingress import DsserveIngress
 
     ing = DsserveIngress.__new__(DsserveIngress)  # no Ray: only what chat/completions use
     ing._gate = AdmissionGate(limit)

@@ -185,7 +185,7 @@ def test_alerts_read_only_recorded_series() -> None:
 
 def test_slo_bucket_edge_is_exported() -> None:
     """The 0.5 s the SLO rules select (le="0.5") is a bucket edge of both histograms they read."""
-    from dsserve.metrics import ITL_BUCKETS_S, LATENCY_BUCKETS_S, SLO_THRESHOLD_S
+    from dsserve.serving.metrics import ITL_BUCKETS_S, LATENCY_BUCKETS_S, SLO_THRESHOLD_S
 
     assert SLO_THRESHOLD_S in LATENCY_BUCKETS_S and SLO_THRESHOLD_S in ITL_BUCKETS_S
     text = (RULES / pr.RECORDING_FILE).read_text()
@@ -332,7 +332,7 @@ def test_shipped_local_config_scrapes_the_stack_and_loads_the_rules() -> None:
 
 
 def test_observability_doc_covers_every_metric_rule_and_alert() -> None:
-    from dsserve.metrics import METRICS
+    from dsserve.serving.metrics import METRICS
     from dsserve.render.dashboards import dashboards, panel_queries, variable_queries
 
     doc = (REPO / "docs" / "observability.md").read_text()

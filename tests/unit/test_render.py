@@ -82,7 +82,7 @@ def test_import_path_is_dsserve_builder() -> None:
     doc = serve_config(load_spec(REPO / "deploy/profiles/local-cpu.yaml"))
     app = doc["applications"][0]
     assert app["import_path"] == "dsserve.app:build_openai_app"
-    assert app["args"]["ingress_cls_config"]["ingress_cls"] == "dsserve.ingress:DsserveIngress"
+    assert app["args"]["ingress_cls_config"]["ingress_cls"] == "dsserve.serving.ingress:DsserveIngress"
 
 
 def test_dp_attention_uses_ray_dp_builder_with_one_replica_per_rank() -> None:

@@ -13,7 +13,7 @@ from ray.serve._private.common import DeploymentHandleSource, DeploymentID, Repl
 
 from dsserve.app import llm_config
 from dsserve.config import load_spec
-from dsserve.routing import ROUTER_CLASS, NonBlockingPrefixCacheAffinityRouter
+from dsserve.serving.routing import ROUTER_CLASS, NonBlockingPrefixCacheAffinityRouter
 from tests.conftest import REPO
 
 

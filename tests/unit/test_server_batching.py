@@ -6,7 +6,7 @@ import asyncio
 
 from ray.llm._internal.serve.utils.batcher import Batcher
 
-from dsserve.server import FirstChunkBatcher
+from dsserve.serving.server import FirstChunkBatcher
 
 
 async def _tokens(n: int, gap_s: float):

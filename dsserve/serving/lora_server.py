@@ -90,7 +90,7 @@ class LLMServer(_UpstreamLLMServer):
 
     Named like its parent on purpose: ray.serve.llm names the deployment after the server class
     (``LLMServer:<model id>``, ``core/server/builder.py``), and the dashboards, alerts and runbook select
-    on that name. Deployed through its subclass ``dsserve.server:LLMServer`` (``LLMConfig.server_cls``).
+    on that name. Deployed through its subclass ``dsserve.serving.server:LLMServer`` (``LLMConfig.server_cls``).
     """
 
     def _init_multiplex_loader(self, model_downloader_cls: type[LoraModelLoader] | None = None) -> None:
