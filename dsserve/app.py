@@ -2,13 +2,18 @@
 
 Two steps, kept apart so that `dsserve up` and `serve deploy` run the very same thing:
 
-1. :func:`serving_args` turns a :class:`DeploymentSpec` into plain data shaped like ray.serve.llm's
-   ``LLMServingArgs`` (``llm_configs``, ``ingress_cls_config``, ...). This is what the rendered Ray Serve
-   YAML carries under ``args:``.
-2. :func:`build_openai_app` is the import path that YAML names. It resolves dsserve-only model sources
+1. :func:`serving_args` turns a :class:`DeploymentSpec` into plain data: in direct mode
+   (``serving.gateway: direct``) one LLM config and the routing choice; in ingress mode data shaped like
+   ray.serve.llm's ``LLMServingArgs`` (``llm_configs``, ``ingress_cls_config``, ...). This is what the
+   rendered Ray Serve YAML carries under ``args:``.
+2. The import path that YAML names (:func:`import_path`): :func:`build_direct_app` or
+   :func:`build_openai_app` / :func:`build_dp_openai_app`. They resolve dsserve-only model sources
    (``tiny:<name>``, built offline on first use) and LoRA adapters (``tiny-lora:<recipe>``) to
-   directories, hands the adapter tables to the ingress, then hands everything to
-   ``ray.serve.llm.build_openai_app``.
+   directories, then build on ray.serve.llm's own builders.
+
+The request pipeline's settings (:func:`pipeline_settings`: keys, limits, admission) travel with the app:
+to the ingress replicas as ``ingress_extra_kwargs``, or to the engine replicas in the LLM config's
+``experimental_configs`` (direct mode, where each engine replica runs the pipeline).
 
 The stack owns only the knobs it must reason about (parallel sizes, placement, replicas, queues);
 other engine arguments pass through verbatim, as in ray.serve.llm itself.
@@ -30,10 +35,15 @@ __all__ = [
     "INGRESS_CLS",
     "admission_limit",
     "build_app",
+    "build_direct_app",
     "build_dp_openai_app",
     "build_openai_app",
+    "engine_replicas",
+    "gateway_replicas",
     "import_path",
     "llm_config",
+    "llm_configs_of",
+    "pipeline_settings",
     "ray_cpus_needed",
     "serving_args",
     "uses_data_parallel",
@@ -42,6 +52,12 @@ __all__ = [
 INGRESS_CLS = "dsserve.serving.ingress:DsserveIngress"
 #: dsserve's LLMServer (LLMConfig.server_cls): first streamed chunk at once, local LoRA adapters
 SERVER_CLS = "dsserve.serving.server:LLMServer"
+#: dsserve's LLMServer in direct mode: vLLM's own OpenAI app behind the request pipeline
+DIRECT_SERVER_CLS = "dsserve.serving.direct:LLMServer"
+#: where the pipeline's settings ride to the engine replicas in direct mode (dsserve/serving/direct.py)
+PIPELINE_CONFIG_KEY = "dsserve_api"
+#: Serve's own queue in front of the pipeline, in direct mode: room for the requests the pipeline refuses
+DIRECT_HEADROOM = 64
 
 
 def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
@@ -117,10 +133,20 @@ def _placement(spec: DeploymentSpec) -> dict[str, Any]:
 
 def _deployment_config(spec: DeploymentSpec) -> dict[str, Any]:
     sv = spec.serving
-    cfg: dict[str, Any] = {
-        "max_ongoing_requests": sv.max_ongoing_requests,
-        "max_queued_requests": sv.max_queued_requests,
-    }
+    if sv.gateway == "direct":
+        # The engine replica is the ingress: Serve must hand every request to the pipeline, which admits
+        # this replica's share and answers the rest 503 (Serve's own refusal is plain text, before any app
+        # code runs). Admitted requests past max_num_seqs wait in vLLM's scheduler.
+        share = _direct_admission_share(spec)
+        cfg: dict[str, Any] = {
+            "max_ongoing_requests": (share if share is not None else 65536) + DIRECT_HEADROOM,
+            "max_queued_requests": -1,
+        }
+    else:
+        cfg = {
+            "max_ongoing_requests": sv.max_ongoing_requests,
+            "max_queued_requests": sv.max_queued_requests,
+        }
     if sv.autoscaling:
         cfg["autoscaling_config"] = {
             "min_replicas": sv.autoscaling.min_replicas,
@@ -150,9 +176,14 @@ def _llm_config(spec: DeploymentSpec) -> dict[str, Any]:
     }
     if accel.ray_accelerator_type:
         cfg["accelerator_type"] = accel.ray_accelerator_type
-    # dsserve's replica class (dsserve/server.py): first streamed chunk flushed at once, local LoRA adapters.
+    # dsserve's replica class: in direct mode vLLM's app behind the request pipeline (dsserve/serving/direct.py);
+    # otherwise the first streamed chunk flushed at once and local LoRA adapters (dsserve/serving/server.py).
     # DP attention's builder uses its own DPServer and ignores server_cls.
-    cfg["server_cls"] = SERVER_CLS
+    if spec.serving.gateway == "direct":
+        cfg["server_cls"] = DIRECT_SERVER_CLS
+        cfg["experimental_configs"][PIPELINE_CONFIG_KEY] = pipeline_settings(spec)
+    else:
+        cfg["server_cls"] = SERVER_CLS
     lora = spec.model.lora
     if lora is not None:
         # Adapters ride on Ray Serve model multiplexing (`model: <id>:<adapter>`), which lora_config turns
@@ -181,56 +212,115 @@ def llm_config(spec: DeploymentSpec) -> dict[str, Any]:
 
 def import_path(spec: DeploymentSpec) -> str:
     """The Serve import path for this spec's application."""
+    if spec.serving.gateway == "direct":
+        return "dsserve.app:build_direct_app"
     return "dsserve.app:build_dp_openai_app" if uses_data_parallel(spec) else "dsserve.app:build_openai_app"
 
 
 def serving_args(spec: DeploymentSpec) -> dict[str, Any]:
     """Plain-data builder args for this spec: what `serve deploy` YAML and `dsserve up` both use.
 
-    Shaped like ray.serve.llm's ``LLMServingArgs`` (``llm_configs``), or for data-parallel attention like
-    its ``DPOpenAiServingArgs`` (one ``llm_config``; each Serve replica is one DP rank, and
+    Direct mode: ``{"llm_config", "data_parallel", "prefix_router"}`` for :func:`build_direct_app`.
+    Ingress mode: shaped like ray.serve.llm's ``LLMServingArgs`` (``llm_configs``), or for data-parallel
+    attention like its ``DPOpenAiServingArgs`` (one ``llm_config``; each Serve replica is one DP rank, and
     ``num_replicas`` counts DP groups, gang-scheduled so a failed rank restarts its group).
     """
+    if spec.serving.gateway == "direct":
+        return {
+            "llm_config": llm_config(spec),
+            "data_parallel": uses_data_parallel(spec),
+            "prefix_router": spec.serving.router == "prefix_cache_affinity",
+        }
     llm = {"llm_config": llm_config(spec)} if uses_data_parallel(spec) else {"llm_configs": [llm_config(spec)]}
     return {
         **llm,
         "ingress_cls_config": {
             "ingress_cls": INGRESS_CLS,
-            "ingress_extra_kwargs": {
-                "api_keys_env": spec.api.api_keys_env,
-                "api_keys_file": spec.api.api_keys_file,
-                "rate_limit": spec.api.rate_limit.model_dump() if spec.api.rate_limit else None,
-                "max_inflight": admission_limit(spec),
-                "max_body_bytes": spec.api.max_body_bytes,
-                "max_n": spec.api.max_n,
-            },
+            "ingress_extra_kwargs": pipeline_settings(spec),
         },
         "ingress_deployment_config": {
             # ray.serve.llm defaults this to 1e9. Ours lets every request the admission gate may admit reach
             # the gate (which answers 503 + Retry-After past it) instead of queueing unseen in Serve's router.
             "max_ongoing_requests": ingress_max_ongoing(spec),
+            "num_replicas": gateway_replicas(spec),
         },
     }
 
 
-def ingress_max_ongoing(spec: DeploymentSpec) -> int:
-    """Requests one ingress replica takes at once: the admission limit plus room to answer the overflow."""
+def llm_configs_of(args: dict[str, Any]) -> list[dict[str, Any]]:
+    """The LLM configs in builder args of any shape (direct, ingress, data-parallel)."""
+    return list(args.get("llm_configs") or [args["llm_config"]])
+
+
+def pipeline_settings(spec: DeploymentSpec) -> dict[str, Any]:
+    """The request pipeline's settings (dsserve/serving/pipeline.py ``PipelineSettings``) as plain data.
+
+    Limits are the whole deployment's; each replica running the pipeline enforces its share.
+    """
+    return {
+        "api_keys_env": spec.api.api_keys_env,
+        "api_keys_file": spec.api.api_keys_file,
+        "rate_limit": spec.api.rate_limit.model_dump() if spec.api.rate_limit else None,
+        "max_inflight": admission_limit(spec),
+        "max_body_bytes": spec.api.max_body_bytes,
+        "max_n": spec.api.max_n,
+        "max_prompts": spec.api.max_prompts,
+        "replicas": engine_replicas(spec) if spec.serving.gateway == "direct" else gateway_replicas(spec),
+    }
+
+
+def engine_replicas(spec: DeploymentSpec, *, at_most: bool = False) -> int:
+    """Serve replicas of the engine deployment: one per replica, or per DP rank with DP attention.
+
+    With autoscaling: the minimum (the count a deployment starts from), or the maximum with ``at_most``.
+    """
+    sv = spec.serving
+    if sv.autoscaling:
+        replicas = sv.autoscaling.max_replicas if at_most else max(1, sv.autoscaling.min_replicas)
+    else:
+        replicas = sv.replicas
+    return replicas * spec.engine.data_parallel_size
+
+
+def gateway_replicas(spec: DeploymentSpec) -> int:
+    """Replicas that terminate HTTP and run the pipeline: the engine replicas in direct mode, else the
+    ingress replicas (``serving.gateway_replicas``, or as many as the planner says the target QPS needs)."""
+    if spec.serving.gateway == "direct":
+        return engine_replicas(spec)
+    if spec.serving.gateway_replicas is not None:
+        return spec.serving.gateway_replicas
+    from dsserve.planner.gateway import plan_gateway
+
+    return plan_gateway(spec).replicas
+
+
+def _direct_admission_share(spec: DeploymentSpec) -> int | None:
+    """One engine replica's share of the admission limit (all replicas running: the smallest share)."""
     limit = admission_limit(spec)
-    return max(256, (limit if limit is not None else 65536) + 64)
+    if limit is None:
+        return None
+    return -(-limit // engine_replicas(spec, at_most=True))
+
+
+def ingress_max_ongoing(spec: DeploymentSpec) -> int:
+    """Requests one ingress replica takes at once: its admission share plus room to answer the overflow."""
+    limit = admission_limit(spec)
+    share = None if limit is None else -(-limit // gateway_replicas(spec))
+    return max(256, (share if share is not None else 65536) + 64)
 
 
 def admission_limit(spec: DeploymentSpec) -> int | None:
-    """Requests the ingress admits at once: every replica's engine slots plus the deployment's queue.
+    """Sequences the deployment admits at once: every engine replica's slots plus the deployment's queue.
 
     Past it a request gets 503 + Retry-After at once instead of waiting in an unbounded Python queue.
-    None (unbounded) when the spec asks for an unbounded queue (max_queued_requests -1).
+    None (unbounded) when the spec asks for an unbounded queue (max_queued_requests -1). The replicas
+    running the request pipeline each admit their share (dsserve/serving/shares.py).
     """
     sv = spec.serving
     if sv.max_queued_requests < 0:
         return None
-    replicas = sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas
-    engines = replicas * spec.engine.data_parallel_size  # each DP rank is a Serve replica with its own slots
-    return engines * sv.max_ongoing_requests + sv.max_queued_requests
+    # each DP rank is a Serve replica with its own slots
+    return engine_replicas(spec, at_most=True) * sv.max_ongoing_requests + sv.max_queued_requests
 
 
 def ray_cpus_needed(spec: DeploymentSpec) -> int:
@@ -239,12 +329,13 @@ def ray_cpus_needed(spec: DeploymentSpec) -> int:
     Logical CPUs are scheduling tokens, not cores: the replica actor's own CPU merges into bundle 0, and
     the ingress, controller and proxy need room beside it.
     """
-    eng, sv = spec.engine, spec.serving
-    replicas = (sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas) * eng.data_parallel_size
+    eng = spec.engine
+    replicas = engine_replicas(spec, at_most=True)
     per_replica = eng.tensor_parallel_size * eng.pipeline_parallel_size + 1
     if is_simulated(spec):
         per_replica = int(SIM_BUNDLE["CPU"]) + 1
-    return replicas * per_replica + 2
+    ingress = 0 if spec.serving.gateway == "direct" else gateway_replicas(spec)
+    return replicas * per_replica + 2 + ingress
 
 
 def _resolve_tiny_sources(llm_configs: list[Any]) -> None:
@@ -306,8 +397,39 @@ def build_openai_app(args: dict[str, Any]) -> Any:
 
 def build_app(spec: DeploymentSpec) -> Any:
     """The Serve application for a spec, through the same builder its rendered YAML names."""
-    builder = build_dp_openai_app if uses_data_parallel(spec) else build_openai_app
+    if spec.serving.gateway == "direct":
+        builder = build_direct_app
+    else:
+        builder = build_dp_openai_app if uses_data_parallel(spec) else build_openai_app
     return builder(serving_args(spec))
+
+
+def build_direct_app(args: dict[str, Any]) -> Any:
+    """Serve import path for direct mode: the engine deployment is the application's ingress.
+
+    Built with ray.serve.llm's own direct-streaming builder (``core/ingress/builder.py``,
+    ``_build_direct_streaming_llm_deployment``), with dsserve's replica class (vLLM's app behind the request
+    pipeline; dsserve/serving/direct.py). With ``prefix_router`` HAProxy asks ray.serve.llm's ingress request
+    router (``LLMRouter``) for each request's replica, which runs the deployment's request router (the
+    prefix-affinity one); without it HAProxy balances by least connections itself.
+    """
+    from ray.llm._internal.serve.core.ingress.builder import (
+        _build_direct_streaming_llm_deployment,
+        _build_openai_ingress_request_router,
+    )
+    from ray.serve.llm import LLMConfig
+
+    from dsserve.serving.direct import DPServer, LLMServer
+
+    args = copy.deepcopy(args)
+    _resolve_tiny_sources([args.get("llm_config")])
+    cfg = LLMConfig.model_validate(args["llm_config"])
+    cls = DPServer if args.get("data_parallel") else LLMServer
+    deployment = _build_direct_streaming_llm_deployment(cfg, deployment_cls=cls)
+    if args.get("prefix_router"):
+        router = _build_openai_ingress_request_router(server=deployment, llm_config=cfg)
+        deployment = deployment._with_ingress_request_router(router)
+    return deployment
 
 
 def build_dp_openai_app(args: dict[str, Any]) -> Any:

@@ -287,12 +287,27 @@ class ServingSpec(_Strict):
     replicas: int = Field(1, ge=1, le=1024, description="Fixed replica count when autoscaling is unset.")
     autoscaling: AutoscalingSpec | None = None
     max_ongoing_requests: int = Field(
-        64, ge=1, description="Requests one replica holds at once; the rest wait in the queue."
+        64, ge=1, description="Requests (sequences) one engine replica holds at once; the rest wait in the queue."
     )
     max_queued_requests: int = Field(
-        256, ge=-1, description="Requests waiting for a replica before 503s; -1 means unbounded."
+        256, ge=-1, description="Requests (sequences) waiting for a replica before 503s; -1 means unbounded."
     )
-    router: Literal["power_of_two", "prefix_cache_affinity"] = "power_of_two"
+    router: Literal["power_of_two", "prefix_cache_affinity"] = Field(
+        "power_of_two",
+        description="How a request picks its engine replica: the least loaded (power_of_two; HAProxy's "
+        "least-connections in direct mode), or the one whose prefix cache holds the prompt's prefix.",
+    )
+    gateway: Literal["direct", "ingress"] = Field(
+        "direct",
+        description="Where HTTP ends: direct = HAProxy reaches the engine replicas, each running the request "
+        "pipeline (one model, no LoRA); ingress = separate ingress replicas in front of the engines "
+        "(several models, LoRA). docs/performance.md says when each applies.",
+    )
+    gateway_replicas: int | None = Field(
+        None, ge=1, le=1024,
+        description="Ingress replicas in ingress mode; unset = sized by the planner from slo.target_qps and "
+        "the measured CPU per request (`dsserve plan` shows it). Direct mode: the engine replicas are the gateway.",
+    )
     proxy: Literal["python", "haproxy"] = Field(
         "haproxy",
         description="Ray Serve HTTP proxy: HAProxy with throughput-optimized Serve (the fast path; "
@@ -340,6 +355,11 @@ class ApiSpec(_Strict):
     )
     max_n: int = Field(
         16, ge=1, le=16384, description="Most choices (`n`) one request may ask for; more gets 400."
+    )
+    max_prompts: int = Field(
+        64, ge=1, le=1024,
+        description="Most prompts in one completions request (a list of prompts); more gets 400. A request "
+        "counts against admission and the rate limit as prompts x n sequences.",
     )
 
     # The values of these fields are never echoed in errors: a key pasted by mistake must not be printed.
@@ -485,6 +505,24 @@ class DeploymentSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _gateway_consistent(self) -> DeploymentSpec:
+        sv = self.serving
+        if sv.gateway == "direct":
+            if sv.proxy != "haproxy":
+                raise _PathError(
+                    "serving.gateway", "direct",
+                    "direct mode is HAProxy reaching the engine replicas' own HTTP ports; set serving.proxy: "
+                    "haproxy, or serving.gateway: ingress for Ray's Python proxy",
+                )
+            if sv.gateway_replicas is not None:
+                raise _PathError(
+                    "serving.gateway_replicas", sv.gateway_replicas,
+                    "in direct mode every engine replica is a gateway replica; remove it, or set "
+                    "serving.gateway: ingress",
+                )
+        return self
+
+    @model_validator(mode="after")
     def _lora_consistent(self) -> DeploymentSpec:
         lora = self.model.lora
         if lora is None:
@@ -532,6 +570,12 @@ class DeploymentSpec(_Strict):
             raise _PathError("model.lora.dynamic_dir", lora.dynamic_dir,
                              "no such directory on this machine; create it (adapters go in subdirectories "
                              "named after them) or fix the path")
+        if self.serving.gateway == "direct":
+            raise _PathError(
+                "serving.gateway", "direct",
+                "LoRA adapters are routed by Serve's model multiplexing, which needs the separate ingress; "
+                "set serving.gateway: ingress, or remove model.lora",
+            )
         return self
 
     @property

@@ -22,15 +22,12 @@ from typing import TYPE_CHECKING, Any
 from dsserve.app import build_app, ray_cpus_needed
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.errors import PortInUseError, StackError
-from dsserve.render.serve_config import haproxy_maxconn_wanted
+from dsserve.serve_env import haproxy_maxconn_wanted, serve_env
 
 if TYPE_CHECKING:
     from dsserve.local_prometheus import LocalPrometheus
 
-__all__ = ["LocalStack", "check_port_free", "client_api_key", "HAPROXY_ENV"]
-
-#: Environment switching Ray Serve to its HAProxy fast path; read by Ray when the runtime starts.
-HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+__all__ = ["LocalStack", "check_port_free", "client_api_key"]
 #: Behind HAProxy, Ray 2.60 keeps a stopping ingress replica open at least 30 s so that external load
 #: balancers can deregister it (serve/_private/replica.py, RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S),
 #: which made every Ctrl-C of `dsserve up` take 35 s. The only balancer in front of a local stack is
@@ -151,16 +148,20 @@ class LocalStack:
         """Start Ray and Serve, deploy the app, and return once /v1/models answers 200."""
         spec = self.spec
         check_port_free(spec.api.host, spec.api.port, "the OpenAI API")
+        env = serve_env(spec)
         if spec.serving.proxy == "haproxy":
             for port in _HAPROXY_PORTS:
                 check_port_free("127.0.0.1", port, "Ray Serve's HAProxy")
-            os.environ.update(HAPROXY_ENV)
-            self._env_set = [k for k in LOCAL_DRAIN_ENV if k not in os.environ]
-            os.environ.update({k: LOCAL_DRAIN_ENV[k] for k in self._env_set})
             nofile = _raise_nofile()
             maxconn = haproxy_maxconn(spec)
-            os.environ["RAY_SERVE_HAPROXY_MAXCONN"] = str(maxconn)
-            self.progress(f"HAProxy fast path: maxconn {maxconn} (open-files limit {nofile})")
+            env["RAY_SERVE_HAPROXY_MAXCONN"] = str(maxconn)
+            env.update(LOCAL_DRAIN_ENV)
+        # A value already in the environment wins (a user's override); stop() removes what start() added.
+        self._env_set = [k for k in env if k not in os.environ]
+        os.environ.update({k: env[k] for k in self._env_set})
+        if spec.serving.proxy == "haproxy":
+            self.progress(f"HAProxy fast path: maxconn {os.environ['RAY_SERVE_HAPROXY_MAXCONN']} "
+                          f"(open-files limit {nofile}); gateway: {spec.serving.gateway}")
             wanted = haproxy_maxconn_wanted(spec)
             if maxconn < wanted:
                 self.progress(
@@ -316,6 +317,6 @@ class LocalStack:
         finally:
             ray.shutdown()
             self._started = False
-            if self.spec.serving.proxy == "haproxy":
-                for key in (*HAPROXY_ENV, "RAY_SERVE_HAPROXY_MAXCONN", *self._env_set):
-                    os.environ.pop(key, None)
+            for key in self._env_set:
+                os.environ.pop(key, None)
+            self._env_set = []

@@ -112,6 +112,33 @@ PROXY_TTFT_S = {"python": 0.048, "haproxy": 0.005}
 
 #: [U] Routing imbalance across replicas under power-of-two-choices: none. Requests are split evenly.
 
+# --- the gateway: CPU the serving path spends per request (bench/frontend_cpu.py) ---------------------
+
+#: Marginal CPU milliseconds per streamed chat request in each process the request passes through, for a
+#: request of GATEWAY_REFERENCE_TOKENS output tokens, and the extra per further output token (one SSE
+#: event each). [V] measured by ``bench/frontend_cpu.py`` (bench/results/frontend-cpu.json: the slope
+#: between two open-loop rates, idle cost excluded) on the development VM (2-core AMD EPYC, no GPU), with
+#: the real vLLM CPU engine (direct and ingress modes) and the simulated engine (cost per hop). Per-core
+#: speed of an H800 host's Xeons is assumed equal [U]; the engine's own processes (EngineCore, workers)
+#: are not the gateway and are not counted.
+GATEWAY_REFERENCE_TOKENS = 16
+GATEWAY_CPU_MS = {
+    "direct": {"engine replica (HTTP + vLLM frontend + pipeline)": 6.0, "HAProxy": 1.0},
+    "ingress": {"ingress replica (HTTP + pipeline)": 8.0, "engine replica (vLLM frontend)": 10.0, "HAProxy": 1.0},
+}
+#: Extra CPU per further output token, per hop kind ("python" replicas; HAProxy relays bytes). [V] as above.
+GATEWAY_CPU_MS_PER_TOKEN = {"python": 0.10, "HAProxy": 0.01}
+#: Ray Serve's ingress request router (LLMRouter) when the prefix-affinity router needs the prompt: one
+#: extra HTTP round trip from HAProxy per request. [V] as above.
+GATEWAY_ROUTER_CPU_MS = 1.3
+#: Where those figures were measured, for `dsserve plan` to print beside them.
+GATEWAY_CPU_SOURCE = ("bench/frontend_cpu.py on the 2-core AMD EPYC dev VM (bench/results/frontend-cpu.json), "
+                      "16-token streamed chat, real vLLM CPU engine and the simulated engine")
+#: [U] Busy share one gateway process (one Python event loop, one core at most) is planned to: above
+#: ~60 % queueing in the event loop starts to add visibly to TTFT (M/D/1 waiting time rho/(2(1-rho)) of
+#: the service time reaches 0.75 at 0.6).
+GATEWAY_UTILIZATION = 0.6
+
 # --- request-mix defaults --------------------------------------------------------------------------
 
 #: Points used to discretise a token-count distribution (quantile midpoints); enough for p99 to be

@@ -19,13 +19,18 @@ import yaml
 
 from dsserve.config import DeploymentSpec
 from dsserve.errors import SpecError
-from dsserve.render.serve_config import haproxy_maxconn_wanted, render_serve_config
+from dsserve.render.serve_config import render_serve_config
+from dsserve.serve_env import haproxy_maxconn_wanted, serve_env
 
 __all__ = ["helm_values", "render_helm_values", "worker_nodes_for", "API_KEYS_SECRET", "API_KEYS_SECRET_KEY"]
 
 #: The Secret (made by the operator of the cluster, never by the chart) that holds comma-separated API keys.
 API_KEYS_SECRET = "dsserve-api-keys"
 API_KEYS_SECRET_KEY = "api-keys"
+
+
+#: Set by the chart's own haproxy.* values.
+_CHART_HAPROXY_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_HAPROXY_MAXCONN")
 
 
 def worker_nodes_for(spec: DeploymentSpec, replicas: int) -> int:
@@ -85,6 +90,8 @@ def helm_values(spec: DeploymentSpec, *, source: str) -> dict[str, Any]:
         "serve": {"port": spec.api.port},
         "metrics": {"port": spec.observability.metrics_export_port},
         "haproxy": {"enabled": sv.proxy == "haproxy", "maxconn": haproxy_maxconn_wanted(spec)},
+        # the rest of the environment `dsserve up` gives Ray (the chart sets the HAProxy switches itself)
+        "serveEnv": {k: v for k, v in serve_env(spec).items() if k not in _CHART_HAPROXY_ENV},
         "apiKeys": {
             "envName": spec.api.api_keys_env or "",
             "existingSecret": API_KEYS_SECRET if spec.api.api_keys_env or spec.api.api_keys_file else "",

@@ -14,6 +14,7 @@ import yaml
 from dsserve.app import import_path, serving_args
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import DeploymentSpec
+from dsserve.serve_env import haproxy_maxconn_wanted, serve_env
 
 __all__ = ["serve_config", "render_serve_config", "cluster_topology", "haproxy_maxconn_wanted"]
 
@@ -76,31 +77,26 @@ def cluster_topology(spec: DeploymentSpec) -> list[str]:
     return [w for line in lines for w in textwrap.wrap(line, 108, subsequent_indent="  ")]
 
 
-def haproxy_maxconn_wanted(spec: DeploymentSpec) -> int:
-    """RAY_SERVE_HAPROXY_MAXCONN for a spec: every request the ingress may admit, plus room for refusals."""
-    from dsserve.app import admission_limit
-
-    limit = admission_limit(spec)
-    return max(4096, (limit if limit is not None else 65536) + 1024)
-
-
 def render_serve_config(spec: DeploymentSpec, *, source: str) -> str:
     """The Serve config as YAML text, headed by how to regenerate it."""
     header = (
         f"# Generated from {source} by `dsserve render serve-config {source}`. Do not edit:\n"
         "# change the profile and run `make render`; tests fail when this file drifts.\n"
     )
-    if spec.serving.proxy == "haproxy":
-        header += (
-            "# HAProxy fast path: start Ray with RAY_SERVE_ENABLE_HA_PROXY=1 and\n"
-            "# RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the environment of every node, and\n"
-            f"# RAY_SERVE_HAPROXY_MAXCONN={haproxy_maxconn_wanted(spec)} (Ray's default, 4096, leaves admitted requests waiting\n"
-            "# unanswered in the accept queue; give HAProxy two open files per connection).\n"
-        )
+    env = serve_env(spec)
+    if env:
+        header += "# Start Ray with this environment on every node (Serve reads it at start, not from this file):\n"
+        header += "".join(f"#   {k}={v}\n" for k, v in env.items())
+        if "RAY_SERVE_HAPROXY_MAXCONN" in env:
+            header += ("# (Ray's default maxconn, 4096, leaves admitted requests waiting unanswered in the accept "
+                       "queue;\n# give HAProxy two open files per connection.)\n")
+    where = "engine replica" if spec.serving.gateway == "direct" else "ingress"
+    header += (f"# Gateway: {spec.serving.gateway} (HTTP ends in each {where}; `dsserve plan` sizes it for "
+               f"slo.target_qps {spec.slo.target_qps:g}).\n")
     if spec.api.api_keys_env:
-        header += f"# API keys are read from ${spec.api.api_keys_env} on the ingress nodes.\n"
+        header += f"# API keys are read from ${spec.api.api_keys_env} on the {where} nodes.\n"
     if spec.api.api_keys_file:
-        header += (f"# API keys are read from {spec.api.api_keys_file} on the ingress nodes "
+        header += (f"# API keys are read from {spec.api.api_keys_file} on the {where} nodes "
                    "(re-read when it changes).\n")
     header += "".join(f"# {line}\n" for line in cluster_topology(spec))
     body = yaml.safe_dump(serve_config(spec), sort_keys=False, default_flow_style=False, width=100)

@@ -12,8 +12,10 @@ so neither which key matched nor any key's length shows in the timing), and the 
 the rate limiter is keyed by. Errors name the variable or the file, never a line of it.
 
 The rate limit is a token bucket per key (``api.rate_limit``: ``requests_per_second`` refill, ``burst``
-capacity), held in the ingress replica's memory: with several ingress replicas each one limits on its
-own, so a key's effective limit is the per-replica limit times the number of ingress replicas.
+capacity), held in the memory of each replica that runs the request pipeline. Each holds its share of
+the spec's figures (:mod:`dsserve.serving.shares`: divided by the replicas running now), so the
+deployment as a whole allows what the spec says. A request takes as many tokens as it asks for
+sequences (prompts x ``n``).
 """
 
 from __future__ import annotations
@@ -204,13 +206,18 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
 
-    def take(self, now: float) -> float:
-        """Take a token: 0.0 if one was available, else the seconds until one will be (nothing taken)."""
+    def take(self, now: float, n: int = 1) -> float:
+        """Take ``n`` tokens: 0.0 if they were there, else the seconds until they will be (nothing taken)."""
         self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= n:
+            self.tokens -= n
             return 0.0
-        return (1.0 - self.tokens) / self.rate
+        return (n - self.tokens) / self.rate
+
+    def resize(self, rate: float, burst: int) -> None:
+        """New refill rate and capacity (the replica's share changed); tokens held beyond it are dropped."""
+        self.rate, self.burst = float(rate), float(burst)
+        self.tokens = min(self.tokens, self.burst)
 
 
 def retry_after_seconds(wait_s: float) -> int:
@@ -226,13 +233,26 @@ class RateLimiter:
         self.rate, self.burst, self.clock = requests_per_second, burst, clock
         self._buckets: dict[bytes, TokenBucket] = {}
 
-    def check(self, key_id: bytes) -> float:
-        """0.0 when the request may proceed, else the seconds until the key has a token again."""
+    def check(self, key_id: bytes, n: int = 1, *, take: bool = True) -> float:
+        """0.0 when a request of ``n`` sequences may proceed (its tokens taken, unless ``take`` is False),
+        else the seconds until the key has them."""
         now = self.clock()
         bucket = self._buckets.get(key_id)
         if bucket is None:
             bucket = self._buckets[key_id] = TokenBucket(self.rate, self.burst, now)
-        return bucket.take(now)
+        if not take:
+            bucket._refill(now)
+            return 0.0 if bucket.tokens >= n else (n - bucket.tokens) / bucket.rate
+        return bucket.take(now, n)
+
+    def resize(self, requests_per_second: float, burst: int) -> None:
+        """Apply a new share of the deployment's limit to every key's bucket."""
+        if (requests_per_second, burst) == (self.rate, self.burst):
+            return
+        TokenBucket(requests_per_second, burst, 0.0)  # validates
+        self.rate, self.burst = requests_per_second, burst
+        for bucket in self._buckets.values():
+            bucket.resize(requests_per_second, burst)
 
     def retain(self, key_ids: Iterable[bytes]) -> None:
         """Forget the buckets of keys no longer accepted (after a key rotation)."""

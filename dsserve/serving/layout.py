@@ -61,22 +61,26 @@ def replica_counts(model_id: str) -> dict[str, int]:
 
 
 class LayoutCache:
-    """Per-model live layouts, refreshed at most every :data:`CACHE_S` seconds."""
+    """Per-model live layouts, refreshed at most every :data:`CACHE_S` seconds.
+
+    ``config`` is an awaitable factory of the model's LLM config: the engine replica's own
+    (``handle.llm_config.remote()`` from the ingress; the replica's attribute in direct mode).
+    """
 
     def __init__(self) -> None:
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
-    async def get(self, model_id: str, handle: Any) -> dict[str, Any]:
+    async def get(self, model_id: str, handle: Any = None, *, config: Any = None) -> dict[str, Any]:
         hit = self._cache.get(model_id)
         if hit is not None and time.monotonic() - hit[0] < CACHE_S:
             return hit[1]
         try:
-            cfg = await handle.llm_config.remote()
+            cfg = await (config() if config is not None else handle.llm_config.remote())
             info = layout_from_config(cfg)
             info.update(await asyncio.to_thread(replica_counts, model_id))
             info["source"] = "live: the replica's own LLM config and the Serve controller's replica states"
         except Exception as exc:  # the model listing must not fail because the layout could not be read
-            info = {"error": f"layout unavailable: {type(exc).__name__}: {exc}"[:200]}
+            info = {"error": f"layout unavailable: {type(exc).__name__}"}
         self._cache[model_id] = (time.monotonic(), info)
         return info
 

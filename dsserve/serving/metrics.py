@@ -1,15 +1,18 @@
-"""dsserve's own request metrics, recorded by the OpenAI ingress through Ray's metrics API.
+"""dsserve's own request metrics, recorded by the request pipeline through Ray's metrics API.
 
 They appear on the same Prometheus endpoint as Ray's and vLLM's (each node's metrics export port, 8080 by
 default), under these exported names (what PromQL sees):
 
-- ``ray_dsserve_requests_total`` (counter; model_name, route, status): chat/completions responses.
+- ``ray_dsserve_requests_total`` (counter; model_name, route, status): responses of the routes that name a
+  model (chat, completions, tokenize, detokenize).
 - ``ray_dsserve_request_duration_seconds`` (histogram; model_name, route, status): arrival to last byte.
 - ``ray_dsserve_time_to_first_token_seconds`` (histogram; model_name, route): arrival to first token.
 - ``ray_dsserve_inter_token_latency_seconds`` (histogram; model_name, route): mean gap per streamed token.
 - ``ray_dsserve_prompt_tokens_total``, ``ray_dsserve_output_tokens_total`` (counters; model_name, route).
-- ``ray_dsserve_rejected_requests_total`` (counter; route, reason): admission-control refusals.
-- ``ray_dsserve_inflight_requests``, ``ray_dsserve_admission_limit`` (gauges, per ingress replica).
+- ``ray_dsserve_rejected_requests_total`` (counter; route, reason): refusals by the pipeline, every route.
+- ``ray_dsserve_inflight_requests``, ``ray_dsserve_admission_limit`` (gauges, per replica running the
+  pipeline: engine replicas in direct mode, ingress replicas in ingress mode; in sequences, see
+  :mod:`dsserve.serving.body`).
 
 How a declared name becomes the exported one (ray 2.60.0, read in its source): the ingress declares
 ``dsserve_requests`` with ``ray.util.metrics.Counter``; the replica's core worker ships it over OTLP to the
@@ -27,10 +30,11 @@ Two properties of Ray's pipeline the queries rely on:
   every observation at its bucket's midpoint. Bucket counts (hence quantiles and the share under 0.5 s,
   an exact bucket edge) are exact; means from ``_sum / _count`` are not.
 - The core worker forgets a gauge value once exported, and the agent drops it after two report
-  intervals, so the two gauges are re-set every few seconds by a daemon thread (:meth:`IngressMetrics.start`).
+  intervals, so the two gauges are re-set every few seconds by a daemon thread (:meth:`RequestMetrics.start`).
 
 Label values are bounded: ``model_name`` is a model this server serves (its base id for a LoRA id) or
-``unknown`` when the request never named a valid one; ``route`` is one of two paths; ``status`` is an
+``unknown`` when the request never named a valid one; ``route`` is a path of the route table
+(:mod:`dsserve.serving.routes`) or ``other``; ``status`` is an
 HTTP status; ``reason`` is one of :data:`REJECT_REASONS`. No request ids, prompts or keys.
 
 ``status`` is the HTTP status the client got, with two refinements for streams, whose 200 header is sent
@@ -39,43 +43,46 @@ with that error's status (500 when it has none), and a client that hangs up befo
 recorded as 499 (nginx's "client closed request").
 
 Time to first token: for a stream, arrival to the first event that carries generated text (content,
-reasoning, tool calls or completion text), as the client sees it at the ingress; for a non-streamed
+reasoning, tool calls or completion text), as the client sees it where the pipeline runs; for a non-streamed
 200 it is the whole response time, since that is when the client gets its first token. Inter-token
 latency: per streamed request, (last token event - first token event) / (output tokens - 1), observed
 once per request with at least two output tokens (the "TPOT" of most load testers; ray.serve.llm's
-stream batching, ``serving.stream_batching_interval_ms``, makes single gaps meaningless at the ingress).
+stream batching, ``serving.stream_batching_interval_ms``, makes single gaps meaningless in ingress mode).
 Token counts come from the response's ``usage``; a stream without a usage chunk (the client did not ask
 for ``stream_options.include_usage``) counts one output token per token-carrying event and no prompt
 tokens. vLLM's own ``ray_vllm_prompt_tokens_total``/``ray_vllm_generation_tokens_total`` are exact.
+
+Streams are watched at the byte level (:func:`scan_chunk`: a compiled pattern over each chunk, and a JSON
+parse only of the chunk that carries ``usage`` or an ``error``), because parsing every event of every
+stream was the largest single cost of the old ingress (18 % of its CPU in benchmark B's profile).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
-    "IngressMetrics",
-    "MetricSpec",
-    "METRICS",
-    "REJECT_REASONS",
-    "ROUTES",
     "LATENCY_BUCKETS_S",
     "ITL_BUCKETS_S",
+    "METRICS",
+    "MetricSpec",
+    "REJECT_REASONS",
+    "RequestMetrics",
     "SLO_THRESHOLD_S",
     "exported_names",
+    "scan_chunk",
+    "usage_of_json",
 ]
 
-#: Path label of each ingress call method.
-ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
-
-#: Why admission control refused a request.
-REJECT_REASONS = ("overloaded", "queue_full", "too_large", "unauthorized", "rate_limited", "engine_unavailable")
+#: Why the pipeline refused a request.
+REJECT_REASONS = ("overloaded", "queue_full", "too_large", "unauthorized", "rate_limited", "engine_unavailable",
+                  "invalid", "not_found")
 
 #: The SLO threshold the recording rules read from the histograms; it must be a bucket edge of both.
 SLO_THRESHOLD_S = 0.5
@@ -93,7 +100,7 @@ GAUGE_REFRESH_S = 5.0  # below Ray's 10 s report interval, so each export sees a
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric the ingress declares through ``ray.util.metrics``."""
+    """One metric the pipeline declares through ``ray.util.metrics``."""
 
     name: str  # declared name; exported as ray_<name>[_total|_bucket|_sum|_count]
     kind: Literal["counter", "histogram", "gauge"]
@@ -114,9 +121,10 @@ _REQ_TAGS = ("model_name", "route", "status")
 _TOK_TAGS = ("model_name", "route")
 
 REQUESTS = MetricSpec("dsserve_requests", "counter", _REQ_TAGS,
-                      "Chat and completions responses by model, route and HTTP status (streams: see docs).")
+                      "Responses of the model routes (chat, completions, tokenize, detokenize) by model, route "
+                      "and HTTP status (streams: see docs).")
 DURATION = MetricSpec("dsserve_request_duration_seconds", "histogram", _REQ_TAGS,
-                      "Seconds from arrival at the ingress to the last byte of the response (E2E).",
+                      "Seconds from arrival at the pipeline to the last byte of the response (E2E).",
                       LATENCY_BUCKETS_S)
 TTFT = MetricSpec("dsserve_time_to_first_token_seconds", "histogram", _TOK_TAGS,
                   "Seconds from arrival to the first generated token sent (non-streamed: the whole response).",
@@ -129,14 +137,14 @@ PROMPT_TOKENS = MetricSpec("dsserve_prompt_tokens", "counter", _TOK_TAGS,
 OUTPUT_TOKENS = MetricSpec("dsserve_output_tokens", "counter", _TOK_TAGS,
                            "Output tokens sent: usage.completion_tokens, else token-carrying stream events.")
 REJECTED = MetricSpec("dsserve_rejected_requests", "counter", ("route", "reason"),
-                      "Requests refused by admission control: overloaded, queue_full, too_large, unauthorized, "
-                      "rate_limited.")
+                      "Requests refused by the pipeline: overloaded, queue_full, too_large, unauthorized, "
+                      "rate_limited, engine_unavailable, invalid, not_found.")
 INFLIGHT = MetricSpec("dsserve_inflight_requests", "gauge", (),
-                      "Chat and completions requests this ingress replica holds now (streams until they end).")
+                      "Sequences this replica's pipeline holds now (admitted, not finished; streams until they end).")
 LIMIT = MetricSpec("dsserve_admission_limit", "gauge", (),
-                   "Requests this ingress replica admits at once before answering 503 (absent: unbounded).")
+                   "Sequences this replica's pipeline admits at once before answering 503 (absent: unbounded).")
 
-#: Every metric the ingress exports, in documentation order.
+#: Every metric the pipeline exports, in documentation order.
 METRICS: tuple[MetricSpec, ...] = (REQUESTS, DURATION, TTFT, ITL, PROMPT_TOKENS, OUTPUT_TOKENS, REJECTED,
                                    INFLIGHT, LIMIT)
 
@@ -156,27 +164,28 @@ def _ray_metric(spec: MetricSpec) -> Any:
     return metrics.Gauge(spec.name, spec.help, tag_keys=spec.tags)
 
 
-class IngressMetrics:
-    """The ingress's metrics: create one in the ingress ``__init__``, then :meth:`request` per request.
+class RequestMetrics:
+    """The pipeline's metrics: one per replica, then :meth:`track` per request.
 
     ``factory`` builds one metric object (``inc``/``observe``/``set``) per :class:`MetricSpec`; the default
-    uses ``ray.util.metrics``. Tests pass a recorder.
+    uses ``ray.util.metrics``. Tests pass a recorder. ``inflight`` and ``limit`` are read by the gauge
+    thread: the pipeline's admission gate supplies them.
     """
 
-    def __init__(self, models: Iterable[str], admission_limit: int | None, *,
-                 factory: Callable[[MetricSpec], Any] = _ray_metric) -> None:
+    def __init__(self, models: Iterable[str], *, factory: Callable[[MetricSpec], Any] = _ray_metric,
+                 inflight: Callable[[], int] = lambda: 0, limit: Callable[[], int | None] = lambda: None) -> None:
         self._models = frozenset(models)
-        self._limit = admission_limit
         self._m = {spec.name: factory(spec) for spec in METRICS}
-        self.inflight = 0
+        self._inflight, self._limit = inflight, limit
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- gauges -------------------------------------------------------------------------------------
     def refresh_gauges(self) -> None:
-        self._m[INFLIGHT.name].set(self.inflight)
-        if self._limit is not None:
-            self._m[LIMIT.name].set(self._limit)
+        self._m[INFLIGHT.name].set(self._inflight())
+        limit = self._limit()
+        if limit is not None:
+            self._m[LIMIT.name].set(limit)
 
     def start(self, interval_s: float = GAUGE_REFRESH_S) -> None:
         """Re-set the gauges every ``interval_s`` from a daemon thread (Ray forgets exported gauge values)."""
@@ -187,7 +196,7 @@ class IngressMetrics:
             while True:
                 try:
                     self.refresh_gauges()
-                except Exception:  # metrics must never take the ingress down
+                except Exception:  # noqa: BLE001 - metrics must never take the replica down
                     pass
                 if self._stop.wait(interval_s):
                     return
@@ -202,14 +211,16 @@ class IngressMetrics:
             self._thread = None
 
     # -- per request --------------------------------------------------------------------------------
-    def request(self, call_method: str) -> _Request:
-        """Track one chat/completions request from now: ``with metrics.request("chat") as m: ... m.done(r)``."""
-        self.inflight += 1
-        return _Request(self, ROUTES.get(call_method, call_method), time.perf_counter())
+    def track(self, route: str, started: float) -> Tracker:
+        """Track one model-route request that arrived at ``started`` (``time.perf_counter()``)."""
+        return Tracker(self, route, started)
 
-    def rejected(self, call_method: str, reason: str) -> None:
-        """Count one admission-control refusal (``reason`` in :data:`REJECT_REASONS`)."""
-        self._m[REJECTED.name].inc(1, {"route": ROUTES.get(call_method, call_method), "reason": reason})
+    def rejected(self, route: str, reason: str) -> None:
+        """Count one refusal (``reason`` in :data:`REJECT_REASONS`)."""
+        try:
+            self._m[REJECTED.name].inc(1, {"route": route, "reason": reason})
+        except Exception:  # noqa: BLE001 - metrics must never break a response
+            pass
 
     def model_label(self, model: str | None) -> str:
         """The served model a request names (LoRA ids count for their base model), else ``unknown``."""
@@ -223,7 +234,6 @@ class IngressMetrics:
     def _finish(self, route: str, model: str, status: int, started: float, *, first: float | None = None,
                 last: float | None = None, prompt: int = 0, output: int = 0) -> None:
         now = time.perf_counter()
-        self.inflight -= 1
         tags = {"model_name": model, "route": route, "status": str(status)}
         self._m[REQUESTS.name].inc(1, tags)
         self._m[DURATION.name].observe(now - started, tags)
@@ -237,103 +247,74 @@ class IngressMetrics:
         if output > 0:
             self._m[OUTPUT_TOKENS.name].inc(output, tok)
 
-    async def _stream(self, body: AsyncIterator[Any], route: str, model: str,
-                      started: float) -> AsyncIterator[Any]:
-        """Pass a streamed body through, timing token events; record the request when it ends.
 
-        It wraps the admission gate's ``hold_while_streaming`` iterator and closes it in ``finally``
-        before recording, so the slot is released exactly when it was without this wrapper: when the
-        stream ends, fails, or is closed (client gone).
-        """
-        status, done = 200, False
-        first = last = None
-        events = 0
-        usage: dict[str, Any] | None = None
-        try:
-            async for chunk in body:
-                tokens, chunk_usage, error, chunk_done = _scan_sse(chunk)
-                if tokens:
-                    last = time.perf_counter()
-                    if first is None:
-                        first = last
-                    events += tokens
-                if chunk_usage is not None:
-                    usage = chunk_usage
-                if error is not None:
-                    status = error
-                done = done or chunk_done
-                yield chunk
-        except (GeneratorExit, asyncio.CancelledError):  # closed or cancelled: the client went away
-            if not done:
-                status = 499
-            raise
-        except BaseException:  # a failure upstream, after the 200 header went out
-            if status == 200:
+class Tracker:
+    """One request, fed the response as the pipeline sends it: :meth:`start`, :meth:`body`, :meth:`finish`."""
+
+    __slots__ = ("_m", "route", "started", "model", "status", "streaming", "first", "last", "events",
+                 "usage", "done", "_finished")
+
+    def __init__(self, metrics: RequestMetrics, route: str, started: float) -> None:
+        self._m, self.route, self.started = metrics, route, started
+        self.model: str | None = None
+        self.status = 0
+        self.streaming = False
+        self.first: float | None = None
+        self.last: float | None = None
+        self.events = 0
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+        self._finished = False
+
+    def start(self, status: int, streaming: bool) -> None:
+        """The response header went out with ``status``; ``streaming`` for server-sent events."""
+        self.status, self.streaming = status, streaming
+
+    def body(self, chunk: bytes) -> None:
+        """A piece of the response body went out."""
+        if self.status != 200 or not chunk:
+            return
+        if self.streaming:
+            tokens, usage, error, done = scan_chunk(chunk)
+            if tokens:
+                self.last = time.perf_counter()
+                if self.first is None:
+                    self.first = self.last
+                self.events += tokens
+            if usage is not None:
+                self.usage = usage
+            if error is not None:
+                self.status = error
+            self.done = self.done or done
+        else:
+            usage = usage_of_json(chunk)
+            if usage is not None:
+                self.usage = usage
+
+    def finish(self, *, client_gone: bool = False, failed: bool = False) -> None:
+        """Record the request once: the app below returned (or raised, ``failed``)."""
+        if self._finished:
+            return
+        self._finished = True
+        status = self.status or 500
+        if self.streaming and status == 200:
+            if failed:
                 status = 500
-            raise
-        finally:
-            try:
-                aclose = getattr(body, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            finally:
-                try:
-                    prompt, output = _usage_counts(usage)
-                    self._finish(route, model, status, started, first=first, last=last, prompt=prompt,
-                                 output=output if usage is not None else events)
-                except Exception:
-                    pass
-
-
-class _Request:
-    """One tracked request; :meth:`done` records it (or arranges for its stream to be recorded)."""
-
-    __slots__ = ("_metrics", "_route", "_started", "_done")
-
-    def __init__(self, metrics: IngressMetrics, route: str, started: float) -> None:
-        self._metrics, self._route, self._started, self._done = metrics, route, started, False
-
-    def __enter__(self) -> _Request:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if not self._done:  # the handler raised (or returned without done()): the client got a 500
-            self._done = True
-            try:
-                self._metrics._finish(self._route, UNKNOWN_MODEL, 500, self._started)
-            except Exception:
-                pass
-        return False
-
-    def done(self, response: Any, model: str | None = None) -> Any:
-        """Record ``response`` (``model`` is the request's ``model`` field once parsed) and return it.
-
-        A streamed response is recorded when its body ends; its ``body_iterator`` is wrapped here.
-        """
-        if self._done:
-            return response
-        self._done = True
-        m = self._metrics
-        label, status = m.model_label(model), int(getattr(response, "status_code", 500))
-        body_iterator = getattr(response, "body_iterator", None)
-        if body_iterator is not None and status == 200:
-            response.body_iterator = m._stream(body_iterator, self._route, label, self._started)
-            return response
-        first, prompt, output = None, 0, 0
-        if status == 200:
+            elif not self.done and client_gone:
+                status = 499
+        elif failed and not self.status:
+            status = 500
+        first = self.first
+        if not self.streaming and status == 200:
             first = time.perf_counter()
-            prompt, output = _usage_counts(_usage_of_json(getattr(response, "body", b"")))
+        prompt, output = _usage_counts(self.usage)
+        if self.usage is None:
+            output = self.events
         try:
-            m._finish(self._route, label, status, self._started, first=first, prompt=prompt, output=output)
-            if model is None and status in _REFUSALS:  # refused before the body was parsed
-                m.rejected(self._route, _REFUSALS[status])
-        except Exception:  # metrics must never break a response
+            self._m._finish(self.route, self._m.model_label(self.model), status, self.started, first=first,
+                            last=self.last, prompt=prompt, output=output)
+        except Exception:  # noqa: BLE001 - metrics must never break a response
             pass
-        return response
-
-
-#: Statuses the ingress answers before parsing the body, and the ``reason`` each is counted under.
-_REFUSALS = {401: "unauthorized", 413: "too_large", 429: "rate_limited"}
 
 
 def _usage_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
@@ -346,20 +327,23 @@ def _usage_counts(usage: dict[str, Any] | None) -> tuple[int, int]:
 _DECODER = json.JSONDecoder()
 
 
-def _usage_of_json(body: bytes | str) -> dict[str, Any] | None:
+def usage_of_json(body: bytes | str) -> dict[str, Any] | None:
     """The top-level ``usage`` object of an OpenAI JSON response, without parsing the whole body.
 
     Inside JSON strings a quote is always escaped, so ``"usage":{`` can only be a key; the last one is
-    the top-level one (ray.serve.llm dumps it after ``choices``). Falls back to a full parse.
+    the top-level one (vLLM and ray.serve.llm dump it after ``choices``). Falls back to a full parse.
     """
     text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(body)
-    at = text.rfind('"usage":{')
-    if at >= 0:
-        try:
-            usage, _ = _DECODER.raw_decode(text, at + len('"usage":'))
-            return usage if isinstance(usage, dict) else None
-        except ValueError:
-            pass
+    for key in ('"usage":{', '"usage": {'):
+        at = text.rfind(key)
+        if at >= 0:
+            try:
+                usage, _ = _DECODER.raw_decode(text, at + len(key) - 1)
+                return usage if isinstance(usage, dict) else None
+            except ValueError:
+                break
+    if '"usage"' not in text:
+        return None
     try:
         data = json.loads(text)
     except ValueError:
@@ -368,42 +352,41 @@ def _usage_of_json(body: bytes | str) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
-def _scan_sse(chunk: Any) -> tuple[int, dict[str, Any] | None, int | None, bool]:
-    """(token-carrying events, last usage, error status, saw [DONE]) of one body chunk of SSE events.
+# A token-carrying event: a choice whose text, content, reasoning or tool calls are non-empty. vLLM and
+# ray.serve.llm serialise with pydantic (compact) or json.dumps (", " and ": "), so both spacings match.
+_TOKEN = re.compile(rb'"(?:text|content|reasoning_content|reasoning)": ?"[^"]|"tool_calls": ?\[\s*\{')
 
-    ray.serve.llm yields whole events, several per chunk when it batches them.
+
+# An event worth parsing: one whose usage or error is an object (vLLM sends "usage":null on the others).
+_OBJECT_OF = re.compile(rb'"(?:usage|error)": ?\{')
+
+
+def scan_chunk(chunk: bytes | str) -> tuple[int, dict[str, Any] | None, int | None, bool]:
+    """(token-carrying events, last usage, error status, saw [DONE]) of one chunk of server-sent events.
+
+    A byte-level scan: one regular-expression pass; JSON is parsed only for an event that carries
+    ``usage`` or ``error``. A chunk holds whole events (vLLM sends one per chunk, ray.serve.llm several).
     """
-    if isinstance(chunk, (bytes, bytearray, memoryview)):
-        chunk = bytes(chunk).decode("utf-8", "replace")
-    tokens, usage, error, done = 0, None, None, False
-    for event in chunk.split("\n\n"):
-        event = event.strip()
-        if not event.startswith("data:"):
-            continue
-        payload = event[5:].strip()
-        if payload == "[DONE]":
-            done = True
-            continue
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            continue
-        if not isinstance(obj, dict):
-            continue
-        err = obj.get("error")
-        if err:
-            code = err.get("code") if isinstance(err, dict) else None
-            error = code if isinstance(code, int) and 400 <= code <= 599 else 500
-        u = obj.get("usage")
-        if isinstance(u, dict):
-            usage = u
-        for choice in obj.get("choices") or ():
-            if not isinstance(choice, dict):
+    if isinstance(chunk, str):
+        chunk = chunk.encode("utf-8", "surrogatepass")
+    tokens = len(_TOKEN.findall(chunk))
+    usage = error = None
+    if _OBJECT_OF.search(chunk):
+        for event in chunk.split(b"\n\n"):
+            event = event.strip()
+            if not event.startswith(b"data:") or not _OBJECT_OF.search(event):
                 continue
-            if choice.get("text"):
-                tokens += 1
+            try:
+                obj = json.loads(event[5:])
+            except ValueError:
                 continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and any(v for k, v in delta.items() if k != "role"):
-                tokens += 1
-    return tokens, usage, error, done
+            if not isinstance(obj, dict):
+                continue
+            err = obj.get("error")
+            if err:
+                code = err.get("code") if isinstance(err, dict) else None
+                error = code if isinstance(code, int) and 400 <= code <= 599 else 500
+            u = obj.get("usage")
+            if isinstance(u, dict):
+                usage = u
+    return tokens, usage, error, b"data: [DONE]" in chunk

@@ -151,6 +151,12 @@ class SimulatedEngine(LLMEngine):
     async def reset_prefix_cache(self) -> None:
         return None
 
+    async def build_asgi_app(self) -> Any:
+        """The app an engine replica serves in direct mode (dsserve/sim/asgi.py)."""
+        from dsserve.sim.asgi import build_sim_app
+
+        return build_sim_app(self)
+
     # -- engine core ------------------------------------------------------------------------------
 
     async def _run_core(self) -> None:

@@ -1,14 +1,13 @@
-"""The admission gate: bounded, never waits, and every slot comes back, streamed or not."""
+"""The admission gate and the limits it enforces: bounded by weight, never waits, split across replicas."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from dsserve.serving.admission import AdmissionGate
-from dsserve.app import admission_limit
+from dsserve.app import admission_limit, pipeline_settings
 from dsserve.config import parse_spec
+from dsserve.serving.admission import AdmissionGate
+from dsserve.serving.shares import Limits
 
 
 def test_gate_admits_up_to_the_limit_then_refuses() -> None:
@@ -19,6 +18,15 @@ def test_gate_admits_up_to_the_limit_then_refuses() -> None:
     assert gate.try_acquire() and gate.inflight == 2
 
 
+def test_a_request_takes_its_weight_or_nothing() -> None:
+    gate = AdmissionGate(limit=8)
+    assert gate.try_acquire(6)
+    assert not gate.try_acquire(3) and gate.inflight == 6, "refused whole, nothing taken"
+    assert gate.try_acquire(2) and gate.inflight == 8
+    gate.release(6)
+    assert gate.inflight == 2
+
+
 def test_unbounded_gate() -> None:
     gate = AdmissionGate(limit=None)
     assert all(gate.try_acquire() for _ in range(10_000))
@@ -27,50 +35,10 @@ def test_unbounded_gate() -> None:
 def test_release_without_acquire_is_a_bug() -> None:
     with pytest.raises(RuntimeError):
         AdmissionGate(limit=1).release()
-
-
-async def _body(n: int, fail_at: int | None = None):
-    for i in range(n):
-        if i == fail_at:
-            raise ConnectionResetError("client went away")
-        yield f"chunk {i}"
-
-
-@pytest.mark.parametrize("fail_at,consume", [(None, 5), (2, 5), (None, 1)],
-                         ids=["completed", "failed-midway", "abandoned"])
-def test_stream_releases_its_slot(fail_at: int | None, consume: int) -> None:
-    gate = AdmissionGate(limit=1)
-
-    async def run() -> None:
-        assert gate.try_acquire()
-        stream = gate.hold_while_streaming(_body(5, fail_at))
-        try:
-            for _ in range(consume):
-                await stream.__anext__()
-        except (ConnectionResetError, StopAsyncIteration):
-            pass
-        await stream.aclose()  # what Starlette does when the client disconnects
-
-    asyncio.run(run())
-    assert gate.inflight == 0
-
-
-def test_a_stream_never_started_releases_its_slot_once() -> None:
-    """The client left before the first byte was sent: Starlette never iterates the body, then drops it."""
-    gate = AdmissionGate(limit=2)
-    assert gate.try_acquire() and gate.try_acquire()
-    never_started = gate.hold_while_streaming(_body(5))
-    del never_started  # no finally ran; dropping the generator must still free the slot
-    assert gate.inflight == 1
-
-    async def run() -> None:
-        stream = gate.hold_while_streaming(_body(5))
-        await stream.__anext__()
-        await stream.aclose()
-        del stream  # released by aclose already: must not be released twice
-
-    asyncio.run(run())
-    assert gate.inflight == 0
+    gate = AdmissionGate(limit=4)
+    gate.try_acquire(2)
+    with pytest.raises(RuntimeError):
+        gate.release(3)
 
 
 def test_limit_is_engine_slots_plus_queue(local_cpu_data: dict) -> None:
@@ -78,3 +46,22 @@ def test_limit_is_engine_slots_plus_queue(local_cpu_data: dict) -> None:
     assert admission_limit(parse_spec(local_cpu_data)) == 34
     local_cpu_data["serving"]["max_queued_requests"] = -1
     assert admission_limit(parse_spec(local_cpu_data)) is None
+
+
+@pytest.mark.parametrize("replicas,admission,rate,burst", [(1, 34, 6.0, 5), (2, 17, 3.0, 3), (3, 12, 2.0, 2),
+                                                         (40, 1, 0.15, 1)])
+def test_each_replica_takes_its_share_and_the_shares_cover_the_whole(replicas: int, admission: int, rate: float,
+                                                                     burst: int) -> None:
+    share = Limits(admission=34, rate=6.0, burst=5).share(replicas)
+    assert (share.admission, share.rate, share.burst) == (admission, rate, burst)
+    assert share.admission * replicas >= min(34, replicas), "the parts never sum below the whole"
+    assert Limits().share(replicas).admission is None
+
+
+def test_direct_mode_splits_over_the_engine_replicas(local_cpu_data: dict) -> None:
+    local_cpu_data["serving"].update(replicas=3, max_ongoing_requests=8, max_queued_requests=10)
+    settings = pipeline_settings(parse_spec(local_cpu_data))
+    assert settings["replicas"] == 3 and settings["max_inflight"] == 34
+    local_cpu_data["serving"]["gateway"] = "ingress"
+    local_cpu_data["serving"]["gateway_replicas"] = 2
+    assert pipeline_settings(parse_spec(local_cpu_data))["replicas"] == 2

@@ -86,24 +86,32 @@ def test_cli_validate_and_set_do_not_echo_keys(tmp_path: Path, capsys: pytest.Ca
     assert "api.api_keys_env" in out.out + out.err and "api.api_keys_file" in out.out + out.err
 
 
-def test_serving_args_pass_the_settings_to_the_ingress(local_cpu_data: dict) -> None:
+def _pipeline_kwargs(args: dict) -> dict:
+    """Where the pipeline's settings ride: the engine replica's LLM config (direct) or the ingress's kwargs."""
+    if "llm_config" in args and "ingress_cls_config" not in args:
+        return args["llm_config"]["experimental_configs"]["dsserve_api"]
+    return args["ingress_cls_config"]["ingress_extra_kwargs"]
+
+
+@pytest.mark.parametrize("gateway", ["direct", "ingress"])
+def test_serving_args_pass_the_settings_to_the_pipeline(local_cpu_data: dict, gateway: str) -> None:
+    local_cpu_data["serving"]["gateway"] = gateway
     spec = parse_spec(_api(local_cpu_data, api_keys_env="DSSERVE_API_KEYS", api_keys_file="/etc/k/keys", max_n=8,
                            rate_limit={"requests_per_second": 2.5, "burst": 5}))
-    kwargs = serving_args(spec)["ingress_cls_config"]["ingress_extra_kwargs"]
+    kwargs = _pipeline_kwargs(serving_args(spec))
     assert kwargs["api_keys_env"] == "DSSERVE_API_KEYS" and kwargs["api_keys_file"] == "/etc/k/keys"
     assert kwargs["rate_limit"] == {"requests_per_second": 2.5, "burst": 5} and kwargs["max_n"] == 8
-    plain = serving_args(parse_spec(local_cpu_data))["ingress_cls_config"]["ingress_extra_kwargs"]
+    plain = _pipeline_kwargs(serving_args(parse_spec(local_cpu_data)))
     assert plain["api_keys_file"] is None and plain["rate_limit"] is None and plain["max_n"] == 16
 
 
-def test_the_ingress_accepts_exactly_those_kwargs(local_cpu_data: dict) -> None:
-    import inspect
+def test_the_pipeline_accepts_exactly_those_settings(local_cpu_data: dict) -> None:
+    from dsserve.serving.pipeline import PipelineSettings
 
-    from dsserve.serving.ingress import DsserveIngress
-
-    kwargs = serving_args(parse_spec(local_cpu_data))["ingress_cls_config"]["ingress_extra_kwargs"]
-    params = inspect.signature(DsserveIngress.__init__).parameters
-    assert set(kwargs) <= set(params), set(kwargs) - set(params)
+    for gateway in ("direct", "ingress"):
+        local_cpu_data["serving"]["gateway"] = gateway
+        kwargs = _pipeline_kwargs(serving_args(parse_spec(local_cpu_data)))
+        assert PipelineSettings(**kwargs).max_n == 16  # no unknown names (a TypeError otherwise)
 
 
 def test_rendered_config_names_sources_never_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +124,7 @@ def test_rendered_config_names_sources_never_keys(tmp_path: Path, monkeypatch: p
     text = render_serve_config(spec, source="x")
     assert KEY not in text
     assert "$DSSERVE_API_KEYS" in text and f"API keys are read from {keys}" in text
-    assert yaml.safe_load(text)["applications"][0]["args"]["ingress_cls_config"]["ingress_extra_kwargs"][
+    assert _pipeline_kwargs(yaml.safe_load(text)["applications"][0]["args"])[
         "rate_limit"] == {"requests_per_second": 1.0, "burst": 2}
 
 

@@ -647,9 +647,9 @@ TEMPLATE_REFUSES = [
      "loadtest.image.tag: `latest` is not allowed"),
     (_with("serve.port", 9000), "serve.port is 9000 but serveConfigV2's http_options.port is 8000"),
     (_with("apiKeys.envName", "OTHER_KEYS"),
-     'apiKeys.envName is "OTHER_KEYS" but the Serve config\'s ingress reads API keys from "DSSERVE_API_KEYS"'),
+     'apiKeys.envName is "OTHER_KEYS" but the Serve config\'s request pipeline reads API keys from "DSSERVE_API_KEYS"'),
     (_with("apiKeys.filePath", "/etc/dsserve/api-keys/keys"),
-     'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s ingress reads API keys from the file ""'),
+     'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s request pipeline reads API keys from the file ""'),
     (_with("serveConfigV2", "applications: []\n"), "serveConfigV2 has no applications"),
     (_with("serveConfigV2", "applications: [\n"), "serveConfigV2 is not valid YAML"),
     ({"autoscaling": {"enabled": True}, "worker": {"minReplicas": 3, "maxReplicas": 2, "replicas": 2}},
@@ -768,7 +768,7 @@ def test_helm_values_carry_the_serve_config_as_text() -> None:
     spec = parse_spec(data)
     with helm_python.Chart.load(CHART) as c:
         (rs,) = by_kind(render(c, helm_values(spec, source="x")), "RayService")
-    kwargs = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
+    kwargs = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["args"]["llm_config"]["engine_kwargs"]
     assert kwargs["max_num_batched_tokens"] == 2_000_000 and isinstance(kwargs["max_num_batched_tokens"], int)
 
 

@@ -196,6 +196,7 @@ def test_lora_on_moe_is_refused_on_cpu_only(local_cpu_data: dict) -> None:
     assert "tiny-deepseek-llm" in message  # names the fix
     gpu = yaml.safe_load((REPO / "deploy/profiles/h800x8-deepseek-v2-lite.yaml").read_text())
     gpu["model"]["lora"] = {"adapters": {"sql": "/models/loras/sql"}, "max_lora_rank": 64}
+    gpu["serving"]["gateway"] = "ingress"
     spec = parse_spec(gpu)  # GPU paths live on the cluster: not checked here
     assert spec.model.lora.adapters["sql"] == "/models/loras/sql"
 
@@ -230,25 +231,25 @@ def test_simulated_engine_and_dp_are_refused() -> None:
 
 
 def test_render_enables_lora_in_vllm_and_multiplexing() -> None:
-    from dsserve.app import serving_args
+    from dsserve.app import llm_configs_of, serving_args
 
-    cfg = serving_args(load_spec(PROFILE))["llm_configs"][0]
+    cfg = llm_configs_of(serving_args(load_spec(PROFILE)))[0]
     kw = cfg["engine_kwargs"]
     assert (kw["enable_lora"], kw["max_loras"], kw["max_lora_rank"], kw["max_cpu_loras"]) == (True, 2, 8, 4)
     assert cfg["lora_config"] == {"max_num_adapters_per_replica": 4}
     assert cfg["server_cls"] == "dsserve.serving.server:LLMServer"
     assert cfg["experimental_configs"]["dsserve_lora"]["adapters"]["sql-adapter"] == "tiny-lora:tiny-deepseek-llm-sql"
-    plain = serving_args(load_spec(REPO / "deploy/profiles/local-cpu-dense.yaml"))["llm_configs"][0]
+    plain = llm_configs_of(serving_args(load_spec(REPO / "deploy/profiles/local-cpu-dense.yaml")))[0]
     assert "lora_config" not in plain and "enable_lora" not in plain["engine_kwargs"]
 
 
 def test_build_resolves_tiny_adapters_and_tells_the_ingress(monkeypatch, tmp_path: Path) -> None:
-    from dsserve.app import _resolve_lora_adapters, serving_args
+    from dsserve.app import _resolve_lora_adapters, llm_configs_of, serving_args
 
     monkeypatch.setenv("DSSERVE_CACHE_DIR", str(tmp_path))
     args = serving_args(load_spec(PROFILE))
     _resolve_lora_adapters(args)
-    table = args["llm_configs"][0]["experimental_configs"]["dsserve_lora"]
+    table = llm_configs_of(args)[0]["experimental_configs"]["dsserve_lora"]
     assert table["adapters"]["sql-adapter"] == str(tiny_lora_path("tiny-deepseek-llm-sql", tmp_path))
     assert Path(table["adapters"]["chat-adapter"], "adapter_model.safetensors").is_file()
     assert args["ingress_cls_config"]["ingress_extra_kwargs"]["lora_adapters"] == {"tiny-deepseek-llm": table}
@@ -303,32 +304,42 @@ def test_server_defaults_to_the_local_loader(monkeypatch) -> None:
     assert LLMServer.__name__ == "LLMServer"  # ray.serve.llm names the deployment LLMServer:<model id>
 
 
-def _ingress(built: dict[str, Path], dynamic: Path) -> Any:
+def _models(built: dict[str, Path], dynamic: Path) -> Any:
+    """The ingress's model directory, as DsserveIngress builds it from ray.serve.llm's card and the table."""
     from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard
 
-    from dsserve.serving.ingress import DsserveIngress
+    from dsserve.serving.ingress import IngressModels
 
-    ing = DsserveIngress.__new__(DsserveIngress)  # no Ray: only what the model routes use
-    ing._model_cards = {"base": ModelCard(id="base", object="model", owned_by="o", permission=[],
-                                          metadata={"model_id": "base", "max_request_context_length": 2048})}
-    ing._lora_paths = {"base": None}  # what ray.serve.llm's builder passes without a cloud path
-    ing._lora = {"base": _table(built, dynamic)}
-    return ing
+    cards = {"base": ModelCard(id="base", object="model", owned_by="o", permission=[],
+                               metadata={"model_id": "base", "max_request_context_length": 2048})}
+
+    async def layout(model: str) -> dict:
+        return {"engine": "vllm"}
+
+    return IngressModels(cards, {"base": _table(built, dynamic)}, layout=layout)
 
 
 def test_ingress_knows_served_adapters_only(built: dict[str, Path], tmp_path: Path) -> None:
-    ing = _ingress(built, tmp_path)
-    assert ing._knows_model("base") and ing._knows_model("base:sql")
-    assert not ing._knows_model("base:nope") and not ing._knows_model("other:sql") and not ing._knows_model("base:")
-    assert ing._served_ids() == ["base", "base:sql"]
+    models = _models(built, tmp_path)
+    assert models.knows("base") and models.knows("base:sql")
+    assert not models.knows("base:nope") and not models.knows("other:sql") and not models.knows("base:")
+    assert models.served_ids() == ["base", "base:sql"]
     shutil.copytree(built["tiny-deepseek-llm-chat"], tmp_path / "hot")
-    assert ing._knows_model("base:hot") and ing._served_ids() == ["base", "base:hot", "base:sql"]
+    assert models.knows("base:hot") and models.served_ids() == ["base", "base:hot", "base:sql"]
 
 
 def test_ingress_lists_adapter_cards(built: dict[str, Path], tmp_path: Path) -> None:
-    ing = _ingress(built, tmp_path)
-    listing = asyncio.run(ing.models(SimpleNamespace(headers={})))
-    assert [c.id for c in listing.data] == ["base", "base:sql"]
-    card = asyncio.run(ing.model("base:sql"))
-    assert card.metadata["base_model_id"] == "base" and card.metadata["max_request_context_length"] == 2048
-    assert asyncio.run(ing.model("base:nope")) is None
+    models = _models(built, tmp_path)
+    listing = asyncio.run(models.list_models())
+    assert [c["id"] for c in listing["data"]] == ["base", "base:sql"]
+    assert listing["data"][0]["metadata"]["dsserve"] == {"engine": "vllm"}, "the live layout of base models"
+    card = asyncio.run(models.model_card("base:sql"))
+    assert card["metadata"]["base_model_id"] == "base" and card["metadata"]["max_request_context_length"] == 2048
+    assert asyncio.run(models.model_card("base:nope")) is None
+
+
+def test_lora_needs_the_separate_ingress() -> None:
+    data = yaml.safe_load((REPO / "deploy/profiles/local-cpu-lora.yaml").read_text())
+    data["serving"]["gateway"] = "direct"
+    message = _error(data)
+    assert "serving.gateway" in message and "set serving.gateway: ingress" in message

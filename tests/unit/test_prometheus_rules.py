@@ -294,7 +294,7 @@ def test_local_prometheus_scrapes_haproxy_only_behind_haproxy(local_cpu_data: di
     assert local_cpu_data["serving"]["proxy"] == "haproxy"  # the default
     assert LocalPrometheus.for_spec(parse_spec(local_cpu_data)).targets == {
         "dsserve-ray": ["127.0.0.1:8080"], "dsserve-haproxy": ["127.0.0.1:9101"]}
-    local_cpu_data["serving"]["proxy"] = "python"
+    local_cpu_data["serving"].update(proxy="python", gateway="ingress")
     local_cpu_data["observability"]["metrics_export_port"] = 8181
     assert LocalPrometheus.for_spec(parse_spec(local_cpu_data)).targets == {"dsserve-ray": ["127.0.0.1:8181"]}
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from dsserve.app import serving_args, uses_data_parallel
+from dsserve.app import import_path, llm_configs_of, serving_args, uses_data_parallel
 from dsserve.config import load_spec
 from dsserve.render.serve_config import render_serve_config, serve_config
 from tests.conftest import PROFILES, REPO
@@ -25,22 +26,30 @@ def test_no_stray_serve_configs() -> None:
     assert {p.name for p in (REPO / "serve").glob("*.yaml")} == {p.name for p in PROFILES}
 
 
+def rendered_llm_config(app: dict) -> Any:
+    """The LLMConfig of a rendered application, validated the way its builder validates it."""
+    from ray.llm._internal.serve.serving_patterns.data_parallel.builder import DPOpenAiServingArgs
+    from ray.serve.llm import LLMConfig, LLMServingArgs
+
+    args = app["args"]
+    if app["import_path"] == "dsserve.app:build_direct_app":
+        return LLMConfig.model_validate(args["llm_config"])
+    if app["import_path"] == "dsserve.app:build_dp_openai_app":
+        return DPOpenAiServingArgs.model_validate(args).llm_config
+    return LLMServingArgs.model_validate(args).llm_configs[0]
+
+
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
 def test_ray_accepts_the_rendered_config(profile: Path) -> None:
-    """Ray Serve's own schema and ray.serve.llm's LLMServingArgs validate what we render."""
-    from ray.serve.llm import LLMServingArgs
+    """Ray Serve's own schema and ray.serve.llm's config models validate what we render."""
     from ray.serve.schema import ServeDeploySchema
 
     doc = yaml.safe_load(render_serve_config(load_spec(profile), source="x"))
     ServeDeploySchema.model_validate(doc)
-    args = doc["applications"][0]["args"]
     spec = load_spec(profile)
-    if uses_data_parallel(spec):
-        from ray.llm._internal.serve.serving_patterns.data_parallel.builder import DPOpenAiServingArgs
-
-        cfg = DPOpenAiServingArgs.model_validate(args).llm_config
-    else:
-        cfg = LLMServingArgs.model_validate(args).llm_configs[0]
+    app = doc["applications"][0]
+    assert app["import_path"] == import_path(spec)
+    cfg = rendered_llm_config(app)
     assert cfg.model_id == spec.model.id
     if spec.engine.backend == "simulated":  # the modelled layout travels to dsserve/sim, not to vLLM
         from dsserve.sim import SIM_CONFIG_KEY
@@ -52,7 +61,7 @@ def test_ray_accepts_the_rendered_config(profile: Path) -> None:
 
 
 def test_cpu_profile_uses_cpu_bundles_only() -> None:
-    cfg = serving_args(load_spec(REPO / "deploy/profiles/local-cpu.yaml"))["llm_configs"][0]
+    cfg = llm_configs_of(serving_args(load_spec(REPO / "deploy/profiles/local-cpu.yaml")))[0]
     assert cfg["accelerator_config"] == {"kind": "cpu"}
     assert cfg["placement_group_config"]["bundles"] == [{"CPU": 1}]
     assert "accelerator_type" not in cfg
@@ -63,14 +72,14 @@ def test_tp2_on_cpu_binds_one_core_per_rank(local_cpu_data: dict) -> None:
     from dsserve.config import parse_spec
 
     local_cpu_data["engine"]["tensor_parallel_size"] = 2
-    cfg = serving_args(parse_spec(local_cpu_data))["llm_configs"][0]
+    cfg = llm_configs_of(serving_args(parse_spec(local_cpu_data)))[0]
     assert cfg["placement_group_config"]["bundles"] == [{"CPU": 1}, {"CPU": 1}]
     assert cfg["runtime_env"]["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
 
 
 def test_gpu_profile_packs_tp_group_on_one_node() -> None:
     spec = load_spec(REPO / "deploy/profiles/h800x8-deepseek-llm-67b-tp8.yaml")
-    cfg = serving_args(spec)["llm_configs"][0]
+    cfg = llm_configs_of(serving_args(spec))[0]
     assert cfg["placement_group_config"] == {"bundles": [{"GPU": 1}] * 8, "strategy": "STRICT_PACK"}
     assert cfg["accelerator_config"] == {"kind": "gpu"}
     assert "accelerator_type" not in cfg  # Ray has no H800 accelerator constant
@@ -79,10 +88,40 @@ def test_gpu_profile_packs_tp_group_on_one_node() -> None:
 
 
 def test_import_path_is_dsserve_builder() -> None:
-    doc = serve_config(load_spec(REPO / "deploy/profiles/local-cpu.yaml"))
-    app = doc["applications"][0]
-    assert app["import_path"] == "dsserve.app:build_openai_app"
-    assert app["args"]["ingress_cls_config"]["ingress_cls"] == "dsserve.serving.ingress:DsserveIngress"
+    """Direct mode (the default): dsserve's builder on ray.serve.llm's direct streaming, dsserve's replica class.
+    Ingress mode (LoRA): ray.serve.llm's OpenAI builder with dsserve's ingress class."""
+    app = serve_config(load_spec(REPO / "deploy/profiles/local-cpu.yaml"))["applications"][0]
+    assert app["import_path"] == "dsserve.app:build_direct_app"
+    assert app["args"]["llm_config"]["server_cls"] == "dsserve.serving.direct:LLMServer"
+    assert app["args"]["prefix_router"] is False and app["args"]["data_parallel"] is False
+    lora = serve_config(load_spec(REPO / "deploy/profiles/local-cpu-lora.yaml"))["applications"][0]
+    assert lora["import_path"] == "dsserve.app:build_openai_app"
+    assert lora["args"]["ingress_cls_config"]["ingress_cls"] == "dsserve.serving.ingress:DsserveIngress"
+    assert lora["args"]["ingress_deployment_config"]["num_replicas"] >= 1
+
+
+def test_direct_mode_lets_the_pipeline_refuse_before_serve_queues() -> None:
+    """Serve's own refusal is plain text: the engine deployment takes every request and the pipeline admits."""
+    spec = load_spec(REPO / "deploy/profiles/local-cpu.yaml")
+    cfg = serve_config(spec)["applications"][0]["args"]["llm_config"]
+    dep = cfg["deployment_config"]
+    assert dep["max_queued_requests"] == -1
+    assert dep["max_ongoing_requests"] > cfg["experimental_configs"]["dsserve_api"]["max_inflight"]
+
+
+@pytest.mark.parametrize("profile", [p for p in PROFILES if "lora" not in p.name], ids=lambda p: p.name)
+def test_direct_app_builds_on_ray_serve_llm(profile: Path) -> None:
+    """The builder the YAML names turns the args into Serve's application graph, without a cluster."""
+    from dsserve.app import build_app
+
+    spec = load_spec(profile)
+    app = build_app(spec)
+    deployment = app._bound_deployment
+    assert deployment.name.startswith(("LLMServer:", "DPServer:")), deployment.name
+    if spec.serving.router == "prefix_cache_affinity":
+        assert app._ingress_request_router is not None, "prefix affinity needs Serve's ingress request router"
+    else:
+        assert getattr(app, "_ingress_request_router", None) is None
 
 
 def test_dp_attention_uses_ray_dp_builder_with_one_replica_per_rank() -> None:
@@ -93,15 +132,20 @@ def test_dp_attention_uses_ray_dp_builder_with_one_replica_per_rank() -> None:
     spec = load_spec(REPO / "deploy/profiles/h800x8-deepseek-v2-lite-dp8-ep.yaml")
     doc = serve_config(spec)
     app = doc["applications"][0]
-    assert app["import_path"] == "dsserve.app:build_dp_openai_app"
-    cfg = DPOpenAiServingArgs.model_validate(app["args"]).llm_config
+    assert app["import_path"] == "dsserve.app:build_direct_app" and app["args"]["data_parallel"] is True
+    cfg = rendered_llm_config(app)
     assert cfg.engine_kwargs["data_parallel_size"] == 8 and cfg.engine_kwargs["enable_expert_parallel"] is True
     options = DPServer.get_deployment_options(cfg)
     assert options["num_replicas"] == 8  # one Serve replica per DP rank
     assert options["gang_scheduling_config"].gang_size == 8
     assert options["placement_group_bundles"] == [{"GPU": 1, "CPU": 1}]  # one GPU per rank (TP1), replica CPU merged
-    # admission counts every rank's engine slots
-    assert app["args"]["ingress_cls_config"]["ingress_extra_kwargs"]["max_inflight"] == 8 * 256 + 2048
+    # admission counts every rank's engine slots; each rank's pipeline takes an eighth
+    settings = cfg.experimental_configs["dsserve_api"]
+    assert settings["max_inflight"] == 8 * 256 + 2048 and settings["replicas"] == 8
+    ingress = serve_config(load_spec(REPO / "deploy/profiles/h800x8-deepseek-v2-lite-dp8-ep.yaml",
+                                     overrides=["serving.gateway=ingress"]))["applications"][0]
+    assert ingress["import_path"] == "dsserve.app:build_dp_openai_app"
+    assert DPOpenAiServingArgs.model_validate(ingress["args"]).llm_config.model_id == spec.model.id
 
 
 
@@ -118,7 +162,7 @@ def test_two_node_tp8_pp2_places_16_gpu_bundles_with_pack() -> None:
     spec = load_spec(TWO_NODE_TP_PP)
     assert (spec.hardware.nodes, spec.hardware.gpus_per_node) == (2, 8)
     doc = yaml.safe_load(render_serve_config(spec, source="x"))
-    cfg = LLMServingArgs.model_validate(doc["applications"][0]["args"]).llm_configs[0]
+    cfg = rendered_llm_config(doc["applications"][0])
     assert cfg.placement_group_config == {
         "bundles": [{"GPU": 1}] * 16, "strategy": "PACK"}
     assert cfg.engine_kwargs["tensor_parallel_size"] == 8 and cfg.engine_kwargs["pipeline_parallel_size"] == 2
@@ -136,11 +180,11 @@ def test_one_node_layouts_stay_strict_pack(local_cpu_data: dict) -> None:
     from dsserve.config import parse_spec
 
     for name in ("h800x8-deepseek-llm-67b.yaml", "h800x8-deepseek-v2.yaml", "h800x8-deepseek-v3-awq.yaml"):
-        pg = serving_args(load_spec(REPO / "deploy/profiles" / name))["llm_configs"][0]["placement_group_config"]
+        pg = llm_configs_of(serving_args(load_spec(REPO / "deploy/profiles" / name)))[0]["placement_group_config"]
         assert pg["strategy"] == "STRICT_PACK" and len(pg["bundles"]) <= 8
     # A two-node spec whose group still fits one node keeps it on one node.
     spec = load_spec(TWO_NODE_TP_PP, overrides=["engine.pipeline_parallel_size=1"])
-    assert serving_args(spec)["llm_configs"][0]["placement_group_config"]["strategy"] == "STRICT_PACK"
+    assert llm_configs_of(serving_args(spec))[0]["placement_group_config"]["strategy"] == "STRICT_PACK"
 
 
 def test_two_node_serve_config_states_the_cluster_it_needs() -> None:
@@ -165,8 +209,8 @@ def test_two_node_dp16_renders_16_single_gpu_ranks_over_both_nodes() -> None:
 
     spec = load_spec(TWO_NODE_DP)
     app = serve_config(spec)["applications"][0]
-    assert app["import_path"] == "dsserve.app:build_dp_openai_app"
-    cfg = DPOpenAiServingArgs.model_validate(app["args"]).llm_config
+    assert app["import_path"] == "dsserve.app:build_direct_app" and app["args"]["data_parallel"] is True
+    cfg = rendered_llm_config(app)
     options = DPServer.get_deployment_options(cfg)
     assert options["num_replicas"] == 16 and options["gang_scheduling_config"].gang_size == 16
     assert options["placement_group_bundles"] == [{"GPU": 1, "CPU": 1}]

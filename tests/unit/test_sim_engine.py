@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dsserve.app import serving_args
+from dsserve.app import llm_configs_of, serving_args
 from dsserve.config import load_spec, parse_spec
 from dsserve.sim import SIM_CONFIG_KEY, SIMULATED_ENGINE_CLS
 from dsserve.sim.engine import SimulatedEngine, chat_prompt_tokens
@@ -52,7 +52,7 @@ def _run(coro: Any) -> Any:
 
 def test_rendered_app_selects_the_simulated_engine_and_carries_the_modelled_layout() -> None:
     spec = _sim_spec()
-    cfg = serving_args(spec)["llm_configs"][0]
+    cfg = llm_configs_of(serving_args(spec))[0]
     assert cfg["runtime_env"]["env_vars"]["RAYLLM_VLLM_ENGINE_CLS"] == SIMULATED_ENGINE_CLS
     assert cfg["accelerator_config"] == {"kind": "cpu"} and "accelerator_type" not in cfg
     assert cfg["placement_group_config"]["bundles"] == [{"CPU": 1}]
@@ -64,8 +64,8 @@ def test_dp_attention_is_simulated_as_one_replica_per_rank_on_the_plain_builder(
     data["engine"]["backend"] = "simulated"
     spec = parse_spec(data)
     args = serving_args(spec)
-    assert "llm_configs" in args
-    dep = args["llm_configs"][0]["deployment_config"]
+    assert args["data_parallel"] is False, "simulated ranks are plain replicas, not ray.serve.llm's DPServer"
+    dep = llm_configs_of(args)[0]["deployment_config"]
     assert dep["num_replicas"] == spec.serving.replicas * spec.engine.data_parallel_size
 
 

@@ -103,7 +103,8 @@ chart's appVersion; a digest, when set, is used instead of the tag; `latest` is 
 
 {{/*
 The first application of the Serve config as data, checked against the values that must agree with it:
-serve.port (the Service and NetworkPolicy port) and apiKeys.envName (the variable the ingress reads).
+serve.port (the Service and NetworkPolicy port) and apiKeys.envName (the variable the request pipeline
+reads: in the ingress's kwargs in ingress mode, in the engine's LLM config in direct mode).
 */}}
 {{- define "dsserve.serveApp" -}}
 {{- $doc := fromYaml (include "dsserve.serveConfigV2" .) }}
@@ -119,13 +120,17 @@ serve.port (the Service and NetworkPolicy port) and apiKeys.envName (the variabl
 {{- fail (printf "serve.port is %d but serveConfigV2's http_options.port is %d; they must match (set both from the profile's api.port with `dsserve render helm-values`)" (int .Values.serve.port) (int $port)) }}
 {{- end }}
 {{- $app := index $apps 0 }}
-{{- $keysEnv := dig "args" "ingress_cls_config" "ingress_extra_kwargs" "api_keys_env" "" $app | default "" }}
-{{- if ne (toString $keysEnv) (toString .Values.apiKeys.envName) }}
-{{- fail (printf "apiKeys.envName is %q but the Serve config's ingress reads API keys from %q; set apiKeys.envName to match (the profile's api.api_keys_env)" (toString .Values.apiKeys.envName) (toString $keysEnv)) }}
+{{- $pipeline := dig "args" "ingress_cls_config" "ingress_extra_kwargs" dict $app }}
+{{- if not $pipeline }}
+{{- $pipeline = dig "args" "llm_config" "experimental_configs" "dsserve_api" dict $app }}
 {{- end }}
-{{- $keysFile := dig "args" "ingress_cls_config" "ingress_extra_kwargs" "api_keys_file" "" $app | default "" }}
+{{- $keysEnv := get $pipeline "api_keys_env" | default "" }}
+{{- if ne (toString $keysEnv) (toString .Values.apiKeys.envName) }}
+{{- fail (printf "apiKeys.envName is %q but the Serve config's request pipeline reads API keys from %q; set apiKeys.envName to match (the profile's api.api_keys_env)" (toString .Values.apiKeys.envName) (toString $keysEnv)) }}
+{{- end }}
+{{- $keysFile := get $pipeline "api_keys_file" | default "" }}
 {{- if ne (toString $keysFile) (toString .Values.apiKeys.filePath) }}
-{{- fail (printf "apiKeys.filePath is %q but the Serve config's ingress reads API keys from the file %q; set apiKeys.filePath to match (the profile's api.api_keys_file)" (toString .Values.apiKeys.filePath) (toString $keysFile)) }}
+{{- fail (printf "apiKeys.filePath is %q but the Serve config's request pipeline reads API keys from the file %q; set apiKeys.filePath to match (the profile's api.api_keys_file)" (toString .Values.apiKeys.filePath) (toString $keysFile)) }}
 {{- end }}
 {{- toJson $app }}
 {{- end }}
@@ -136,10 +141,12 @@ serve.port (the Service and NetworkPolicy port) and apiKeys.envName (the variabl
 {{- $llms := dig "args" "llm_configs" list $app }}
 {{- if $llms }}
 {{- dig "model_loading_config" "model_id" "" (index $llms 0) }}
+{{- else }}
+{{- dig "args" "llm_config" "model_loading_config" "model_id" "" $app }}
 {{- end }}
 {{- end }}
 
-{{/* Environment of every Ray container (head, workers): HAProxy switches, secrets, extraEnv. */}}
+{{/* Environment of every Ray container (head, workers): HAProxy switches, the profile's Serve settings, secrets, extraEnv. */}}
 {{- define "dsserve.rayEnv" -}}
 {{- if .Values.haproxy.enabled }}
 - name: RAY_SERVE_ENABLE_HA_PROXY
@@ -150,6 +157,12 @@ serve.port (the Service and NetworkPolicy port) and apiKeys.envName (the variabl
   value: {{ int .Values.haproxy.metricsPort | toString | quote }}
 - name: RAY_SERVE_HAPROXY_MAXCONN
   value: {{ int .Values.haproxy.maxconn | toString | quote }}
+{{- end }}
+{{- range $name, $value := .Values.serveEnv }}
+{{- if not (hasKey $.Values.extraEnv $name) }}
+- name: {{ $name }}
+  value: {{ toString $value | quote }}
+{{- end }}
 {{- end }}
 {{- if .Values.apiKeys.envName }}
 - name: {{ .Values.apiKeys.envName }}

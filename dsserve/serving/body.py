@@ -1,0 +1,255 @@
+"""Reading and checking a request body: size cap, strict JSON, and the request's shape.
+
+The pipeline reads the body itself so that every route gets the same answers whatever app is below
+(vLLM's own in direct mode, ray.serve.llm's ingress otherwise), and parses it once, cheaply: ``json``
+plus a few field lookups. Full validation of the request fields stays with vLLM's request models.
+
+What a body may hold (the fuzzer's contract, tests/e2e/test_fuzz.py): strict JSON (no ``NaN``/
+``Infinity``) of well-formed Unicode (a lone surrogate escape is 400), an object. On generate routes:
+at least one chat message; ``n`` at most ``api.max_n``; at most ``api.max_prompts`` prompts in a
+completions request. A request's *weight* is the number of sequences it asks the engine for (prompts x
+``n``); the admission gate and the rate limiter charge it that many slots and tokens, so a batch of 64
+prompts with ``n: 16`` costs what 1,024 single requests cost, not one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Any
+
+from pydantic import ValidationError
+
+from dsserve.serving.errors import BodyTooLarge, InvalidRequest
+
+__all__ = [
+    "RequestShape",
+    "diagnose",
+    "locate_bad_field",
+    "parse_json",
+    "read_body",
+    "request_model",
+    "request_shape",
+    "validate_request",
+    "validation_message",
+]
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+# a \uD800-\uDFFF escape: JSON can spell a lone surrogate that way, and Python decodes it
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+async def read_body(receive: Receive, declared_length: int | None, limit: int) -> bytes:
+    """The whole body, refusing (413) past ``limit`` bytes before reading it when the length is declared."""
+    if declared_length is not None and declared_length > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError("the client went away while sending the body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (JSON numbers are finite)")
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _first_bad_string(data: Any, path: str = "") -> str | None:
+    """The path (``messages.0.content``) of the first key or string holding a lone UTF-16 surrogate."""
+    if isinstance(data, str):
+        return None if _is_unicode(data) else (path or "(body)")
+    items: Any = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for k, v in items:
+        here = f"{path}.{k}" if path else str(k)
+        if isinstance(k, str) and not _is_unicode(k):
+            return here
+        found = _first_bad_string(v, here)
+        if found is not None:
+            return found
+    return None
+
+
+def parse_json(raw: bytes, *, what: str = "`model` and `messages` (chat) or `prompt` (completions)") -> dict[str, Any]:
+    """The body as a JSON object, or InvalidRequest saying what is wrong with it."""
+    if not raw:
+        raise InvalidRequest(f"The request body is empty; send a JSON object with {what}.", code="invalid_body")
+    try:
+        data = json.loads(raw, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise InvalidRequest(f"The request body is not valid JSON ({exc.__class__.__name__}: {exc}); "
+                             "send a JSON object with Content-Type: application/json.", code="invalid_json") from None
+    except RecursionError:
+        raise InvalidRequest("The request body is not valid JSON here: it is nested too deeply.",
+                             code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"The request body must be a JSON object, got {type(data).__name__}.",
+                             code="invalid_body")
+    if _SURROGATE_ESCAPE.search(raw):
+        bad = _first_bad_string(data)
+        if bad is not None:
+            raise InvalidRequest(f"Invalid request: {bad}: holds a lone UTF-16 surrogate escape (\\ud800-\\udfff "
+                                 "without its pair), which is not Unicode text; send well-formed UTF-8.", param=bad)
+    return data
+
+
+class RequestShape:
+    """What the pipeline needs to know of a generate request before the engine sees it."""
+
+    __slots__ = ("model", "weight", "stream")
+
+    def __init__(self, model: str | None, weight: int, stream: bool) -> None:
+        self.model, self.weight, self.stream = model, weight, stream
+
+
+def _prompt_count(data: dict[str, Any]) -> int:
+    prompt = data.get("prompt")
+    count = 1
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        count = len(prompt)  # a list of strings or of token-id lists; a list of ints is one prompt
+    embeds = data.get("prompt_embeds")
+    if isinstance(embeds, list):
+        count = max(count, len(embeds)) if prompt is not None else len(embeds)
+    return max(1, count)
+
+
+def request_shape(data: dict[str, Any], *, chat: bool, max_n: int, max_prompts: int) -> RequestShape:
+    """The model, weight (sequences asked for) and streaming of a generate request; 400 past the limits.
+
+    Fields of the wrong type are left to vLLM's request model, which names them (only values this
+    function can read are checked here).
+    """
+    model = data.get("model")
+    if chat:
+        messages = data.get("messages")
+        if messages == []:
+            raise InvalidRequest("Invalid request: messages: send at least one message.", param="messages")
+        prompts = 1
+    else:
+        prompts = _prompt_count(data)
+        if prompts > max_prompts:
+            raise InvalidRequest(f"Invalid request: prompt: at most {max_prompts} prompts per request "
+                                 f"(api.max_prompts), got {prompts}; split the batch.", param="prompt")
+    n = data.get("n")
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
+    if n > max_n:
+        raise InvalidRequest(f"Invalid request: n: at most {max_n} choices per request (api.max_n), got {n}.",
+                             param="n")
+    stream = data.get("stream") is True
+    return RequestShape(model if isinstance(model, str) else None, prompts * n, stream)
+
+
+# -- naming the field when a request model's own validators crash ------------------------------------
+
+def _is_type_tag(part: str) -> bool:
+    """pydantic names union members and validators in error locations; they are not request fields."""
+    return ("[" in part or "-" in part or part[:1].isupper()
+            or part in ("str", "int", "float", "bool", "list", "dict", "none", "function"))
+
+
+def validation_message(err: dict[str, Any]) -> tuple[str, str | None]:
+    """("path: what is wrong", path) of one pydantic error, without pydantic's type tags in the path."""
+    loc = [str(x) for x in err.get("loc", ()) if x not in ("body",)]
+    path = ".".join(p for p in loc if not _is_type_tag(p))
+    msg = err.get("msg", "invalid value")
+    return (f"{path}: {msg}" if path else msg), (path or None)
+
+
+@lru_cache(maxsize=256)
+def _field_adapter(model_cls: type, name: str) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(model_cls.model_fields[name].annotation)
+
+
+def locate_bad_field(model_cls: Any, data: dict[str, Any]) -> tuple[str | None, str]:
+    """(field, what is wrong) for a body whose validation crashed instead of reporting a field.
+
+    vLLM's request models run "before" validators that assume the right types (``messages: true`` ->
+    TypeError "'bool' object is not iterable"); checking each field alone against its type finds the
+    culprit. Runs only on that failure path.
+    """
+    fields = model_cls.model_fields
+    for name, info in fields.items():
+        if info.is_required() and name not in data:
+            return name, "Field required"
+    for name, value in data.items():
+        if name not in fields:
+            continue
+        try:
+            _field_adapter(model_cls, name).validate_python(value)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            msg, path = validation_message({**errors[0], "loc": (name, *errors[0].get("loc", ()))})
+            return path, msg.split(": ", 1)[-1]
+        except Exception:  # noqa: BLE001 - the field's own validator crashed: it is the culprit
+            return name, "invalid value for this field"
+    return None, "the body does not match the request schema"
+
+
+def request_model(path: str) -> Any:
+    """vLLM's request model of a generate route (ray.serve.llm re-exports them)."""
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+    return ChatCompletionRequest if path.endswith("chat/completions") else CompletionRequest
+
+
+def validate_request(model_cls: Any, data: dict[str, Any]) -> Any:
+    """``model_cls`` built from ``data``, or InvalidRequest naming the field.
+
+    vLLM's request models report bad fields as pydantic errors, raise vLLM's own errors from validators
+    (``stream_options`` without ``stream``, an empty ``prompt``), and crash with TypeError/AttributeError on
+    wrong types; all three become a 400 that names the field.
+    """
+    from ray.llm._internal.common.errors import VLLM_CLIENT_ERRORS
+
+    from dsserve.serving.errors import param_of
+
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        msgs = list(dict.fromkeys(validation_message(e) for e in errors))
+        shown, more = msgs[:3], (f" (and {len(msgs) - 3} more)" if len(msgs) > 3 else "")
+        raise InvalidRequest("Invalid request: " + "; ".join(m for m, _ in shown) + more,
+                             param=shown[0][1] if shown else None) from None
+    except RecursionError:
+        raise InvalidRequest("Invalid request: a field is nested too deeply.") from None
+    except VLLM_CLIENT_ERRORS as exc:  # vLLM's own request checks raise these from pydantic validators
+        message = str(exc).strip() or exc.__class__.__name__
+        raise InvalidRequest(f"Invalid request: {message}", param=param_of(message, model_cls.model_fields)) from None
+    except Exception:  # noqa: BLE001 - a "before" validator crashed on a wrong type
+        param, why = locate_bad_field(model_cls, data)
+        raise InvalidRequest(f"Invalid request: {param + ': ' if param else ''}{why}", param=param) from None
+
+
+def diagnose(path: str, data: dict[str, Any]) -> InvalidRequest | None:
+    """A 400 naming the field, for a body the engine's app failed on (5xx) although the fault is the body's.
+
+    None when the body validates: then the failure was the server's.
+    """
+    try:
+        validate_request(request_model(path), data)
+    except InvalidRequest as exc:
+        return exc
+    return None
