@@ -28,7 +28,6 @@ from typing import Any
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.lora import LORA_CONFIG_KEY, TINY_LORA_SOURCE_PREFIX
-from dsserve.serving.routing import ROUTER_CLASS
 from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_llm_config
 
 __all__ = [
@@ -54,10 +53,16 @@ INGRESS_CLS = "dsserve.serving.ingress:DsserveIngress"
 SERVER_CLS = "dsserve.serving.server:LLMServer"
 #: dsserve's LLMServer in direct mode: vLLM's own OpenAI app behind the request pipeline
 DIRECT_SERVER_CLS = "dsserve.serving.direct:LLMServer"
+#: the prefix-affinity router (dsserve/serving/routing.py), named, not imported: importing Ray Serve here would
+#: freeze its settings (read from the environment at import) before `dsserve up` has set them
+ROUTER_CLASS = "dsserve.serving.routing:NonBlockingPrefixCacheAffinityRouter"
 #: where the pipeline's settings ride to the engine replicas in direct mode (dsserve/serving/direct.py)
 PIPELINE_CONFIG_KEY = "dsserve_api"
 #: Serve's own queue in front of the pipeline, in direct mode: room for the requests the pipeline refuses
 DIRECT_HEADROOM = 64
+#: Retry-After of Serve's refusals while a direct-mode deployment has no engine replica (replacement: ~40-70 s
+#: for the tiny CPU model, minutes for a large checkpoint)
+DIRECT_RETRY_AFTER_S = 5
 
 
 def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
@@ -136,11 +141,16 @@ def _deployment_config(spec: DeploymentSpec) -> dict[str, Any]:
     if sv.gateway == "direct":
         # The engine replica is the ingress: Serve must hand every request to the pipeline, which admits
         # this replica's share and answers the rest 503 (Serve's own refusal is plain text, before any app
-        # code runs). Admitted requests past max_num_seqs wait in vLLM's scheduler.
+        # code runs), so Serve's slots are the share plus headroom and nothing waits for them. Admitted
+        # requests past max_num_seqs wait in vLLM's scheduler. max_queued_requests bounds the one other
+        # path: while no engine replica runs (the only one died and is being replaced), HAProxy sends
+        # requests to Serve's proxy on the head node, whose router would hold every one of them until a
+        # replacement is up; with 1, it holds one and refuses the rest at once with 503 + Retry-After.
         share = _direct_admission_share(spec)
         cfg: dict[str, Any] = {
             "max_ongoing_requests": (share if share is not None else 65536) + DIRECT_HEADROOM,
-            "max_queued_requests": -1,
+            "max_queued_requests": 1,
+            "backpressure_config": {"status_code": 503, "retry_after_s": DIRECT_RETRY_AFTER_S},
         }
     else:
         cfg = {
@@ -220,17 +230,23 @@ def import_path(spec: DeploymentSpec) -> str:
 def serving_args(spec: DeploymentSpec) -> dict[str, Any]:
     """Plain-data builder args for this spec: what `serve deploy` YAML and `dsserve up` both use.
 
-    Direct mode: ``{"llm_config", "data_parallel", "prefix_router"}`` for :func:`build_direct_app`.
+    Direct mode: ``{"llm_config", "data_parallel", "prefix_router"[, "router_replicas"]}`` for
+    :func:`build_direct_app`.
     Ingress mode: shaped like ray.serve.llm's ``LLMServingArgs`` (``llm_configs``), or for data-parallel
     attention like its ``DPOpenAiServingArgs`` (one ``llm_config``; each Serve replica is one DP rank, and
     ``num_replicas`` counts DP groups, gang-scheduled so a failed rank restarts its group).
     """
     if spec.serving.gateway == "direct":
-        return {
+        args: dict[str, Any] = {
             "llm_config": llm_config(spec),
             "data_parallel": uses_data_parallel(spec),
             "prefix_router": spec.serving.router == "prefix_cache_affinity",
         }
+        if args["prefix_router"]:
+            from dsserve.planner.gateway import plan_gateway
+
+            args["router_replicas"] = plan_gateway(spec).router_replicas
+        return args
     llm = {"llm_config": llm_config(spec)} if uses_data_parallel(spec) else {"llm_configs": [llm_config(spec)]}
     return {
         **llm,
@@ -413,10 +429,9 @@ def build_direct_app(args: dict[str, Any]) -> Any:
     router (``LLMRouter``) for each request's replica, which runs the deployment's request router (the
     prefix-affinity one); without it HAProxy balances by least connections itself.
     """
-    from ray.llm._internal.serve.core.ingress.builder import (
-        _build_direct_streaming_llm_deployment,
-        _build_openai_ingress_request_router,
-    )
+    from ray import serve
+    from ray.llm._internal.serve.core.ingress.builder import _build_direct_streaming_llm_deployment
+    from ray.llm._internal.serve.core.server.builder import build_llm_deployment
     from ray.serve.llm import LLMConfig
 
     from dsserve.serving.direct import DPServer, LLMServer
@@ -425,11 +440,26 @@ def build_direct_app(args: dict[str, Any]) -> Any:
     _resolve_tiny_sources([args.get("llm_config")])
     cfg = LLMConfig.model_validate(args["llm_config"])
     cls = DPServer if args.get("data_parallel") else LLMServer
+    if not args.get("prefix_router"):
+        # HAProxy balances the engine replicas itself; Serve refuses a request router on an ingress deployment
+        # without an ingress request router (upstream's direct builder would set its round-robin one)
+        return build_llm_deployment(cfg, deployment_cls=serve.ingress()(cls))
     deployment = _build_direct_streaming_llm_deployment(cfg, deployment_cls=cls)
-    if args.get("prefix_router"):
-        router = _build_openai_ingress_request_router(server=deployment, llm_config=cfg)
-        deployment = deployment._with_ingress_request_router(router)
-    return deployment
+    return deployment._with_ingress_request_router(_ingress_request_router(deployment, args.get("router_replicas", 1)))
+
+
+def _ingress_request_router(server: Any, replicas: int) -> Any:
+    """ray.serve.llm's ingress request router (``LLMRouter``) for ``server``, with ``replicas`` replicas.
+
+    What ``core/ingress/builder.py`` ``_build_openai_ingress_request_router`` binds for a model without LoRA
+    or KV-aware routing (the only kind direct mode serves), plus the replica count the planner sizes for
+    the target QPS: upstream's always has one, and every request of the deployment asks it for a replica.
+    """
+    from ray import serve
+    from ray.llm._internal.serve.core.ingress.router import LLMRouter
+
+    return serve.deployment(LLMRouter, max_ongoing_requests=1000, num_replicas=max(1, replicas),
+                            ray_actor_options={"num_cpus": 0}).bind(server=server, llm_config=None, base_model_id=None)
 
 
 def build_dp_openai_app(args: dict[str, Any]) -> Any:

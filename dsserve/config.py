@@ -520,6 +520,13 @@ class DeploymentSpec(_Strict):
                     "in direct mode every engine replica is a gateway replica; remove it, or set "
                     "serving.gateway: ingress",
                 )
+        from dsserve.planner.gateway import gateway_problem
+
+        problem = gateway_problem(self)
+        if problem is not None:
+            path, message = problem
+            raise _PathError(path, getattr(self.slo, "target_qps") if path == "slo.target_qps" else sv.gateway_replicas,
+                             message)
         return self
 
     @model_validator(mode="after")

@@ -47,6 +47,7 @@ class GatewayPlan:
     engine_replicas: int
     busiest_process_share: float  # planned busy share of the busiest Python process, 0..1+
     haproxy_threads: int
+    router_replicas: int  # Serve's ingress request router (prefix affinity, direct mode); 0 when not used
     carries_qps: float  # the most the planned replicas carry at the planned busy share
     source: str = A.GATEWAY_CPU_SOURCE
     notes: list[str] = field(default_factory=list)
@@ -100,6 +101,8 @@ def plan_gateway(spec: DeploymentSpec, *, qps: float | None = None, output_token
         replicas = sv.gateway_replicas if sv.gateway_replicas is not None else needed
         carries = min(replicas * per_process_qps(ingress_ms), engines * per_process_qps(engine_ms))
         busiest = max(qps * ingress_ms / 1000.0 / replicas, qps * engine_ms / 1000.0 / engines)
+    router_ms = hops.get("Serve ingress request router (prefix affinity)")
+    router_replicas = math.ceil(qps / per_process_qps(router_ms)) if router_ms else 0
     cores = qps * total / 1000.0
     haproxy_cores = qps * hops["HAProxy"] / 1000.0
     threads = max(1, min(HAPROXY_MAX_THREADS, math.ceil(haproxy_cores / A.GATEWAY_UTILIZATION)))
@@ -109,7 +112,7 @@ def plan_gateway(spec: DeploymentSpec, *, qps: float | None = None, output_token
     return GatewayPlan(mode=mode, qps=qps, output_tokens=tokens, hops=hops, cpu_ms_per_request=round(total, 3),
                        cores=round(cores, 3), replicas=replicas, replicas_needed=needed, engine_replicas=engines,
                        busiest_process_share=round(busiest, 3), haproxy_threads=threads,
-                       carries_qps=round(carries, 1), notes=notes)
+                       router_replicas=router_replicas, carries_qps=round(carries, 1), notes=notes)
 
 
 def gateway_problem(spec: DeploymentSpec) -> tuple[str, str] | None:

@@ -17,6 +17,7 @@ from dsserve.catalog import ACCELERATORS, GIB, arch_from_hf_config, load_hf_conf
 from dsserve.errors import SpecError
 from dsserve.planner import assumptions as A
 from dsserve.planner.deployment import Deployment, Layout, deployment_from_spec, weight_format_for
+from dsserve.planner.gateway import GatewayPlan, plan_gateway
 from dsserve.planner.memory import MemoryPlan, layout_problems, plan_memory
 from dsserve.planner.perf import PerfModel
 from dsserve.planner.slo import (LoadPoint, RequestMix, TokenDist, capacity_qps, evaluate_load,
@@ -52,6 +53,8 @@ class Plan:
     capacity_qps: float  # largest sustainable QPS, any latency
     alternatives: list[Alternative] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the serving path's CPU for the mix's QPS (dsserve/planner/gateway.py); set when planned from a spec
+    gateway: GatewayPlan | None = None
 
     # -- the simulated engine's interface ------------------------------------------------------
     def decode_step_time_s(self, batch: float, context: float) -> float:
@@ -77,7 +80,7 @@ class Plan:
 
     @property
     def ok(self) -> bool:
-        return self.fits and self.meets_slo
+        return self.fits and self.meets_slo and (self.gateway is None or self.gateway.carries_target)
 
     @property
     def decode_context(self) -> float:
@@ -273,7 +276,9 @@ def plan_profile(path: str | Path, *, overrides: dict[str, Any] | None = None, h
             raise SpecError(f"{path}: engine.max_model_len {spec.engine.max_model_len} exceeds the "
                             f"{arch.max_context} tokens {hf_config} allows; lower it with --max-model-len")
     mix = request_mix_from_spec(spec, **(mix_args or {}))
-    return build_plan(deployment_from_spec(spec, arch), mix, alternatives=alternatives)
+    plan = build_plan(deployment_from_spec(spec, arch), mix, alternatives=alternatives)
+    plan.gateway = plan_gateway(spec, qps=mix.qps, output_tokens=round(mix.output.mean))
+    return plan
 
 
 def assumption_lines(dep: Deployment) -> list[str]:

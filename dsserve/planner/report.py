@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from dsserve.catalog import GIB, kv_bytes_per_token
+from dsserve.planner.gateway import GatewayPlan
 from dsserve.planner.plan import Plan, assumption_lines
 
 __all__ = ["plan_to_dict", "render_text", "table"]
@@ -113,6 +114,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "prefill_utilization": load.prefill_utilization, "output_tok_s": load.output_tok_s,
             "max_qps_meeting_slo": plan.max_qps, "sustainable_qps": plan.capacity_qps,
         },
+        "gateway": plan.gateway.to_dict() if plan.gateway is not None else None,
         "alternatives": [
             {"change": a.change, "distance": a.distance, "layout": a.deployment.layout.label(),
              "accelerator": a.deployment.accel.key, "nodes": a.deployment.nodes,
@@ -129,6 +131,25 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 def _finite(x: float) -> float | None:
     return None if math.isinf(x) or math.isnan(x) else x
+
+
+def gateway_lines(g: GatewayPlan) -> list[str]:
+    """The gateway section of the report: CPU per request by hop, cores, replicas, HAProxy."""
+    where = ("each engine replica terminates HTTP (direct mode)" if g.mode == "direct"
+             else "ingress replicas in front of the engine replicas (ingress mode)")
+    out = [f"Gateway at {g.qps:g} QPS of {g.output_tokens}-token streams: {where}"]
+    rows = [[hop, ms, round(g.qps * ms / 1000.0, 3)] for hop, ms in g.hops.items()]
+    rows.append(["total", round(g.cpu_ms_per_request, 3), g.cores])
+    out.append(table(["hop", "CPU ms/request", "cores at target"], rows))
+    who = "engine replicas" if g.mode == "direct" else "ingress replicas"
+    out.append(f"  {who}: {g.replicas} (the target needs {g.replicas_needed} at {g.to_dict()['utilization_planned']:.0%} "
+               f"of a core each); busiest process {g.busiest_process_share:.0%} busy; HAProxy threads "
+               f"{g.haproxy_threads}" + (f"; ingress request router replicas {g.router_replicas}"
+                                          if g.router_replicas else ""))
+    out.append(f"  => {'CARRIES' if g.carries_target else 'CANNOT CARRY'} the target: up to {g.carries_qps:,.1f} QPS")
+    out.append(f"     CPU per request measured by {g.source}")
+    out.extend(f"     note: {n}" for n in g.notes)
+    return out
 
 
 def render_text(plan: Plan) -> str:
@@ -201,6 +222,10 @@ def render_text(plan: Plan) -> str:
     out.append(f"  => {verdict}: {why}")
     out.append(f"     largest QPS meeting this SLO: {plan.max_qps:,.1f}; largest sustainable QPS (any "
                f"latency): {plan.capacity_qps:,.1f}")
+
+    if plan.gateway is not None:
+        out.append("")
+        out.extend(gateway_lines(plan.gateway))
 
     if plan.alternatives:
         out.append("")

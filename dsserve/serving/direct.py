@@ -104,6 +104,22 @@ def without_unreachable_middleware(app: Any) -> Any:
     return app
 
 
+def engine_is_dead(engine: Any) -> bool:
+    """Whether the replica's engine has died (vLLM: its AsyncLLM ``errored``; the simulator: its core task).
+
+    Cheap (an attribute), so the pipeline asks it on every request; Serve's health check then replaces the
+    replica. Unknown counts as alive.
+    """
+    client = getattr(engine, "_engine_client", None)
+    if client is not None:
+        try:
+            return bool(client.errored)
+        except Exception:  # noqa: BLE001 - an engine client of another vLLM: unknown is alive
+            return False
+    error = getattr(engine, "engine_error", None)
+    return bool(error()) if callable(error) else False
+
+
 class PipelineApp:
     """Mixin for an engine replica class: serve the engine's app behind the request pipeline."""
 
@@ -123,7 +139,8 @@ class PipelineApp:
         settings = pipeline_settings(self._llm_config)
         replicas = LiveReplicas.of_this_deployment(settings.replicas)
         pipeline = RequestPipeline(app, settings, ReplicaModels(self._llm_config, replicas), replicas=replicas,
-                                   openapi=openapi_spec(settings.max_n), where="engine replica")
+                                   openapi=openapi_spec(settings.max_n), where="engine replica",
+                                   engine_down=lambda: engine_is_dead(self.engine))
         pipeline.metrics.start()
         self._pipeline = pipeline
         return pipeline

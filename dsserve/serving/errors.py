@@ -27,6 +27,7 @@ import re
 from typing import Any
 
 __all__ = [
+    "ENGINE_RETRY_AFTER_S",
     "AuthError",
     "BodyTooLarge",
     "ClientError",
@@ -35,8 +36,10 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "Unavailable",
+    "engine_down_error",
     "error_body",
     "normalize_error",
+    "overloaded",
 ]
 
 log = logging.getLogger("ray.serve")
@@ -165,6 +168,15 @@ def overloaded(why: str) -> Unavailable:
                        code="overloaded")
 
 
+#: Seconds a client should wait when the engine died: Serve replaces its replica in about 40-70 s here.
+ENGINE_RETRY_AFTER_S = 5
+
+
+def engine_down_error(why: str = "its engine failed and Serve is replacing the replica") -> Unavailable:
+    return Unavailable(f"The model is temporarily unavailable: {why}. Retry after {ENGINE_RETRY_AFTER_S} seconds.",
+                       retry_after_s=ENGINE_RETRY_AFTER_S, code="engine_unavailable")
+
+
 # -- mapping errors made below the pipeline ---------------------------------------------------------
 
 # ray.serve.llm wraps engine messages as "Message: <text> (Request ID: <id>), Internal exception: ..."
@@ -202,12 +214,13 @@ def _reason(status: int) -> str:
         return "Error"
 
 
-def normalize_error(status: int, body: bytes, *, where: str = "") -> bytes:
+def normalize_error(status: int, body: bytes, *, where: str = "", fields: Any = ()) -> bytes:
     """An error body from below (vLLM, Serve, FastAPI, ray.serve.llm) in the one OpenAI shape.
 
     4xx keep their message (cleaned of wrappers, first line only) and the field they name; a message
     that looks like it carries internals is replaced. 5xx keep their status, and their message is
     generic except for a 503 that says why (backpressure). The original of a replaced message is logged.
+    ``fields`` are the request model's, for naming the field a message starts with ("n must be ...").
     """
     message, param, code = "", None, None
     try:
@@ -240,5 +253,5 @@ def normalize_error(status: int, body: bytes, *, where: str = "") -> bytes:
     if status == 503 and code is None:
         code = "overloaded"
     if param is None and status < 500:
-        param = param_of(message)
+        param = param_of(message, fields)
     return error_body(status, message, param=param, code=code)

@@ -44,6 +44,7 @@ from dsserve.serving.errors import (
     InvalidRequest,
     Unavailable,
     clean_upstream_message,
+    engine_down_error,
     error_body,
     overloaded,
     param_of,
@@ -59,8 +60,6 @@ log = logging.getLogger("ray.serve")
 
 #: Errors the engine raises for a request it cannot take (vLLM maps them to 400 in its own server).
 ENGINE_INPUT_ERRORS = (ValueError, OverflowError)
-#: Seconds a client should wait when the engine replica died: Serve replaces it in about 40-70 s here.
-ENGINE_RETRY_AFTER_S = 5
 #: While a request waits for its first answer, how often to check that the engine still has a replica.
 ENGINE_WAIT_CHECK_S = 1.0
 
@@ -90,8 +89,7 @@ def engine_unavailable(exc: BaseException) -> bool:
 
 
 def _engine_down(why: str) -> Unavailable:
-    return Unavailable(f"The model is temporarily unavailable: {why}. Retry after {ENGINE_RETRY_AFTER_S} seconds.",
-                       retry_after_s=ENGINE_RETRY_AFTER_S, code="engine_unavailable")
+    return engine_down_error(why)
 
 
 def engine_error(exc: BaseException, model_fields: Any) -> ClientError:
@@ -249,7 +247,9 @@ class DsserveIngress(OpenAiIngress):
         except _NoEngineReplica:
             raise _engine_down("no engine replica is running (Serve is starting or replacing it)") from None
         except BackPressureError:
-            raise overloaded("the model's request queue is full (serving.max_queued_requests)") from None
+            err = overloaded("the model's request queue is full (serving.max_queued_requests)")
+            err.code = "queue_full"
+            raise err from None
         except ClientError:
             raise
         except Exception as exc:  # raised by the engine replica (arrives as a RayTaskError) or on the way

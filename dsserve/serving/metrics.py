@@ -80,9 +80,8 @@ __all__ = [
     "usage_of_json",
 ]
 
-#: Why the pipeline refused a request.
-REJECT_REASONS = ("overloaded", "queue_full", "too_large", "unauthorized", "rate_limited", "engine_unavailable",
-                  "invalid", "not_found")
+#: Why the pipeline refused a request (admission control; client mistakes are counted by status only).
+REJECT_REASONS = ("overloaded", "queue_full", "too_large", "unauthorized", "rate_limited", "engine_unavailable")
 
 #: The SLO threshold the recording rules read from the histograms; it must be a bucket edge of both.
 SLO_THRESHOLD_S = 0.5
@@ -137,8 +136,8 @@ PROMPT_TOKENS = MetricSpec("dsserve_prompt_tokens", "counter", _TOK_TAGS,
 OUTPUT_TOKENS = MetricSpec("dsserve_output_tokens", "counter", _TOK_TAGS,
                            "Output tokens sent: usage.completion_tokens, else token-carrying stream events.")
 REJECTED = MetricSpec("dsserve_rejected_requests", "counter", ("route", "reason"),
-                      "Requests refused by the pipeline: overloaded, queue_full, too_large, unauthorized, "
-                      "rate_limited, engine_unavailable, invalid, not_found.")
+                      "Requests refused by admission control: overloaded, queue_full, too_large, unauthorized, "
+                      "rate_limited, engine_unavailable.")
 INFLIGHT = MetricSpec("dsserve_inflight_requests", "gauge", (),
                       "Sequences this replica's pipeline holds now (admitted, not finished; streams until they end).")
 LIMIT = MetricSpec("dsserve_admission_limit", "gauge", (),

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from dsserve.serving import routes as routing_table
 from dsserve.serving.admission import AdmissionGate
 from dsserve.serving.auth import KeyStore, RateLimiter, bearer_token, retry_after_seconds
-from dsserve.serving.body import RequestShape, diagnose, parse_json, read_body, request_shape
+from dsserve.serving.body import RequestShape, diagnose, parse_json, read_body, request_model, request_shape
 from dsserve.serving.errors import (
     INTERNAL_MESSAGE,
     AuthError,
@@ -48,6 +48,7 @@ from dsserve.serving.errors import (
     MethodNotAllowed,
     NotFound,
     RateLimited,
+    engine_down_error,
     normalize_error,
     overloaded,
 )
@@ -138,14 +139,18 @@ class RequestPipeline:
 
     ``models`` answers the model routes and the model check; ``replicas`` counts the replicas that
     share the limits (default: the configured count); ``metrics`` records (default: Ray's metrics);
-    ``openapi`` is the document served at ``/openapi.json``; ``where`` names this replica in logs.
+    ``openapi`` is the document served at ``/openapi.json``; ``where`` names this replica in logs;
+    ``engine_down`` says the engine behind the app has died (direct mode: the replica's own engine), so
+    requests get 503 + Retry-After while Serve replaces the replica instead of the app's 500s.
     """
 
     def __init__(self, app: ASGIApp, settings: PipelineSettings, models: ModelDirectory, *,
                  replicas: LiveReplicas | None = None, metrics: RequestMetrics | None = None,
                  openapi: dict[str, Any] | None = None, where: str = "replica",
-                 keys: KeyStore | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 keys: KeyStore | None = None, clock: Callable[[], float] = time.monotonic,
+                 engine_down: Callable[[], bool] | None = None) -> None:
         self.app = app
+        self.engine_down = engine_down
         self.settings = settings
         self.models = models
         self.where = where
@@ -241,6 +246,7 @@ class RequestPipeline:
         label = routing_table.route_label(route)
         auth_header, declared = _headers(scope)
         held = 0
+        model: Any = None
         try:
             self._reshare()
             key_id = self.authenticate(auth_header)
@@ -255,6 +261,8 @@ class RequestPipeline:
                 self.rate_limit(key_id)
                 await self._answer_here(route, path, send)
                 return
+            if self.engine_down is not None and self.engine_down():
+                raise engine_down_error()
             self.rate_limit(key_id, take=False)  # refuse before reading the body; tokens are taken by weight below
             self.admit(1)
             held = 1
@@ -266,7 +274,8 @@ class RequestPipeline:
             else:
                 model = data.get("model")
                 shape = RequestShape(model if isinstance(model, str) else None, 1, False)
-            self.check_model(data.get("model"))
+            model = data.get("model")
+            self.check_model(model)
             self.rate_limit(key_id, shape.weight)
             if shape.weight > held:
                 self.admit(shape.weight, held=held)
@@ -274,7 +283,7 @@ class RequestPipeline:
         except ClientError as err:
             if held:
                 self.gate.release(held)
-            self.metrics.rejected(label, _reason(err))
+            self._record_refusal(route, label, err, model, started)
             await err.send(send)
             return
         except ConnectionAbortedError:  # the client left while sending its body
@@ -285,6 +294,18 @@ class RequestPipeline:
             await self._run_app(scope, _Replay(raw, receive), send, path, data, shape, label, started)
         finally:
             self.gate.release(held)
+
+    def _record_refusal(self, route: routing_table.Route | None, label: str, err: ClientError, model: Any,
+                        started: float) -> None:
+        """A refusal counts as a response of its route (model routes) and, when it is one, as a refusal."""
+        reason = _REFUSAL_REASONS.get(err.status)
+        if reason is not None:
+            self.metrics.rejected(label, "engine_unavailable" if err.code == "engine_unavailable" else reason)
+        if route is not None and route.kind in ("generate", "model_json"):
+            tracker = self.metrics.track(label, started)
+            tracker.model = model if isinstance(model, str) else None
+            tracker.start(err.status, False)
+            tracker.finish()
 
     async def _answer_here(self, route: routing_table.Route, path: str, send: Send) -> None:
         if route.kind == "models":
@@ -324,9 +345,8 @@ class RequestPipeline:
             tracker.finish(client_gone=not failed, failed=failed)
 
 
-def _reason(err: ClientError) -> str:
-    return {401: "unauthorized", 413: "too_large", 429: "rate_limited", 404: "not_found",
-            503: "engine_unavailable" if err.code == "engine_unavailable" else "overloaded"}.get(err.status, "invalid")
+#: Refusals counted in ``dsserve_rejected_requests`` (admission control, in the dashboards' sense): by status.
+_REFUSAL_REASONS = {401: "unauthorized", 413: "too_large", 429: "rate_limited", 503: "overloaded"}
 
 
 class _Replay:
@@ -391,14 +411,25 @@ class _ResponseFilter:
             return
         status = held["status"]
         body = b"".join(self._chunks)
-        body = normalize_error(status, body, where=f"{self._pipeline.where} {self._path}")
-        if self._path in _GENERATE_PATHS and (status >= 500 or status in (400, 422) and _param(body) is None):
-            # a 5xx the body caused, or a 400 that does not say which field: vLLM's request model names it
+        fields = request_model(self._path).model_fields if self._path in _GENERATE_PATHS else ()
+        body = normalize_error(status, body, where=f"{self._pipeline.where} {self._path}", fields=fields)
+        down = self._pipeline.engine_down
+        if status >= 500 and down is not None and down():  # the engine died under this request
+            err = engine_down_error()
+            status, body = err.status, err.body()
+            held["headers"] = [(b"retry-after", str(err.headers["Retry-After"]).encode())]
+        if self._path in _GENERATE_PATHS and (status >= 500 or status in (400, 422)):
+            # a 5xx the body caused, or vLLM's own validation dump: vLLM's request model names the field in the
+            # one wording both modes use (a body that validates keeps the engine's message: context length, ...)
             err = diagnose(self._path, self._data)
             if err is not None:
                 status, body = err.status, err.body()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k, v) for k, v in held.get("headers", ()) if k in _KEPT_ERROR_HEADERS]
+        if status == 503:  # refused below the pipeline: the ingress (no engine replica, queue full) or Serve
+            code = _code(body)
+            self._pipeline.metrics.rejected(self._tracker.route, code if code in ("engine_unavailable", "queue_full")
+                                            else "overloaded")
         self.started = True
         self._tracker.start(status, False)
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
@@ -408,12 +439,12 @@ class _ResponseFilter:
 _GENERATE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
-def _param(body: bytes) -> str | None:
+def _code(body: bytes) -> str | None:
     try:
-        param = json.loads(body)["error"]["param"]
+        code = json.loads(body)["error"]["code"]
     except (ValueError, KeyError, TypeError):
         return None
-    return param if isinstance(param, str) else None
+    return code if isinstance(code, str) else None
 
 
 #: Headers of an error response from below that the client keeps.

@@ -113,8 +113,9 @@ class SimulatedEngine(LLMEngine):
         if getattr(self.llm_config, "log_engine_metrics", False):
             from dsserve.sim.metrics import SimMetrics
 
+            caching = (self._inputs.get("engine") or {}).get("enable_prefix_caching") is not False  # vLLM's default: on
             self.metrics = SimMetrics(self.model_id, max_model_len=t.max_model_len, block_tokens=t.block_tokens,
-                                      kv_blocks=t.kv_blocks, description=t.description)
+                                      kv_blocks=t.kv_blocks, description=t.description, prefix_caching=caching)
         self._wake = asyncio.Event()
         self._core = asyncio.get_running_loop().create_task(self._run_core())
         if self.metrics is not None:
@@ -137,6 +138,10 @@ class SimulatedEngine(LLMEngine):
             await asyncio.sleep(every_s)
             self.metrics.record_state(self.scheduler)
             self.metrics.refresh_static()
+
+    def engine_error(self) -> bool:
+        """The engine core has stopped (direct mode's pipeline answers 503 until Serve replaces the replica)."""
+        return self._error is not None or (self._core is not None and self._core.done())
 
     async def check_health(self) -> None:
         if self._error is not None or (self._core is not None and self._core.done()):

@@ -28,7 +28,7 @@ class SimMetrics:
     """One simulated engine's metric series (engine index 0, like a single-rank vLLM engine)."""
 
     def __init__(self, model_name: str, *, max_model_len: int, block_tokens: int, kv_blocks: int,
-                 description: str) -> None:
+                 description: str, prefix_caching: bool = True) -> None:
         from vllm.v1.metrics.buckets import histogram_buckets
         from vllm.v1.metrics.ray_wrappers import RayCounterWrapper, RayGaugeWrapper, RayHistogramWrapper
 
@@ -69,6 +69,11 @@ class SimMetrics:
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.").labels(*lv)
         by_source = counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", ["source"])
         self.prompt_tokens_computed = by_source.labels(*lv, "local_compute")
+        # vLLM counts every prompt token its prefix cache looks up (queries) and the ones it finds (hits); the
+        # simulator models no cache contents, so it counts the lookups and no hits, like vLLM with unique prompts
+        self.prefix_cache_queries = (counter("vllm:prefix_cache_queries",
+                                             "Prefix cache queries, in terms of number of queried tokens.").labels(*lv)
+                                     if prefix_caching else None)
         self.generation_tokens = counter("vllm:generation_tokens",
                                          "Number of generation tokens processed.").labels(*lv)
         self.num_preemptions = counter("vllm:num_preemptions",
@@ -135,6 +140,8 @@ class SimMetrics:
             prompt = sum(r.prompt_tokens for r in first)
             self.prompt_tokens.inc(prompt)
             self.prompt_tokens_computed.inc(prompt)
+            if self.prefix_cache_queries is not None:
+                self.prefix_cache_queries.inc(prompt)
         if emitted:
             self.generation_tokens.inc(len(emitted))
         for r in first:

@@ -20,7 +20,7 @@ from tests.e2e.conftest import RunningStack, assert_clean_shutdown
 KEYS_FILE = Path(tempfile.gettempdir()) / f"dsserve-e2e-api-keys-{os.getpid()}" / "api-keys"
 KEYS_FILE.parent.mkdir(parents=True, exist_ok=True)
 # `dsserve up` uses the first key for its own health check and sample request; the tests use the others
-KEYS_FILE.write_text("# e2e keys\nkey-for-dsserve-up\nkey-limited\nkey-rotated-out\n")
+KEYS_FILE.write_text("# e2e keys\nkey-for-dsserve-up\nkey-limited\nkey-rotated-out\nkey-other\n")
 
 LIMITED = ("local-cpu", f"api.api_keys_file={KEYS_FILE}", "api.rate_limit={requests_per_second: 0.5, burst: 3}")
 pytestmark = [pytest.mark.e2e, pytest.mark.profile(*LIMITED)]
@@ -67,16 +67,17 @@ def test_rate_limit_is_429_with_retry_after_then_recovers(client: httpx.Client) 
     assert err["type"] == "rate_limit_error" and err["code"] == "rate_limit_exceeded" and "key-limited" not in r.text
     retry = int(r.headers["retry-after"])
     assert 1 <= retry <= 2, retry  # one token every 2 s, rounded up
-    # other keys and the model list are not limited by this key's bucket
-    assert client.post("/v1/chat/completions", json=CHAT, headers=_auth("key-rotated-out")).status_code == 200
-    assert client.get("/v1/models", headers=headers).status_code == 200
+    # the key's bucket holds on every route; another key has its own
+    for method, path, body in (("POST", "/tokenize", {"model": MODEL, "prompt": "x"}), ("GET", "/v1/models", None)):
+        assert client.request(method, path, json=body, headers=headers).status_code == 429, path
+    assert client.post("/v1/chat/completions", json=CHAT, headers=_auth("key-other")).status_code == 200
     time.sleep(retry)
     assert client.post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
 
 
 def test_rotating_the_key_file_takes_effect_without_restart(client: httpx.Client) -> None:
     tmp = KEYS_FILE.with_name("api-keys.new")
-    tmp.write_text("# rotated\nkey-for-dsserve-up\nkey-limited\nkey-rotated-in\n")
+    tmp.write_text("# rotated\nkey-for-dsserve-up\nkey-limited\nkey-other\nkey-rotated-in\n")
     os.replace(tmp, KEYS_FILE)  # atomic, like kubelet's symlink swap
     deadline = time.monotonic() + 15
     while True:
@@ -84,7 +85,7 @@ def test_rotating_the_key_file_takes_effect_without_restart(client: httpx.Client
         old = client.get("/v1/models", headers=_auth("key-rotated-out")).status_code
         if (new, old) == (200, 401) or time.monotonic() > deadline:
             break
-        time.sleep(0.5)
+        time.sleep(2.0)  # within the rate limit (0.5 req/s per key)
     assert (new, old) == (200, 401), "the ingress did not pick up the rotated key file"
 
 

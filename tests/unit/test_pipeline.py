@@ -134,12 +134,15 @@ class Recorder:
 class Stack:
     """A pipeline in front of the stand-in, and what it recorded."""
 
-    def __init__(self, *, keys: KeyStore | None = None, replicas: int = 1, clock: Any = None, **settings: Any) -> None:
+    def __init__(self, *, keys: KeyStore | None = None, replicas: int = 1, clock: Any = None,
+                 engine_down: Any = None, **settings: Any) -> None:
         self.engine = EngineApp()
         self.sink: dict[str, list] = defaultdict(list)
         self.settings = PipelineSettings(**{"max_body_bytes": 64 * 1024, **settings})
         models = Models()
-        extra = {"clock": clock} if clock is not None else {}
+        extra: dict[str, Any] = {"clock": clock} if clock is not None else {}
+        if engine_down is not None:
+            extra["engine_down"] = engine_down
         self.pipeline = RequestPipeline(
             self.engine.app, self.settings, models, replicas=LiveReplicas(replicas), keys=keys,
             metrics=RequestMetrics(models.served_ids(), factory=lambda spec: Recorder(spec, self.sink)),
@@ -235,7 +238,7 @@ def test_a_stream_records_ttft_itl_and_usage_and_holds_its_slot_until_the_end() 
 
     asyncio.run(go())
     assert s.pipeline.gate.inflight == 0
-    assert s.statuses() == ["200"] and s.reasons() == [(CHAT, "overloaded")]
+    assert s.statuses() == ["503", "200"] and s.reasons() == [(CHAT, "overloaded")]
     assert len(s.sink["dsserve_time_to_first_token_seconds"]) == 1
     assert len(s.sink["dsserve_inter_token_latency_seconds"]) == 1
     assert [v for v, _ in s.sink["dsserve_output_tokens"]] == [4]
@@ -376,6 +379,22 @@ def test_a_server_fault_is_a_bare_500_and_the_next_request_is_served(mode: str, 
     assert s.run(CHAT, MSG)[0] == 200
 
 
+def test_a_dead_engine_is_503_with_retry_after_until_the_replica_is_replaced() -> None:
+    """Direct mode: the replica's engine died (vLLM's EngineDeadError answers 500); Serve will replace the replica."""
+    bodies: list[Any] = []
+    s = Stack(engine_down=lambda: len(bodies) >= 2)  # the engine dies while serving the second request
+    bodies = s.engine.bodies
+    assert s.run(CHAT, MSG)[0] == 200
+    s.engine.mode = "500"
+    result = s.run(CHAT, MSG)  # the app's 500 for it becomes a 503
+    err = error_of(result, 503)
+    assert err["code"] == "engine_unavailable" and result[1]["retry-after"] == "5"
+    result = s.run(COMPLETIONS, {"model": "m", "prompt": "x"})  # and new requests are refused before the app
+    assert error_of(result, 503)["code"] == "engine_unavailable" and len(s.engine.bodies) == 2
+    assert s.run("/v1/models", method="GET")[0] == 200, "the model list still answers"
+    assert s.reasons() == [(CHAT, "engine_unavailable"), (COMPLETIONS, "engine_unavailable")]
+
+
 @pytest.mark.parametrize("path", [CHAT, "/tokenize"])
 def test_an_unknown_model_is_404_before_the_engine(path: str) -> None:
     s = Stack()
@@ -392,6 +411,7 @@ def test_body_over_the_limit_is_413_declared_or_streamed() -> None:
     raw = json.dumps(big).encode()
     assert error_of(s.run(CHAT, chunks=[raw[:600], raw[600:]]), 413)["code"] == "request_too_large"
     assert s.reasons() == [(CHAT, "too_large")] * 2 and s.pipeline.gate.inflight == 0
+    assert s.statuses() == ["413", "413"]
 
 
 # -- routes ---------------------------------------------------------------------------------------------------------
@@ -426,7 +446,7 @@ def test_tokenize_goes_through_with_the_same_checks() -> None:
     s = Stack()
     assert s.run("/tokenize", {"model": "m", "prompt": "hello"})[0] == 200
     assert error_of(s.run("/tokenize", b"not json"), 400)["code"] == "invalid_json"
-    assert s.statuses() == ["200"]
+    assert s.statuses() == ["200", "400"] and s.reasons() == [], "a client mistake is not an admission refusal"
 
 
 # -- keys and rate limits, on every route ------------------------------------------------------------------------------
