@@ -7,8 +7,8 @@ What it measures
     machine, by
 
     - bare vLLM: `vllm serve <model dir> --served-model-name <model.id>` with exactly the engine
-      arguments and environment variables dsserve gives that spec (``dsserve.app.serving_args(spec)``:
-      ``llm_configs[0].engine_kwargs`` as CLI flags, ``runtime_env.env_vars`` as environment), and
+      arguments and environment variables dsserve gives that spec (``dsserve.app.llm_config(spec)``:
+      ``engine_kwargs`` as CLI flags, ``runtime_env.env_vars`` as environment), and
     - dsserve: `dsserve up <profile>` (one replica, the profile as shipped, or with --set overrides).
 
     Both see the same open-loop loads (bench/openloop.py: Poisson arrivals, streamed chat completions,
@@ -460,17 +460,16 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="dsserve-bench-overhead-"))
     log_dir.mkdir(parents=True, exist_ok=True)
 
-    from dsserve.app import serving_args
+    from dsserve.app import admission_limit, llm_config, uses_data_parallel
     from dsserve.config import TINY_SOURCE_PREFIX, load_spec
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per warmup request
 
     profile = Path(args.profile)
     spec = load_spec(profile, args.sets)
-    sa = serving_args(spec)
-    if "llm_configs" not in sa or len(sa["llm_configs"]) != 1:
+    if uses_data_parallel(spec):
         ap.error(f"{profile}: the benchmark needs one plain engine (no data-parallel attention)")
-    cfg = sa["llm_configs"][0]
+    cfg = llm_config(spec)
     source = spec.model.source
     if source.startswith(TINY_SOURCE_PREFIX):
         from dsserve.tiny_models import build_tiny_model
@@ -488,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"proxy": s.serving.proxy, "stream_batching_interval_ms": s.serving.stream_batching_interval_ms,
                 "replicas": s.serving.replicas, "max_ongoing_requests": s.serving.max_ongoing_requests,
                 "max_queued_requests": s.serving.max_queued_requests, "router": s.serving.router,
-                "admission_limit": sa["ingress_cls_config"]["ingress_extra_kwargs"]["max_inflight"]}
+                "gateway": s.serving.gateway, "admission_limit": admission_limit(s)}
 
     report: dict[str, Any] = {
         "what": "Benchmark A: dsserve serving overhead versus bare vLLM, same model, engine args and open-loop load",

@@ -141,21 +141,29 @@ def _deployment_config(spec: DeploymentSpec) -> dict[str, Any]:
     if sv.gateway == "direct":
         # The engine replica is the ingress: Serve must hand every request to the pipeline, which admits
         # this replica's share and answers the rest 503 (Serve's own refusal is plain text, before any app
-        # code runs), so Serve's slots are the share plus headroom and nothing waits for them. Admitted
-        # requests past max_num_seqs wait in vLLM's scheduler. max_queued_requests bounds the one other
-        # path: while no engine replica runs (the only one died and is being replaced), HAProxy sends
-        # requests to Serve's proxy on the head node, whose router would hold every one of them until a
-        # replacement is up; with 1, it holds one and refuses the rest at once with 503 + Retry-After.
+        # code runs), so Serve's slots and queue are the share plus headroom. Admitted requests past
+        # max_num_seqs wait in vLLM's scheduler. Serve counts a direct request as queued from its arrival
+        # until its task starts, so a burst briefly queues many at once: a smaller queue limit refuses
+        # requests the pipeline would admit (found at 64 concurrent streams). The same limit bounds the
+        # other path: while no engine replica runs (the only one died and is being replaced), HAProxy sends
+        # requests to Serve's proxy on the head node, whose router holds that many for the replacement and
+        # refuses the rest at once with 503 + Retry-After.
         share = _direct_admission_share(spec)
+        slots = (share if share is not None else 65536) + DIRECT_HEADROOM
         cfg: dict[str, Any] = {
-            "max_ongoing_requests": (share if share is not None else 65536) + DIRECT_HEADROOM,
-            "max_queued_requests": 1,
+            "max_ongoing_requests": slots,
+            "max_queued_requests": slots,
             "backpressure_config": {"status_code": 503, "retry_after_s": DIRECT_RETRY_AFTER_S},
         }
     else:
+        # The ingress's admission gate bounds what reaches this deployment (every replica's slots plus the
+        # queue). Serve's router counts a request as queued until it is assigned, so under a burst its own
+        # queue limit refuses requests the gate admitted (2 of 4 at serving.max_queued_requests 2, e2e);
+        # its limit is therefore the whole admission limit, which the gate never lets it reach.
+        limit = admission_limit(spec)
         cfg = {
             "max_ongoing_requests": sv.max_ongoing_requests,
-            "max_queued_requests": sv.max_queued_requests,
+            "max_queued_requests": -1 if limit is None else limit,
         }
     if sv.autoscaling:
         cfg["autoscaling_config"] = {

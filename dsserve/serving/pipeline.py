@@ -245,55 +245,51 @@ class RequestPipeline:
             return
         label = routing_table.route_label(route)
         auth_header, declared = _headers(scope)
-        held = 0
+        held = 0  # admission slots this request holds; released once, however it ends (cancelled included)
         model: Any = None
         try:
-            self._reshare()
-            key_id = self.authenticate(auth_header)
-            if route is None:
-                raise NotFound(f"Unknown route {method} {path}; this server serves "
-                               f"{', '.join(routing_table.SERVED_PATHS)} and /v1/models/{{model}}.",
-                               code="unknown_route")
-            if method != route.method:
-                raise MethodNotAllowed(f"Method {method} is not allowed on {path}; use {route.method}.",
-                                       headers={"Allow": route.method})
-            if route.kind in ("models", "model_card", "openapi", "unsupported"):
-                self.rate_limit(key_id)
-                await self._answer_here(route, path, send)
-                return
-            if self.engine_down is not None and self.engine_down():
-                raise engine_down_error()
-            self.rate_limit(key_id, take=False)  # refuse before reading the body; tokens are taken by weight below
-            self.admit(1)
-            held = 1
-            raw = await read_body(receive, declared, self.settings.max_body_bytes)
-            data = parse_json(raw)
-            if route.kind == "generate":
-                shape = request_shape(data, chat=path.endswith("chat/completions"), max_n=self.settings.max_n,
-                                      max_prompts=self.settings.max_prompts)
-            else:
+            try:
+                self._reshare()
+                key_id = self.authenticate(auth_header)
+                if route is None:
+                    raise NotFound(f"Unknown route {method} {path}; this server serves "
+                                   f"{', '.join(routing_table.SERVED_PATHS)} and /v1/models/{{model}}.",
+                                   code="unknown_route")
+                if method != route.method:
+                    raise MethodNotAllowed(f"Method {method} is not allowed on {path}; use {route.method}.",
+                                           headers={"Allow": route.method})
+                if route.kind in ("models", "model_card", "openapi", "unsupported"):
+                    self.rate_limit(key_id)
+                    await self._answer_here(route, path, send)
+                    return
+                if self.engine_down is not None and self.engine_down():
+                    raise engine_down_error()
+                self.rate_limit(key_id, take=False)  # refuse before reading the body; tokens are taken by weight
+                self.admit(1)
+                held = 1
+                raw = await read_body(receive, declared, self.settings.max_body_bytes)
+                data = parse_json(raw)
                 model = data.get("model")
-                shape = RequestShape(model if isinstance(model, str) else None, 1, False)
-            model = data.get("model")
-            self.check_model(model)
-            self.rate_limit(key_id, shape.weight)
-            if shape.weight > held:
-                self.admit(shape.weight, held=held)
-                held = shape.weight
-        except ClientError as err:
-            if held:
-                self.gate.release(held)
-            self._record_refusal(route, label, err, model, started)
-            await err.send(send)
-            return
-        except ConnectionAbortedError:  # the client left while sending its body
-            if held:
-                self.gate.release(held)
-            return
-        try:
+                if route.kind == "generate":
+                    shape = request_shape(data, chat=path.endswith("chat/completions"), max_n=self.settings.max_n,
+                                          max_prompts=self.settings.max_prompts)
+                else:
+                    shape = RequestShape(model if isinstance(model, str) else None, 1, False)
+                self.check_model(model)
+                self.rate_limit(key_id, shape.weight)
+                if shape.weight > held:
+                    self.admit(shape.weight, held=held)
+                    held = shape.weight
+            except ClientError as err:
+                self._record_refusal(route, label, err, model, started)
+                await err.send(send)
+                return
+            except ConnectionAbortedError:  # the client left while sending its body
+                return
             await self._run_app(scope, _Replay(raw, receive), send, path, data, shape, label, started)
         finally:
-            self.gate.release(held)
+            if held:
+                self.gate.release(held)
 
     def _record_refusal(self, route: routing_table.Route | None, label: str, err: ClientError, model: Any,
                         started: float) -> None:

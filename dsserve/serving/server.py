@@ -1,4 +1,4 @@
-"""dsserve's engine replica: ray.serve.llm's ``LLMServer`` with two fixes carried as a subclass.
+"""dsserve's engine replica: ray.serve.llm's ``LLMServer`` with three fixes carried as a subclass.
 
 ray.serve.llm picks the replica class from ``LLMConfig.server_cls`` (``core/server/builder.py``), so
 these fixes ride on its own extension point instead of a patch:
@@ -12,6 +12,12 @@ these fixes ride on its own extension point instead of a patch:
   chunk immediately and batching the rest keeps both: TTFT without the wait, and few messages per
   stream.
 - **local LoRA adapters** (inherited from :class:`dsserve.serving.lora_server.LLMServer`).
+- **tokenize and detokenize** (:func:`wire_tokenization`). ``VLLMEngine.start``
+  (``engines/vllm/vllm_engine.py``) looks for vLLM's tokenization handler under
+  ``state.openai_serving_tokenization``, but vLLM 0.32's ``init_app_state``
+  (``vllm/entrypoints/launchers/api_server/app_state.py``) stores it as ``state.serving_tokenization``,
+  so in ingress mode every ``/tokenize`` and ``/detokenize`` answered "This model does not support the
+  'tokenization' task". (Direct mode serves vLLM's own app, which finds it.)
 
 The class keeps the name ``LLMServer``: the deployment is named after it (``LLMServer:<model id>``), and
 dashboards, alerts and the runbook select on that name.
@@ -55,8 +61,28 @@ class FirstChunkBatcher(Batcher[T]):
             yield batch
 
 
+def wire_tokenization(engine: Any) -> bool:
+    """Give ray.serve.llm's VLLMEngine the tokenization handler vLLM created under its 0.32 name.
+
+    True when it was missing and is now set. ``tests/unit/test_server_batching.py`` fails once upstream
+    reads the new name (then drop this).
+    """
+    state = getattr(engine, "_app_state", None)
+    if getattr(engine, "_oai_serving_tokenization", True) is not None or state is None:
+        return False
+    handler = getattr(state, "serving_tokenization", None)
+    if handler is None:
+        return False
+    engine._oai_serving_tokenization = handler
+    return True
+
+
 class LLMServer(_LocalLoraLLMServer):
     """The replica dsserve deploys for every (non-DP) model: upstream's, with the fixes above."""
+
+    async def _start_engine(self) -> None:
+        await super()._start_engine()
+        wire_tokenization(self.engine)
 
     def _batch_output_stream(self, generator: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
         return FirstChunkBatcher(generator, interval_ms=self._get_batch_interval_ms()).stream()

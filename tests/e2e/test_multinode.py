@@ -99,8 +99,10 @@ def rendered(rendered_text: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def llm_config(rendered) -> dict[str, Any]:
+    from dsserve.app import llm_configs_of
+
     (app,) = rendered["applications"]
-    (cfg,) = app["args"]["llm_configs"]
+    (cfg,) = llm_configs_of(app["args"])
     return cfg
 
 

@@ -565,3 +565,31 @@ def test_the_share_follows_the_live_replica_count() -> None:
     handle.replicas = {}
     now[0] += 1.0
     assert live.count() == 4, "none known running: the configured count"
+
+
+def test_a_request_cancelled_while_its_body_arrives_gives_its_slot_back() -> None:
+    """Serve cancels a request whose client left; a slot taken before the body was read must come back."""
+    s = Stack(max_inflight=1)
+
+    async def go() -> None:
+        never = asyncio.Event()
+
+        async def receive() -> dict:
+            await never.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(msg: dict) -> None:
+            pass
+
+        scope = {"type": "http", "method": "POST", "path": CHAT, "root_path": "", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json")]}
+        task = asyncio.ensure_future(s.pipeline(scope, receive, send))
+        await asyncio.sleep(0.05)
+        assert s.pipeline.gate.inflight == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    assert s.pipeline.gate.inflight == 0
+    assert s.run(CHAT, MSG)[0] == 200

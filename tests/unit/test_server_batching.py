@@ -42,3 +42,30 @@ def test_zero_and_none_intervals_behave_like_upstream() -> None:
         return [list(b) async for b in FirstChunkBatcher(_tokens(3, 0.0), interval_ms=None).stream()]
 
     assert asyncio.run(whole()) == [[0, 1, 2]]
+
+
+def test_upstream_still_looks_for_the_old_tokenization_name() -> None:
+    """Ray 2.60's VLLMEngine reads ``openai_serving_tokenization``; vLLM 0.32 sets ``serving_tokenization``.
+
+    When this fails, upstream reads the new name: drop ``wire_tokenization`` (dsserve/serving/server.py).
+    """
+    import inspect
+
+    from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
+    from vllm.entrypoints.launchers.api_server import app_state
+
+    assert '"openai_serving_tokenization"' in inspect.getsource(VLLMEngine.start)
+    assert "state.serving_tokenization = " in inspect.getsource(app_state)
+    assert "state.openai_serving_tokenization" not in inspect.getsource(app_state)
+
+
+def test_the_handler_vllm_made_is_given_to_the_engine_once() -> None:
+    from types import SimpleNamespace
+
+    from dsserve.serving.server import wire_tokenization
+
+    handler = object()
+    engine = SimpleNamespace(_oai_serving_tokenization=None, _app_state=SimpleNamespace(serving_tokenization=handler))
+    assert wire_tokenization(engine) and engine._oai_serving_tokenization is handler
+    assert not wire_tokenization(engine), "already set: left alone"
+    assert not wire_tokenization(SimpleNamespace(_oai_serving_tokenization=None, _app_state=SimpleNamespace()))
