@@ -6,14 +6,17 @@ load generator on the same machine. Short streamed chat (about 128 prompt tokens
 ``ignore_eos``), Poisson arrivals, open loop (bench/openloop.py). A rate passes when p99 end-to-end
 latency stays under the SLO (500 ms), nothing fails and the generator kept its schedule.
 
-Two configurations in one run, one after the other on the same machine:
+Configurations in one run, one after the other on the same machine:
 
-- ``dsserve``: `dsserve up` on the sim twin of the production profile (HAProxy, throughput-optimized Serve,
-  dsserve's ingress with admission control and metrics, the profile's stream batching);
-- ``stock``: plain ``ray.serve.llm.build_openai_app`` with Ray's defaults (Python proxy, OpenAiIngress,
-  50 ms stream batching, default queue limits), the same simulated engine and replica count.
+- ``dsserve``: `dsserve up` on the sim twin of the production profile as shipped (direct mode: HAProxy to
+  the engine replicas, each running the request pipeline with keys, limits, admission and metrics), and
+  each ``--variant`` of it (e.g. ``ingress=serving.gateway=ingress``);
+- ``stock-ingress`` and ``stock-direct``: plain ``ray.serve.llm.build_openai_app`` in its two modes
+  (``OpenAiIngress`` in front of the replicas; direct streaming with its ``LLMRouter``), on HAProxy and
+  throughput-optimized Serve as Ray's high-throughput guide sets them, with the same simulated engine,
+  engine arguments and replica count (bench/harness.py ``StockServe``).
 
-    .venv/bin/python bench/gateway.py                      # both, full sweep, writes bench/results/gateway.json
+    .venv/bin/python bench/gateway.py                      # all, full sweep, writes bench/results/gateway.json
     .venv/bin/python bench/gateway.py --only dsserve --rates 200,400
     .venv/bin/python bench/gateway.py --url http://127.0.0.1:8000 --rates 50 --duration 3   # a running stack
 """
@@ -27,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,11 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.harness import StockServe  # noqa: E402
 from bench.openloop import chat_body, machine, run_load  # noqa: E402
+
+#: stock ray.serve.llm, by its two modes (bench/harness.py)
+STOCK = {"stock-ingress": "ingress", "stock-direct": "direct"}
 
 PROFILE = REPO / "deploy/profiles/sim-h800x8-deepseek-v2-lite.yaml"
 DEFAULT_RATES = (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
@@ -87,61 +95,6 @@ def _drain(proc: subprocess.Popen[str]) -> None:
     threading.Thread(target=pump, daemon=True).start()
 
 
-def stock_args(profile: Path) -> dict[str, Any]:
-    """ray.serve.llm's defaults around the same simulated engine: what a user gets from the Ray docs."""
-    from dsserve.app import llm_config
-    from dsserve.config import load_spec
-
-    cfg = llm_config(load_spec(profile))
-    cfg["experimental_configs"] = {k: v for k, v in cfg["experimental_configs"].items()
-                                   if k != "stream_batching_interval_ms"}
-    dep = cfg["deployment_config"]
-    cfg["deployment_config"] = {k: v for k, v in dep.items() if k in ("num_replicas", "autoscaling_config")}
-    return {"llm_configs": [cfg]}
-
-
-def serve_stock(profile: Path, port: int) -> None:
-    """Run the stock app in this process until SIGINT/SIGTERM (``--serve-stock``)."""
-    import ray
-    from ray import serve
-    from ray.serve.llm import build_openai_app
-
-    from dsserve.app import ray_cpus_needed
-    from dsserve.config import load_spec
-
-    spec = load_spec(profile)
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, ray_cpus_needed(spec)), include_dashboard=False,
-             log_to_driver=False, _metrics_export_port=spec.observability.metrics_export_port)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_openai_app(stock_args(profile)), blocking=False)
-    print("READY", flush=True)
-    stop = {"now": False}
-
-    def on_signal(*_: Any) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while not stop["now"]:
-        time.sleep(0.5)
-    serve.shutdown()
-    ray.shutdown()
-
-
-def start_stock(profile: Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-stock", "--profile", str(profile),
-                             "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "READY" in line:
-            break
-    else:
-        raise SystemExit("the stock Ray Serve LLM app exited before READY")
-    _drain(proc)
-    return proc
-
-
 def stop(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGINT)
     try:
@@ -186,7 +139,7 @@ def _table(results: dict[str, Any], slo_ms: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", type=Path, default=PROFILE, help="sim profile to serve (default: %(default)s)")
-    ap.add_argument("--only", choices=("dsserve", "stock"), help="run one configuration")
+    ap.add_argument("--only", choices=("dsserve", *STOCK), help="run one configuration")
     ap.add_argument("--url", help="measure an already-running server instead of starting one")
     ap.add_argument("--rates", default=",".join(str(r) for r in DEFAULT_RATES),
                     help="arrival rates to try, ascending (req/s)")
@@ -199,12 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VAL[,KEY=VAL]",
                     help="also measure dsserve with these --set overrides, e.g. p2=serving.router=power_of_two")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/gateway.json")
-    ap.add_argument("--serve-stock", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.serve_stock:
-        serve_stock(args.profile, args.port)
-        return 0
 
     from dsserve.config import load_spec
 
@@ -214,17 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     for v in args.variant:
         name, _, sets = v.partition("=")
         variants[name] = list(args.set) + [x for x in sets.split(",") if x]
-    configs = ([*variants, "stock"] if not (args.only or args.url) else [args.only or "dsserve"])
+    configs = ([*variants, *STOCK] if not (args.only or args.url) else [args.only or "dsserve"])
     results: dict[str, Any] = {}
     load_before = os.getloadavg()
     for name in configs:
-        proc = None
+        proc: Any = None
+        stock: StockServe | None = None
         url = args.url
         if url is None:
-            port = _free_port()
-            print(f"starting {name} on :{port} ({args.profile.name}, SIMULATED engine)", flush=True)
-            proc = start_stock(args.profile, port) if name == "stock" else start_dsserve(args.profile, port, variants[name])
-            url = f"http://127.0.0.1:{port}"
+            print(f"starting {name} ({args.profile.name}, SIMULATED engine)", flush=True)
+            if name in STOCK:
+                stock = StockServe(args.profile, STOCK[name], [], 600.0, Path(tempfile.mkdtemp()) / f"{name}.log")
+                url = stock.start()
+            else:
+                port = _free_port()
+                proc = start_dsserve(args.profile, port, variants[name])
+                url = f"http://127.0.0.1:{port}"
             _wait_models(url, 120)
         try:
             results[name] = sweep(url, spec.model.id, rates, duration_s=args.duration, slo_ms=args.slo_ms,
@@ -233,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if proc is not None:
                 stop(proc)
+            if stock is not None:
+                stock.stop()
     out = {
         "benchmark": "B - gateway capacity",
         "engine": "SIMULATED (dsserve/sim); no GPU work, so the serving path is what is measured",
@@ -246,15 +201,16 @@ def main(argv: list[str] | None = None) -> int:
                  "generator_processes": args.processes, "slo": f"p99 E2E < {args.slo_ms:g} ms, no errors"},
         "results": results,
     }
-    if "dsserve" in results and "stock" in results and results["stock"]["max_rate_within_slo"]:
-        out["ratio_dsserve_over_stock"] = round(results["dsserve"]["max_rate_within_slo"]
-                                                / results["stock"]["max_rate_within_slo"], 2)
+    for name in STOCK:
+        if "dsserve" in results and name in results and results[name]["max_rate_within_slo"]:
+            out[f"ratio_dsserve_over_{name.replace('-', '_')}"] = round(
+                results["dsserve"]["max_rate_within_slo"] / results[name]["max_rate_within_slo"], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print("\nBenchmark B (SIMULATED engine; load generator on the same machine)")
     print(_table(results, args.slo_ms))
-    if "ratio_dsserve_over_stock" in out:
-        print(f"dsserve / stock ray.serve.llm: {out['ratio_dsserve_over_stock']}x")
+    for key in [k for k in out if k.startswith("ratio_dsserve_over_")]:
+        print(f"dsserve / {key[len('ratio_dsserve_over_'):].replace('_', '-')}: {out[key]}x")
     print(f"wrote {args.out}")
     return 0
 

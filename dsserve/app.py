@@ -205,7 +205,7 @@ def _llm_config(spec: DeploymentSpec) -> dict[str, Any]:
     lora = spec.model.lora
     if lora is not None:
         # Adapters ride on Ray Serve model multiplexing (`model: <id>:<adapter>`), which lora_config turns
-        # on; they load from local directories through dsserve's server class (dsserve/lora_server.py says
+        # on; they load from local directories through dsserve's server class (dsserve/serving/lora_server.py says
         # why upstream's cloud-only loader cannot), which reads the adapter table from experimental_configs.
         cfg["lora_config"] = {"max_num_adapters_per_replica": lora.max_adapters_per_replica}
         cfg["experimental_configs"][LORA_CONFIG_KEY] = {

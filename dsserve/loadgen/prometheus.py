@@ -13,7 +13,7 @@ Sources: vLLM's engine histograms as Ray Serve exports them (``ray_vllm_time_to_
 ``ray_vllm_e2e_request_latency_seconds``: arrival in the vLLM frontend to first token / finish, without
 HTTP, SSE or the Serve proxy hop) and dsserve's ingress histograms
 (``ray_dsserve_time_to_first_token_seconds``, ``ray_dsserve_request_duration_seconds``: at the OpenAI
-ingress, see dsserve/metrics.py). Quantiles interpolate inside buckets, so they are approximate between
+ingress, see dsserve/serving/metrics.py). Quantiles interpolate inside buckets, so they are approximate between
 bucket edges (0.5 s is an exact edge of all of them). A query that matches nothing is reported as such,
 with the query, rather than as zero.
 """

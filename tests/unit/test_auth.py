@@ -1,4 +1,4 @@
-"""API keys and rate limits (dsserve/auth.py): the key sources, rotation, constant-time matching, buckets."""
+"""API keys and rate limits (dsserve/serving/auth.py): the key sources, rotation, constant-time matching, buckets."""
 
 from __future__ import annotations
 

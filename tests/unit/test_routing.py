@@ -1,4 +1,4 @@
-"""The prefix-affinity router's workaround (dsserve/routing.py): upstream still blocks, ours awaits and decides."""
+"""The prefix-affinity router's workaround (dsserve/serving/routing.py): upstream still blocks, ours awaits and decides."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 
 def test_upstream_still_blocks_on_the_prefix_tree_actor() -> None:
-    """When this fails, Ray stopped calling ray.get in the router's coroutines: drop dsserve/routing.py."""
+    """When this fails, Ray stopped calling ray.get in the router's coroutines: drop dsserve/serving/routing.py."""
     for method in ("_prefix_match_best_replicas", "on_request_routed"):
         assert "ray.get(" in inspect.getsource(getattr(PrefixCacheAffinityRouter, method)), method
     for method in ("_prefix_match_best_replicas", "on_request_routed"):
