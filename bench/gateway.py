@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--output-tokens", type=int, default=16)
     ap.add_argument("--slo-ms", type=float, default=500.0)
-    ap.add_argument("--set", action="append", default=[], help="--set override for the dsserve stack")
+    ap.add_argument("--set", action="append", default=[], help="--set override for every configuration (dsserve and stock alike)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VAL[,KEY=VAL]",
                     help="also measure dsserve with these --set overrides, e.g. p2=serving.router=power_of_two")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/gateway.json")
@@ -169,16 +169,26 @@ def main(argv: list[str] | None = None) -> int:
         proc: Any = None
         stock: StockServe | None = None
         url = args.url
-        if url is None:
-            print(f"starting {name} ({args.profile.name}, SIMULATED engine)", flush=True)
-            if name in STOCK:
-                stock = StockServe(args.profile, STOCK[name], [], 600.0, Path(tempfile.mkdtemp()) / f"{name}.log")
-                url = stock.start()
-            else:
-                port = _free_port()
-                proc = start_dsserve(args.profile, port, variants[name])
-                url = f"http://127.0.0.1:{port}"
-            _wait_models(url, 120)
+        try:
+            if url is None:
+                print(f"starting {name} ({args.profile.name}, SIMULATED engine)", flush=True)
+                if name in STOCK:
+                    stock = StockServe(args.profile, STOCK[name], list(args.set), 600.0,
+                                       Path(tempfile.mkdtemp()) / f"{name}.log")
+                    url = stock.start()
+                else:
+                    port = _free_port()
+                    proc = start_dsserve(args.profile, port, variants[name])
+                    url = f"http://127.0.0.1:{port}"
+                _wait_models(url, 120)
+        except (SystemExit, RuntimeError) as exc:  # one configuration that cannot serve does not end the run
+            print(f"  {name}: not measured: {exc}", flush=True)
+            results[name] = {"max_rate_within_slo": 0.0, "runs": [], "error": str(exc)}
+            if proc is not None:
+                stop(proc)
+            if stock is not None:
+                stock.stop()
+            continue
         try:
             results[name] = sweep(url, spec.model.id, rates, duration_s=args.duration, slo_ms=args.slo_ms,
                                   processes=args.processes, prompt_tokens=args.prompt_tokens,

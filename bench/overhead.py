@@ -101,6 +101,7 @@ from harness import (  # noqa: E402
     CpuMeter,
     DsserveUp,
     Server,
+    StockServe,
     engine_cli_args,
     free_port as _free_port,
     loadavg as _loadavg,
@@ -386,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "vLLM figures (repeatable; each is its own `dsserve up`), e.g. "
                          "sbi0:serving.stream_batching_interval_ms=0, haproxy:serving.proxy=haproxy or "
                          "nice0:env:RAY_worker_niceness=0")
+    ap.add_argument("--stock", action="append", default=[], choices=["ingress", "direct"],
+                    help="also run plain ray.serve.llm in this mode (repeatable), reported as 'stock-MODE': "
+                         "OpenAiIngress in front of the replica, or direct streaming with its LLMRouter; "
+                         "HAProxy and throughput-optimized Serve, the same engine config (bench/harness.py "
+                         "StockServe)")
     ap.add_argument("--no-default-dsserve", action="store_true",
                     help="skip the dsserve run with the profile as given (only the --variant runs)")
     ap.add_argument("--url-vllm", help="reuse a running bare vLLM at this base URL instead of starting one")
@@ -566,11 +572,22 @@ def main(argv: list[str] | None = None) -> int:
     # ---- dsserve: the profile as given, then each --variant
     runs: list[tuple[str, list[str], dict[str, str]]] = [] if args.no_default_dsserve else [("dsserve", [], {})]
     runs += [(f"dsserve[{label}]", sets, env) for label, sets, env in args.variant]
+    runs += [(f"stock-{mode}", [], {}) for mode in args.stock]
     for name, extra, extra_env in runs:
         vspec = load_spec(profile, [*args.sets, *extra])
-        up = None
+        up: DsserveUp | StockServe | None = None
         try:
-            if args.url_dsserve:
+            if name.startswith("stock-"):
+                safe = name
+                up = StockServe(profile, name.removeprefix("stock-"), args.sets, args.startup_timeout_s,
+                                log_dir / f"{safe}.log")
+                print(f"starting {name}: plain ray.serve.llm ({up.mode} mode) on {profile}", flush=True)
+                url = up.start()
+                dsrv = Server(name, url, True, root_pid=up.proc.pid if up.proc else None,
+                              info={"command": shlex.join(up.cmd[1:]), "ready_s": round(up.ready_s, 1),
+                                    "log": str(up.log_path)})
+                print(f"  {name} READY after {up.ready_s:.1f}s", flush=True)
+            elif args.url_dsserve:
                 dsrv = Server(name, args.url_dsserve.rstrip("/"), False,
                               info={"command": "reused: " + args.url_dsserve})
             else:

@@ -2,7 +2,7 @@
 
 Starts `dsserve up` (default: the embedded local-cpu profile, real vLLM CPU engine) with small, explicit
 admission limits, finds the sustainable rate with a short open-loop calibration, then offers twice that
-rate. Admission control (dsserve/admission.py) must answer the excess with 503 + Retry-After at once
+rate. Admission control (dsserve/serving/admission.py) must answer the excess with 503 + Retry-After at once
 instead of queueing it: the script reports the accepted requests' latency percentiles and how fast the
 refusals came back. Results go to bench/results/overload.json and docs/reliability.md.
 

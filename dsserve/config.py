@@ -525,8 +525,8 @@ class DeploymentSpec(_Strict):
         problem = gateway_problem(self)
         if problem is not None:
             path, message = problem
-            raise _PathError(path, getattr(self.slo, "target_qps") if path == "slo.target_qps" else sv.gateway_replicas,
-                             message)
+            value = {"slo.target_qps": self.slo.target_qps, "serving.router": sv.router}.get(path, sv.gateway_replicas)
+            raise _PathError(path, value, message)
         return self
 
     @model_validator(mode="after")

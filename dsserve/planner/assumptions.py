@@ -114,26 +114,46 @@ PROXY_TTFT_S = {"python": 0.048, "haproxy": 0.005}
 
 # --- the gateway: CPU the serving path spends per request (bench/frontend_cpu.py) ---------------------
 
-#: Marginal CPU milliseconds per streamed chat request in each process the request passes through, for a
-#: request of GATEWAY_REFERENCE_TOKENS output tokens, and the extra per further output token (one SSE
-#: event each). [V] measured by ``bench/frontend_cpu.py`` (bench/results/frontend-cpu.json: the slope
-#: between two open-loop rates, idle cost excluded) on the development VM (2-core AMD EPYC, no GPU), with
-#: the real vLLM CPU engine (direct and ingress modes) and the simulated engine (cost per hop). Per-core
-#: speed of an H800 host's Xeons is assumed equal [U]; the engine's own processes (EngineCore, workers)
-#: are not the gateway and are not counted.
+#: The processes a request passes through (hops), by name.
+HOP_ENGINE_DIRECT = "engine replica (HTTP + pipeline + vLLM frontend)"
+HOP_INGRESS = "ingress replica (HTTP + pipeline)"
+HOP_ENGINE_BEHIND_INGRESS = "engine replica (vLLM frontend)"
+HOP_HAPROXY = "HAProxy"
+HOP_RAY_AGENTS = "Ray agents (metrics export)"
+HOP_ROUTER = "Serve ingress request router (LLMRouter)"
+HOP_PREFIX_TREE = "prefix tree actor"
+#: The hops that are one Python process each (one event loop, one core at most), per gateway mode.
+GATEWAY_PROCESSES = {"direct": (HOP_ENGINE_DIRECT,), "ingress": (HOP_INGRESS, HOP_ENGINE_BEHIND_INGRESS)}
+
+#: Marginal CPU milliseconds per streamed chat request in each hop, for a request of
+#: GATEWAY_REFERENCE_TOKENS output tokens. [V] measured by ``bench/frontend_cpu.py``
+#: (bench/results/frontend-cpu.json: the slope between 10 and 30 req/s, 60 s each, idle cost excluded)
+#: on the development VM (2-core Intel Xeon at 2.6 GHz, no GPU), real vLLM CPU engine, ``local-cpu``
+#: in both gateway modes; except the ingress replica: 5.9 ms from the simulated-engine run of the same
+#: script (every token its own chunk, as the GPU profiles ship, and prefix-affinity routing inside it),
+#: the larger of its two figures (3.1 ms on ``local-cpu``, whose 50 ms batching sends fewer chunks).
+#: The engine's own processes (EngineCore, workers) are not the gateway and are not counted. Per-core
+#: speed of an H800 host's CPUs is assumed equal [U] (server cores are as fast or faster).
 GATEWAY_REFERENCE_TOKENS = 16
 GATEWAY_CPU_MS = {
-    "direct": {"engine replica (HTTP + vLLM frontend + pipeline)": 6.0, "HAProxy": 1.0},
-    "ingress": {"ingress replica (HTTP + pipeline)": 8.0, "engine replica (vLLM frontend)": 10.0, "HAProxy": 1.0},
+    "direct": {HOP_ENGINE_DIRECT: 4.6, HOP_HAPROXY: 0.5, HOP_RAY_AGENTS: 0.4},
+    "ingress": {HOP_INGRESS: 5.9, HOP_ENGINE_BEHIND_INGRESS: 4.3, HOP_HAPROXY: 0.3, HOP_RAY_AGENTS: 0.4},
 }
-#: Extra CPU per further output token, per hop kind ("python" replicas; HAProxy relays bytes). [V] as above.
-GATEWAY_CPU_MS_PER_TOKEN = {"python": 0.10, "HAProxy": 0.01}
-#: Ray Serve's ingress request router (LLMRouter) when the prefix-affinity router needs the prompt: one
-#: extra HTTP round trip from HAProxy per request. [V] as above.
-GATEWAY_ROUTER_CPU_MS = 1.3
+#: Extra CPU milliseconds per further output token (one SSE event each), per hop. [V] the slope between
+#: bench/results/frontend-cpu.json (16 tokens) and bench/results/frontend-cpu-64-tokens.json (64 tokens,
+#: 5 and 15 req/s); bare vLLM's API server: 0.031.
+GATEWAY_CPU_MS_PER_TOKEN = {
+    "direct": {HOP_ENGINE_DIRECT: 0.067, HOP_HAPROXY: 0.016, HOP_RAY_AGENTS: 0.012},
+    "ingress": {HOP_INGRESS: 0.025, HOP_ENGINE_BEHIND_INGRESS: 0.047, HOP_HAPROXY: 0.003, HOP_RAY_AGENTS: 0.008},
+}
+#: With ``serving.router: prefix_cache_affinity``: in direct mode HAProxy first asks Serve's ingress
+#: request router (LLMRouter), which asks the prefix tree actor; in ingress mode the ingress asks the
+#: tree actor. CPU ms per request, [V] bench/frontend_cpu.py's simulated-engine run (frontend-cpu.json).
+GATEWAY_ROUTER_CPU_MS = 1.9
+GATEWAY_PREFIX_TREE_CPU_MS = {"direct": 1.0, "ingress": 1.6}
 #: Where those figures were measured, for `dsserve plan` to print beside them.
-GATEWAY_CPU_SOURCE = ("bench/frontend_cpu.py on the 2-core AMD EPYC dev VM (bench/results/frontend-cpu.json), "
-                      "16-token streamed chat, real vLLM CPU engine and the simulated engine")
+GATEWAY_CPU_SOURCE = ("bench/frontend_cpu.py on the 2-core Intel Xeon dev VM (bench/results/frontend-cpu*.json), "
+                      "streamed chat, real vLLM CPU engine; routing hops from its simulated-engine run")
 #: [U] Busy share one gateway process (one Python event loop, one core at most) is planned to: above
 #: ~60 % queueing in the event loop starts to add visibly to TTFT (M/D/1 waiting time rho/(2(1-rho)) of
 #: the service time reaches 0.75 at 0.6).

@@ -63,14 +63,14 @@ class GatewayPlan:
         return d
 
 
-def _hop_ms(mode: str, output_tokens: int, prefix_router: bool) -> dict[str, float]:
+def _hop_ms(mode: str, output_tokens: int, prefix_affinity: bool) -> dict[str, float]:
     extra = max(0, output_tokens - A.GATEWAY_REFERENCE_TOKENS)
-    hops: dict[str, float] = {}
-    for name, ms in A.GATEWAY_CPU_MS[mode].items():
-        per_token = A.GATEWAY_CPU_MS_PER_TOKEN["HAProxy" if name == "HAProxy" else "python"]
-        hops[name] = round(ms + per_token * extra, 3)
-    if prefix_router:
-        hops["Serve ingress request router (prefix affinity)"] = A.GATEWAY_ROUTER_CPU_MS
+    hops = {name: round(ms + A.GATEWAY_CPU_MS_PER_TOKEN[mode][name] * extra, 3)
+            for name, ms in A.GATEWAY_CPU_MS[mode].items()}
+    if prefix_affinity:
+        if mode == "direct":
+            hops[A.HOP_ROUTER] = A.GATEWAY_ROUTER_CPU_MS
+        hops[A.HOP_PREFIX_TREE] = A.GATEWAY_PREFIX_TREE_CPU_MS[mode]
     return hops
 
 
@@ -82,12 +82,11 @@ def plan_gateway(spec: DeploymentSpec, *, qps: float | None = None, output_token
     mode = sv.gateway
     qps = spec.slo.target_qps if qps is None else qps
     tokens = spec.slo.output_tokens if output_tokens is None else output_tokens
-    prefix = sv.router == "prefix_cache_affinity" and mode == "direct"
-    hops = _hop_ms(mode, tokens, prefix)
+    hops = _hop_ms(mode, tokens, sv.router == "prefix_cache_affinity")
     total = sum(hops.values())
     per_process_qps = lambda ms: 1000.0 * A.GATEWAY_UTILIZATION / ms  # noqa: E731 - one formula, two uses
     engines = engine_replicas(spec)
-    python = [name for name in hops if name != "HAProxy" and "router" not in name]
+    python = A.GATEWAY_PROCESSES[mode]
     if mode == "direct":
         ms = hops[python[0]]
         needed = math.ceil(qps / per_process_qps(ms))
@@ -101,12 +100,20 @@ def plan_gateway(spec: DeploymentSpec, *, qps: float | None = None, output_token
         replicas = sv.gateway_replicas if sv.gateway_replicas is not None else needed
         carries = min(replicas * per_process_qps(ingress_ms), engines * per_process_qps(engine_ms))
         busiest = max(qps * ingress_ms / 1000.0 / replicas, qps * engine_ms / 1000.0 / engines)
-    router_ms = hops.get("Serve ingress request router (prefix affinity)")
+    router_ms = hops.get(A.HOP_ROUTER)
     router_replicas = math.ceil(qps / per_process_qps(router_ms)) if router_ms else 0
-    cores = qps * total / 1000.0
-    haproxy_cores = qps * hops["HAProxy"] / 1000.0
-    threads = max(1, min(HAPROXY_MAX_THREADS, math.ceil(haproxy_cores / A.GATEWAY_UTILIZATION)))
     notes = []
+    tree_ms = hops.get(A.HOP_PREFIX_TREE)
+    if tree_ms:  # one prefix tree actor per deployment: a ceiling no replica count lifts
+        tree_qps = per_process_qps(tree_ms)
+        notes.append(f"prefix affinity: one prefix tree actor, {tree_ms:g} ms per request, carries up to "
+                     f"{tree_qps:.0f} QPS at {A.GATEWAY_UTILIZATION:.0%} busy")
+        if tree_qps < carries:
+            carries = tree_qps
+            busiest = max(busiest, qps * tree_ms / 1000.0)
+    cores = qps * total / 1000.0
+    haproxy_cores = qps * hops[A.HOP_HAPROXY] / 1000.0
+    threads = max(1, min(HAPROXY_MAX_THREADS, math.ceil(haproxy_cores / A.GATEWAY_UTILIZATION)))
     if spec.engine.backend == "simulated":
         notes.append("simulated engine: the gateway is planned as for the real engine it models")
     return GatewayPlan(mode=mode, qps=qps, output_tokens=tokens, hops=hops, cpu_ms_per_request=round(total, 3),
@@ -121,6 +128,11 @@ def gateway_problem(spec: DeploymentSpec) -> tuple[str, str] | None:
     if plan.carries_target:
         return None
     per = f"{plan.cpu_ms_per_request:g} ms of CPU per {plan.output_tokens}-token request"
+    tree_ms = plan.hops.get(A.HOP_PREFIX_TREE)
+    if tree_ms and abs(plan.carries_qps - 1000.0 * A.GATEWAY_UTILIZATION / tree_ms) < 0.1:  # the tree is the cap
+        return ("serving.router", f"{plan.qps:g} req/s is more than prefix-cache affinity's one prefix tree actor "
+                f"carries ({plan.carries_qps:g} req/s at {tree_ms:g} ms per request); set serving.router: "
+                "power_of_two, or lower slo.target_qps")
     if plan.mode == "direct":
         return ("slo.target_qps", f"{plan.qps:g} req/s needs {plan.replicas_needed} gateway processes at "
                 f"{A.GATEWAY_UTILIZATION:.0%} busy ({per}; dsserve plan shows the hops), but direct mode has "

@@ -15,6 +15,8 @@ from dsserve.app import import_path, serving_args
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import DeploymentSpec
 from dsserve.serve_env import haproxy_maxconn_wanted, serve_env
+from dsserve.planner import assumptions as A
+from dsserve.planner.gateway import plan_gateway
 
 __all__ = ["serve_config", "render_serve_config", "cluster_topology", "haproxy_maxconn_wanted"]
 
@@ -77,6 +79,25 @@ def cluster_topology(spec: DeploymentSpec) -> list[str]:
     return [w for line in lines for w in textwrap.wrap(line, 108, subsequent_indent="  ")]
 
 
+def gateway_lines(spec: DeploymentSpec) -> list[str]:
+    """The gateway the planner sized for the profile's target, in the words of its arithmetic."""
+    g = plan_gateway(spec)
+    where = (f"each of the {g.replicas} engine replica(s)" if g.mode == "direct"
+             else f"{g.replicas} ingress replica(s) in front of {g.engine_replicas} engine replica(s)")
+    hops = ", ".join(f"{name} {ms:g}" for name, ms in g.hops.items())
+    lines = [f"Gateway: {g.mode} (HTTP ends in {where}). At slo.target_qps {g.qps:g} of {g.output_tokens}-token "
+             f"streams: {g.cpu_ms_per_request:g} ms CPU per request",
+             f"  ({hops}) = {g.cores:g} cores; busiest process {g.busiest_process_share:.0%} busy; carries up to "
+             f"{g.carries_qps:g} req/s at {A.GATEWAY_UTILIZATION:.0%} busy ({'enough' if g.carries_target else 'NOT enough'}).",
+             ]
+    if g.router_replicas:
+        lines.append(f"  Serve ingress request router (prefix affinity): {g.router_replicas} replica(s). "
+                     "`dsserve plan` shows the arithmetic.")
+    else:
+        lines.append("  `dsserve plan` shows the arithmetic.")
+    return lines
+
+
 def render_serve_config(spec: DeploymentSpec, *, source: str) -> str:
     """The Serve config as YAML text, headed by how to regenerate it."""
     header = (
@@ -91,8 +112,7 @@ def render_serve_config(spec: DeploymentSpec, *, source: str) -> str:
             header += ("# (Ray's default maxconn, 4096, leaves admitted requests waiting unanswered in the accept "
                        "queue;\n# give HAProxy two open files per connection.)\n")
     where = "engine replica" if spec.serving.gateway == "direct" else "ingress"
-    header += (f"# Gateway: {spec.serving.gateway} (HTTP ends in each {where}; `dsserve plan` sizes it for "
-               f"slo.target_qps {spec.slo.target_qps:g}).\n")
+    header += "".join(f"# {line}\n" for line in gateway_lines(spec))
     if spec.api.api_keys_env:
         header += f"# API keys are read from ${spec.api.api_keys_env} on the {where} nodes.\n"
     if spec.api.api_keys_file:
