@@ -352,19 +352,20 @@ class StockServe:
         log = self.log_path.open("w")
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1)
-        ready = threading.Event()
+        ready, answered = threading.Event(), threading.Event()
 
         def pump() -> None:
             assert self.proc is not None and self.proc.stdout is not None
             for line in self.proc.stdout:
                 log.write(line)
                 log.flush()
-                if "READY" in line:
+                if line.strip() == "READY":
+                    answered.set()
                     ready.set()
-            ready.set()
+            ready.set()  # the process ended: started only if it said READY first
 
         threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(self.timeout_s) or self.proc.poll() is not None:
+        if not ready.wait(self.timeout_s) or not answered.is_set() or self.proc.poll() is not None:
             self.stop()
             raise RuntimeError(f"stock ray.serve.llm ({self.mode}) did not start; log {self.log_path}")
         self.ready_s = time.monotonic() - t0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -27,7 +27,7 @@ def _error(message: str, status: int, param: str | None = None) -> JSONResponse:
                         status_code=status)
 
 
-def build_sim_app(engine: SimulatedEngine) -> Starlette:
+def build_sim_app(engine: SimulatedEngine) -> FastAPI:
     from pydantic import ValidationError
     from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
@@ -58,6 +58,10 @@ def build_sim_app(engine: SimulatedEngine) -> Starlette:
     async def chat(request: Request) -> Response:
         return await generate(request, ChatCompletionRequest, "chat")
 
+    async def models(request: Request) -> Response:  # vLLM's app lists its one model here too
+        card = {"id": engine.model_id, "object": "model", "owned_by": "dsserve-simulated"}
+        return JSONResponse({"object": "list", "data": [card]})
+
     async def completions(request: Request) -> Response:
         return await generate(request, CompletionRequest, "completions")
 
@@ -77,7 +81,10 @@ def build_sim_app(engine: SimulatedEngine) -> Starlette:
         tokens = data.get("tokens") or []
         return JSONResponse({"prompt": " ".join("tok" for _ in tokens)})
 
-    return Starlette(routes=[
+    # FastAPI, as vLLM's own app is: ray.serve.llm's direct-streaming LLMServer adds its model route with
+    # ``app.get`` (``core/server/llm_server.py`` ``_add_openai_models_retrieve_route``)
+    return FastAPI(docs_url=None, redoc_url=None, openapi_url=None, routes=[
+        Route("/v1/models", models, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/tokenize", tokenize, methods=["POST"]),
