@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["serve_env", "haproxy_maxconn_wanted", "IDLE_TRIMS"]
 
 #: What a deployment does not need from Ray's background work, turned down. Measured by
-#: bench/frontend_cpu.py (idle cores of the local-cpu stack: 0.138 -> 0.086; docs/performance.md).
+#: bench/frontend_cpu.py (idle cores of the local-cpu stack: 0.056 with them, stock Serve 0.080;
+#: bench/results/frontend-cpu.json, docs/performance.md).
 IDLE_TRIMS = {
     # Serve's replicas, handles and proxies flush their cached request metrics every 100 ms by default
     # (serve/_private/constants.py RAY_SERVE_METRICS_EXPORT_INTERVAL_MS); Prometheus scrapes every 5-15 s.
