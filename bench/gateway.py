@@ -26,6 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +40,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.harness import DsserveUp, StockServe  # noqa: E402
+from bench.harness import StockServe  # noqa: E402
 from bench.openloop import chat_body, machine, run_load  # noqa: E402
 
 #: stock ray.serve.llm, by its two modes (bench/harness.py)
@@ -45,6 +48,12 @@ STOCK = {"stock-ingress": "ingress", "stock-direct": "direct"}
 
 PROFILE = REPO / "deploy/profiles/sim-h800x8-deepseek-v2-lite.yaml"
 DEFAULT_RATES = (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _wait_models(url: str, timeout_s: float) -> None:
@@ -57,6 +66,42 @@ def _wait_models(url: str, timeout_s: float) -> None:
             pass
         time.sleep(2)
     raise SystemExit(f"{url} did not answer /v1/models within {timeout_s:.0f}s")
+
+
+def start_dsserve(profile: Path, port: int, sets: list[str]) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "dsserve.cli", "up", str(profile), "--port", str(port), "--no-sample"]
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stderr.write(f"  [dsserve] {line}")
+        if "READY" in line:
+            break
+    else:
+        raise SystemExit("dsserve up exited before READY")
+    _drain(proc)
+    return proc
+
+
+def _drain(proc: subprocess.Popen[str]) -> None:
+    import threading
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for _ in proc.stdout:
+            pass
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def sweep(url: str, model: str, rates: list[float], *, duration_s: float, slo_ms: float, processes: int,
@@ -120,26 +165,39 @@ def main(argv: list[str] | None = None) -> int:
     configs = ([*variants, *STOCK] if not (args.only or args.url) else [args.only or "dsserve"])
     results: dict[str, Any] = {}
     load_before = os.getloadavg()
-    log_dir = Path(tempfile.mkdtemp(prefix="dsserve-bench-gateway-"))
     for name in configs:
-        server: DsserveUp | StockServe | None = None
+        proc: Any = None
+        stock: StockServe | None = None
         url = args.url
         try:
             if url is None:
-                print(f"starting {name} ({args.profile.name}, SIMULATED engine; log {log_dir / name}.log)", flush=True)
-                server = (StockServe(args.profile, STOCK[name], list(args.set), 600.0, log_dir / f"{name}.log")
-                          if name in STOCK else DsserveUp(args.profile, variants[name], 600.0, log_dir / f"{name}.log"))
-                url = server.start()
+                print(f"starting {name} ({args.profile.name}, SIMULATED engine)", flush=True)
+                if name in STOCK:
+                    stock = StockServe(args.profile, STOCK[name], list(args.set), 600.0,
+                                       Path(tempfile.mkdtemp()) / f"{name}.log")
+                    url = stock.start()
+                else:
+                    port = _free_port()
+                    proc = start_dsserve(args.profile, port, variants[name])
+                    url = f"http://127.0.0.1:{port}"
                 _wait_models(url, 120)
-            results[name] = sweep(url, spec.model.id, rates, duration_s=args.duration, slo_ms=args.slo_ms,
-                                  processes=args.processes, prompt_tokens=args.prompt_tokens,
-                                  output_tokens=args.output_tokens, label=name)
         except (SystemExit, RuntimeError) as exc:  # one configuration that cannot serve does not end the run
             print(f"  {name}: not measured: {exc}", flush=True)
             results[name] = {"max_rate_within_slo": 0.0, "runs": [], "error": str(exc)}
+            if proc is not None:
+                stop(proc)
+            if stock is not None:
+                stock.stop()
+            continue
+        try:
+            results[name] = sweep(url, spec.model.id, rates, duration_s=args.duration, slo_ms=args.slo_ms,
+                                  processes=args.processes, prompt_tokens=args.prompt_tokens,
+                                  output_tokens=args.output_tokens, label=name)
         finally:
-            if server is not None:
-                server.stop()
+            if proc is not None:
+                stop(proc)
+            if stock is not None:
+                stock.stop()
     out = {
         "benchmark": "B - gateway capacity",
         "engine": "SIMULATED (dsserve/sim); no GPU work, so the serving path is what is measured",
