@@ -20,6 +20,12 @@ Phases, one run:
 
     .venv/bin/python bench/streams.py                         # 10,000 streams; bench/results/streams.json
     .venv/bin/python bench/streams.py --streams 200 --hold 5  # a small run
+    .venv/bin/python bench/streams.py --stock direct          # the same against stock ray.serve.llm
+
+``--stock ingress|direct`` runs plain ``ray.serve.llm.build_openai_app`` in that mode instead of dsserve
+(bench/harness.py ``StockServe``: the spec's engine, replicas and the overrides below; stock's own
+``max_ongoing_requests`` default, 1e9, so it never refuses a stream), and writes
+``bench/results/streams-stock-<mode>.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.gateway import _free_port, _wait_models, start_dsserve, stop  # noqa: E402
+from bench.harness import StockServe  # noqa: E402
 from bench.openloop import chat_body, machine, percentile  # noqa: E402
 
 PROFILE = REPO / "deploy/profiles/sim-h800x8-deepseek-v2-lite.yaml"
@@ -232,8 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--url", help="an already running stack (its engine limits and time scale are yours to set)")
     ap.add_argument("--set", action="append", default=[], help="extra --set override for the stack")
-    ap.add_argument("--out", type=Path, default=REPO / "bench/results/streams.json")
+    ap.add_argument("--stock", choices=("ingress", "direct"),
+                    help="run stock ray.serve.llm in this mode instead of dsserve")
+    ap.add_argument("--out", type=Path, help="default bench/results/streams.json (streams-stock-<mode>.json)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / "bench/results" / (f"streams-stock-{args.stock}.json" if args.stock else "streams.json")
 
     from dsserve.config import load_spec
 
@@ -241,9 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     output = max(4, int(duration / args.token_interval) + 4)  # still generating at the end of the hold
     sets = _overrides(args.profile, args.streams, args.token_interval, args.prompt_tokens, output) + args.set
     spec = load_spec(args.profile, sets)
-    proc = None
+    proc: Any = None
+    stock: StockServe | None = None
     url = args.url
-    if url is None:
+    server = "dsserve" if args.stock is None else f"stock ray.serve.llm ({args.stock})"
+    if url is None and args.stock is not None:
+        print(f"starting stock ray.serve.llm {args.stock} ({args.profile.name}, SIMULATED engine) with "
+              f"{' '.join(sets)}", flush=True)
+        stock = StockServe(args.profile, args.stock, sets, 600.0, Path(tempfile.mkdtemp()) / "stock.log")
+        url = stock.start()
+        proc = stock.proc
+    elif url is None:
         port = _free_port()
         print(f"starting dsserve ({args.profile.name}, SIMULATED engine) with {' '.join(sets)}", flush=True)
         proc = start_dsserve(args.profile, port, sets)
@@ -264,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                                probe_every_s=args.probe_every, prompt=args.prompt_tokens, output=output,
                                on_phase=on_phase))
     finally:
-        if proc is not None:
+        if stock is not None:
+            stock.stop()
+        elif proc is not None:
             stop(proc)
     memory = {}
     if "before" in rss and "held" in rss:
@@ -273,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             b, h = rss["before"].get(name, 0), rss["held"].get(name, 0)
             memory[name] = {"before_mib": round(b / 2**20, 1), "held_mib": round(h / 2**20, 1),
                             "kib_per_open_stream": round((h - b) / 1024 / held, 1)}
-    out = {"benchmark": "C - open streams", "engine": "SIMULATED (dsserve/sim), steps stretched for a slow "
+    out = {"benchmark": "C - open streams", "server": server, "engine": "SIMULATED (dsserve/sim), steps stretched for a slow "
            "token rate", "machine": machine(), "load_average_before_after": [load_before, os.getloadavg()],
            "profile": str(args.profile.relative_to(REPO)) if args.profile.is_relative_to(REPO) else str(args.profile),
            "overrides": sets, "load": {"streams": args.streams, "open_rate_per_s": args.open_rate,
@@ -283,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     r = res
-    print(f"\nBenchmark C (SIMULATED engine): {r['opened']}/{args.streams} streams opened in "
+    print(f"\nBenchmark C ({server}, SIMULATED engine): {r['opened']}/{args.streams} streams opened in "
           f"{r['seconds_to_open_all']} s, {r['open_at_end_of_hold']} still open after {args.hold:g} s, "
           f"errors {r['errors']} {r['error_kinds'] or ''}, tokens received {r['tokens_received']}")
     for what in ("probe_first_chunk", "probe_ttft"):
