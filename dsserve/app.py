@@ -28,6 +28,7 @@ from typing import Any
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.lora import LORA_CONFIG_KEY, TINY_LORA_SOURCE_PREFIX
+from dsserve.planner.drain import graceful_shutdown_timeout_s
 from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_llm_config
 
 __all__ = [
@@ -89,11 +90,20 @@ def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
         kwargs.update(enable_lora=True, max_loras=lora.max_loras, max_lora_rank=lora.max_lora_rank,
                       max_cpu_loras=lora.max_adapters_per_replica)
     kwargs.update(copy.deepcopy(eng.extra_args))
+    if spec.api.max_tokens is not None:
+        # vLLM's own cap for a request that names no max_tokens (the pipeline refuses one that asks for more):
+        # OpenAIServingChat/Completion take min(context left, override_generation_config["max_new_tokens"])
+        # (vllm/entrypoints/serve/utils/api_utils.py get_max_tokens)
+        override = dict(kwargs.get("override_generation_config") or {})
+        override.setdefault("max_new_tokens", spec.api.max_tokens)
+        kwargs["override_generation_config"] = override
     return kwargs
 
 
 def _env_vars(spec: DeploymentSpec) -> dict[str, str]:
     env = {"HF_HUB_OFFLINE": "1"} if _is_local_source(spec.model.source) else {}
+    # vLLM's own prompts-per-request cap (CompletionRequest's validator; 1024 by default) matches the pipeline's
+    env["VLLM_MAX_COMPLETION_PROMPTS"] = str(spec.api.prompts_cap)
     if not spec.hardware.is_gpu:
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.engine.cpu.kvcache_space_gib:g}"
         ranks = spec.engine.tensor_parallel_size * spec.engine.pipeline_parallel_size
@@ -173,6 +183,8 @@ def _deployment_config(spec: DeploymentSpec) -> dict[str, Any]:
         }
     else:
         cfg["num_replicas"] = sv.replicas
+    # Ray's default (20 s) would cut longer generations on SIGTERM, redeploy and downscale (planner/drain.py)
+    cfg["graceful_shutdown_timeout_s"] = graceful_shutdown_timeout_s(spec)
     if sv.router == "prefix_cache_affinity":
         cfg["request_router_config"] = {
             "request_router_class": ROUTER_CLASS,  # upstream's router without its blocking ray.get calls
@@ -267,6 +279,8 @@ def serving_args(spec: DeploymentSpec) -> dict[str, Any]:
             # the gate (which answers 503 + Retry-After past it) instead of queueing unseen in Serve's router.
             "max_ongoing_requests": ingress_max_ongoing(spec),
             "num_replicas": gateway_replicas(spec),
+            # the ingress holds a stream as long as the engine replica does
+            "graceful_shutdown_timeout_s": graceful_shutdown_timeout_s(spec),
         },
     }
 
@@ -288,7 +302,9 @@ def pipeline_settings(spec: DeploymentSpec) -> dict[str, Any]:
         "max_inflight": admission_limit(spec),
         "max_body_bytes": spec.api.max_body_bytes,
         "max_n": spec.api.max_n,
-        "max_prompts": spec.api.max_prompts,
+        "max_prompts": spec.api.prompts_cap,
+        "max_tokens": spec.api.max_tokens,
+        "max_messages": spec.api.max_messages,
         "replicas": engine_replicas(spec) if spec.serving.gateway == "direct" else gateway_replicas(spec),
     }
 

@@ -163,9 +163,12 @@ class ModelSpec(_Strict):
     @field_validator("id")
     @classmethod
     def _id_is_a_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", v):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}", v):
+            hint = ("':' is not allowed: ray.serve.llm reads `<id>:<name>` as a LoRA adapter of <id>, so every "
+                    "request for this id would be 404; use '-' instead, e.g. " + v.replace(":", "-") + "; "
+                    if ":" in v else "")
             raise ValueError(
-                f"must be 1-128 characters of letters, digits and . _ : / - (got {v!r}); "
+                f"must be 1-128 characters of letters, digits and . _ / - (got {v!r}); {hint}"
                 "clients send it as the `model` field"
             )
         return v
@@ -316,6 +319,13 @@ class ServingSpec(_Strict):
     stream_batching_interval_ms: float = Field(
         50, ge=0, description="ray.serve.llm batches streamed chunks this long; 0 flushes each chunk."
     )
+    graceful_shutdown_timeout_s: float | None = Field(
+        None, ge=1, le=86400,
+        description="Seconds a stopping replica (SIGTERM, redeploy, downscale) waits for its requests before "
+        "it is killed. Default: the longest generation the profile allows (api.max_tokens at the planner's "
+        "time per output token) x 1.25, between 20 and 900 s; `dsserve plan` prints it. The chart keeps "
+        "terminationGracePeriodSeconds above it.",
+    )
 
     @model_validator(mode="after")
     def _targets_fit(self) -> ServingSpec:
@@ -354,13 +364,41 @@ class ApiSpec(_Strict):
         None, description="Token bucket per API key, per ingress replica; unset = no rate limit."
     )
     max_n: int = Field(
-        16, ge=1, le=16384, description="Most choices (`n`) one request may ask for; more gets 400."
+        16, ge=1, le=16384,
+        description="Most sequences one request may ask for: n (choices) x the prompts of a completions batch; "
+        "more gets 400. Admission and the rate limit charge a request that many sequences.",
     )
-    max_prompts: int = Field(
-        64, ge=1, le=1024,
-        description="Most prompts in one completions request (a list of prompts); more gets 400. A request "
-        "counts against admission and the rate limit as prompts x n sequences.",
+    max_prompts: int | None = Field(
+        None, ge=1, le=1024,
+        description="Most prompts in one completions request (a list of prompts); more gets 400. Default and "
+        "most: api.max_n. vLLM's own cap (VLLM_MAX_COMPLETION_PROMPTS) is set to it.",
     )
+    max_tokens: int | None = Field(
+        8192, ge=1, le=1_048_576,
+        description="Most tokens one completion may generate: a request asking for more (max_tokens, "
+        "max_completion_tokens) gets 400, and one that names none is capped here (vLLM's "
+        "override_generation_config max_new_tokens). null = the context left after the prompt. Reasoning "
+        "models (R1) may need 32768 or more.",
+    )
+    max_messages: int = Field(
+        2048, ge=1, le=1_000_000, description="Most messages in one chat request; more gets 400."
+    )
+    http_request_timeout_s: int = Field(
+        10, ge=1, le=3600,
+        description="Seconds a client has to send its request headers (HAProxy `timeout http-request`, also "
+        "the idle time of a kept-alive connection); slower connections are closed, so slow-header clients "
+        "cannot hold every connection slot.",
+    )
+    client_timeout_s: int = Field(
+        600, ge=5, le=86400,
+        description="Seconds a client may leave its connection silent while HAProxy waits on it (HAProxy "
+        "`timeout client`; Ray's default is 3600).",
+    )
+
+    @property
+    def prompts_cap(self) -> int:
+        """Prompts one completions request may carry (``max_prompts``, default ``max_n``)."""
+        return self.max_prompts if self.max_prompts is not None else self.max_n
 
     # The values of these fields are never echoed in errors: a key pasted by mistake must not be printed.
     @field_validator("api_keys_env")
@@ -384,6 +422,16 @@ class ApiSpec(_Strict):
                 "replica's node, e.g. api_keys_file: /etc/dsserve/api-keys/api-keys",
             )
         return v
+
+    @model_validator(mode="after")
+    def _prompts_within_sequences(self) -> ApiSpec:
+        if self.max_prompts is not None and self.max_prompts > self.max_n:
+            raise PathError(
+                "api.max_prompts", self.max_prompts,
+                f"each prompt is at least one sequence, and a request may ask for api.max_n ({self.max_n}) in "
+                f"all; set api.max_prompts to at most {self.max_n}, or raise api.max_n",
+            )
+        return self
 
     @model_validator(mode="after")
     def _limit_needs_keys(self) -> ApiSpec:
@@ -538,9 +586,6 @@ class DeploymentSpec(_Strict):
         from dsserve.tiny_lora import TINY_LORAS
 
         arch, eng, hw = self.model_arch, self.engine, self.hardware
-        if ":" in self.model.id:
-            raise _PathError("model.id", self.model.id, "with model.lora set it must not contain ':', since "
-                             "ray.serve.llm reads `model: <base>:<adapter>` by splitting at the first ':'")
         if getattr(eng, "backend", "vllm") != "vllm":
             raise _PathError("model.lora", None, f"engine.backend {eng.backend!r} serves no LoRA adapters; "
                              "use engine.backend vllm, or remove model.lora")

@@ -8,12 +8,20 @@ every Ray container. One function, so the three agree.
 
 from __future__ import annotations
 
+import shutil
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from dsserve.haproxy_launch import ENV_ADMIN_HOST, ENV_HTTP_REQUEST_TIMEOUT
 
 if TYPE_CHECKING:
     from dsserve.config import DeploymentSpec
 
-__all__ = ["serve_env", "haproxy_maxconn_wanted", "IDLE_TRIMS"]
+__all__ = ["serve_env", "haproxy_maxconn_wanted", "haproxy_launcher", "IDLE_TRIMS", "LAUNCHER"]
+
+#: The console script of dsserve/haproxy_launch.py.
+LAUNCHER = "dsserve-haproxy"
 
 #: What a deployment does not need from Ray's background work, turned down. Measured by
 #: bench/frontend_cpu.py (idle cores of the local-cpu stack: 0.056 with them, stock Serve 0.080;
@@ -62,9 +70,24 @@ def serve_env(spec: DeploymentSpec) -> dict[str, str]:
             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn_wanted(spec)),
             "RAY_SERVE_HAPROXY_NBTHREAD": str(plan_gateway(spec).haproxy_threads),
+            # client-side timeouts from the spec (Ray's own default for the first is 3600 s); the second
+            # and the admin address reach HAProxy through dsserve-haproxy (dsserve/haproxy_launch.py),
+            # which RAY_SERVE_HAPROXY_BINARY_PATH names: `dsserve up` sets it, the images set it
+            "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(spec.api.client_timeout_s),
+            ENV_HTTP_REQUEST_TIMEOUT: str(spec.api.http_request_timeout_s),
         })
+        if spec.api.host not in ("0.0.0.0", "::", "", "*"):
+            env[ENV_ADMIN_HOST] = spec.api.host  # stats page and exporter on the API's own address
     if spec.serving.gateway == "direct" and spec.serving.router == "prefix_cache_affinity":
         # the prefix-affinity router reads the prompt: HAProxy forwards the body to Serve's ingress router
         env["RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY"] = "1"
     env.update(IDLE_TRIMS)
     return env
+
+
+def haproxy_launcher() -> str | None:
+    """The absolute path of ``dsserve-haproxy`` installed beside this Python (None when it is missing)."""
+    beside = Path(sys.executable).parent / LAUNCHER
+    if beside.is_file():
+        return str(beside)
+    return shutil.which(LAUNCHER)

@@ -13,6 +13,7 @@ import os
 import resource
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from dsserve.app import build_app, ray_cpus_needed
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.errors import PortInUseError, StackError
-from dsserve.serve_env import haproxy_maxconn_wanted, serve_env
+from dsserve.serve_env import LAUNCHER, haproxy_launcher, haproxy_maxconn_wanted, serve_env
 
 if TYPE_CHECKING:
     from dsserve.local_prometheus import LocalPrometheus
@@ -156,6 +157,13 @@ class LocalStack:
             maxconn = haproxy_maxconn(spec)
             env["RAY_SERVE_HAPROXY_MAXCONN"] = str(maxconn)
             env.update(LOCAL_DRAIN_ENV)
+            launcher = haproxy_launcher()
+            if launcher is not None:
+                env["RAY_SERVE_HAPROXY_BINARY_PATH"] = launcher
+            else:
+                self.progress(f"WARNING: {LAUNCHER} is not installed beside {sys.executable} (reinstall dsserve: "
+                              "pip install -e .); HAProxy runs without api.http_request_timeout_s and with its "
+                              "stats and exporter on every interface")
         # A value already in the environment wins (a user's override); stop() removes what start() added.
         self._env_set = [k for k in env if k not in os.environ]
         os.environ.update({k: env[k] for k in self._env_set})

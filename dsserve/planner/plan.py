@@ -17,6 +17,7 @@ from dsserve.catalog import ACCELERATORS, GIB, arch_from_hf_config, load_hf_conf
 from dsserve.errors import SpecError
 from dsserve.planner import assumptions as A
 from dsserve.planner.deployment import Deployment, Layout, deployment_from_spec, weight_format_for
+from dsserve.planner.drain import Drain, plan_drain
 from dsserve.planner.gateway import GatewayPlan, plan_gateway
 from dsserve.planner.memory import MemoryPlan, layout_problems, plan_memory
 from dsserve.planner.perf import PerfModel
@@ -55,6 +56,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     #: the serving path's CPU for the mix's QPS (dsserve/planner/gateway.py); set when planned from a spec
     gateway: GatewayPlan | None = None
+    #: how long stopping replicas wait for their requests (dsserve/planner/drain.py); set from a spec
+    drain: Drain | None = None
 
     # -- the simulated engine's interface ------------------------------------------------------
     def decode_step_time_s(self, batch: float, context: float) -> float:
@@ -278,6 +281,7 @@ def plan_profile(path: str | Path, *, overrides: dict[str, Any] | None = None, h
     mix = request_mix_from_spec(spec, **(mix_args or {}))
     plan = build_plan(deployment_from_spec(spec, arch), mix, alternatives=alternatives)
     plan.gateway = plan_gateway(spec, qps=mix.qps, output_tokens=round(mix.output.mean))
+    plan.drain = plan_drain(spec)
     return plan
 
 

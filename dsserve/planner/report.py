@@ -115,6 +115,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "max_qps_meeting_slo": plan.max_qps, "sustainable_qps": plan.capacity_qps,
         },
         "gateway": plan.gateway.to_dict() if plan.gateway is not None else None,
+        "drain": plan.drain.to_dict() if plan.drain is not None else None,
         "alternatives": [
             {"change": a.change, "distance": a.distance, "layout": a.deployment.layout.label(),
              "accelerator": a.deployment.accel.key, "nodes": a.deployment.nodes,
@@ -226,6 +227,8 @@ def render_text(plan: Plan) -> str:
     if plan.gateway is not None:
         out.append("")
         out.extend(gateway_lines(plan.gateway))
+    if plan.drain is not None:
+        out.append(plan.drain.line())
 
     if plan.alternatives:
         out.append("")

@@ -19,6 +19,7 @@ import yaml
 
 from dsserve.config import DeploymentSpec
 from dsserve.errors import SpecError
+from dsserve.planner.drain import graceful_shutdown_timeout_s
 from dsserve.render.serve_config import render_serve_config
 from dsserve.serve_env import haproxy_maxconn_wanted, serve_env
 
@@ -31,6 +32,16 @@ API_KEYS_SECRET_KEY = "api-keys"
 
 #: Set by the chart's own haproxy.* values.
 _CHART_HAPROXY_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_HAPROXY_MAXCONN")
+
+
+#: Seconds a Ray pod's grace period adds to the replicas' drain: Ray Serve 2.60 behind HAProxy keeps a
+#: stopping replica registered 30 s + 5 s so balancers deregister it, and the rest is room to stop Ray.
+TERMINATION_HEADROOM_S = 60
+
+
+def termination_grace_period_s(spec: DeploymentSpec) -> int:
+    """terminationGracePeriodSeconds of the Ray pods: the drain (planner/drain.py) plus the headroom."""
+    return math.ceil(graceful_shutdown_timeout_s(spec)) + TERMINATION_HEADROOM_S
 
 
 def worker_nodes_for(spec: DeploymentSpec, replicas: int) -> int:
@@ -101,6 +112,8 @@ def helm_values(spec: DeploymentSpec, *, source: str) -> dict[str, Any]:
         },
         "worker": worker,
         "autoscaling": autoscaling,
+        # above the replicas' drain: Ray's HAProxy holds a stopping replica 30 s + 5 s for balancers first
+        "terminationGracePeriodSeconds": termination_grace_period_s(spec),
     }
     if not hw.is_gpu:
         values["image"] = {"repository": "dsserve-cpu"}

@@ -111,6 +111,9 @@ def render_serve_config(spec: DeploymentSpec, *, source: str) -> str:
         if "RAY_SERVE_HAPROXY_MAXCONN" in env:
             header += ("# (Ray's default maxconn, 4096, leaves admitted requests waiting unanswered in the accept "
                        "queue;\n# give HAProxy two open files per connection.)\n")
+        if "DSSERVE_HAPROXY_TIMEOUT_HTTP_REQUEST_S" in env:
+            header += ("# The DSSERVE_HAPROXY_* settings reach HAProxy through dsserve's launcher: also set\n"
+                       "#   RAY_SERVE_HAPROXY_BINARY_PATH=<absolute path of dsserve-haproxy> (the images set it).\n")
     where = "engine replica" if spec.serving.gateway == "direct" else "ingress"
     header += "".join(f"# {line}\n" for line in gateway_lines(spec))
     if spec.api.api_keys_env:

@@ -5,11 +5,15 @@ The pipeline reads the body itself so that every route gets the same answers wha
 plus a few field lookups. Full validation of the request fields stays with vLLM's request models.
 
 What a body may hold (the fuzzer's contract, tests/e2e/test_fuzz.py): strict JSON (no ``NaN``/
-``Infinity``) of well-formed Unicode (a lone surrogate escape is 400), an object. On generate routes:
-at least one chat message; ``n`` at most ``api.max_n``; at most ``api.max_prompts`` prompts in a
-completions request. A request's *weight* is the number of sequences it asks the engine for (prompts x
-``n``); the admission gate and the rate limiter charge it that many slots and tokens, so a batch of 64
-prompts with ``n: 16`` costs what 1,024 single requests cost, not one.
+``Infinity``) of well-formed Unicode (a lone surrogate escape is 400), an object nested at most
+:data:`MAX_NESTING` deep. On generate routes: one to ``api.max_messages`` chat messages; at most
+``api.max_prompts`` prompts in a completions request; at most ``api.max_n`` *sequences* (prompts x
+``n``); ``max_tokens``/``max_completion_tokens`` at most ``api.max_tokens``. A request's *weight* is the
+number of sequences it asks the engine for; the admission gate and the rate limiter charge it that many
+slots and tokens, so a batch of 4 prompts with ``n: 4`` costs what 16 single requests cost, not one.
+
+Every walk over a parsed body here is iterative: Python 3.12's ``json`` accepts nesting deeper than the
+interpreter's recursion limit, so a recursive walk would fail (500) on a body the parser took.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from pydantic import ValidationError
 from dsserve.serving.errors import BodyTooLarge, InvalidRequest
 
 __all__ = [
+    "MAX_NESTING",
     "RequestShape",
+    "ShapeLimits",
     "diagnose",
     "locate_bad_field",
     "parse_json",
@@ -75,19 +81,41 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def _first_bad_string(data: Any, path: str = "") -> str | None:
+def _first_bad_string(data: Any) -> str | None:
     """The path (``messages.0.content``) of the first key or string holding a lone UTF-16 surrogate."""
-    if isinstance(data, str):
-        return None if _is_unicode(data) else (path or "(body)")
-    items: Any = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
-    for k, v in items:
-        here = f"{path}.{k}" if path else str(k)
-        if isinstance(k, str) and not _is_unicode(k):
-            return here
-        found = _first_bad_string(v, here)
-        if found is not None:
-            return found
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            if not _is_unicode(node):
+                return path or "(body)"
+            continue
+        items: Any = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        children = []
+        for k, v in items:
+            here = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and not _is_unicode(k):
+                return here
+            children.append((here, v))
+        stack.extend(reversed(children))  # depth first, in document order
     return None
+
+
+#: The deepest nesting of arrays and objects a body may have (an object at the top is depth 1). Chat
+#: bodies need 4-5 levels and tool schemas a few more; vLLM's own validators and pydantic recurse.
+MAX_NESTING = 64
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether arrays/objects in ``data`` nest more than ``limit`` deep (iterative: see the module doc)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def parse_json(raw: bytes, *, what: str = "`model` and `messages` (chat) or `prompt` (completions)") -> dict[str, Any]:
@@ -105,6 +133,10 @@ def parse_json(raw: bytes, *, what: str = "`model` and `messages` (chat) or `pro
     if not isinstance(data, dict):
         raise InvalidRequest(f"The request body must be a JSON object, got {type(data).__name__}.",
                              code="invalid_body")
+    # fewer brackets than the limit cannot nest past it: the walk runs only for bodies with many (C-speed count)
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _deeper_than(data, MAX_NESTING):
+        raise InvalidRequest(f"Invalid request: the body nests arrays/objects more than {MAX_NESTING} deep; "
+                             "flatten it.", code="invalid_json")
     if _SURROGATE_ESCAPE.search(raw):
         bad = _first_bad_string(data)
         if bad is not None:
@@ -133,7 +165,20 @@ def _prompt_count(data: dict[str, Any]) -> int:
     return max(1, count)
 
 
-def request_shape(data: dict[str, Any], *, chat: bool, max_n: int, max_prompts: int) -> RequestShape:
+class ShapeLimits:
+    """The ``api.*`` caps a generate request's shape is checked against."""
+
+    __slots__ = ("max_n", "max_prompts", "max_tokens", "max_messages")
+
+    def __init__(self, *, max_n: int, max_prompts: int, max_tokens: int | None, max_messages: int) -> None:
+        self.max_n, self.max_prompts, self.max_tokens, self.max_messages = max_n, max_prompts, max_tokens, max_messages
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def request_shape(data: dict[str, Any], *, chat: bool, limits: ShapeLimits) -> RequestShape:
     """The model, weight (sequences asked for) and streaming of a generate request; 400 past the limits.
 
     Fields of the wrong type are left to vLLM's request model, which names them (only values this
@@ -144,17 +189,30 @@ def request_shape(data: dict[str, Any], *, chat: bool, max_n: int, max_prompts: 
         messages = data.get("messages")
         if messages == []:
             raise InvalidRequest("Invalid request: messages: send at least one message.", param="messages")
+        if isinstance(messages, list) and len(messages) > limits.max_messages:
+            raise InvalidRequest(f"Invalid request: messages: at most {limits.max_messages} messages per request "
+                                 f"(api.max_messages), got {len(messages)}; shorten the conversation.",
+                                 param="messages")
         prompts = 1
     else:
         prompts = _prompt_count(data)
-        if prompts > max_prompts:
-            raise InvalidRequest(f"Invalid request: prompt: at most {max_prompts} prompts per request "
+        if prompts > limits.max_prompts:
+            raise InvalidRequest(f"Invalid request: prompt: at most {limits.max_prompts} prompts per request "
                                  f"(api.max_prompts), got {prompts}; split the batch.", param="prompt")
-    n = data.get("n")
-    n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
-    if n > max_n:
-        raise InvalidRequest(f"Invalid request: n: at most {max_n} choices per request (api.max_n), got {n}.",
-                             param="n")
+    n = _positive_int(data.get("n")) or 1
+    if prompts * n > limits.max_n:
+        if prompts == 1:
+            raise InvalidRequest(f"Invalid request: n: at most {limits.max_n} choices per request (api.max_n), "
+                                 f"got {n}.", param="n")
+        raise InvalidRequest(f"Invalid request: prompt, n: {prompts} prompts x n={n} ask for {prompts * n} "
+                             f"sequences, more than one request may (api.max_n: {limits.max_n}); lower n or split "
+                             "the prompts.", param="n" if n > 1 else "prompt")
+    if limits.max_tokens is not None:
+        for field in ("max_tokens", "max_completion_tokens"):
+            asked = _positive_int(data.get(field))
+            if asked is not None and asked > limits.max_tokens:
+                raise InvalidRequest(f"Invalid request: {field}: at most {limits.max_tokens} tokens per completion "
+                                     f"(api.max_tokens), got {asked}.", param=field)
     stream = data.get("stream") is True
     return RequestShape(model if isinstance(model, str) else None, prompts * n, stream)
 

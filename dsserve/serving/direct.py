@@ -38,7 +38,7 @@ from ray.llm._internal.serve.core.configs.openai_api_models import to_model_meta
 from ray.llm._internal.serve.serving_patterns.data_parallel.dp_server import DPServer as _UpstreamDPServer
 
 from dsserve.serving.layout import LayoutCache
-from dsserve.serving.openapi import openapi_spec
+from dsserve.serving.openapi import openapi_for
 from dsserve.serving.pipeline import PipelineSettings, RequestPipeline
 from dsserve.serving.server import LLMServer as _DsserveLLMServer
 from dsserve.serving.shares import LiveReplicas
@@ -139,7 +139,7 @@ class PipelineApp:
         settings = pipeline_settings(self._llm_config)
         replicas = LiveReplicas.of_this_deployment(settings.replicas)
         pipeline = RequestPipeline(app, settings, ReplicaModels(self._llm_config, replicas), replicas=replicas,
-                                   openapi=openapi_spec(settings.max_n), where="engine replica",
+                                   openapi=openapi_for(settings), where="engine replica",
                                    engine_down=lambda: engine_is_dead(self.engine))
         pipeline.metrics.start()
         self._pipeline = pipeline

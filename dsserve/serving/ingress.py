@@ -50,7 +50,7 @@ from dsserve.serving.errors import (
     param_of,
 )
 from dsserve.serving.layout import LayoutCache, no_running_replica, waiting_in_router
-from dsserve.serving.openapi import openapi_spec
+from dsserve.serving.openapi import openapi_for
 from dsserve.serving.pipeline import BODY_SCOPE_KEY, PipelineSettings, RequestPipeline
 from dsserve.serving.shares import LiveReplicas
 
@@ -195,7 +195,7 @@ class DsserveIngress(OpenAiIngress):
         if self.pipeline is None:
             self.pipeline = RequestPipeline(
                 app, self._settings, self.model_directory, replicas=LiveReplicas.of_this_deployment(self._settings.replicas),
-                openapi=openapi_spec(self._settings.max_n), where="ingress")
+                openapi=openapi_for(self._settings), where="ingress")
             self.pipeline.metrics.start()
         self.pipeline.app = app
         return self.pipeline

@@ -39,7 +39,15 @@ from typing import Any, Protocol
 from dsserve.serving import routes as routing_table
 from dsserve.serving.admission import AdmissionGate
 from dsserve.serving.auth import KeyStore, RateLimiter, bearer_token, retry_after_seconds
-from dsserve.serving.body import RequestShape, diagnose, parse_json, read_body, request_model, request_shape
+from dsserve.serving.body import (
+    RequestShape,
+    ShapeLimits,
+    diagnose,
+    parse_json,
+    read_body,
+    request_model,
+    request_shape,
+)
 from dsserve.serving.errors import (
     INTERNAL_MESSAGE,
     AuthError,
@@ -98,13 +106,19 @@ class PipelineSettings:
     rate_limit: dict[str, Any] | None = None  # {"requests_per_second", "burst"} per key, whole deployment
     max_inflight: int | None = None  # sequences admitted at once, whole deployment; None unbounded
     max_body_bytes: int = 8 * 1024 * 1024
-    max_n: int = 16
-    max_prompts: int = 64
+    max_n: int = 16  # sequences (prompts x n) per request
+    max_prompts: int = 16
+    max_tokens: int | None = 8192  # per completion
+    max_messages: int = 2048
     replicas: int = 1  # replicas running the pipeline, as configured (until the live count is known)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PipelineSettings:
         return cls(**(data or {}))
+
+    def shape_limits(self) -> ShapeLimits:
+        return ShapeLimits(max_n=self.max_n, max_prompts=self.max_prompts, max_tokens=self.max_tokens,
+                           max_messages=self.max_messages)
 
     def limits(self) -> Limits:
         rl = self.rate_limit or {}
@@ -125,6 +139,15 @@ def _headers(scope: Scope) -> tuple[bytes | None, int | None]:
             except ValueError:
                 length = None
     return auth, length
+
+
+#: The longest model name a request may carry (OpenAI ids are short; adapters add ``:<name>``).
+MAX_MODEL_NAME = 256
+
+
+def shown_name(name: str, limit: int = 80) -> str:
+    """A client-supplied name as an error message quotes it: repr'd, and cut past ``limit`` characters."""
+    return repr(name) if len(name) <= limit else repr(name[:limit]) + f"... ({len(name)} characters)"
 
 
 async def _send_json(send: Send, status: int, data: Any) -> None:
@@ -156,6 +179,7 @@ class RequestPipeline:
         self.where = where
         self.openapi = openapi
         self._limits = settings.limits()
+        self._shape_limits = settings.shape_limits()
         self._replicas = replicas or LiveReplicas(settings.replicas)
         # raises KeySourceError when a configured source has no keys: an unset secret must not open the API
         self.keys = keys if keys is not None else KeyStore(env=settings.api_keys_env, path=settings.api_keys_file)
@@ -223,8 +247,12 @@ class RequestPipeline:
     def check_model(self, model: Any) -> None:
         if model is None:
             return  # missing or wrongly typed: the request model below names it
+        if isinstance(model, str) and len(model) > MAX_MODEL_NAME:
+            raise InvalidRequest(f"Invalid request: model: at most {MAX_MODEL_NAME} characters, got {len(model)}; "
+                                 f"this server serves: {', '.join(self.models.served_ids())}.", param="model")
         if not isinstance(model, str) or not self.models.knows(model):
-            raise NotFound(f"The model {model!r} does not exist; this server serves: "
+            shown = shown_name(model) if isinstance(model, str) else repr(model)[:80]
+            raise NotFound(f"The model {shown} does not exist; this server serves: "
                            f"{', '.join(self.models.served_ids())} (see GET /v1/models).",
                            param="model", code="model_not_found")
 
@@ -271,8 +299,7 @@ class RequestPipeline:
                 data = parse_json(raw)
                 model = data.get("model")
                 if route.kind == "generate":
-                    shape = request_shape(data, chat=path.endswith("chat/completions"), max_n=self.settings.max_n,
-                                          max_prompts=self.settings.max_prompts)
+                    shape = request_shape(data, chat=path.endswith("chat/completions"), limits=self._shape_limits)
                 else:
                     shape = RequestShape(model if isinstance(model, str) else None, 1, False)
                 self.check_model(model)
@@ -308,9 +335,9 @@ class RequestPipeline:
             await _send_json(send, 200, await self.models.list_models())
         elif route.kind == "model_card":
             model = path[len(routing_table.MODEL_PREFIX):]
-            card = await self.models.model_card(model)
+            card = await self.models.model_card(model) if len(model) <= MAX_MODEL_NAME else None
             if card is None:
-                raise NotFound(f"The model {model!r} does not exist; this server serves: "
+                raise NotFound(f"The model {shown_name(model)} does not exist; this server serves: "
                                f"{', '.join(self.models.served_ids())}.", param="model", code="model_not_found")
             await _send_json(send, 200, card)
         elif route.kind == "openapi":

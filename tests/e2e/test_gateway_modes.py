@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import httpx
@@ -19,7 +20,8 @@ from tests.e2e.conftest import E2E_KEYS, RunningStack, assert_clean_shutdown
 
 SECURE = ("local-cpu", "api.api_keys_env=DSSERVE_E2E_KEYS", "serving.max_ongoing_requests=2",
           "serving.max_queued_requests=2", "api.max_body_bytes=65536",
-          "api.rate_limit={requests_per_second: 20, burst: 30}")
+          "api.rate_limit={requests_per_second: 20, burst: 30}", "api.max_tokens=512",
+          "api.http_request_timeout_s=2")
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("gateway", [
     pytest.param("direct", marks=pytest.mark.profile(*SECURE, "serving.gateway=direct")),
     pytest.param("ingress", marks=pytest.mark.profile(*SECURE, "serving.gateway=ingress")),
@@ -78,13 +80,23 @@ def test_oversized_body_is_413(client: httpx.Client, gateway: str) -> None:
      "model_not_found"),
     ("POST", "/v1/completions", {"model": MODEL, "prompt": ["x"] * 65, "max_tokens": 1}, 400, "invalid_parameter"),
     ("POST", "/v1/chat/completions", {**CHAT, "n": 17}, 400, "invalid_parameter"),
+    ("POST", "/v1/completions", {"model": MODEL, "prompt": ["x"] * 64, "n": 16, "max_tokens": 1}, 400,
+     "invalid_parameter"),
+    ("POST", "/v1/completions", {"model": MODEL, "prompt": ["x"] * 4, "n": 8, "max_tokens": 1}, 400,
+     "invalid_parameter"),
+    ("POST", "/v1/chat/completions", {**CHAT, "max_tokens": 513}, 400, "invalid_parameter"),
+    ("POST", "/v1/chat/completions", {**CHAT, "model": "m" * 300}, 400, "invalid_parameter"),
+    ("POST", "/v1/chat/completions", ('{"model": "%s", "messages": [{"role": "user", "content": "x"}], '
+                                      '"vllm_xargs": {"a": %s}}' % (MODEL, "[" * 70 + "]" * 70)).encode(),
+     400, "invalid_json"),
     ("POST", "/tokenize", b"[1, 2]", 400, "invalid_body"),
     ("POST", "/tokenize", {"model": "gpt-4", "prompt": "x"}, 404, "model_not_found"),
     ("POST", "/v1/embeddings", {"model": f"{MODEL}:zz", "input": "x"}, 404, "unsupported_route"),
     ("POST", "/v1/score", {"model": MODEL, "text_1": "a", "text_2": "b"}, 404, "unsupported_route"),
     ("GET", "/metrics", None, 404, "unknown_route"),
     ("GET", "/v1/chat/completions", None, 405, "method_not_allowed"),
-], ids=["bad-json", "unknown-model", "unknown-adapter", "too-many-prompts", "n-over-max", "tokenize-not-object",
+], ids=["bad-json", "unknown-model", "unknown-adapter", "too-many-prompts", "n-over-max", "64-prompts-x-n16",
+        "sequences-over-max-n", "max-tokens-over-cap", "model-name-too-long", "nested-too-deep", "tokenize-not-object",
         "tokenize-unknown-model", "embeddings", "score", "engine-metrics-route", "wrong-method"])
 def test_client_mistakes_are_openai_errors_never_5xx(client: httpx.Client, gateway: str, method: str, path: str,
                                                     body: object, status: int, code: str) -> None:
@@ -94,6 +106,27 @@ def test_client_mistakes_are_openai_errors_never_5xx(client: httpx.Client, gatew
     assert err["code"] == code, err
     for leak in ("Traceback", 'File "', "pid=", "/root/", "/work/", "site-packages"):
         assert leak not in r.text, r.text
+
+
+def test_a_slow_header_client_is_cut_and_admin_listeners_keep_to_the_api_host(stack: RunningStack,
+                                                                              gateway: str) -> None:
+    """api.http_request_timeout_s (2 s here) closes a connection whose headers never finish: a few thousand
+    such clients cannot hold every maxconn slot. HAProxy's stats page and exporter listen on api.host."""
+    import psutil
+
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        t0 = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        held = time.monotonic() - t0
+    assert 1.5 <= held < 20, f"the half-sent request was held {held:.1f} s"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    listening = {c.laddr.port: c.laddr.ip for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port in (8404, 9101)}
+    assert listening == {8404: "127.0.0.1", 9101: "127.0.0.1"}, listening
+    assert httpx.post(f"{stack.base_url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=60).status_code == 200
 
 
 def test_streaming_tokenize_and_the_live_layout(client: httpx.Client, gateway: str) -> None:

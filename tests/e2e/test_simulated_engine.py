@@ -172,3 +172,40 @@ def test_a_prompt_with_no_text_is_answered_on_the_prefix_affinity_router(client:
         r = client.post("/v1/chat/completions", json=body, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] == 4
+
+
+@pytest.mark.profile(SIM)
+@pytest.mark.shutdown
+def test_sigterm_during_a_long_stream_lets_it_reach_done(stack: RunningStack) -> None:
+    """SIGTERM 3 s into a stream of about 36 s (3,500 tokens at the modelled ~10 ms each, one sequence):
+    Ray's default drain (20 s) would cut it; the profile's (dsserve/planner/drain.py: minutes here) lets it
+    finish with every token and [DONE], and then the stack stops cleanly."""
+    import signal
+
+    import psutil
+
+    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "Write at length."}], "max_tokens": 3500,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    descendants = stack.snapshot_descendants()
+    events: list[str] = []
+    signalled_at = None
+    t0 = time.monotonic()
+    with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", json=body,
+                      timeout=httpx.Timeout(60.0)) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+            if signalled_at is None and time.monotonic() - t0 > 3.0:
+                stack.proc.send_signal(signal.SIGTERM)
+                signalled_at = time.monotonic()
+    ended = time.monotonic()
+    assert signalled_at is not None, "the stream ended before the signal"
+    print(f"\n[drain] stream ran {ended - signalled_at:.1f} s after SIGTERM, {len(events)} events")
+    assert events and events[-1] == "[DONE]", f"the stream was cut {ended - signalled_at:.1f} s after SIGTERM"
+    assert json.loads(events[-2])["usage"]["completion_tokens"] == 3500
+    assert ended - signalled_at > 25, "the stream must outlast Ray's default 20 s drain for this test to mean anything"
+    stack.stopped_rc = stack.proc.wait(timeout=120)
+    assert stack.stopped_rc == 0
+    _, alive = psutil.wait_procs(descendants, timeout=30)
+    assert not alive, f"processes left after SIGTERM: {[p.pid for p in alive]}"

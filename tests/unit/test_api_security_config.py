@@ -54,8 +54,13 @@ def test_defaults_and_a_full_section(local_cpu_data: dict) -> None:
     ({"api_keys_file": "keys.txt"}, ["api.api_keys_file", "absolute file path"]),
     ({"max_n": 0}, ["api.max_n", "got 0"]),
     ({"max_n": 100_000}, ["api.max_n", "less than or equal to 16384"]),
+    ({"max_n": 8, "max_prompts": 9}, ["api.max_prompts", "got 9", "at most 8", "or raise api.max_n"]),
+    ({"max_tokens": 0}, ["api.max_tokens", "got 0"]),
+    ({"http_request_timeout_s": 0}, ["api.http_request_timeout_s", "got 0"]),
+    ({"client_timeout_s": 1}, ["api.client_timeout_s", "got 1"]),
 ], ids=["limit-needs-keys", "zero-rate", "zero-burst", "missing-burst", "unknown-key", "relative-file",
-        "max-n-zero", "max-n-huge"])
+        "max-n-zero", "max-n-huge", "prompts-over-sequences", "max-tokens-zero", "header-timeout-zero",
+        "client-timeout-tiny"])
 def test_bad_settings_name_path_and_fix(local_cpu_data: dict, api: dict, fragments: list[str]) -> None:
     message = _error(_api(local_cpu_data, **api))
     for fragment in fragments:
@@ -143,3 +148,24 @@ def test_client_key_for_dsserve_up_comes_from_the_file_too(tmp_path: Path, monke
     with pytest.raises(StackError, match="cannot be read") as err:
         client_api_key(parse_spec(_api(local_cpu_data, api_keys_file=str(tmp_path / "missing"))))
     assert KEY not in str(err.value)
+
+
+def test_sequence_and_token_caps_reach_the_pipeline_and_vllm(local_cpu_data: dict) -> None:
+    """The pipeline refuses past the caps; vLLM's own caps match them (prompts per request, default max_tokens)."""
+    from dsserve.app import llm_config, pipeline_settings
+
+    spec = parse_spec(_api(local_cpu_data, max_n=8, max_tokens=300))
+    settings = pipeline_settings(spec)
+    assert settings["max_n"] == 8 and settings["max_prompts"] == 8, "max_prompts defaults to max_n"
+    assert settings["max_tokens"] == 300 and settings["max_messages"] == 2048
+    cfg = llm_config(spec)
+    assert cfg["runtime_env"]["env_vars"]["VLLM_MAX_COMPLETION_PROMPTS"] == "8"
+    assert cfg["engine_kwargs"]["override_generation_config"] == {"max_new_tokens": 300}
+    unbounded = llm_config(parse_spec(_api(local_cpu_data, max_tokens=None)))
+    assert "override_generation_config" not in unbounded["engine_kwargs"]
+
+
+def test_a_model_id_with_a_colon_is_refused_with_the_fix(local_cpu_data: dict) -> None:
+    data = {**local_cpu_data, "model": {**local_cpu_data["model"], "id": "deepseek:v3"}}
+    message = _error(data)
+    assert "model.id" in message and "LoRA adapter" in message and "deepseek-v3" in message

@@ -152,6 +152,11 @@ def test_openapi_document_lists_our_routes_and_this_servers_n_limit() -> None:
     for name in ("ChatCompletionRequest", "CompletionRequest"):
         assert spec["components"]["schemas"][name]["properties"]["n"]["maximum"] == 4
     assert openapi_spec(max_n=4) == spec and openapi_spec(8) != spec  # a copy each time
+    limited = openapi_spec(4, max_prompts=3, max_tokens=100, max_messages=7)["components"]["schemas"]
+    assert limited["ChatCompletionRequest"]["properties"]["max_completion_tokens"]["maximum"] == 100
+    assert limited["CompletionRequest"]["properties"]["max_tokens"]["maximum"] == 100
+    assert limited["ChatCompletionRequest"]["properties"]["messages"]["maxItems"] == 7
+    assert [o.get("maxItems") for o in limited["CompletionRequest"]["properties"]["prompt"]["oneOf"]] == [None, 3, None]
     schemathesis = pytest.importorskip("schemathesis")
     schema = schemathesis.openapi.from_dict(spec)
     ops = sorted(r.ok().label for r in schema.get_all_operations())

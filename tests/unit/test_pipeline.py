@@ -7,8 +7,9 @@ real: the pipeline, its key store, rate limiter, admission gate, body checks, er
 (recorded into a dict instead of Ray's metrics agent).
 
 What a body may hold (the fuzzer's contract, tests/e2e/test_fuzz.py), case by case: strict JSON of
-well-formed Unicode, at least one chat message, ``n`` up to ``api.max_n``, at most ``api.max_prompts``
-prompts; any other text passes to the engine unchanged; nothing a client sends produces a 5xx or a
+well-formed Unicode nested at most 64 deep, one to ``api.max_messages`` chat messages, at most
+``api.max_prompts`` prompts and ``api.max_n`` sequences (prompts x ``n``), ``max_tokens`` up to
+``api.max_tokens``, a model name of at most 256 characters; any other text passes to the engine unchanged; nothing a client sends produces a 5xx or a
 traceback. Plus keys, 401, per-key 429 with Retry-After on every route, admission by weight, and the
 limits split across replicas.
 """
@@ -335,15 +336,78 @@ def test_n_is_bounded_by_max_n(n: int, status: int) -> None:
 
 
 def test_a_batch_of_prompts_is_bounded_and_weighs_prompts_times_n() -> None:
-    s = Stack(max_prompts=4, max_n=4, max_inflight=8)
+    s = Stack(max_prompts=4, max_n=8, max_inflight=8)
     err = error_of(s.run(COMPLETIONS, {"model": "m", "prompt": ["a"] * 5}), 400)
     assert err["param"] == "prompt" and "api.max_prompts" in err["message"]
     assert s.run(COMPLETIONS, {"model": "m", "prompt": ["a"] * 4, "n": 2, "max_tokens": 1})[0] == 200
-    err = error_of(s.run(COMPLETIONS, {"model": "m", "prompt": ["a"] * 4, "n": 3, "max_tokens": 1}), 400)
-    assert "12 sequences" in err["message"] and "admits (8)" in err["message"]
-    assert s.run(COMPLETIONS, {"model": "m", "prompt": [1, 2, 3], "n": 4, "max_tokens": 1})[0] == 200, \
+    assert s.run(COMPLETIONS, {"model": "m", "prompt": [1, 2, 3], "n": 8, "max_tokens": 1})[0] == 200, \
         "a list of token ids is one prompt"
     assert s.pipeline.gate.inflight == 0
+
+
+@pytest.mark.parametrize("prompts,n,param", [(64, 16, "n"), (2, 9, "n"), (17, 1, "prompt")])
+def test_sequences_past_max_n_are_400_naming_prompt_or_n(prompts: int, n: int, param: str) -> None:
+    """Limits count sequences: 64 prompts x n=16 under max_n 16 is 1,024 sequences, refused before the engine."""
+    s = Stack(max_n=16, max_prompts=64, max_inflight=10_000)
+    err = error_of(s.run(COMPLETIONS, {"model": "m", "prompt": ["a"] * prompts, "n": n, "max_tokens": 1}), 400)
+    assert err["param"] == param and "api.max_n" in err["message"] and str(prompts * n) in err["message"], err
+    assert not s.engine.bodies and s.pipeline.gate.inflight == 0
+    assert s.run(COMPLETIONS, {"model": "m", "prompt": ["a"] * 2, "n": 8, "max_tokens": 1})[0] == 200
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_max_tokens_past_api_max_tokens_is_400(field: str) -> None:
+    s = Stack(max_tokens=100)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], field: 101}
+    err = error_of(s.run(CHAT, body), 400)
+    assert err["param"] == field and "api.max_tokens" in err["message"] and not s.engine.bodies
+    assert s.run(CHAT, {**body, field: 100})[0] == 200
+    assert Stack(max_tokens=None).run(CHAT, {**body, field: 10**6})[0] == 200, "null: no cap of the pipeline's"
+
+
+def test_too_many_chat_messages_is_400() -> None:
+    s = Stack(max_messages=3)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}] * 4, "max_tokens": 1}
+    err = error_of(s.run(CHAT, body), 400)
+    assert err["param"] == "messages" and "api.max_messages" in err["message"] and not s.engine.bodies
+    assert s.run(CHAT, {**body, "messages": body["messages"][:3]})[0] == 200
+
+
+@pytest.mark.parametrize("depth,status", [(62, 200), (63, 400)])
+def test_nesting_is_capped_below_any_recursion_limit(depth: int, status: int) -> None:
+    """The body object and ``vllm_xargs`` are two levels: 62 more is 64, the cap; 65 levels is far under
+    Python's recursion limit, so the cap itself (not a RecursionError) refuses it."""
+    nested = "[" * depth + "]" * depth
+    raw = ('{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "user": "x", '
+           '"vllm_xargs": {"a": %s}}' % nested).encode()
+    result = Stack().run(CHAT, raw)
+    if status == 400:
+        err = error_of(result, 400)
+        assert err["code"] == "invalid_json" and "more than 64 deep" in err["message"]
+    else:
+        assert result[0] != 500 and "deep" not in result[2].decode()
+
+
+def test_the_surrogate_walk_is_iterative() -> None:
+    """A lone surrogate 3,000 levels down is found without recursion (Python 3.12's json parses that deep)."""
+    from dsserve.serving.body import _first_bad_string
+
+    data: Any = "\ud800"
+    for _ in range(3_000):
+        data = [data]
+    assert _first_bad_string({"messages": data}) == "messages" + ".0" * 3_000
+    assert _first_bad_string({"a": ["ok", {"b": "x", "c\udc00": 1}]}) == "a.1.c\udc00"
+
+
+def test_a_long_model_name_is_400_and_the_404_echo_is_truncated() -> None:
+    s = Stack()
+    err = error_of(s.run(CHAT, {**MSG, "model": "x" * 257}), 400)
+    assert err["param"] == "model" and "256 characters" in err["message"] and "xxxxx" * 20 not in err["message"]
+    err = error_of(s.run(CHAT, {**MSG, "model": "y" * 200}), 404)
+    assert "200 characters" in err["message"] and "y" * 81 not in err["message"] and len(err["message"]) < 300
+    result = s.run("/v1/models/" + "z" * 5000, method="GET")
+    assert result[0] == 404 and len(result[2]) < 600
+    assert not s.engine.bodies
 
 
 def test_the_engines_own_400_keeps_its_message_and_names_the_field() -> None:
