@@ -29,6 +29,7 @@ from dsserve.catalog import ACCELERATORS
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.lora import LORA_CONFIG_KEY, TINY_LORA_SOURCE_PREFIX
 from dsserve.planner.drain import graceful_shutdown_timeout_s
+from dsserve.serving.tree_bounds import eviction_kwargs
 from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_llm_config
 
 __all__ = [
@@ -188,6 +189,8 @@ def _deployment_config(spec: DeploymentSpec) -> dict[str, Any]:
     if sv.router == "prefix_cache_affinity":
         cfg["request_router_config"] = {
             "request_router_class": ROUTER_CLASS,  # upstream's router without its blocking ray.get calls
+            # upstream keeps every prompt forever (do_eviction False): bounded from the spec
+            "request_router_kwargs": eviction_kwargs(sv.prefix_tree_max_chars, engine_replicas(spec, at_most=True)),
         }
     return cfg
 

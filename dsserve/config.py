@@ -319,6 +319,12 @@ class ServingSpec(_Strict):
     stream_batching_interval_ms: float = Field(
         50, ge=0, description="ray.serve.llm batches streamed chunks this long; 0 flushes each chunk."
     )
+    prefix_tree_max_chars: int = Field(
+        8_000_000, ge=100_000, le=1_000_000_000,
+        description="With router prefix_cache_affinity: most prompt characters the router's prefix tree keeps, "
+        "all replicas together (each prompt's first 4,096); least recently used first out past it. About 1.3 "
+        "bytes of the tree actor's memory per character of unique ASCII text (tests/unit/test_routing.py).",
+    )
     graceful_shutdown_timeout_s: float | None = Field(
         None, ge=1, le=86400,
         description="Seconds a stopping replica (SIGTERM, redeploy, downscale) waits for its requests before "

@@ -18,6 +18,18 @@ production profiles choose with ``serving.router: prefix_cache_affinity``:
   In benchmark B's profile the blocking gets were 14 % of the ingress's py-spy samples; an A/B at
   40 req/s (docs/performance.md) did not separate the two routers beyond this VM's run-to-run noise.
 
+Bounded, and never in the way:
+
+- **The tree is bounded.** Upstream keeps every prompt's full text and evicts nothing
+  (``do_eviction=False``), so the tree actor grows with every unique prompt. dsserve turns eviction on
+  through the router's own ``request_router_kwargs`` (:func:`eviction_kwargs`: the spec's
+  ``serving.prefix_tree_max_chars`` shared over the replicas, checked every second), and keys the tree
+  by the first :data:`PREFIX_KEY_CHARS` characters of a prompt only: affinity is for shared prefixes
+  (system prompts, few-shot examples, earlier turns), and a prompt's tail would only fill the tree.
+- **A failed tree falls back.** When the tree actor is gone or slow (a call past
+  :data:`TREE_TIMEOUT_S`), the request goes where power-of-two choices send it (least loaded of two)
+  instead of failing or waiting; replica-set updates survive a dead tree too.
+
 Otherwise the method bodies are upstream's, so the routing decisions are the same. Plugged in through
 Serve's own extension point, ``request_router_config.request_router_class``. ``tests/unit/test_routing.py``
 fails once upstream stops blocking (then re-check the division and drop what is no longer needed).
@@ -25,15 +37,32 @@ fails once upstream stops blocking (then re-check the division and drop what is 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
 from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router import PrefixCacheAffinityRouter
 
-__all__ = ["ROUTER_CLASS", "NonBlockingPrefixCacheAffinityRouter"]
+from dsserve.serving.tree_bounds import EVICTION_INTERVAL_S, PREFIX_KEY_CHARS, eviction_kwargs, prefix_key
+
+__all__ = ["EVICTION_INTERVAL_S", "PREFIX_KEY_CHARS", "ROUTER_CLASS", "TREE_TIMEOUT_S",
+           "NonBlockingPrefixCacheAffinityRouter", "eviction_kwargs", "prefix_key"]
+
+log = logging.getLogger("ray.serve")
 
 #: What ``request_router_config.request_router_class`` names for ``serving.router: prefix_cache_affinity``.
 ROUTER_CLASS = "dsserve.serving.routing:NonBlockingPrefixCacheAffinityRouter"
+#: Seconds a routing decision waits for the tree actor before routing by load alone.
+TREE_TIMEOUT_S = 1.0
+
+
+async def _tree_call(ref: Any) -> Any:
+    return await asyncio.wait_for(_awaitable(ref), TREE_TIMEOUT_S)
+
+
+async def _awaitable(ref: Any) -> Any:
+    return await ref
 
 
 class NonBlockingPrefixCacheAffinityRouter(PrefixCacheAffinityRouter):
@@ -69,16 +98,21 @@ class NonBlockingPrefixCacheAffinityRouter(PrefixCacheAffinityRouter):
 
                 is_imbalanced = highest_queue_len - lowest_queue_len > self._imbalanced_threshold
                 if not is_imbalanced:
+                    input_text = prefix_key(input_text)
                     candidate_ids = [r.replica_id.to_full_id_str() for r in candidate_replicas]
-                    matched_text, matched_tenant_id_strings = await self._tree_actor.prefix_match.remote(
-                        input_text, candidate_ids)
-                    match_rate = len(matched_text) / len(input_text) if input_text else 0.0
-                    if match_rate < self._match_rate_threshold:
-                        smallest = await self._tree_actor.get_smallest_tenants.remote()
-                        if smallest:
-                            chosen_replica_id_strings = smallest
-                    elif matched_tenant_id_strings:
-                        chosen_replica_id_strings = matched_tenant_id_strings
+                    try:
+                        matched_text, matched_tenant_id_strings = await _tree_call(
+                            self._tree_actor.prefix_match.remote(input_text, candidate_ids))
+                        match_rate = len(matched_text) / len(input_text) if input_text else 0.0
+                        if match_rate < self._match_rate_threshold:
+                            smallest = await _tree_call(self._tree_actor.get_smallest_tenants.remote())
+                            if smallest:
+                                chosen_replica_id_strings = smallest
+                        elif matched_tenant_id_strings:
+                            chosen_replica_id_strings = matched_tenant_id_strings
+                    except Exception as exc:  # noqa: BLE001 - the tree is gone or slow: route by load alone
+                        self._tree_failed(exc)
+                        chosen_replica_id_strings = []
         chosen = (self._replicas.get(ReplicaID.from_full_id_str(i)) for i in chosen_replica_id_strings)
         return [[r for r in chosen if r is not None]]  # upstream raises KeyError on a tenant it dropped
 
@@ -87,4 +121,24 @@ class NonBlockingPrefixCacheAffinityRouter(PrefixCacheAffinityRouter):
             input_text = self._extract_text_from_request(pending_request)
             if input_text is not None:
                 # Sent, not awaited: routing this request is done; the tree only informs the next ones.
-                self._tree_actor.insert.remote(input_text, replica_id.to_full_id_str(), time.time())
+                self._tree_actor.insert.remote(prefix_key(input_text), replica_id.to_full_id_str(), time.time())
+
+    def update_replicas(self, replicas: list[Any]) -> None:
+        try:
+            super().update_replicas(replicas)
+        except Exception as exc:  # noqa: BLE001 - the replica set is updated first; only the tree's copy failed
+            self._tree_failed(exc)
+
+    def on_replica_actor_died(self, replica_id: Any) -> None:
+        try:
+            super().on_replica_actor_died(replica_id)
+        except Exception as exc:  # noqa: BLE001
+            self._tree_failed(exc)
+
+    def _tree_failed(self, exc: BaseException) -> None:
+        """Log the first failure of a run of them (routing goes on by load meanwhile)."""
+        now = time.monotonic()
+        if now - getattr(self, "_tree_failed_logged_at", -60.0) >= 60.0:
+            self._tree_failed_logged_at = now
+            log.warning("dsserve: the prefix tree actor did not answer (%s: %s); routing by load (power of two) "
+                        "until it does", type(exc).__name__, exc)
