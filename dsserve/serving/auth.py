@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
+    "MIN_KEY_CHARS",
     "KeySourceError",
     "KeyStore",
     "RateLimiter",
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: How often the key file's identity is checked for a change (a ``stat``), at most.
 FILE_CHECK_INTERVAL_S = 1.0
+#: The shortest API key the request pipeline accepts: 16 characters of hex are 64 bits, beyond guessing at
+#: any request rate (``openssl rand -hex 24`` makes a 48-character one).
+MIN_KEY_CHARS = 16
 
 
 class KeySourceError(RuntimeError):
@@ -97,6 +101,7 @@ class KeyStore:
     environ: dict[str, str] | None = field(default=None, repr=False)  # tests pass theirs; default os.environ
     clock: Callable[[], float] = time.monotonic
     check_interval_s: float = FILE_CHECK_INTERVAL_S
+    min_key_chars: int = 1  # the pipeline passes MIN_KEY_CHARS
     _env_digests: tuple[bytes, ...] = field(default=(), init=False, repr=False)
     _file_digests: tuple[bytes, ...] = field(default=(), init=False, repr=False)
     _file_sig: tuple[int, ...] | None = field(default=None, init=False, repr=False)
@@ -113,6 +118,7 @@ class KeyStore:
                     f"api.api_keys_env names ${self.env}, but it is unset or empty on this node; "
                     f"export {self.env}=key1,key2 before starting Ray, or remove api.api_keys_env"
                 )
+            self._refuse_short(keys, f"${self.env}")
             self._env_digests = tuple(_digest(k) for k in keys)
         if self.path:
             try:
@@ -128,8 +134,24 @@ class KeyStore:
                     f"api.api_keys_file {self.path} holds no keys; write one key per line "
                     "(# starts a comment), or remove api.api_keys_file"
                 )
+            self._refuse_short(keys, self.path)
             self._file_sig, self._file_digests = sig, tuple(_digest(k) for k in keys)
             self._next_check = self.clock() + self.check_interval_s
+
+    def _refuse_short(self, keys: list[str], source: str) -> None:
+        short = sum(len(k) < self.min_key_chars for k in keys)
+        if short:
+            raise KeySourceError(
+                f"{source} holds {short} API key(s) shorter than {self.min_key_chars} characters, which can be "
+                f"guessed; use long random keys (e.g. `openssl rand -hex 24`)"
+            )
+
+    def _long_enough(self, keys: list[str]) -> list[str]:
+        kept = [k for k in keys if len(k) >= self.min_key_chars]
+        if len(kept) < len(keys):
+            log.warning("API key file %s: %d key(s) shorter than %d characters ignored", self.path,
+                        len(keys) - len(kept), self.min_key_chars)
+        return kept
 
     @property
     def enabled(self) -> bool:
@@ -163,6 +185,7 @@ class KeyStore:
                 log.warning("API key file %s cannot be read (%s); keeping the %d keys read before",
                             self.path, exc.__class__.__name__, len(self._file_digests))
                 return False
+            keys = self._long_enough(keys)
             if not keys:
                 log.warning("API key file %s now holds no keys; none of its keys is accepted", self.path)
             self._file_sig, self._file_digests = sig, tuple(_digest(k) for k in keys)

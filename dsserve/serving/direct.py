@@ -127,11 +127,11 @@ class PipelineApp:
     engine: Any
 
     async def __init__(self, llm_config: Any, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]
-        from dsserve.serving.auth import KeyStore
+        from dsserve.serving.auth import MIN_KEY_CHARS, KeyStore
 
         settings = pipeline_settings(llm_config)
-        # Fail before the engine loads (minutes for a large model) when a configured key source is empty.
-        KeyStore(env=settings.api_keys_env, path=settings.api_keys_file)
+        # Fail before the engine loads (minutes for a large model) when a configured key source is empty or weak.
+        KeyStore(env=settings.api_keys_env, path=settings.api_keys_file, min_key_chars=MIN_KEY_CHARS)
         await super().__init__(llm_config, *args, **kwargs)  # type: ignore[misc]
 
     async def __serve_build_asgi_app__(self) -> Any:

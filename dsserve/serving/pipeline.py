@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from dsserve.serving import routes as routing_table
 from dsserve.serving.admission import AdmissionGate
-from dsserve.serving.auth import KeyStore, RateLimiter, bearer_token, retry_after_seconds
+from dsserve.serving.auth import MIN_KEY_CHARS, KeyStore, RateLimiter, bearer_token, retry_after_seconds
 from dsserve.serving.body import (
     RequestShape,
     ShapeLimits,
@@ -182,7 +182,8 @@ class RequestPipeline:
         self._shape_limits = settings.shape_limits()
         self._replicas = replicas or LiveReplicas(settings.replicas)
         # raises KeySourceError when a configured source has no keys: an unset secret must not open the API
-        self.keys = keys if keys is not None else KeyStore(env=settings.api_keys_env, path=settings.api_keys_file)
+        self.keys = keys if keys is not None else KeyStore(env=settings.api_keys_env, path=settings.api_keys_file,
+                                                           min_key_chars=MIN_KEY_CHARS)
         self._keys_seen = self.keys.reloads
         share = self._limits.share(self._replicas.count())
         self._share_n = share.replicas
@@ -353,6 +354,7 @@ class RequestPipeline:
         tracker = self.metrics.track(label, started)
         tracker.model = shape.model
         scope[BODY_SCOPE_KEY] = data
+        scope["headers"] = _without_engine_controls(scope.get("headers", ()))
         out = _ResponseFilter(send, tracker, self, path, data)
         failed = False
         try:
@@ -366,6 +368,16 @@ class RequestPipeline:
         finally:
             await out.flush()
             tracker.finish(client_gone=not failed, failed=failed)
+
+
+#: Request headers vLLM's OpenAI app acts on that a client must not set (vllm/entrypoints/generate/base/serving.py,
+#: vllm/entrypoints/openai/*/api_router.py): a DP rank to land on (skips the routing and load balancing), a
+#: scheduling priority (jumps the queue under the priority policy), and the engine's load metrics echoed back.
+ENGINE_CONTROL_HEADERS = frozenset({b"x-data-parallel-rank", b"x-vllm-priority", b"endpoint-load-metrics-format"})
+
+
+def _without_engine_controls(headers: Any) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k.lower() not in ENGINE_CONTROL_HEADERS]
 
 
 #: Refusals counted in ``dsserve_rejected_requests`` (admission control, in the dashboards' sense): by status.

@@ -39,7 +39,7 @@ def _free_port() -> int:
 
 
 #: API keys the e2e stacks that require auth read (api.api_keys_env=DSSERVE_E2E_KEYS)
-E2E_KEYS = ("e2e-key-one", "e2e-key-two")
+E2E_KEYS = ("e2e-key-one-6f1c2a9d4b7e", "e2e-key-two-83d0e5b2c6a1")
 
 StackKey = tuple[str, ...]  # (profile name, *--set overrides)
 

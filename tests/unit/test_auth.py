@@ -191,3 +191,32 @@ def test_rate_limiter_is_per_key_and_forgets_removed_keys() -> None:
     assert limiter.check(a) == 0.0 and limiter.check(a) > 0
     limiter.retain([b])
     assert len(limiter) == 1 and limiter.check(a) == 0.0  # a key added back starts full
+
+
+def test_the_pipeline_refuses_short_keys_at_start_and_ignores_them_on_rotation(tmp_path: Path) -> None:
+    """A 5-character key can be guessed: a replica does not start with one; a rotated file's short keys are
+    ignored (logged), the long ones accepted."""
+    from dsserve.serving.auth import MIN_KEY_CHARS
+
+    with pytest.raises(KeySourceError) as info:
+        KeyStore(env="KEYS", environ={"KEYS": "abcde," + "x" * MIN_KEY_CHARS}, min_key_chars=MIN_KEY_CHARS)
+    assert "$KEYS" in str(info.value) and "1 API key(s) shorter than 16" in str(info.value)
+    assert "abcde" not in str(info.value)
+    f = tmp_path / "keys"
+    f.write_text("k" * MIN_KEY_CHARS + "\n")
+    store = KeyStore(path=str(f), min_key_chars=MIN_KEY_CHARS)
+    f.write_text("short\n" + "n" * 20 + "\n")
+    store.refresh(force=True)
+    assert store.match("short") is None and store.match("n" * 20) is not None
+
+
+def test_the_pipeline_builds_its_key_store_with_the_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsserve.serving.pipeline import PipelineSettings, RequestPipeline
+
+    class Models:
+        def served_ids(self) -> list[str]:
+            return ["m"]
+
+    monkeypatch.setenv("DSSERVE_TEST_SHORT_KEYS", "tiny")
+    with pytest.raises(KeySourceError):
+        RequestPipeline(lambda *a: None, PipelineSettings(api_keys_env="DSSERVE_TEST_SHORT_KEYS"), Models())  # type: ignore[arg-type]

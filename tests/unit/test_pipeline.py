@@ -44,6 +44,7 @@ class EngineApp:
 
     def __init__(self) -> None:
         self.bodies: list[Any] = []
+        self.headers: list[dict[str, str]] = []
         self.mode = "ok"
         self.tokens = 3
         self.gate: asyncio.Event | None = None  # a stream waits on it after its first token
@@ -69,6 +70,9 @@ class EngineApp:
                                            f", line 1\n{type(exc).__name__}: {exc}", "type": "InternalServerError",
                                            "param": None, "code": 500}}, status_code=500)
         self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        if self.mode == "hang":  # accepted, and never a first byte
+            await asyncio.Event().wait()
         if self.mode == "raise":
             raise RuntimeError("engine bug at /opt/vllm/engine.py pid=42")
         if self.mode == "500":
@@ -146,7 +150,8 @@ class Stack:
             extra["engine_down"] = engine_down
         self.pipeline = RequestPipeline(
             self.engine.app, self.settings, models, replicas=LiveReplicas(replicas), keys=keys,
-            metrics=RequestMetrics(models.served_ids(), factory=lambda spec: Recorder(spec, self.sink)),
+            metrics=RequestMetrics(models.served_ids(), factory=lambda spec: Recorder(spec, self.sink),
+                                   inflight=lambda: self.pipeline.gate.inflight, limit=lambda: self.pipeline.gate.limit),
             openapi={"openapi": "3.0.3"}, **extra)
 
     async def call(self, path: str, body: Any = None, *, method: str = "POST", headers: dict[str, str] | None = None,
@@ -657,3 +662,34 @@ def test_a_request_cancelled_while_its_body_arrives_gives_its_slot_back() -> Non
     asyncio.run(go())
     assert s.pipeline.gate.inflight == 0
     assert s.run(CHAT, MSG)[0] == 200
+
+
+def test_a_stream_that_never_starts_gives_its_slot_and_gauge_back_when_the_client_goes() -> None:
+    """Serve cancels a request's task when its client disconnects; the slot (and the in-flight gauge read
+    from it) must come back even though the app never sent a byte."""
+    s = Stack(max_inflight=2)
+    s.engine.mode = "hang"
+
+    async def go() -> None:
+        task = asyncio.ensure_future(s.call(CHAT, {**MSG, "stream": True}))
+        while not s.engine.bodies:
+            await asyncio.sleep(0.01)
+        s.pipeline.metrics.refresh_gauges()
+        assert s.pipeline.gate.inflight == 1 and s.sink["dsserve_inflight_requests"][-1][0] == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    s.pipeline.metrics.refresh_gauges()
+    assert s.pipeline.gate.inflight == 0 and s.sink["dsserve_inflight_requests"][-1][0] == 0
+
+
+def test_headers_that_steer_the_engine_do_not_reach_it() -> None:
+    s = Stack()
+    headers = {"X-data-parallel-rank": "3", "X-Vllm-Priority": "-100", "endpoint-load-metrics-format": "text",
+               "X-Request-Id": "abc"}
+    assert s.run(CHAT, MSG, headers=headers)[0] == 200
+    seen = {k.lower() for k in s.engine.headers[-1]}
+    assert not seen & {"x-data-parallel-rank", "x-vllm-priority", "endpoint-load-metrics-format"}
+    assert "x-request-id" in seen
