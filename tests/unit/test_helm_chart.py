@@ -208,8 +208,8 @@ def test_default_values_render_valid_objects(chart, crd_validator) -> None:
     kinds = sorted(o["kind"] for o in objects)
     # The PrometheusRule and one ConfigMap per dashboard come from files/ (make render); the load test is
     # off by default.
-    assert kinds == ["ConfigMap", "ConfigMap", "ConfigMap", "NetworkPolicy", "Pod", "PodMonitor", "PodMonitor",
-                     "PrometheusRule", "RayService", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "ConfigMap", "ConfigMap", "NetworkPolicy", "NetworkPolicy", "Pod", "PodMonitor",
+                     "PodMonitor", "PrometheusRule", "RayService", "ServiceAccount"]
     (rs,) = by_kind(objects, "RayService")
     assert rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
         "image"] == f"dsserve:{chart.metadata['appVersion']}"
@@ -395,26 +395,72 @@ def test_every_container_runs_non_root_read_only_without_privileges(chart, case:
         assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
 
 
+def _policies(objects: list[dict]) -> tuple[dict, dict | None]:
+    policies = {p["metadata"]["name"]: p for p in by_kind(objects, "NetworkPolicy")}
+    main = policies.pop(f"{RELEASE}-dsserve")
+    (head,) = policies.values() or (None,)
+    return main, head
+
+
+def _outside_peers_name_their_namespace(rule: dict) -> None:
+    for peer in rule.get("from", []):
+        if "namespaceSelector" in peer:
+            ns = peer["namespaceSelector"]
+            assert ns.get("matchLabels") or ns.get("matchExpressions"), f"a peer admits every namespace: {peer}"
+
+
 def test_network_policy_opens_only_the_gateway_to_outside(chart) -> None:
-    (policy,) = by_kind(render(chart), "NetworkPolicy")
+    main, head = _policies(render(chart))
     selector = {"app.kubernetes.io/name": "dsserve", "app.kubernetes.io/instance": RELEASE}
-    assert policy["spec"]["podSelector"]["matchLabels"] == selector
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
-    rules = policy["spec"]["ingress"]
+    assert main["spec"]["podSelector"]["matchLabels"] == selector
+    assert main["spec"]["policyTypes"] == ["Ingress"]
+    rules = main["spec"]["ingress"]
     # 1. the release itself, every port
     assert rules[0] == {"from": [{"podSelector": {"matchLabels": selector}}]}
     # 2. anyone, the gateway port only
     open_rules = [r for r in rules if "from" not in r]
     assert open_rules == [{"ports": [{"protocol": "TCP", "port": 8000}]}]
-    # 3. the rest names its peers: Prometheus (metrics ports) and the KubeRay operator (dashboard)
-    peers = [r for r in rules[1:] if "from" in r]
-    names = sorted(r["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for r in peers)
-    assert names == ["kuberay-operator", "prometheus"]
+    # 3. Prometheus, from the monitoring namespace only, to the metrics ports only: never GCS, client, dashboard
+    (metrics,) = [r for r in rules[1:] if "from" in r]
+    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    ports = {p["port"] for p in metrics["ports"]}
+    assert ports == {8080, 44227, 44217, 9101} and not ports & {6379, 8265, 10001}
+    # 4. the operator, from its namespace, to the head's dashboard only
+    assert head is not None
+    assert head["spec"]["podSelector"]["matchLabels"] == {**selector, "ray.io/node-type": "head"}
+    (op,) = head["spec"]["ingress"]
+    assert op["ports"] == [{"protocol": "TCP", "port": 8265}]
+    assert op["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
+                           "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}]
+    for rule in rules + head["spec"]["ingress"]:
+        _outside_peers_name_their_namespace(rule)
     # With gatewayFrom set, nothing at all is open to every peer.
     narrowed = {"networkPolicy": {"gatewayFrom": [{"namespaceSelector": {"matchLabels": {"team": "llm"}}}]}}
-    (policy,) = by_kind(render(chart, narrowed), "NetworkPolicy")
-    assert all("from" in r for r in policy["spec"]["ingress"])
+    main, _ = _policies(render(chart, narrowed))
+    assert all("from" in r for r in main["spec"]["ingress"])
     assert not by_kind(render(chart, {"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+@pytest.mark.parametrize("which", ["metricsFrom", "operatorFrom", "gatewayFrom"])
+def test_a_peer_that_admits_every_namespace_is_refused(chart, which: str) -> None:
+    peer = [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    with pytest.raises(Exception) as info:
+        render(chart, {"networkPolicy": {which: peer}})
+    assert f"networkPolicy.{which}[0]" in str(info.value) and "kubernetes.io/metadata.name" in str(info.value)
+
+
+def test_ray_token_auth_is_on_through_kuberay(chart, crd_validator) -> None:
+    """KubeRay's authOptions (mode token): the operator generates the Secret and injects RAY_AUTH_MODE and
+    RAY_AUTH_TOKEN into every Ray container (kuberay ray-operator/controllers/ray/common/pod.go)."""
+    (rs,) = by_kind(render(chart), "RayService")
+    assert rs["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+    objects = render(chart, {"rayAuth": {"secretName": "my-ray-token"}})
+    assert_all_valid(objects, crd_validator)
+    (rs,) = by_kind(objects, "RayService")
+    assert rs["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token", "secretName": "my-ray-token"}
+    (rs,) = by_kind(render(chart, {"rayAuth": {"enabled": False}}), "RayService")
+    assert "authOptions" not in rs["spec"]["rayClusterConfig"]
 
 
 def test_helm_test_pod_checks_the_model_through_the_gateway(chart) -> None:

@@ -220,3 +220,21 @@ reads: in the ingress's kwargs in ingress mode, in the engine's LLM config in di
     medium: Memory
     sizeLimit: {{ . }}
 {{- end }}
+
+{{/*
+NetworkPolicy peers outside the release's namespace must name their namespace: `namespaceSelector: {}`
+selects every namespace, so any pod anywhere carrying the podSelector's labels would get in.
+*/}}
+{{- define "dsserve.checkPeers" -}}
+{{- $lists := dict "gatewayFrom" .Values.networkPolicy.gatewayFrom "metricsFrom" .Values.networkPolicy.metricsFrom "operatorFrom" .Values.networkPolicy.operatorFrom }}
+{{- range $name, $peers := $lists }}
+{{- range $i, $peer := $peers }}
+{{- if hasKey $peer "namespaceSelector" }}
+{{- $ns := $peer.namespaceSelector | default dict }}
+{{- if not (or $ns.matchLabels $ns.matchExpressions) }}
+{{- fail (printf "networkPolicy.%s[%d]: namespaceSelector without matchLabels or matchExpressions selects every namespace, so a pod in any namespace with the podSelector's labels would get in; name the namespace, e.g. namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}" $name $i) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
