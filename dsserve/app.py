@@ -308,6 +308,7 @@ def pipeline_settings(spec: DeploymentSpec) -> dict[str, Any]:
         "max_prompts": spec.api.prompts_cap,
         "max_tokens": spec.api.max_tokens,
         "max_messages": spec.api.max_messages,
+        "trust_forwarded_for": spec.serving.proxy == "haproxy",
         "replicas": engine_replicas(spec) if spec.serving.gateway == "direct" else gateway_replicas(spec),
     }
 

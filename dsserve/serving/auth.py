@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "MIN_KEY_CHARS",
+    "FailedAuthThrottle",
+    "client_address",
     "KeySourceError",
     "KeyStore",
     "RateLimiter",
@@ -285,3 +287,51 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class FailedAuthThrottle:
+    """Failed key attempts per client address: ``burst`` at once, then ``rate`` per second.
+
+    Past it an address gets 429 for every request, its keys unchecked, until its bucket refills: a key
+    cannot be guessed faster than that from one address. At most ``max_addresses`` buckets are kept (the
+    oldest dropped first), so a scan over many addresses cannot grow the table without bound.
+    """
+
+    def __init__(self, rate: float = 1.0, burst: int = 60, *, max_addresses: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.max_addresses, self.clock = rate, burst, max_addresses, clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def wait_s(self, address: str) -> float:
+        """Seconds until ``address`` may try a key again (0.0: now)."""
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            return 0.0
+        now = self.clock()
+        bucket._refill(now)
+        return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / bucket.rate
+
+    def failed(self, address: str) -> None:
+        """Count one failed attempt from ``address``."""
+        now = self.clock()
+        bucket = self._buckets.pop(address, None) or TokenBucket(self.rate, self.burst, now)
+        bucket.take(now, 1)
+        self._buckets[address] = bucket  # most recent last
+        while len(self._buckets) > self.max_addresses:
+            del self._buckets[next(iter(self._buckets))]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def client_address(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The client's address as HAProxy appended it (its ``option forwardfor``): the last element of the last
+    ``X-Forwarded-For`` header, which a client cannot write after HAProxy's own; None without one."""
+    last = None
+    for name, value in headers:
+        if name == b"x-forwarded-for":
+            last = value
+    if last is None:
+        return None
+    address = last.decode("latin-1").rsplit(",", 1)[-1].strip()
+    return address or None

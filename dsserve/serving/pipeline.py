@@ -38,7 +38,15 @@ from typing import Any, Protocol
 
 from dsserve.serving import routes as routing_table
 from dsserve.serving.admission import AdmissionGate
-from dsserve.serving.auth import MIN_KEY_CHARS, KeyStore, RateLimiter, bearer_token, retry_after_seconds
+from dsserve.serving.auth import (
+    MIN_KEY_CHARS,
+    FailedAuthThrottle,
+    KeyStore,
+    RateLimiter,
+    bearer_token,
+    client_address,
+    retry_after_seconds,
+)
 from dsserve.serving.body import (
     RequestShape,
     ShapeLimits,
@@ -110,6 +118,9 @@ class PipelineSettings:
     max_prompts: int = 16
     max_tokens: int | None = 8192  # per completion
     max_messages: int = 2048
+    # HAProxy appends the client's address (dsserve-haproxy sets `option forwardfor`): failed keys are then
+    # throttled per address. Off where no such header can be trusted (a client could write it).
+    trust_forwarded_for: bool = False
     replicas: int = 1  # replicas running the pipeline, as configured (until the live count is known)
 
     @classmethod
@@ -185,6 +196,8 @@ class RequestPipeline:
         self.keys = keys if keys is not None else KeyStore(env=settings.api_keys_env, path=settings.api_keys_file,
                                                            min_key_chars=MIN_KEY_CHARS)
         self._keys_seen = self.keys.reloads
+        self.auth_throttle = (FailedAuthThrottle(clock=clock)
+                              if settings.trust_forwarded_for and self.keys.enabled else None)
         share = self._limits.share(self._replicas.count())
         self._share_n = share.replicas
         self.gate = AdmissionGate(share.admission)
@@ -220,6 +233,24 @@ class RequestPipeline:
         if key_id is None:
             raise AuthError()
         return key_id
+
+    def _authenticate_from(self, scope: Scope, auth_header: bytes | None) -> bytes | None:
+        """:meth:`authenticate`, with failed attempts counted per client address (429 past the allowance)."""
+        throttle = self.auth_throttle
+        address = client_address(scope.get("headers", ())) if throttle is not None else None
+        if throttle is None or address is None:
+            return self.authenticate(auth_header)
+        wait = throttle.wait_s(address)
+        if wait > 0:
+            retry = retry_after_seconds(wait)
+            raise ClientError(f"Too many requests with a missing or invalid API key from this address; retry after "
+                              f"{retry} s with a valid key.", status=429, code="too_many_failed_keys",
+                              headers={"Retry-After": str(retry)})
+        try:
+            return self.authenticate(auth_header)
+        except AuthError:
+            throttle.failed(address)
+            raise
 
     def rate_limit(self, key_id: bytes | None, n: int = 1, *, take: bool = True) -> None:
         """Take ``n`` tokens of the key's bucket (only look, with ``take`` False), or RateLimited."""
@@ -279,7 +310,7 @@ class RequestPipeline:
         try:
             try:
                 self._reshare()
-                key_id = self.authenticate(auth_header)
+                key_id = self._authenticate_from(scope, auth_header)
                 if route is None:
                     raise NotFound(f"Unknown route {method} {path}; this server serves "
                                    f"{', '.join(routing_table.SERVED_PATHS)} and /v1/models/{{model}}.",

@@ -110,6 +110,23 @@ def _send(client: httpx.Client, case: Any) -> tuple[httpx.Response, str]:
 
 
 def test_fuzz_finds_no_5xx_then_a_chat_still_answers(stack: RunningStack, client: httpx.Client) -> None:
+    """Keys off (the embedded default): every generated request reaches the pipeline's checks."""
+    _fuzz(stack, client, {})
+
+
+@pytest.mark.profile("local-cpu", "api.api_keys_env=DSSERVE_E2E_KEYS")
+def test_fuzz_with_a_key_finds_no_5xx_then_a_chat_still_answers(stack: RunningStack) -> None:
+    """Keys on: the same run with a valid key on every request, so the cases pass auth and reach every check
+    behind it (a schema-violating request without a key is a 401 before anything else)."""
+    from tests.e2e.conftest import E2E_KEYS
+
+    auth = {"Authorization": f"Bearer {E2E_KEYS[0]}"}
+    with httpx.Client(base_url=stack.base_url, timeout=120.0, headers=auth) as client:
+        assert httpx.get(f"{stack.base_url}/v1/models", timeout=30).status_code == 401
+        _fuzz(stack, client, auth)
+
+
+def _fuzz(stack: RunningStack, client: httpx.Client, auth: dict[str, str]) -> None:
     from hypothesis import HealthCheck, Phase, given, seed, settings
     from hypothesis.errors import Unsatisfiable
     from schemathesis.generation import GenerationMode
@@ -132,7 +149,7 @@ def test_fuzz_finds_no_5xx_then_a_chat_still_answers(stack: RunningStack, client
     reasons: Counter[str] = Counter()  # the commonest 4xx messages, to see what the cases exercised
     failures: list[str] = []
     skipped = 0
-    with httpx.Client(base_url=stack.base_url, timeout=60.0) as fuzz_client:
+    with httpx.Client(base_url=stack.base_url, timeout=60.0, headers=auth) as fuzz_client:
         for op in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 deadline = time.monotonic() + per_case_budget_s

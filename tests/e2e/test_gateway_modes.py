@@ -129,6 +129,20 @@ def test_a_slow_header_client_is_cut_and_admin_listeners_keep_to_the_api_host(st
     assert httpx.post(f"{stack.base_url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=60).status_code == 200
 
 
+def test_failed_keys_from_one_address_are_throttled(stack: RunningStack, gateway: str) -> None:
+    """HAProxy appends the client's address (dsserve-haproxy's `option forwardfor`); past 60 failed keys from
+    it the pipeline answers 429 without checking keys, and a second later the address may try again."""
+    bad = {"Authorization": "Bearer not-a-valid-key-at-all"}
+    with httpx.Client(base_url=stack.base_url, timeout=30) as c:
+        statuses = [c.get("/v1/models", headers=bad).status_code for _ in range(75)]
+    # (earlier tests of this stack spent some of the address's 60, so where the 429s start varies)
+    assert set(statuses) == {401, 429} and statuses[0] == 401 and statuses[-1] == 429, statuses
+    refused = httpx.get(f"{stack.base_url}/v1/models", headers=bad, timeout=30)
+    assert refused.status_code == 429 and _err(refused, 429)["code"] == "too_many_failed_keys"
+    time.sleep(int(refused.headers["retry-after"]) + 1)
+    assert httpx.get(f"{stack.base_url}/v1/models", headers=AUTH, timeout=30).status_code == 200
+
+
 def test_streaming_tokenize_and_the_live_layout(client: httpx.Client, gateway: str) -> None:
     with client.stream("POST", "/v1/chat/completions", headers=AUTH,
                        json={**CHAT, "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True}}) as r:

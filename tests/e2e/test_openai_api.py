@@ -127,8 +127,10 @@ def test_prompt_over_max_model_len_is_400(client: httpx.Client, path: str, body:
 
 
 def test_max_tokens_over_context_is_400(client: httpx.Client) -> None:
-    r = client.post("/v1/completions", json={"model": MODEL, "prompt": "hi", "max_tokens": 100000})
+    r = client.post("/v1/completions", json={"model": MODEL, "prompt": "hi", "max_tokens": 3000})  # > 2048 context
     assert "max_model_len" in _assert_openai_error(r, 400, param="max_tokens")["message"]
+    r = client.post("/v1/completions", json={"model": MODEL, "prompt": "hi", "max_tokens": 100000})  # > api.max_tokens
+    assert "api.max_tokens" in _assert_openai_error(r, 400, param="max_tokens")["message"]
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])

@@ -65,7 +65,21 @@ def test_the_patched_config_has_the_timeout_and_admin_binds_and_haproxy_accepts_
 @pytest.mark.parametrize("host", [None, "0.0.0.0", "::", "*"])
 def test_a_wildcard_or_no_admin_host_leaves_the_binds(host: str | None, tmp_path: Path) -> None:
     original = ray_config(tmp_path).read_text()
-    assert patch_config(original, http_request_timeout_s=None, admin_host=host) == original
+    patched = patch_config(original, http_request_timeout_s=None, admin_host=host)
+    binds = [line for line in original.splitlines() if line.strip().startswith("bind ")]
+    assert [line for line in patched.splitlines() if line.strip().startswith("bind ")] == binds
+    assert "timeout http-request" not in patched
+
+
+def test_haproxy_appends_the_client_address_once(tmp_path: Path) -> None:
+    """`option forwardfor`: the request pipeline throttles failed API keys by the address HAProxy appends."""
+    path = ray_config(tmp_path)
+    once = patch_config(path.read_text(), http_request_timeout_s=None, admin_host=None)
+    assert section(once, "defaults").count("option forwardfor") == 1
+    assert patch_config(once, http_request_timeout_s=None, admin_host=None) == once
+    path.write_text(once)
+    result = check(path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_an_ipv6_admin_host_is_bracketed_and_a_second_run_changes_nothing(tmp_path: Path) -> None:

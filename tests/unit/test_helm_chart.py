@@ -298,7 +298,7 @@ def test_notes_give_port_forward_and_curl(chart) -> None:
     assert f"port-forward svc/{RELEASE}-dsserve-serve-svc 8000:8000" in text
     assert "curl http://127.0.0.1:8000/v1/models -H \"Authorization: Bearer $DSSERVE_API_KEY\"" in text
     assert "helm test ds" in text
-    open_text = notes(chart, {"apiKeys": {"envName": "", "existingSecret": ""},
+    open_text = notes(chart, {"apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
                               "serveConfigV2": _no_auth_serve_config()})
     assert "curl http://127.0.0.1:8000/v1/models\n" in open_text
 
@@ -320,15 +320,24 @@ def test_api_key_file_is_a_mounted_secret_on_every_ray_pod(chart) -> None:
         assert vol["secret"]["secretName"] == "dsserve-api-keys" and vol["secret"]["defaultMode"] == 0o440
         assert vol["secret"]["items"] == [{"key": "api-keys", "path": "keys"}]
         assert not any(e["name"] == "DSSERVE_API_KEYS" for e in pod["containers"][0].get("env", []))
-    # without a key file, no such volume
+    # the shipped profiles read their keys from that file: no key in any environment variable
     (rs,) = by_kind(render(chart), "RayService")
+    cluster = rs["spec"]["rayClusterConfig"]
+    for pod in (cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]):
+        assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-keys"] == [
+            "/etc/dsserve/api-keys"]
+        assert not [e for e in pod["containers"][0].get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
+                    and e["valueFrom"]["secretKeyRef"]["name"] == "dsserve-api-keys"]
+    # without a key file, no such volume
+    (rs,) = by_kind(render(chart, {"apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
+                                   "serveConfigV2": _no_auth_serve_config()}), "RayService")
     head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
     assert not [v for v in head["volumes"] if v["name"] == "api-keys"]
 
 
 def _no_auth_serve_config() -> str:
     data = yaml.safe_load((REPO / "deploy/profiles/h800x8-deepseek-v2-lite.yaml").read_text())
-    data["api"]["api_keys_env"] = None
+    data["api"]["api_keys_env"] = data["api"]["api_keys_file"] = None
     return render_serve_config(parse_spec(data), source="x")
 
 
@@ -693,9 +702,10 @@ TEMPLATE_REFUSES = [
      "loadtest.image.tag: `latest` is not allowed"),
     (_with("serve.port", 9000), "serve.port is 9000 but serveConfigV2's http_options.port is 8000"),
     (_with("apiKeys.envName", "OTHER_KEYS"),
-     'apiKeys.envName is "OTHER_KEYS" but the Serve config\'s request pipeline reads API keys from "DSSERVE_API_KEYS"'),
+     'apiKeys.envName is "OTHER_KEYS" but the Serve config\'s request pipeline reads API keys from ""'),
     (_with("apiKeys.filePath", "/etc/dsserve/api-keys/keys"),
-     'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s request pipeline reads API keys from the file ""'),
+     'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s request pipeline reads API keys from the '
+     'file "/etc/dsserve/api-keys/api-keys"'),
     (_with("serveConfigV2", "applications: []\n"), "serveConfigV2 has no applications"),
     (_with("serveConfigV2", "applications: [\n"), "serveConfigV2 is not valid YAML"),
     ({"autoscaling": {"enabled": True}, "worker": {"minReplicas": 3, "maxReplicas": 2, "replicas": 2}},
@@ -936,7 +946,8 @@ def test_loadtest_job_with_worker_pods(chart, crd_validator) -> None:
 
 
 def test_loadtest_job_processes_and_no_key_without_auth(chart) -> None:
-    values = {"loadtest": {"enabled": True, "processes": 4}, "apiKeys": {"envName": "", "existingSecret": ""},
+    values = {"loadtest": {"enabled": True, "processes": 4},
+              "apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
               "serveConfigV2": _no_auth_serve_config()}
     (job,) = by_kind(render(chart, values), "Job")
     c = job["spec"]["template"]["spec"]["containers"][0]
@@ -1088,10 +1099,26 @@ def test_secrets_are_only_referenced(chart) -> None:
         assert not by_kind(objects, "Secret")
         for where, spec in pod_specs(objects):
             for c in _containers(spec):
+                secret_mounts = [m["mountPath"] for m in c.get("volumeMounts", [])
+                                 if any(v["name"] == m["name"] and "secret" in v for v in spec.get("volumes", []))]
                 for name, e in _env(c).items():
-                    if _SECRETISH.search(name) or name == chart.values["apiKeys"]["envName"]:
+                    if name.endswith("_PATH") and "value" in e:  # a secret's file: must lie on a Secret mount
+                        assert any(e["value"].startswith(mp + "/") for mp in secret_mounts), f"{where}: {name}"
+                    elif _SECRETISH.search(name) or name == chart.values["apiKeys"]["envName"]:
                         assert "value" not in e and set(e["valueFrom"]) == {"secretKeyRef"}, f"{where}/{c['name']}: {name}"
             for v in spec.get("volumes", []):
                 assert "secret" not in v or set(v["secret"]) <= {"secretName", "items", "defaultMode", "optional"}
         for path, text in manifests.items():
             assert not _LITERAL_KEY.search(text.replace("Bearer ${", "").replace("Bearer $", "")), path
+
+
+def test_the_hugging_face_token_is_a_file_not_a_variable(chart) -> None:
+    (rs,) = by_kind(render(chart, {"hfToken": {"existingSecret": "hf", "secretKey": "tok"}}), "RayService")
+    cluster = rs["spec"]["rayClusterConfig"]
+    for pod in (cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]):
+        c = pod["containers"][0]
+        env = _env(c)
+        assert "HF_TOKEN" not in env and env["HF_TOKEN_PATH"]["value"] == "/etc/dsserve/hf-token/token"
+        assert {"name": "hf-token", "mountPath": "/etc/dsserve/hf-token", "readOnly": True} in c["volumeMounts"]
+        (vol,) = [v for v in pod["volumes"] if v["name"] == "hf-token"]
+        assert vol["secret"] == {"secretName": "hf", "defaultMode": 0o440, "items": [{"key": "tok", "path": "token"}]}

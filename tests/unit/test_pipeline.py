@@ -693,3 +693,33 @@ def test_headers_that_steer_the_engine_do_not_reach_it() -> None:
     seen = {k.lower() for k in s.engine.headers[-1]}
     assert not seen & {"x-data-parallel-rank", "x-vllm-priority", "endpoint-load-metrics-format"}
     assert "x-request-id" in seen
+
+
+def test_failed_keys_are_throttled_per_client_address() -> None:
+    """60 failed keys from one address (as HAProxy appends it), then 429 for that address only, its keys
+    unchecked, until the allowance refills at one a second; a client's own X-Forwarded-For entries do not count."""
+    now = [0.0]
+    good = "a-valid-key-0123456789"
+    s = Stack(keys=KeyStore(env="KEYS", environ={"KEYS": good}), clock=lambda: now[0], trust_forwarded_for=True)
+    bad = {"Authorization": "Bearer wrong-key", "X-Forwarded-For": "10.0.0.9"}
+    statuses = [s.run("/v1/models", method="GET", headers=bad)[0] for _ in range(61)]
+    assert statuses == [401] * 60 + [429]
+    status, headers, body = s.run(CHAT, MSG, headers={"Authorization": f"Bearer {good}", "X-Forwarded-For": "10.0.0.9"})
+    assert status == 429 and headers["retry-after"] == "1" and b"too_many_failed_keys" in body
+    spoofed = {"Authorization": f"Bearer {good}", "X-Forwarded-For": "10.0.0.10, 10.0.0.9"}  # HAProxy's entry last
+    assert s.run(CHAT, MSG, headers=spoofed)[0] == 429
+    assert s.run(CHAT, MSG, headers={"Authorization": f"Bearer {good}", "X-Forwarded-For": "10.0.0.10"})[0] == 200
+    now[0] += 1.0
+    assert s.run(CHAT, MSG, headers={"Authorization": f"Bearer {good}", "X-Forwarded-For": "10.0.0.9"})[0] == 200
+    assert s.pipeline.auth_throttle is not None and len(s.pipeline.auth_throttle) == 1
+    untrusted = Stack(keys=KeyStore(env="KEYS", environ={"KEYS": good}))
+    assert {untrusted.run("/v1/models", method="GET", headers=bad)[0] for _ in range(70)} == {401}
+
+
+def test_the_throttle_table_is_bounded() -> None:
+    from dsserve.serving.auth import FailedAuthThrottle
+
+    throttle = FailedAuthThrottle(max_addresses=100, clock=lambda: 0.0)
+    for i in range(1_000):
+        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(throttle) == 100 and throttle.wait_s("10.0.0.0") == 0.0

@@ -164,10 +164,11 @@ def test_a_layout_that_does_not_fit_is_refused_at_start_like_vllm() -> None:
 
 
 def test_every_sim_profile_mirrors_its_gpu_twin() -> None:
-    """sim-<twin>.yaml differs from deploy/profiles/<twin>.yaml only in name, description, backend and local API."""
+    """sim-<twin>.yaml differs from deploy/profiles/<twin>.yaml only in name, description, backend and local API (host, keys)."""
     sims = sorted((REPO / "deploy/profiles").glob("sim-*.yaml"))
     assert sims, "no sim-*.yaml profiles"
-    allowed = {("name",), ("description",), ("engine", "backend"), ("api", "host"), ("api", "api_keys_env")}
+    allowed = {("name",), ("description",), ("engine", "backend"), ("api", "host"), ("api", "api_keys_env"),
+               ("api", "api_keys_file")}
     for path in sims:
         twin = REPO / "deploy/profiles" / path.name.removeprefix("sim-")
         assert twin.is_file(), f"{path.name} has no GPU twin {twin.name}"

@@ -172,11 +172,10 @@ reads: in the ingress's kwargs in ingress mode, in the engine's LLM config in di
       key: {{ .Values.apiKeys.secretKey }}
 {{- end }}
 {{- if .Values.hfToken.existingSecret }}
-- name: HF_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.hfToken.existingSecret }}
-      key: {{ .Values.hfToken.secretKey }}
+{{- /* huggingface_hub reads the token from this file (its HF_TOKEN_PATH): a variable holding the token would
+reach every process of the container */}}
+- name: HF_TOKEN_PATH
+  value: /etc/dsserve/hf-token/token
 {{- end }}
 {{- range $name, $value := .Values.extraEnv }}
 - name: {{ $name }}
@@ -211,6 +210,27 @@ reads: in the ingress's kwargs in ingress mode, in the engine's LLM config in di
     items:
       - key: {{ .Values.apiKeys.secretKey }}
         path: {{ base .Values.apiKeys.filePath }}
+{{- end }}
+{{- end }}
+
+{{/* The Hugging Face token (hfToken.existingSecret) as a file, for huggingface_hub's HF_TOKEN_PATH. */}}
+{{- define "dsserve.hfTokenMount" -}}
+{{- if .Values.hfToken.existingSecret }}
+- name: hf-token
+  mountPath: /etc/dsserve/hf-token
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "dsserve.hfTokenVolume" -}}
+{{- if .Values.hfToken.existingSecret }}
+- name: hf-token
+  secret:
+    secretName: {{ .Values.hfToken.existingSecret }}
+    defaultMode: 288  # 0440
+    items:
+      - key: {{ .Values.hfToken.secretKey }}
+        path: token
 {{- end }}
 {{- end }}
 
