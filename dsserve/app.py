@@ -90,6 +90,10 @@ def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
     if lora is not None:
         kwargs.update(enable_lora=True, max_loras=lora.max_loras, max_lora_rank=lora.max_lora_rank,
                       max_cpu_loras=lora.max_adapters_per_replica)
+    # tool-call and reasoning parsers, chat template: vLLM frontend arguments, which ray.serve.llm also takes in
+    # engine_kwargs (VLLMEngineConfig.from_llm_config in ray/llm/_internal/serve/engines/vllm/vllm_models.py
+    # splits them out by vLLM's FrontendArgs fields)
+    kwargs.update(spec.model.frontend_kwargs())
     kwargs.update(copy.deepcopy(eng.extra_args))
     if spec.api.max_tokens is not None:
         # vLLM's own cap for a request that names no max_tokens (the pipeline refuses one that asks for more):

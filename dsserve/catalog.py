@@ -78,6 +78,9 @@ class ModelArch:
     quant_group_size: int = 0  # INT4 group size for GPTQ/AWQ checkpoints
     advertised_context: int = 0  # what the model card promises; 0 = same as max_context
     description: str = ""
+    # vLLM's parsers for this model's chat format (model.parsers defaults): None where it has no such format
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
     published: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -220,9 +223,13 @@ _V3 = dict(
 MODEL_ARCHS: dict[str, ModelArch] = {
     a.key: a
     for a in (
-        _mla("deepseek-v3", "deepseek_v3", description="DeepSeek-V3: MLA + 256-expert MoE, FP8", **_V3),
+        # Parsers: vLLM's tool-calling and reasoning docs list deepseek_v3 for V3's tool calls and deepseek_r1 for
+        # R1's <think> block [V]; V2, V2-Lite, DeepSeekMoE and LLM 67B chat have no tool-call format vLLM parses.
+        _mla("deepseek-v3", "deepseek_v3", description="DeepSeek-V3: MLA + 256-expert MoE, FP8",
+             tool_call_parser="deepseek_v3", **_V3),
         # R1 shares V3's architecture (vLLM recipe [V]); the official R1 config.json is [U].
-        _mla("deepseek-r1", "deepseek_v3", description="DeepSeek-R1: the V3 architecture, FP8", **_V3),
+        _mla("deepseek-r1", "deepseek_v3", description="DeepSeek-R1: the V3 architecture, FP8",
+             reasoning_parser="deepseek_r1", **_V3),
         _mla("deepseek-v2", "deepseek_v2", description="DeepSeek-V2: MLA + 160-expert MoE, BF16",
              num_layers=60, hidden_size=5120, num_heads=128, num_kv_heads=128, vocab_size=102400,  # [V]
              max_context=163840, advertised_context=131072, weight_dtype="bf16",  # [V]

@@ -64,7 +64,17 @@ _OWNED_ENGINE_ARGS: dict[str, str] = {
     "max_loras": "model.lora.max_loras",
     "max_lora_rank": "model.lora.max_lora_rank",
     "max_cpu_loras": "model.lora.max_adapters_per_replica",
+    "tool_call_parser": "model.parsers.tool_call_parser",
+    "enable_auto_tool_choice": "model.parsers.enable_auto_tool_choice",
+    "reasoning_parser": "model.parsers.reasoning_parser",
+    "chat_template": "model.parsers.chat_template",
+    "host": "api.host (Serve listens, not vLLM's own server)",
+    "port": "api.port (Serve listens, not vLLM's own server)",
+    "api_key": "api.api_keys_env or api.api_keys_file (the request pipeline checks keys)",
 }
+
+#: model.parsers values meaning "the architecture's own parser, from the catalog".
+AUTO = "auto"
 
 #: LoRA ranks vLLM 0.32 accepts as max_lora_rank (``MaxLoRARanks`` in vllm/config/lora.py).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -151,6 +161,66 @@ class LoraSpec(_Strict):
         return self
 
 
+class ParsersSpec(_Strict):
+    """vLLM's parsers for the model's chat format: tool calls, reasoning, and the chat template."""
+
+    tool_call_parser: str | None = Field(
+        AUTO, description="vLLM tool-call parser (--tool-call-parser). auto: the architecture's (deepseek_v3 for "
+        "DeepSeek-V3; none for V2, V2-Lite, LLM 67B chat); null: none, tool calls are not parsed.",
+    )
+    enable_auto_tool_choice: bool | None = Field(
+        None, description="Let the model choose tools (`tool_choice: auto`); default: on when a tool-call parser is set.",
+    )
+    reasoning_parser: str | None = Field(
+        AUTO, description="vLLM reasoning parser (--reasoning-parser), which returns the model's thinking as "
+        "`reasoning_content`. auto: the architecture's (deepseek_r1 for DeepSeek-R1); null: none.",
+    )
+    chat_template: str | None = Field(
+        None, description="A chat template (Jinja) replacing the model's own: a file path on every node, or the "
+        "template itself. null: the tokenizer's.",
+    )
+
+    @field_validator("tool_call_parser")
+    @classmethod
+    def _known_tool_parser(cls, v: str | None) -> str | None:
+        from dsserve.vllm_names import tool_parser_names
+
+        return _check_parser(v, tool_parser_names(), "tool-call")
+
+    @field_validator("reasoning_parser")
+    @classmethod
+    def _known_reasoning_parser(cls, v: str | None) -> str | None:
+        from dsserve.vllm_names import reasoning_parser_names
+
+        return _check_parser(v, reasoning_parser_names(), "reasoning")
+
+
+    @model_validator(mode="after")
+    def _auto_choice_needs_a_parser(self) -> ParsersSpec:
+        if self.enable_auto_tool_choice and self.tool_call_parser is None:
+            raise PathError("model.parsers.enable_auto_tool_choice", True,
+                            "the model can only choose tools when a tool-call parser reads its calls; set "
+                            "model.parsers.tool_call_parser (or auto), or remove enable_auto_tool_choice")
+        return self
+
+
+def _check_parser(value: str | None, known: frozenset[str] | None, kind: str) -> str | None:
+    from dsserve.vllm_names import closest
+
+    if value is None or value == AUTO or known is None or value in known:
+        return value
+    near = closest(value, known)
+    hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+    deepseek = sorted(n for n in known if n.startswith("deepseek"))
+    where = "vllm/tool_parsers/__init__.py" if kind == "tool-call" else "vllm/reasoning/__init__.py"
+    return _raise(f"{value!r} is not a {kind} parser of the installed vLLM; {hint}DeepSeek's are "
+                  f"{', '.join(deepseek)} ({len(known)} in all, listed in {where}); auto picks the model's own")
+
+
+def _raise(message: str) -> Any:
+    raise ValueError(message)
+
+
 class ModelSpec(_Strict):
     id: str = Field(description="The OpenAI `model` name clients send, e.g. deepseek-v3.")
     source: str = Field(
@@ -159,6 +229,24 @@ class ModelSpec(_Strict):
     )
     architecture: str = Field(description="Catalog key of the architecture, e.g. deepseek-v3.")
     lora: LoraSpec | None = Field(None, description="LoRA adapters served beside the base model (docs/lora.md).")
+    parsers: ParsersSpec = Field(default_factory=ParsersSpec,
+                                 description="vLLM's tool-call and reasoning parsers and chat template (docs/agents.md).")
+
+    def frontend_kwargs(self) -> dict[str, Any]:
+        """The parsers as vLLM arguments (ray.serve.llm takes them in engine_kwargs), ``auto`` resolved."""
+        arch = MODEL_ARCHS.get(self.architecture)
+        p = self.parsers
+        tool = (arch.tool_call_parser if arch else None) if p.tool_call_parser == AUTO else p.tool_call_parser
+        reasoning = (arch.reasoning_parser if arch else None) if p.reasoning_parser == AUTO else p.reasoning_parser
+        out: dict[str, Any] = {}
+        if tool is not None:
+            out["tool_call_parser"] = tool
+            out["enable_auto_tool_choice"] = True if p.enable_auto_tool_choice is None else p.enable_auto_tool_choice
+        if reasoning is not None:
+            out["reasoning_parser"] = reasoning
+        if p.chat_template is not None:
+            out["chat_template"] = p.chat_template
+        return out
 
     @field_validator("id")
     @classmethod
@@ -231,20 +319,30 @@ class EngineSpec(_Strict):
     cpu: CpuEngineSpec = Field(default_factory=CpuEngineSpec)
     extra_args: dict[str, Any] = Field(
         default_factory=dict,
-        description="Other vLLM engine arguments, passed through verbatim after a name check.",
+        description="Other vLLM arguments, engine (EngineArgs) or frontend (FrontendArgs, e.g. "
+        "tool_parser_plugin, max_log_len), passed through verbatim after a name check against the installed vLLM.",
     )
 
     @field_validator("extra_args")
     @classmethod
     def _extra_args_known(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from dsserve.vllm_names import closest, engine_arg_names, frontend_arg_names
+
         for key in v:
             if key in _OWNED_ENGINE_ARGS:
                 raise ValueError(f"{key!r} is owned by the spec; set {_OWNED_ENGINE_ARGS[key]} instead")
-        known = _vllm_engine_arg_names()
-        if known is not None:
+        engine, frontend = engine_arg_names(), frontend_arg_names()
+        if engine is not None:
+            known = engine | (frontend or frozenset())
             for key in v:
                 if key not in known:
-                    raise ValueError(f"{key!r} is not a vLLM engine argument; {_choices(key, known)}")
+                    near = closest(key, known)
+                    hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+                    raise ValueError(
+                        f"{key!r} is neither a vLLM engine argument nor a frontend argument; {hint}the names are the "
+                        "fields of EngineArgs (vllm/engine/arg_utils.py) and FrontendArgs "
+                        "(vllm/entrypoints/launchers/cli_args.py), with '_' for '-': `vllm serve --help` lists both"
+                    )
         return v
 
     @property
@@ -649,49 +747,6 @@ def _choices(value: str, options: Any) -> str:
     close = difflib.get_close_matches(value, names, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"{hint}choose one of: {', '.join(names)}"
-
-
-_VLLM_ARG_NAMES: frozenset[str] | None = None
-
-
-def _vllm_engine_arg_names() -> frozenset[str] | None:
-    """Names vLLM accepts as engine arguments, or None when vLLM is not installed here.
-
-    Read from the installed ``vllm/engine/arg_utils.py`` with ``ast`` rather than imported: importing
-    vLLM takes seconds, and `dsserve validate` should not. A GPU spec validated on a laptop without vLLM
-    skips the check; ray.serve.llm rejects unknown arguments again on the cluster.
-    """
-    global _VLLM_ARG_NAMES
-    if _VLLM_ARG_NAMES is None:
-        names = _parse_engine_args_dataclasses()
-        if not names:
-            return None
-        _VLLM_ARG_NAMES = frozenset(names)
-    return _VLLM_ARG_NAMES
-
-
-def _parse_engine_args_dataclasses() -> set[str]:
-    import ast
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("vllm")
-    except (ImportError, ValueError):
-        return set()
-    if spec is None or not spec.submodule_search_locations:
-        return set()
-    source = Path(next(iter(spec.submodule_search_locations))) / "engine" / "arg_utils.py"
-    try:
-        tree = ast.parse(source.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError):
-        return set()
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name in ("EngineArgs", "AsyncEngineArgs"):
-            for item in node.body:
-                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
-                    names.add(item.target.id)
-    return names
 
 
 def parse_spec(data: Any, *, where: str = "spec") -> DeploymentSpec:

@@ -79,7 +79,7 @@ BAD_INPUTS = [
     ("owned-engine-arg", lambda d: _set(d, "engine.extra_args", {"tensor_parallel_size": 2}),
      ["engine.extra_args", "owned by the spec", "engine.tensor_parallel_size"]),
     ("unknown-vllm-arg", lambda d: _set(d, "engine.extra_args", {"enforce_eagre": True}),
-     ["engine.extra_args", "not a vLLM engine argument", "did you mean 'enforce_eager'"]),
+     ["engine.extra_args", "neither a vLLM engine argument nor a frontend argument", "did you mean 'enforce_eager'"]),
     ("batched-below-len", lambda d: _set(d, "engine.max_num_batched_tokens", 512),
      ["engine.max_num_batched_tokens", "512", "enable_chunked_prefill"]),
     ("gpu-without-gpus", lambda d: _set(d, "hardware.accelerator", "h800"),
@@ -142,9 +142,9 @@ def test_vllm_arg_names_match_installed_vllm() -> None:
 
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    from dsserve.config import _vllm_engine_arg_names
+    from dsserve.vllm_names import engine_arg_names
 
-    assert _vllm_engine_arg_names() == {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    assert engine_arg_names() == {f.name for f in dataclasses.fields(AsyncEngineArgs)}
 
 
 def test_set_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
