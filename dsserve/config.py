@@ -169,7 +169,8 @@ class ParsersSpec(_Strict):
         "DeepSeek-V3; none for V2, V2-Lite, LLM 67B chat); null: none, tool calls are not parsed.",
     )
     enable_auto_tool_choice: bool | None = Field(
-        None, description="Let the model choose tools (`tool_choice: auto`); default: on when a tool-call parser is set.",
+        None,
+        description="Let the model choose tools (`tool_choice: auto`); default: on when a tool-call parser is set.",
     )
     reasoning_parser: str | None = Field(
         AUTO, description="vLLM reasoning parser (--reasoning-parser), which returns the model's thinking as "
@@ -229,8 +230,10 @@ class ModelSpec(_Strict):
     )
     architecture: str = Field(description="Catalog key of the architecture, e.g. deepseek-v3.")
     lora: LoraSpec | None = Field(None, description="LoRA adapters served beside the base model (docs/lora.md).")
-    parsers: ParsersSpec = Field(default_factory=ParsersSpec,
-                                 description="vLLM's tool-call and reasoning parsers and chat template (docs/agents.md).")
+    parsers: ParsersSpec = Field(
+        default_factory=ParsersSpec,
+        description="vLLM's tool-call and reasoning parsers and chat template; auto: the architecture's own.",
+    )
 
     def frontend_kwargs(self) -> dict[str, Any]:
         """The parsers as vLLM arguments (ray.serve.llm takes them in engine_kwargs), ``auto`` resolved."""

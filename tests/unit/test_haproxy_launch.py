@@ -130,6 +130,7 @@ def test_the_launcher_starts_without_pydantic() -> None:
     reload, on a node busy starting engines: it must not import the spec's models (found on two cores)."""
     import sys
 
-    code = "import sys, dsserve.haproxy_launch; print(sorted(m for m in ('pydantic', 'dsserve.config', 'ray') if m in sys.modules))"
+    code = ("import sys, dsserve.haproxy_launch; "
+            "print(sorted(m for m in ('pydantic', 'dsserve.config', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

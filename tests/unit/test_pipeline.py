@@ -9,7 +9,8 @@ real: the pipeline, its key store, rate limiter, admission gate, body checks, er
 What a body may hold (the fuzzer's contract, tests/e2e/test_fuzz.py), case by case: strict JSON of
 well-formed Unicode nested at most 64 deep, one to ``api.max_messages`` chat messages, at most
 ``api.max_prompts`` prompts and ``api.max_n`` sequences (prompts x ``n``), ``max_tokens`` up to
-``api.max_tokens``, a model name of at most 256 characters; any other text passes to the engine unchanged; nothing a client sends produces a 5xx or a
+``api.max_tokens``, a model name of at most 256 characters; any other text passes to the engine
+unchanged; nothing a client sends produces a 5xx or a
 traceback. Plus keys, 401, per-key 429 with Retry-After on every route, admission by weight, and the
 limits split across replicas.
 """
@@ -151,7 +152,8 @@ class Stack:
         self.pipeline = RequestPipeline(
             self.engine.app, self.settings, models, replicas=LiveReplicas(replicas), keys=keys,
             metrics=RequestMetrics(models.served_ids(), factory=lambda spec: Recorder(spec, self.sink),
-                                   inflight=lambda: self.pipeline.gate.inflight, limit=lambda: self.pipeline.gate.limit),
+                                   inflight=lambda: self.pipeline.gate.inflight,
+                                   limit=lambda: self.pipeline.gate.limit),
             openapi={"openapi": "3.0.3"}, **extra)
 
     async def call(self, path: str, body: Any = None, *, method: str = "POST", headers: dict[str, str] | None = None,
