@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import signal
 import socket
@@ -38,6 +39,19 @@ LOCAL_DRAIN_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 _HAPROXY_PORTS = (8404, 9101)  # HAProxy's stats and metrics listeners
 
 Progress = Callable[[str], None]
+
+
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
+def last_exception_line(text: str) -> str | None:
+    """The last ``SomeError: message`` line of a traceback (Serve's status message carries the replica's)."""
+    found = None
+    for line in text.splitlines():
+        m = _EXCEPTION_LINE.match(line.strip())
+        if m is not None:
+            found = f"{m.group(1)}: {m.group(2)[:500]}"
+    return found
 
 
 def client_api_key(spec: DeploymentSpec) -> str | None:
@@ -259,10 +273,28 @@ class LocalStack:
                 )
         if failure:
             exc = failure[0]
+            cause = self._replica_failure()
             raise StackError(
                 f"deploying {self.spec.name} failed: {type(exc).__name__}: {str(exc)[:2000]}; "
-                f"the replica logs are in {self.log_dir()}"
+                + (f"the replica said: {cause}; " if cause else "")
+                + f"the replica logs are in {self.log_dir()}"
             ) from exc
+
+    def _replica_failure(self) -> str | None:
+        """The exception a failed deployment's replica raised, from Serve's status message (its traceback)."""
+        from ray import serve
+
+        try:
+            app = serve.status().applications.get(self.spec.name)
+        except Exception:  # noqa: BLE001 - only an aid to the error message
+            return None
+        if app is None:
+            return None
+        for dep in app.deployments.values():
+            cause = last_exception_line(dep.message or "")
+            if cause:
+                return cause
+        return None
 
     def _status_line(self) -> str:
         from ray import serve
