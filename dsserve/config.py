@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dsserve.catalog import ACCELERATORS, MODEL_ARCHS
 from dsserve.errors import SpecError
@@ -181,20 +181,20 @@ class ParsersSpec(_Strict):
         "template itself. null: the tokenizer's.",
     )
 
-    @field_validator("tool_call_parser")
+    @field_validator("tool_call_parser", "reasoning_parser")
     @classmethod
-    def _known_tool_parser(cls, v: str | None) -> str | None:
-        from dsserve.vllm_names import tool_parser_names
+    def _known_parser(cls, v: str | None, info: ValidationInfo) -> str | None:
+        from dsserve.vllm_names import did_you_mean, reasoning_parser_names, tool_parser_names
 
-        return _check_parser(v, tool_parser_names(), "tool-call")
-
-    @field_validator("reasoning_parser")
-    @classmethod
-    def _known_reasoning_parser(cls, v: str | None) -> str | None:
-        from dsserve.vllm_names import reasoning_parser_names
-
-        return _check_parser(v, reasoning_parser_names(), "reasoning")
-
+        tool = info.field_name == "tool_call_parser"
+        known = tool_parser_names() if tool else reasoning_parser_names()
+        if v is None or v == AUTO or known is None or v in known:
+            return v
+        deepseek = sorted(n for n in known if n.startswith("deepseek"))
+        where = "vllm/tool_parsers/__init__.py" if tool else "vllm/reasoning/__init__.py"
+        raise ValueError(f"{v!r} is not a {'tool-call' if tool else 'reasoning'} parser of the installed vLLM; "
+                         f"{did_you_mean(v, known)}DeepSeek's are {', '.join(deepseek)} ({len(known)} in all, "
+                         f"listed in {where}); auto picks the model's own")
 
     @model_validator(mode="after")
     def _auto_choice_needs_a_parser(self) -> ParsersSpec:
@@ -203,23 +203,6 @@ class ParsersSpec(_Strict):
                             "the model can only choose tools when a tool-call parser reads its calls; set "
                             "model.parsers.tool_call_parser (or auto), or remove enable_auto_tool_choice")
         return self
-
-
-def _check_parser(value: str | None, known: frozenset[str] | None, kind: str) -> str | None:
-    from dsserve.vllm_names import closest
-
-    if value is None or value == AUTO or known is None or value in known:
-        return value
-    near = closest(value, known)
-    hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
-    deepseek = sorted(n for n in known if n.startswith("deepseek"))
-    where = "vllm/tool_parsers/__init__.py" if kind == "tool-call" else "vllm/reasoning/__init__.py"
-    return _raise(f"{value!r} is not a {kind} parser of the installed vLLM; {hint}DeepSeek's are "
-                  f"{', '.join(deepseek)} ({len(known)} in all, listed in {where}); auto picks the model's own")
-
-
-def _raise(message: str) -> Any:
-    raise ValueError(message)
 
 
 class ModelSpec(_Strict):
@@ -237,10 +220,10 @@ class ModelSpec(_Strict):
 
     def frontend_kwargs(self) -> dict[str, Any]:
         """The parsers as vLLM arguments (ray.serve.llm takes them in engine_kwargs), ``auto`` resolved."""
-        arch = MODEL_ARCHS.get(self.architecture)
+        arch = MODEL_ARCHS[self.architecture]
         p = self.parsers
-        tool = (arch.tool_call_parser if arch else None) if p.tool_call_parser == AUTO else p.tool_call_parser
-        reasoning = (arch.reasoning_parser if arch else None) if p.reasoning_parser == AUTO else p.reasoning_parser
+        tool = arch.tool_call_parser if p.tool_call_parser == AUTO else p.tool_call_parser
+        reasoning = arch.reasoning_parser if p.reasoning_parser == AUTO else p.reasoning_parser
         out: dict[str, Any] = {}
         if tool is not None:
             out["tool_call_parser"] = tool
@@ -329,7 +312,7 @@ class EngineSpec(_Strict):
     @field_validator("extra_args")
     @classmethod
     def _extra_args_known(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from dsserve.vllm_names import closest, engine_arg_names, frontend_arg_names
+        from dsserve.vllm_names import did_you_mean, engine_arg_names, frontend_arg_names
 
         for key in v:
             if key in _OWNED_ENGINE_ARGS:
@@ -339,10 +322,9 @@ class EngineSpec(_Strict):
             known = engine | (frontend or frozenset())
             for key in v:
                 if key not in known:
-                    near = closest(key, known)
-                    hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
                     raise ValueError(
-                        f"{key!r} is neither a vLLM engine argument nor a frontend argument; {hint}the names are the "
+                        f"{key!r} is neither a vLLM engine argument nor a frontend argument; "
+                        f"{did_you_mean(key, known)}the names are the "
                         "fields of EngineArgs (vllm/engine/arg_utils.py) and FrontendArgs "
                         "(vllm/entrypoints/launchers/cli_args.py), with '_' for '-': `vllm serve --help` lists both"
                     )

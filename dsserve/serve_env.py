@@ -13,15 +13,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsserve.haproxy_launch import ENV_ADMIN_HOST, ENV_HTTP_REQUEST_TIMEOUT
+from dsserve.haproxy_launch import ENV_ADMIN_HOST, ENV_HTTP_REQUEST_TIMEOUT, LAUNCHER, WILDCARD_HOSTS
 
 if TYPE_CHECKING:
     from dsserve.config import DeploymentSpec
 
-__all__ = ["serve_env", "haproxy_maxconn_wanted", "haproxy_launcher", "IDLE_TRIMS", "LAUNCHER"]
-
-#: The console script of dsserve/haproxy_launch.py.
-LAUNCHER = "dsserve-haproxy"
+__all__ = ["serve_env", "haproxy_maxconn_wanted", "haproxy_launcher", "IDLE_TRIMS"]
 
 #: What a deployment does not need from Ray's background work, turned down. Measured by
 #: bench/frontend_cpu.py (idle cores of the local-cpu stack: 0.056 with them, stock Serve 0.080;
@@ -76,7 +73,7 @@ def serve_env(spec: DeploymentSpec) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(spec.api.client_timeout_s),
             ENV_HTTP_REQUEST_TIMEOUT: str(spec.api.http_request_timeout_s),
         })
-        if spec.api.host not in ("0.0.0.0", "::", "", "*"):
+        if spec.api.host not in WILDCARD_HOSTS:
             env[ENV_ADMIN_HOST] = spec.api.host  # stats page and exporter on the API's own address
     if spec.serving.gateway == "direct" and spec.serving.router == "prefix_cache_affinity":
         # the prefix-affinity router reads the prompt: HAProxy forwards the body to Serve's ingress router

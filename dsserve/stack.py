@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from dsserve.app import build_app, ray_cpus_needed
 from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
 from dsserve.errors import PortInUseError, StackError
-from dsserve.serve_env import LAUNCHER, haproxy_launcher, haproxy_maxconn_wanted, serve_env
+from dsserve.haproxy_launch import ENV_BINARY_PATH, LAUNCHER
+from dsserve.serve_env import haproxy_launcher, haproxy_maxconn_wanted, serve_env
 
 if TYPE_CHECKING:
     from dsserve.local_prometheus import LocalPrometheus
@@ -173,11 +174,11 @@ class LocalStack:
             env.update(LOCAL_DRAIN_ENV)
             launcher = haproxy_launcher()
             if launcher is not None:
-                env["RAY_SERVE_HAPROXY_BINARY_PATH"] = launcher
+                env[ENV_BINARY_PATH] = launcher
             else:
                 self.progress(f"WARNING: {LAUNCHER} is not installed beside {sys.executable} (reinstall dsserve: "
-                              "pip install -e .); HAProxy runs without api.http_request_timeout_s and with its "
-                              "stats and exporter on every interface")
+                              "pip install -e .); HAProxy runs without api.http_request_timeout_s, with its "
+                              "stats and exporter on every interface, and failed API keys are not throttled")
         # A value already in the environment wins (a user's override); stop() removes what start() added.
         self._env_set = [k for k in env if k not in os.environ]
         os.environ.update({k: env[k] for k in self._env_set})
@@ -280,29 +281,26 @@ class LocalStack:
                 + f"the replica logs are in {self.log_dir()}"
             ) from exc
 
-    def _replica_failure(self) -> str | None:
-        """The exception a failed deployment's replica raised, from Serve's status message (its traceback)."""
+    def _app_status(self) -> Any:
+        """Serve's status of this spec's application; None before it exists or while Serve cannot say."""
         from ray import serve
 
         try:
-            app = serve.status().applications.get(self.spec.name)
-        except Exception:  # noqa: BLE001 - only an aid to the error message
+            return serve.status().applications.get(self.spec.name)
+        except Exception:  # noqa: BLE001 - progress and error messages only
             return None
-        if app is None:
-            return None
-        for dep in app.deployments.values():
+
+    def _replica_failure(self) -> str | None:
+        """The exception a failed deployment's replica raised, from Serve's status message (its traceback)."""
+        app = self._app_status()
+        for dep in app.deployments.values() if app is not None else ():
             cause = last_exception_line(dep.message or "")
             if cause:
                 return cause
         return None
 
     def _status_line(self) -> str:
-        from ray import serve
-
-        try:
-            app = serve.status().applications.get(self.spec.name)
-        except Exception:
-            return ""
+        app = self._app_status()
         if app is None:
             return "waiting for the Serve controller"
         parts = []

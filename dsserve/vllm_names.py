@@ -24,7 +24,7 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["closest", "engine_arg_names", "frontend_arg_names", "reasoning_parser_names", "tool_parser_names"]
+__all__ = ["did_you_mean", "engine_arg_names", "frontend_arg_names", "reasoning_parser_names", "tool_parser_names"]
 
 
 def _vllm_root() -> Path | None:
@@ -93,6 +93,7 @@ def reasoning_parser_names() -> frozenset[str] | None:
     return _dict_keys("reasoning/__init__.py", "_REASONING_PARSERS_TO_REGISTER")
 
 
-def closest(name: str, names: frozenset[str] | set[str], n: int = 3) -> list[str]:
-    """The few names most like ``name`` (for "did you mean"), best first."""
-    return difflib.get_close_matches(name, sorted(names), n=n, cutoff=0.5)
+def did_you_mean(name: str, names: frozenset[str] | set[str], n: int = 3) -> str:
+    """``"did you mean 'a', 'b'? "`` with the few names most like ``name``, best first; empty if none is close."""
+    near = difflib.get_close_matches(name, sorted(names), n=n, cutoff=0.5)
+    return f"did you mean {', '.join(repr(x) for x in near)}? " if near else ""

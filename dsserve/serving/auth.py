@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "MIN_KEY_CHARS",
-    "FailedAuthThrottle",
-    "client_address",
+    "forwarded_client",
     "KeySourceError",
     "KeyStore",
     "RateLimiter",
@@ -251,23 +250,37 @@ def retry_after_seconds(wait_s: float) -> int:
 
 
 class RateLimiter:
-    """One :class:`TokenBucket` per key digest (a new key starts with a full bucket)."""
+    """One :class:`TokenBucket` per key (a new key starts with a full bucket).
 
-    def __init__(self, requests_per_second: float, burst: int, *, clock: Callable[[], float] = time.monotonic):
+    Keyed by API-key digest for the per-key rate limit, and by client address for failed keys (the
+    pipeline's 60 failures per address, then 429). ``max_keys`` bounds the table for keys a client
+    chooses (addresses): past it the least recently charged bucket is dropped, so a scan over many
+    addresses cannot grow it without bound, and an address that keeps failing stays in it.
+    """
+
+    def __init__(self, requests_per_second: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int | None = None):
         TokenBucket(requests_per_second, burst, 0.0)  # validates
-        self.rate, self.burst, self.clock = requests_per_second, burst, clock
-        self._buckets: dict[bytes, TokenBucket] = {}
+        self.rate, self.burst, self.clock, self.max_keys = requests_per_second, burst, clock, max_keys
+        self._buckets: dict[bytes | str, TokenBucket] = {}
 
-    def check(self, key_id: bytes, n: int = 1, *, take: bool = True) -> float:
+    def check(self, key_id: bytes | str, n: int = 1, *, take: bool = True) -> float:
         """0.0 when a request of ``n`` sequences may proceed (its tokens taken, unless ``take`` is False),
         else the seconds until the key has them."""
         now = self.clock()
         bucket = self._buckets.get(key_id)
-        if bucket is None:
-            bucket = self._buckets[key_id] = TokenBucket(self.rate, self.burst, now)
         if not take:
+            if bucket is None:  # a full bucket, not stored until something is taken from it
+                return 0.0 if self.burst >= n else (n - self.burst) / self.rate
             bucket._refill(now)
             return 0.0 if bucket.tokens >= n else (n - bucket.tokens) / bucket.rate
+        if bucket is None:
+            bucket = self._buckets[key_id] = TokenBucket(self.rate, self.burst, now)
+        elif self.max_keys is not None:
+            self._buckets[key_id] = self._buckets.pop(key_id)  # most recently charged last
+        if self.max_keys is not None:
+            while len(self._buckets) > self.max_keys:
+                del self._buckets[next(iter(self._buckets))]
         return bucket.take(now, n)
 
     def resize(self, requests_per_second: float, burst: int) -> None:
@@ -289,49 +302,8 @@ class RateLimiter:
         return len(self._buckets)
 
 
-class FailedAuthThrottle:
-    """Failed key attempts per client address: ``burst`` at once, then ``rate`` per second.
-
-    Past it an address gets 429 for every request, its keys unchecked, until its bucket refills: a key
-    cannot be guessed faster than that from one address. At most ``max_addresses`` buckets are kept (the
-    oldest dropped first), so a scan over many addresses cannot grow the table without bound.
-    """
-
-    def __init__(self, rate: float = 1.0, burst: int = 60, *, max_addresses: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.burst, self.max_addresses, self.clock = rate, burst, max_addresses, clock
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def wait_s(self, address: str) -> float:
-        """Seconds until ``address`` may try a key again (0.0: now)."""
-        bucket = self._buckets.get(address)
-        if bucket is None:
-            return 0.0
-        now = self.clock()
-        bucket._refill(now)
-        return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / bucket.rate
-
-    def failed(self, address: str) -> None:
-        """Count one failed attempt from ``address``."""
-        now = self.clock()
-        bucket = self._buckets.pop(address, None) or TokenBucket(self.rate, self.burst, now)
-        bucket.take(now, 1)
-        self._buckets[address] = bucket  # most recent last
-        while len(self._buckets) > self.max_addresses:
-            del self._buckets[next(iter(self._buckets))]
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-
-def client_address(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The client's address as HAProxy appended it (its ``option forwardfor``): the last element of the last
-    ``X-Forwarded-For`` header, which a client cannot write after HAProxy's own; None without one."""
-    last = None
-    for name, value in headers:
-        if name == b"x-forwarded-for":
-            last = value
-    if last is None:
-        return None
-    address = last.decode("latin-1").rsplit(",", 1)[-1].strip()
+def forwarded_client(value: bytes) -> str | None:
+    """The client's address in the last ``X-Forwarded-For`` header's value: its last element, the one HAProxy
+    appended (``option forwardfor``, after any header the client sent itself); None if empty."""
+    address = value.decode("latin-1").rsplit(",", 1)[-1].strip()
     return address or None

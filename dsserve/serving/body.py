@@ -32,6 +32,7 @@ __all__ = [
     "MAX_NESTING",
     "RequestShape",
     "ShapeLimits",
+    "check_messages",
     "diagnose",
     "locate_bad_field",
     "parse_json",
@@ -178,6 +179,14 @@ def _positive_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
+def check_messages(data: dict[str, Any], limits: ShapeLimits) -> None:
+    """400 past ``api.max_messages`` chat messages (chat completions, and /tokenize's chat form)."""
+    messages = data.get("messages")
+    if isinstance(messages, list) and len(messages) > limits.max_messages:
+        raise InvalidRequest(f"Invalid request: messages: at most {limits.max_messages} messages per request "
+                             f"(api.max_messages), got {len(messages)}; shorten the conversation.", param="messages")
+
+
 def request_shape(data: dict[str, Any], *, chat: bool, limits: ShapeLimits) -> RequestShape:
     """The model, weight (sequences asked for) and streaming of a generate request; 400 past the limits.
 
@@ -186,13 +195,9 @@ def request_shape(data: dict[str, Any], *, chat: bool, limits: ShapeLimits) -> R
     """
     model = data.get("model")
     if chat:
-        messages = data.get("messages")
-        if messages == []:
+        if data.get("messages") == []:
             raise InvalidRequest("Invalid request: messages: send at least one message.", param="messages")
-        if isinstance(messages, list) and len(messages) > limits.max_messages:
-            raise InvalidRequest(f"Invalid request: messages: at most {limits.max_messages} messages per request "
-                                 f"(api.max_messages), got {len(messages)}; shorten the conversation.",
-                                 param="messages")
+        check_messages(data, limits)
         prompts = 1
     else:
         prompts = _prompt_count(data)

@@ -186,7 +186,7 @@ class DsserveIngress(OpenAiIngress):
         lora = {base: AdapterTable.from_config(base, table) for base, table in (lora_adapters or {}).items()}
         self._layouts = LayoutCache()
         self.model_directory = IngressModels(self._model_cards, lora, layout=self._layout)
-        self._settings = PipelineSettings(**settings)
+        self._settings = PipelineSettings.from_dict(settings)
         self.pipeline: RequestPipeline | None = None
         # build the pipeline now, so a configured key source without keys fails the replica at start
         self._pipeline_for(None)

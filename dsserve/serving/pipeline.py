@@ -5,7 +5,8 @@ It wraps the app that does the work: vLLM's own OpenAI app inside each engine re
 :mod:`dsserve.serving.ingress`). In order, for each HTTP request:
 
 1. **API key** (:class:`~dsserve.serving.auth.KeyStore`): 401 without a valid one, on every route, before
-   anything else is said (an unknown path is a 401, not a 404, to a client without a key).
+   anything else is said (an unknown path is a 401, not a 404, to a client without a key); past
+   :data:`FAILED_KEYS_BURST` failures from one client address, 429 with its keys unchecked.
 2. **Route table** (:mod:`dsserve.serving.routes`): 404 for a path the API does not serve, 405 for a
    wrong method. The app's own extra routes (vLLM's ``/metrics``, ``/v1/responses``, ...) stay unreachable.
 3. **Rate limit**: one token of the key's bucket; 429 + Retry-After.
@@ -33,23 +34,24 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from dsserve.serving import routes as routing_table
 from dsserve.serving.admission import AdmissionGate
 from dsserve.serving.auth import (
     MIN_KEY_CHARS,
-    FailedAuthThrottle,
     KeyStore,
     RateLimiter,
     bearer_token,
-    client_address,
+    forwarded_client,
     retry_after_seconds,
 )
+from dsserve.haproxy_launch import launcher_in_use
 from dsserve.serving.body import (
     RequestShape,
     ShapeLimits,
+    check_messages,
     diagnose,
     parse_json,
     read_body,
@@ -125,7 +127,12 @@ class PipelineSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PipelineSettings:
-        return cls(**(data or {}))
+        """The settings a replica runs with, from the rendered ones. ``X-Forwarded-For`` is trusted only where
+        this node's HAProxy is started by dsserve-haproxy, which appends it: elsewhere a client writes it."""
+        settings = cls(**(data or {}))
+        if settings.trust_forwarded_for and not launcher_in_use():
+            settings = replace(settings, trust_forwarded_for=False)
+        return settings
 
     def shape_limits(self) -> ShapeLimits:
         return ShapeLimits(max_n=self.max_n, max_prompts=self.max_prompts, max_tokens=self.max_tokens,
@@ -138,18 +145,40 @@ class PipelineSettings:
                       burst=int(rl["burst"]) if rl else None)
 
 
-def _headers(scope: Scope) -> tuple[bytes | None, int | None]:
-    """(Authorization header value, declared content length) in one pass over the raw headers."""
-    auth = length = None
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            auth = value
-        elif name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                length = None
-    return auth, length
+#: Request headers vLLM's OpenAI app acts on that a client must not set (vllm/entrypoints/generate/base/serving.py,
+#: vllm/entrypoints/openai/*/api_router.py): a DP rank to land on (skips the routing and load balancing), a
+#: scheduling priority (jumps the queue under the priority policy), and the engine's load metrics echoed back.
+ENGINE_CONTROL_HEADERS = frozenset({b"x-data-parallel-rank", b"x-vllm-priority", b"endpoint-load-metrics-format"})
+
+
+#: Failed API keys one client address may send at once, then one a second (checked against its last
+#: X-Forwarded-For, which HAProxy appends); addresses remembered at most.
+FAILED_KEYS_BURST = 60
+FAILED_KEYS_ADDRESSES = 10_000
+
+
+class _Headers:
+    """What the pipeline reads of a request's headers, in one pass over them."""
+
+    __slots__ = ("auth", "length", "forwarded_for", "steers_engine")
+
+    def __init__(self, scope: Scope) -> None:
+        self.auth: bytes | None = None  # Authorization
+        self.length: int | None = None  # the declared Content-Length
+        self.forwarded_for: bytes | None = None  # the last X-Forwarded-For (HAProxy's, when it adds one)
+        self.steers_engine = False  # one of ENGINE_CONTROL_HEADERS is present
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                self.auth = value
+            elif name == b"content-length":
+                try:
+                    self.length = int(value)
+                except ValueError:
+                    self.length = None
+            elif name == b"x-forwarded-for":
+                self.forwarded_for = value
+            elif name in ENGINE_CONTROL_HEADERS:  # ASGI header names are lowercase
+                self.steers_engine = True
 
 
 #: The longest model name a request may carry (OpenAI ids are short; adapters add ``:<name>``).
@@ -196,8 +225,9 @@ class RequestPipeline:
         self.keys = keys if keys is not None else KeyStore(env=settings.api_keys_env, path=settings.api_keys_file,
                                                            min_key_chars=MIN_KEY_CHARS)
         self._keys_seen = self.keys.reloads
-        self.auth_throttle = (FailedAuthThrottle(clock=clock)
-                              if settings.trust_forwarded_for and self.keys.enabled else None)
+        # failed keys per client address: FAILED_KEYS_BURST at once, then one a second
+        self.failed_keys = (RateLimiter(1.0, FAILED_KEYS_BURST, clock=clock, max_keys=FAILED_KEYS_ADDRESSES)
+                            if settings.trust_forwarded_for and self.keys.enabled else None)
         share = self._limits.share(self._replicas.count())
         self._share_n = share.replicas
         self.gate = AdmissionGate(share.admission)
@@ -234,22 +264,22 @@ class RequestPipeline:
             raise AuthError()
         return key_id
 
-    def _authenticate_from(self, scope: Scope, auth_header: bytes | None) -> bytes | None:
+    def _authenticate_from(self, headers: _Headers) -> bytes | None:
         """:meth:`authenticate`, with failed attempts counted per client address (429 past the allowance)."""
-        throttle = self.auth_throttle
-        address = client_address(scope.get("headers", ())) if throttle is not None else None
-        if throttle is None or address is None:
-            return self.authenticate(auth_header)
-        wait = throttle.wait_s(address)
+        failed = self.failed_keys
+        address = forwarded_client(headers.forwarded_for) if failed is not None and headers.forwarded_for else None
+        if failed is None or address is None:
+            return self.authenticate(headers.auth)
+        wait = failed.check(address, take=False)
         if wait > 0:
             retry = retry_after_seconds(wait)
             raise ClientError(f"Too many requests with a missing or invalid API key from this address; retry after "
                               f"{retry} s with a valid key.", status=429, code="too_many_failed_keys",
                               headers={"Retry-After": str(retry)})
         try:
-            return self.authenticate(auth_header)
+            return self.authenticate(headers.auth)
         except AuthError:
-            throttle.failed(address)
+            failed.check(address)
             raise
 
     def rate_limit(self, key_id: bytes | None, n: int = 1, *, take: bool = True) -> None:
@@ -304,13 +334,13 @@ class RequestPipeline:
             await self.app(scope, receive, send)
             return
         label = routing_table.route_label(route)
-        auth_header, declared = _headers(scope)
+        headers = _Headers(scope)
         held = 0  # admission slots this request holds; released once, however it ends (cancelled included)
         model: Any = None
         try:
             try:
                 self._reshare()
-                key_id = self._authenticate_from(scope, auth_header)
+                key_id = self._authenticate_from(headers)
                 if route is None:
                     raise NotFound(f"Unknown route {method} {path}; this server serves "
                                    f"{', '.join(routing_table.SERVED_PATHS)} and /v1/models/{{model}}.",
@@ -327,12 +357,13 @@ class RequestPipeline:
                 self.rate_limit(key_id, take=False)  # refuse before reading the body; tokens are taken by weight
                 self.admit(1)
                 held = 1
-                raw = await read_body(receive, declared, self.settings.max_body_bytes)
+                raw = await read_body(receive, headers.length, self.settings.max_body_bytes)
                 data = parse_json(raw)
                 model = data.get("model")
                 if route.kind == "generate":
                     shape = request_shape(data, chat=path.endswith("chat/completions"), limits=self._shape_limits)
-                else:
+                else:  # /tokenize, /detokenize: a chat form carries messages too
+                    check_messages(data, self._shape_limits)
                     shape = RequestShape(model if isinstance(model, str) else None, 1, False)
                 self.check_model(model)
                 self.rate_limit(key_id, shape.weight)
@@ -345,7 +376,8 @@ class RequestPipeline:
                 return
             except ConnectionAbortedError:  # the client left while sending its body
                 return
-            await self._run_app(scope, _Replay(raw, receive), send, path, data, shape, label, started)
+            await self._run_app(scope, _Replay(raw, receive), send, path, data, shape, label, started,
+                                steers_engine=headers.steers_engine)
         finally:
             if held:
                 self.gate.release(held)
@@ -381,11 +413,12 @@ class RequestPipeline:
                            code="unsupported_route")
 
     async def _run_app(self, scope: Scope, replay: Receive, send: Send, path: str, data: dict[str, Any],
-                       shape: RequestShape, label: str, started: float) -> None:
+                       shape: RequestShape, label: str, started: float, *, steers_engine: bool) -> None:
         tracker = self.metrics.track(label, started)
         tracker.model = shape.model
         scope[BODY_SCOPE_KEY] = data
-        scope["headers"] = _without_engine_controls(scope.get("headers", ()))
+        if steers_engine:
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in ENGINE_CONTROL_HEADERS]
         out = _ResponseFilter(send, tracker, self, path, data)
         failed = False
         try:
@@ -399,16 +432,6 @@ class RequestPipeline:
         finally:
             await out.flush()
             tracker.finish(client_gone=not failed, failed=failed)
-
-
-#: Request headers vLLM's OpenAI app acts on that a client must not set (vllm/entrypoints/generate/base/serving.py,
-#: vllm/entrypoints/openai/*/api_router.py): a DP rank to land on (skips the routing and load balancing), a
-#: scheduling priority (jumps the queue under the priority policy), and the engine's load metrics echoed back.
-ENGINE_CONTROL_HEADERS = frozenset({b"x-data-parallel-rank", b"x-vllm-priority", b"endpoint-load-metrics-format"})
-
-
-def _without_engine_controls(headers: Any) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in headers if k.lower() not in ENGINE_CONTROL_HEADERS]
 
 
 #: Refusals counted in ``dsserve_rejected_requests`` (admission control, in the dashboards' sense): by status.

@@ -22,9 +22,9 @@ Bounded, and never in the way:
 
 - **The tree is bounded.** Upstream keeps every prompt's full text and evicts nothing
   (``do_eviction=False``), so the tree actor grows with every unique prompt. dsserve turns eviction on
-  through the router's own ``request_router_kwargs`` (:func:`eviction_kwargs`: the spec's
+  through the router's own ``request_router_kwargs`` (``tree_bounds.eviction_kwargs``: the spec's
   ``serving.prefix_tree_max_chars`` shared over the replicas, checked every second), and keys the tree
-  by the first :data:`PREFIX_KEY_CHARS` characters of a prompt only: affinity is for shared prefixes
+  by the first ``tree_bounds.PREFIX_KEY_CHARS`` characters of a prompt only: affinity is for shared prefixes
   (system prompts, few-shot examples, earlier turns), and a prompt's tail would only fill the tree.
 - **A failed tree falls back.** When the tree actor is gone or slow (a call past
   :data:`TREE_TIMEOUT_S`), the request goes where power-of-two choices send it (least loaded of two)
@@ -44,10 +44,9 @@ from typing import Any
 
 from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router import PrefixCacheAffinityRouter
 
-from dsserve.serving.tree_bounds import EVICTION_INTERVAL_S, PREFIX_KEY_CHARS, eviction_kwargs, prefix_key
+from dsserve.serving.tree_bounds import prefix_key
 
-__all__ = ["EVICTION_INTERVAL_S", "PREFIX_KEY_CHARS", "ROUTER_CLASS", "TREE_TIMEOUT_S",
-           "NonBlockingPrefixCacheAffinityRouter", "eviction_kwargs", "prefix_key"]
+__all__ = ["ROUTER_CLASS", "TREE_TIMEOUT_S", "NonBlockingPrefixCacheAffinityRouter"]
 
 log = logging.getLogger("ray.serve")
 
@@ -58,11 +57,8 @@ TREE_TIMEOUT_S = 1.0
 
 
 async def _tree_call(ref: Any) -> Any:
-    return await asyncio.wait_for(_awaitable(ref), TREE_TIMEOUT_S)
-
-
-async def _awaitable(ref: Any) -> Any:
-    return await ref
+    """A tree actor call's result (an ObjectRef is awaitable), or TimeoutError past TREE_TIMEOUT_S."""
+    return await asyncio.wait_for(ref, TREE_TIMEOUT_S)
 
 
 class NonBlockingPrefixCacheAffinityRouter(PrefixCacheAffinityRouter):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from dsserve.config import load_spec
-from dsserve.haproxy_launch import ENV_ADMIN_HOST, ENV_HTTP_REQUEST_TIMEOUT, patch_config, real_haproxy
-from dsserve.serve_env import LAUNCHER, haproxy_launcher, serve_env
+from dsserve.haproxy_launch import ENV_ADMIN_HOST, ENV_HTTP_REQUEST_TIMEOUT, LAUNCHER, patch_config, real_haproxy
+from dsserve.serve_env import haproxy_launcher, serve_env
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -713,15 +713,51 @@ def test_failed_keys_are_throttled_per_client_address() -> None:
     assert s.run(CHAT, MSG, headers={"Authorization": f"Bearer {good}", "X-Forwarded-For": "10.0.0.10"})[0] == 200
     now[0] += 1.0
     assert s.run(CHAT, MSG, headers={"Authorization": f"Bearer {good}", "X-Forwarded-For": "10.0.0.9"})[0] == 200
-    assert s.pipeline.auth_throttle is not None and len(s.pipeline.auth_throttle) == 1
+    assert s.pipeline.failed_keys is not None and len(s.pipeline.failed_keys) == 1
     untrusted = Stack(keys=KeyStore(env="KEYS", environ={"KEYS": good}))
     assert {untrusted.run("/v1/models", method="GET", headers=bad)[0] for _ in range(70)} == {401}
 
 
-def test_the_throttle_table_is_bounded() -> None:
-    from dsserve.serving.auth import FailedAuthThrottle
+def test_the_failed_key_table_is_bounded_and_keeps_the_address_that_keeps_failing() -> None:
+    """100 addresses at most; one that fails every 30 of 1,000 new addresses is never dropped (its bucket
+    is never refilled by being forgotten), while the rest come and go."""
+    from dsserve.serving.auth import RateLimiter
 
-    throttle = FailedAuthThrottle(max_addresses=100, clock=lambda: 0.0)
+    table = RateLimiter(1.0, 1000, clock=lambda: 0.0, max_keys=100)
+    charges = 0
     for i in range(1_000):
-        throttle.failed(f"10.0.{i // 256}.{i % 256}")
-    assert len(throttle) == 100 and throttle.wait_s("10.0.0.0") == 0.0
+        table.check(f"10.0.{i // 256}.{i % 256}")
+        if i % 30 == 0:
+            table.check("10.9.9.9")
+            charges += 1
+    assert len(table) == 100 and table.check("10.0.0.0", take=False) == 0.0
+    assert table.check("10.9.9.9", 1000 - charges, take=False) == 0.0
+    assert table.check("10.9.9.9", 1000 - charges + 1, take=False) > 0, "forgotten and refilled"
+
+
+def test_peeking_at_a_key_stores_nothing() -> None:
+    """A request with a good key from a new address looks at its failed-key bucket: it must not take a slot."""
+    from dsserve.serving.auth import RateLimiter
+
+    table = RateLimiter(1.0, 60, clock=lambda: 0.0, max_keys=10)
+    assert [table.check(f"a{i}", take=False) for i in range(50)] == [0.0] * 50 and len(table) == 0
+    assert table.check("x", 61, take=False) == 1.0
+
+
+def test_forwarded_for_is_trusted_only_behind_dsserve_haproxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the launcher HAProxy appends no X-Forwarded-For, so a client's own would be read: a replica's
+    settings then drop the trust (and the per-address throttle) whatever was rendered."""
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
+    assert PipelineSettings.from_dict({"trust_forwarded_for": True}).trust_forwarded_for is False
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/opt/dsserve/bin/dsserve-haproxy")
+    assert PipelineSettings.from_dict({"trust_forwarded_for": True}).trust_forwarded_for is True
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/usr/sbin/haproxy")
+    assert PipelineSettings.from_dict({"trust_forwarded_for": True}).trust_forwarded_for is False
+
+
+def test_the_message_cap_holds_on_tokenize_too() -> None:
+    s = Stack(max_messages=3)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}] * 4}
+    err = error_of(s.run("/tokenize", body), 400)
+    assert err["param"] == "messages" and "api.max_messages" in err["message"] and not s.engine.bodies
+    assert s.run("/tokenize", {**body, "messages": body["messages"][:3]})[0] == 200

@@ -48,18 +48,23 @@ def _request(text: str) -> SimpleNamespace:
     return SimpleNamespace(args=[SimpleNamespace(messages=[{"role": "user", "content": text}])])
 
 
+def _router_with(tree: Any) -> tuple[NonBlockingPrefixCacheAffinityRouter, list[Any]]:
+    dep = DeploymentID(name="LLMServer:m", app_name="app")
+    router = NonBlockingPrefixCacheAffinityRouter(
+        deployment_id=dep, handle_source=DeploymentHandleSource.REPLICA, use_replica_queue_len_cache=True)
+    router.initialize_state(tree_actor=tree)
+    replicas = [SimpleNamespace(replica_id=ReplicaID(unique_id=u, deployment_id=dep), max_ongoing_requests=8)
+                for u in ("a", "b")]
+    for r in replicas:
+        router._replicas[r.replica_id] = r
+        router._replica_queue_len_cache.update(r.replica_id, 0)
+    return router, replicas
+
+
 def test_routes_to_the_replica_holding_the_prefix_and_otherwise_to_the_smallest() -> None:
     async def scenario() -> tuple[list[str], list[str], list[str], list[str]]:
-        dep = DeploymentID(name="LLMServer:m", app_name="app")
-        router = NonBlockingPrefixCacheAffinityRouter(
-            deployment_id=dep, handle_source=DeploymentHandleSource.REPLICA, use_replica_queue_len_cache=True)
         tree = _Tree()
-        router.initialize_state(tree_actor=tree)
-        replicas = [SimpleNamespace(replica_id=ReplicaID(unique_id=u, deployment_id=dep), max_ongoing_requests=8)
-                    for u in ("a", "b")]
-        for r in replicas:
-            router._replicas[r.replica_id] = r
-            router._replica_queue_len_cache.update(r.replica_id, 0)
+        router, replicas = _router_with(tree)
         tree.tree.add_tenants([r.replica_id.to_full_id_str() for r in replicas], 0.0)
 
         long_prompt = "You are a careful assistant. Answer in one line. " * 4
@@ -100,19 +105,6 @@ class _DeadTree:
             return future
 
         return SimpleNamespace(remote=remote)
-
-
-def _router_with(tree: Any) -> tuple[NonBlockingPrefixCacheAffinityRouter, list[Any]]:
-    dep = DeploymentID(name="LLMServer:m", app_name="app")
-    router = NonBlockingPrefixCacheAffinityRouter(
-        deployment_id=dep, handle_source=DeploymentHandleSource.REPLICA, use_replica_queue_len_cache=True)
-    router.initialize_state(tree_actor=tree)
-    replicas = [SimpleNamespace(replica_id=ReplicaID(unique_id=u, deployment_id=dep), max_ongoing_requests=8)
-                for u in ("a", "b")]
-    for r in replicas:
-        router._replicas[r.replica_id] = r
-        router._replica_queue_len_cache.update(r.replica_id, 0)
-    return router, replicas
 
 
 @pytest.mark.parametrize("mode", ["dead", "hung"])
