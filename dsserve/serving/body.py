@@ -8,7 +8,8 @@ What a body may hold (the fuzzer's contract, tests/e2e/test_fuzz.py): strict JSO
 ``Infinity``) of well-formed Unicode (a lone surrogate escape is 400), an object nested at most
 :data:`MAX_NESTING` deep. On generate routes: one to ``api.max_messages`` chat messages; at most
 ``api.max_prompts`` prompts in a completions request; at most ``api.max_n`` *sequences* (prompts x
-``n``); ``max_tokens``/``max_completion_tokens`` at most ``api.max_tokens``. A request's *weight* is the
+``n``); ``max_tokens``/``max_completion_tokens`` at most ``api.max_tokens``; tools and output grammars within
+``api.max_tools``/``max_schema_bytes``/``max_schema_depth`` (grammar_limits.py). A request's *weight* is the
 number of sequences it asks the engine for; the admission gate and the rate limiter charge it that many
 slots and tokens, so a batch of 4 prompts with ``n: 4`` costs what 16 single requests cost, not one.
 
@@ -27,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dsserve.serving.errors import BodyTooLarge, InvalidRequest
+from dsserve.serving.grammar_limits import check_grammars
 
 __all__ = [
     "MAX_NESTING",
@@ -167,12 +169,15 @@ def _prompt_count(data: dict[str, Any]) -> int:
 
 
 class ShapeLimits:
-    """The ``api.*`` caps a generate request's shape is checked against."""
+    """The ``api.*`` caps a generate request's shape is checked against (grammars: grammar_limits.py)."""
 
-    __slots__ = ("max_n", "max_prompts", "max_tokens", "max_messages")
+    __slots__ = ("max_n", "max_prompts", "max_tokens", "max_messages", "max_tools", "max_schema_bytes",
+                 "max_schema_depth")
 
-    def __init__(self, *, max_n: int, max_prompts: int, max_tokens: int | None, max_messages: int) -> None:
+    def __init__(self, *, max_n: int, max_prompts: int, max_tokens: int | None, max_messages: int,
+                 max_tools: int = 128, max_schema_bytes: int = 32768, max_schema_depth: int = 32) -> None:
         self.max_n, self.max_prompts, self.max_tokens, self.max_messages = max_n, max_prompts, max_tokens, max_messages
+        self.max_tools, self.max_schema_bytes, self.max_schema_depth = max_tools, max_schema_bytes, max_schema_depth
 
 
 def _positive_int(value: Any) -> int | None:
@@ -218,6 +223,7 @@ def request_shape(data: dict[str, Any], *, chat: bool, limits: ShapeLimits) -> R
             if asked is not None and asked > limits.max_tokens:
                 raise InvalidRequest(f"Invalid request: {field}: at most {limits.max_tokens} tokens per completion "
                                      f"(api.max_tokens), got {asked}.", param=field)
+    check_grammars(data, limits)
     stream = data.get("stream") is True
     return RequestShape(model if isinstance(model, str) else None, prompts * n, stream)
 

@@ -24,7 +24,7 @@ def _openapi_file() -> dict[str, Any]:
 
 
 def openapi_spec(max_n: int | None = None, *, max_prompts: int | None = None, max_tokens: int | None = None,
-                 max_messages: int | None = None) -> dict[str, Any]:
+                 max_messages: int | None = None, max_tools: int | None = None) -> dict[str, Any]:
     """The document, with this server's request limits filled in (``api.*``; None leaves the file's)."""
     spec: dict[str, Any] = json.loads(json.dumps(_openapi_file()))
     schemas = spec["components"]["schemas"]
@@ -45,10 +45,14 @@ def openapi_spec(max_n: int | None = None, *, max_prompts: int | None = None, ma
                 option["maxItems"] = max_prompts
     if max_messages is not None:
         schemas["ChatCompletionRequest"]["properties"]["messages"]["maxItems"] = max_messages
+    if max_tools is not None:
+        tools = schemas["ChatCompletionRequest"]["properties"]["tools"]
+        tools["maxItems"] = max_tools
+        tools["description"] = f"At most api.max_tools ({max_tools} here)."
     return spec
 
 
 def openapi_for(settings: Any) -> dict[str, Any]:
     """The document for a pipeline's settings (:class:`~dsserve.serving.pipeline.PipelineSettings`)."""
     return openapi_spec(settings.max_n, max_prompts=settings.max_prompts, max_tokens=settings.max_tokens,
-                        max_messages=settings.max_messages)
+                        max_messages=settings.max_messages, max_tools=settings.max_tools)

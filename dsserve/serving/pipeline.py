@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from dsserve.haproxy_launch import launcher_in_use
 from dsserve.serving import routes as routing_table
 from dsserve.serving.admission import AdmissionGate
 from dsserve.serving.auth import (
@@ -47,7 +48,6 @@ from dsserve.serving.auth import (
     forwarded_client,
     retry_after_seconds,
 )
-from dsserve.haproxy_launch import launcher_in_use
 from dsserve.serving.body import (
     RequestShape,
     ShapeLimits,
@@ -70,6 +70,7 @@ from dsserve.serving.errors import (
     normalize_error,
     overloaded,
 )
+from dsserve.serving.grammar_limits import name_grammar_field
 from dsserve.serving.metrics import RequestMetrics
 from dsserve.serving.shares import Limits, LiveReplicas
 
@@ -120,6 +121,9 @@ class PipelineSettings:
     max_prompts: int = 16
     max_tokens: int | None = 8192  # per completion
     max_messages: int = 2048
+    max_tools: int = 128
+    max_schema_bytes: int = 32768
+    max_schema_depth: int = 32
     # HAProxy appends the client's address (dsserve-haproxy sets `option forwardfor`): failed keys are then
     # throttled per address. Off where no such header can be trusted (a client could write it).
     trust_forwarded_for: bool = False
@@ -136,7 +140,8 @@ class PipelineSettings:
 
     def shape_limits(self) -> ShapeLimits:
         return ShapeLimits(max_n=self.max_n, max_prompts=self.max_prompts, max_tokens=self.max_tokens,
-                           max_messages=self.max_messages)
+                           max_messages=self.max_messages, max_tools=self.max_tools,
+                           max_schema_bytes=self.max_schema_bytes, max_schema_depth=self.max_schema_depth)
 
     def limits(self) -> Limits:
         rl = self.rate_limit or {}
@@ -513,6 +518,8 @@ class _ResponseFilter:
             err = diagnose(self._path, self._data)
             if err is not None:
                 status, body = err.status, err.body()
+            elif status == 400:
+                body = name_grammar_field(body, self._data)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k, v) for k, v in held.get("headers", ()) if k in _KEPT_ERROR_HEADERS]
         if status == 503:  # refused below the pipeline: the ingress (no engine replica, queue full) or Serve
