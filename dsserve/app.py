@@ -109,6 +109,10 @@ def _env_vars(spec: DeploymentSpec) -> dict[str, str]:
     env = {"HF_HUB_OFFLINE": "1"} if _is_local_source(spec.model.source) else {}
     # vLLM's own prompts-per-request cap (CompletionRequest's validator; 1024 by default) matches the pipeline's
     env["VLLM_MAX_COMPLETION_PROMPTS"] = str(spec.api.prompts_cap)
+    if not spec.model.parsers.native_tool_format:
+        # read when vLLM's tool parsers are imported (ToolParser.__init_subclass__ in
+        # vllm/tool_parsers/abstract_tool_parser.py): required/named calls then take the JSON-schema grammar
+        env["VLLM_ENFORCE_STRICT_TOOL_CALLING"] = "0"
     if not spec.hardware.is_gpu:
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.engine.cpu.kvcache_space_gib:g}"
         ranks = spec.engine.tensor_parallel_size * spec.engine.pipeline_parallel_size
@@ -312,6 +316,9 @@ def pipeline_settings(spec: DeploymentSpec) -> dict[str, Any]:
         "max_prompts": spec.api.prompts_cap,
         "max_tokens": spec.api.max_tokens,
         "max_messages": spec.api.max_messages,
+        "max_tools": spec.api.max_tools,
+        "max_schema_bytes": spec.api.max_schema_bytes,
+        "max_schema_depth": spec.api.max_schema_depth,
         "trust_forwarded_for": spec.serving.proxy == "haproxy",
         "replicas": engine_replicas(spec) if spec.serving.gateway == "direct" else gateway_replicas(spec),
     }

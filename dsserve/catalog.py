@@ -256,10 +256,12 @@ MODEL_ARCHS: dict[str, ModelArch] = {
                   published={"total_params": 67e9, "active_params": 67e9}),  # [V] DeepSeek LLM paper
         # Offline test models built by `dsserve tiny-model`; shapes match dsserve.tiny_models (checked
         # by tests/unit/test_catalog.py through arch_from_hf_config).
-        _mla("tiny-deepseek-v2", "deepseek_v2", description="tiny DeepSeek-V2 test model",
-             num_layers=2, hidden_size=256, num_heads=4, num_kv_heads=4, vocab_size=512, max_context=4096,
+        # The tiny V2 carries V3's tool-call tokens and template (dsserve.tiny_models), so V3's parser reads it.
+        _mla("tiny-deepseek-v2", "deepseek_v2", description="tiny DeepSeek-V2 test model, V3 tool calls",
+             num_layers=2, hidden_size=256, num_heads=4, num_kv_heads=4, vocab_size=521, max_context=4096,
              weight_dtype="bf16", intermediate_size=512, moe_intermediate_size=128, q_lora_rank=0,
-             routed_experts=8, shared_experts=1, experts_per_token=2, first_k_dense_replace=1),
+             routed_experts=8, shared_experts=1, experts_per_token=2, first_k_dense_replace=1,
+             tool_call_parser="deepseek_v3"),
         ModelArch("tiny-deepseek-llm", "llama", "gqa", description="tiny deepseek-llm (Llama) test model",
                   num_layers=2, hidden_size=256, num_heads=4, num_kv_heads=2, head_dim=64, vocab_size=512,
                   max_context=4096, weight_dtype="bf16", intermediate_size=512),

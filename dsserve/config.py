@@ -68,6 +68,7 @@ _OWNED_ENGINE_ARGS: dict[str, str] = {
     "enable_auto_tool_choice": "model.parsers.enable_auto_tool_choice",
     "reasoning_parser": "model.parsers.reasoning_parser",
     "chat_template": "model.parsers.chat_template",
+    "tool_strict_level": "model.parsers.tool_strict_level",
     "host": "api.host (Serve listens, not vLLM's own server)",
     "port": "api.port (Serve listens, not vLLM's own server)",
     "api_key": "api.api_keys_env or api.api_keys_file (the request pipeline checks keys)",
@@ -180,6 +181,17 @@ class ParsersSpec(_Strict):
         None, description="A chat template (Jinja) replacing the model's own: a file path on every node, or the "
         "template itself. null: the tokenizer's.",
     )
+    tool_strict_level: Literal["auto", "function", "parameter"] | None = Field(
+        None, description="vLLM's --tool-strict-level: how far the grammar holds a tool call. auto: the call "
+        "format, and the arguments' schema only for tools sent with strict: true; function: the call format "
+        "for every request with tools; parameter: also every tool's arguments schema. null: vLLM's default (auto).",
+    )
+    native_tool_format: bool = Field(
+        True, description="Hold required and named tool calls to the model's own call format (vLLM's structural "
+        "tags, VLLM_ENFORCE_STRICT_TOOL_CALLING=1, its default). false: hold them to a JSON schema instead, the "
+        "grammar that honours engine structured_outputs_config.disable_any_whitespace; auto calls are still "
+        "read by the parser.",
+    )
 
     @field_validator("tool_call_parser", "reasoning_parser")
     @classmethod
@@ -232,6 +244,8 @@ class ModelSpec(_Strict):
             out["reasoning_parser"] = reasoning
         if p.chat_template is not None:
             out["chat_template"] = p.chat_template
+        if p.tool_strict_level is not None:
+            out["tool_strict_level"] = p.tool_strict_level
         return out
 
     @field_validator("id")
@@ -471,6 +485,18 @@ class ApiSpec(_Strict):
     )
     max_messages: int = Field(
         2048, ge=1, le=1_000_000, description="Most messages in one chat request; more gets 400."
+    )
+    max_tools: int = Field(128, ge=1, le=4096, description="Most tools in one chat request (OpenAI's own cap is "
+                           "128); more gets 400.")
+    max_schema_bytes: int = Field(
+        32768, ge=256, le=8 * 1024 * 1024,
+        description="Largest JSON schema or grammar a request may send (each tool's parameters, response_format, "
+        "structured_outputs), in bytes of compact JSON; larger gets 400. vLLM compiles them with no time limit, "
+        "and compile time grows faster than the size (docs/agents.md).",
+    )
+    max_schema_depth: int = Field(
+        32, ge=2, le=64,
+        description="Deepest nesting of objects/arrays in one such schema (vLLM's own cap is 64); deeper gets 400.",
     )
     http_request_timeout_s: int = Field(
         10, ge=1, le=3600,

@@ -7,7 +7,8 @@ hash of the recipe, so a second build with the same inputs finds the finished di
 
 - ``tiny-deepseek-v2``: DeepSeek-V2 architecture. MLA with the real latent dims (kv_lora_rank 512,
   qk_rope_head_dim 64; vLLM's CPU MLA kernel rejects smaller ones), MoE with 8 routed experts, 1 shared,
-  top-2, first layer dense like the real model.
+  top-2, first layer dense like the real model. Its tokenizer carries DeepSeek-V3's tool-call tokens and
+  its chat template writes tool calls in V3's format, so vLLM's deepseek_v3 tool parser runs on it.
 - ``tiny-deepseek-llm``: the Llama architecture of deepseek-llm-67b. GQA (4 heads, 2 KV heads, head_dim 64,
   the smallest the CPU attention kernel accepts), dense.
 """
@@ -46,6 +47,46 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 
+#: DeepSeek-V3's tool-call tokens, spelled as in its tokenizer_config.json: added tokens that are not
+#: "special", so decoding keeps them and vLLM's deepseek_v3 tool parser (which looks them up in the vocabulary
+#: and finds calls by them in the text, vllm/tool_parsers/deepseekv3_tool_parser.py) reads the model's calls.
+TOOL_TOKENS = (
+    "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>",
+    "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
+    "<｜tool▁sep｜>",
+    "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>",
+    "<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>",
+)
+_CALLS_BEGIN, _CALLS_END, _CALL_BEGIN, _CALL_END, _SEP, _OUTS_BEGIN, _OUTS_END, _OUT_BEGIN, _OUT_END = TOOL_TOKENS
+
+# The V2 format above with DeepSeek-V3's tool calls: the tools listed after the system prompt, an assistant
+# turn's calls as <calls begin><call begin>function<sep>NAME\n```json\nARGS\n```<call end><calls end> (the
+# shape vLLM's deepseek_v3 parser and xgrammar's deepseek_r1 structural tag both use), and tool results in
+# output tokens. vLLM hands the template a call's arguments as a dict (chat_utils parses the JSON string).
+# Newlines right after a block tag are written as {{ '\\n' }}: HF renders templates with trim_blocks.
+TOOLS_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] }}\n\n{% endif %}"
+    "{% endfor %}"
+    "{% if tools %}## Tools\nYou can call these functions:\n"
+    "{% for tool in tools %}- {{ tool['function']['name'] }}: {{ tool['function']['parameters'] | tojson }}\n"
+    "{% endfor %}{{ '\\n' }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}User: {{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] or '' }}"
+    "{% if message.get('tool_calls') %}" + _CALLS_BEGIN +
+    "{% for call in message['tool_calls'] %}" + _CALL_BEGIN + "function" + _SEP +
+    "{{ call['function']['name'] }}\n```json\n"
+    "{% if call['function']['arguments'] is string %}{{ call['function']['arguments'] }}"
+    "{% else %}{{ call['function']['arguments'] | tojson }}{% endif %}{{ '\\n' }}```" + _CALL_END +
+    "{% endfor %}" + _CALLS_END + "{% endif %}{{ eos_token }}"
+    "{% elif message['role'] == 'tool' %}" + _OUTS_BEGIN + _OUT_BEGIN + "{{ message['content'] }}" + _OUT_END +
+    _OUTS_END + "\n\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
 # The tokenizer's training text: varied enough that common English, code and digits tokenize sensibly.
 _CORPUS = [
     "DeepSeek models use multi-head latent attention and a mixture of experts.",
@@ -74,13 +115,25 @@ class TinyModelRecipe:
     seed: int = 0
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # DeepSeek-V3's tool-call tokens and a chat template that writes calls with them (TOOLS_CHAT_TEMPLATE)
+    tool_calls: bool = False
+
+    @property
+    def model_vocab_size(self) -> int:
+        """The embedding rows: the trained BPE vocabulary plus the added tool-call tokens."""
+        return self.vocab_size + (len(TOOL_TOKENS) if self.tool_calls else 0)
+
+    @property
+    def chat_template(self) -> str:
+        return TOOLS_CHAT_TEMPLATE if self.tool_calls else CHAT_TEMPLATE
 
     def digest(self) -> str:
-        blob = json.dumps(
-            {"v": _BUILD_VERSION, "cls": self.config_class, "cfg": self.config, "vocab": self.vocab_size,
-             "seed": self.seed, "corpus": _CORPUS, "template": CHAT_TEMPLATE},
-            sort_keys=True,
-        )
+        inputs: dict[str, Any] = {"v": _BUILD_VERSION, "cls": self.config_class, "cfg": self.config,
+                                  "vocab": self.vocab_size, "seed": self.seed, "corpus": _CORPUS,
+                                  "template": self.chat_template}
+        if self.tool_calls:
+            inputs["added"] = list(TOOL_TOKENS)
+        blob = json.dumps(inputs, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -99,7 +152,9 @@ TINY_MODELS: dict[str, TinyModelRecipe] = {
         TinyModelRecipe(
             name="tiny-deepseek-v2",
             config_class="DeepseekV2Config",
-            description="DeepSeek-V2 architecture: MLA (512+64 latent) + MoE (8 routed, 1 shared, top-2)",
+            description="DeepSeek-V2 architecture: MLA (512+64 latent) + MoE (8 routed, 1 shared, top-2), "
+            "with DeepSeek-V3's tool-call tokens",
+            tool_calls=True,
             config=dict(
                 _COMMON,
                 architectures=["DeepseekV2ForCausalLM"],
@@ -177,7 +232,7 @@ def build_tiny_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{recipe.name}-", dir=dest.parent))
     try:
         progress(f"training a {recipe.vocab_size}-token byte-level BPE tokenizer")
-        tokenizer = _train_tokenizer(recipe.vocab_size)
+        tokenizer = _train_tokenizer(recipe)
         tokenizer.save_pretrained(tmp)
         progress(f"building {recipe.name} ({recipe.description}) with seed {recipe.seed}")
         _build_weights(recipe, tokenizer, tmp)
@@ -207,7 +262,7 @@ def build_tiny_model(
     return dest, True
 
 
-def _train_tokenizer(vocab_size: int) -> Any:
+def _train_tokenizer(recipe: TinyModelRecipe) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -215,21 +270,24 @@ def _train_tokenizer(vocab_size: int) -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=recipe.vocab_size,
         special_tokens=[BOS, EOS, PAD],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS, trainer=trainer)
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    return PreTrainedTokenizerFast(
+    out = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=recipe.chat_template,
         model_max_length=4096,
     )
+    if recipe.tool_calls:
+        out.add_tokens(list(TOOL_TOKENS))  # not special: decoding keeps them, as DeepSeek-V3's tokenizer does
+    return out
 
 
 def _build_weights(recipe: TinyModelRecipe, tokenizer: Any, out: Path) -> None:

@@ -125,7 +125,7 @@ def test_tiny_model_recipes_match_the_catalog() -> None:
 
     types = {"DeepseekV2Config": "deepseek_v2", "LlamaConfig": "llama"}
     for name, recipe in TINY_MODELS.items():
-        cfg = dict(recipe.config, vocab_size=recipe.vocab_size, model_type=types[recipe.config_class])
+        cfg = dict(recipe.config, vocab_size=recipe.model_vocab_size, model_type=types[recipe.config_class])
         arch = arch_from_hf_config(cfg, key=name)
         cat = MODEL_ARCHS[name]
         assert arch.total_params == cat.total_params, name

@@ -71,3 +71,58 @@ def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 def test_unknown_name_is_a_clear_error() -> None:
     with pytest.raises(ModelBuildError, match="unknown tiny model 'tiny-gpt'; choose one of: tiny-deepseek-llm"):
         build_tiny_model("tiny-gpt")
+
+
+def _weather_call_text(tok) -> str:  # noqa: ANN001 - a transformers tokenizer
+    """The assistant turn the chat template writes for one call: the text vLLM's parser reads."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    call = {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    text = tok.apply_chat_template([{"role": "user", "content": "x"},
+                                    {"role": "assistant", "content": "Sure.", "tool_calls": [call]}],
+                                   tools=tools, tokenize=False)
+    assert "- get_weather: " in text  # the tools are listed for the model
+    return text.split("Assistant: ", 1)[1].removesuffix(tok.eos_token)
+
+
+def test_tool_call_tokens_are_single_added_tokens_that_decoding_keeps(built: dict[str, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    from dsserve.tiny_models import TOOL_TOKENS
+
+    tok = AutoTokenizer.from_pretrained(built["tiny-deepseek-v2"])
+    assert len(tok) == TINY_MODELS["tiny-deepseek-v2"].model_vocab_size
+    for token in TOOL_TOKENS:
+        ids = tok(token, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and tok.decode(ids, skip_special_tokens=True) == token, token
+    plain = AutoTokenizer.from_pretrained(built["tiny-deepseek-llm"])
+    assert TOOL_TOKENS[0] not in plain.get_vocab()  # the dense model's chat format has no tool calls
+
+
+def test_vllms_deepseek_v3_parser_reads_the_tiny_models_calls(built: dict[str, Path]) -> None:
+    """The parser the default profile runs (model.parsers auto -> deepseek_v3), on a known token sequence,
+    whole and token by token as a stream."""
+    from transformers import AutoTokenizer
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.tool_parsers.deepseekv3_tool_parser import DeepSeekV3ToolParser
+
+    tok = AutoTokenizer.from_pretrained(built["tiny-deepseek-v2"])
+    text = _weather_call_text(tok)
+    request = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=[
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])
+    whole = DeepSeekV3ToolParser(tok).extract_tool_calls(text, request)
+    assert whole.tools_called and whole.content == "Sure."
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in whole.tool_calls] == [
+        ("get_weather", {"city": "Paris"})]
+
+    parser, ids = DeepSeekV3ToolParser(tok), tok(text, add_special_tokens=False)["input_ids"]
+    names, args, previous = [], "", ""
+    for i in range(len(ids)):
+        current = tok.decode(ids[: i + 1])
+        delta = parser.extract_tool_calls_streaming(previous, current, current[len(previous):], ids[:i],
+                                                    ids[: i + 1], ids[i:i + 1], request)
+        previous = current
+        for call in (delta.tool_calls if delta is not None else None) or []:
+            if call.function is not None and call.function.name:
+                names.append(call.function.name)
+            args += (call.function.arguments or "") if call.function is not None else ""
+    assert names == ["get_weather"] and json.loads(args) == {"city": "Paris"}

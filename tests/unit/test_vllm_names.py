@@ -35,7 +35,9 @@ def test_parsers_default_to_the_architectures_own() -> None:
     v3 = llm_config(load_spec(REPO / "deploy/profiles/h800x16-deepseek-v3.yaml"))["engine_kwargs"]
     assert v3["tool_call_parser"] == "deepseek_v3" and v3["enable_auto_tool_choice"] is True
     assert "reasoning_parser" not in v3
-    for profile in ("h800x8-deepseek-v2.yaml", "h800x8-deepseek-llm-67b.yaml", "local-cpu.yaml"):
+    tiny = llm_config(load_spec(LOCAL))["engine_kwargs"]  # the tiny model's tokenizer has V3's call tokens
+    assert tiny["tool_call_parser"] == "deepseek_v3" and tiny["enable_auto_tool_choice"] is True
+    for profile in ("h800x8-deepseek-v2.yaml", "h800x8-deepseek-llm-67b.yaml", "local-cpu-dense.yaml"):
         kwargs = llm_config(load_spec(REPO / "deploy/profiles" / profile))["engine_kwargs"]
         assert not {"tool_call_parser", "reasoning_parser", "enable_auto_tool_choice"} & set(kwargs), profile
     r1 = load_spec(REPO / "deploy/profiles/h800x16-deepseek-v3.yaml", ["model.architecture=deepseek-r1"])
@@ -49,6 +51,21 @@ def test_a_profile_can_set_each_parser_and_turn_them_off() -> None:
                                             "reasoning_parser": "deepseek_r1", "chat_template": "/t.jinja"}
     off = load_spec(REPO / "deploy/profiles/h800x16-deepseek-v3.yaml", ["model.parsers.tool_call_parser=null"])
     assert off.model.frontend_kwargs() == {}
+
+
+def test_tool_grammar_settings_reach_vllm() -> None:
+    """tool_strict_level is a frontend argument; native_tool_format false is vLLM's env switch, on every
+    process of the replica (runtime_env)."""
+    spec = load_spec(REPO / "deploy/profiles/h800x16-deepseek-v3.yaml", ["model.parsers.tool_strict_level=parameter"])
+    cfg = llm_config(spec)
+    assert cfg["engine_kwargs"]["tool_strict_level"] == "parameter"
+    assert "VLLM_ENFORCE_STRICT_TOOL_CALLING" not in cfg["runtime_env"]["env_vars"]
+    local = llm_config(load_spec(LOCAL))
+    assert local["runtime_env"]["env_vars"]["VLLM_ENFORCE_STRICT_TOOL_CALLING"] == "0"
+    assert local["engine_kwargs"]["structured_outputs_config"] == {"backend": "xgrammar",
+                                                                   "disable_any_whitespace": True}
+    with pytest.raises(SpecError, match="model.parsers.tool_strict_level"):
+        load_spec(LOCAL, ["model.parsers.tool_strict_level=strictest"])
 
 
 @pytest.mark.parametrize("sets,fragments", [
