@@ -11,6 +11,9 @@ engine extension point (``RAYLLM_VLLM_ENGINE_CLS``, see :mod:`dsserve.sim.engine
   prefill, KV blocks, preemption by recompute), clock-free so it is unit-testable;
 - :mod:`dsserve.sim.engine`: the ``LLMEngine`` that runs the scheduler on the event loop and speaks
   OpenAI (streamed and not, ``usage``, ``stop``, ``max_tokens``);
+- :mod:`dsserve.sim.answer`: what a chat request gets: text, a JSON document (``response_format``), a tool
+  call (``tools``/``tool_choice``, as the twin's vLLM parser would return it) or vLLM's own 400;
+- :mod:`dsserve.sim.schema_instance`: a minimal valid instance of a JSON schema, for those answers;
 - :mod:`dsserve.sim.metrics`: the same ``vllm:*`` metrics the real engine exports through Ray.
 
 Everything it produces says it is simulated: the model card, the ``system_fingerprint`` of every

@@ -70,7 +70,7 @@ def build_sim_app(engine: SimulatedEngine) -> FastAPI:
 
         data = await request.json()
         if "messages" in data:
-            count = chat_prompt_tokens(list(data.get("messages") or []))
+            count = chat_prompt_tokens(list(data.get("messages") or []), data.get("tools"))
         else:
             count = estimate_tokens(str(data.get("prompt", "")))
         return JSONResponse({"count": count, "max_model_len": engine.timing.max_model_len if engine.timing else None,

@@ -8,8 +8,31 @@ code path; only the GPU work is replaced by waiting the planner's step time.
 
 Requests become :class:`~dsserve.sim.scheduler.SimRequest` objects in a vLLM-style scheduler driven by
 one asyncio task (the "engine core"). Token counts are estimated at 4 characters per token plus a few
-template tokens per chat message (no tokenizer is needed, so any catalog model can be simulated); the
-output is a deterministic stream of English words, one per token.
+template tokens per chat message (no tokenizer is needed, so any catalog model can be simulated); tool
+definitions and earlier tool calls in a chat count toward the prompt as their JSON. By default the output
+is a deterministic stream of English words, one per token, until ``max_tokens``.
+
+Agent traffic gets what vLLM 0.32 answers with the deployment's ``model.parsers``
+(:mod:`dsserve.sim.answer` decides what is said, including vLLM's 400s for ``tool_choice`` without a
+tool parser):
+
+- ``response_format`` ``json_object`` / ``json_schema`` (and ``structured_outputs``): the content is a JSON
+  document (an instance of the schema, :mod:`dsserve.sim.schema_instance`), streamed as content deltas of
+  about 4 characters per token, then EOS: ``finish_reason: stop``;
+- a tool call: ``message.tool_calls`` with one ``chatcmpl-tool-<32 hex>`` call whose ``arguments`` are an
+  instance of the tool's ``parameters`` schema. Its tokens are the call's markup and function name
+  (:data:`TOOL_CALL_OPEN_TOKENS` plus the name's), then the arguments at about 4 characters per token,
+  then the closing markup (:data:`TOOL_CALL_CLOSE_TOKENS`) and EOS - the shape of DeepSeek's tool-call
+  format under vLLM's ``deepseek_v3`` parser, which also handles named and ``required`` choices (vLLM's
+  strict tool calling, on by default, routes them through it). Streamed, as that parser streams: a first
+  ``{"role": "assistant", "content": ""}`` delta, nothing during the opening markup, one delta with the
+  call's ``id``, ``type``, ``index`` and ``function.name``, then one ``function.arguments`` fragment per
+  token, and the finish chunk: ``stop`` for a named choice, ``tool_calls`` otherwise.
+
+A document or call longer than ``max_tokens`` allows ends with ``finish_reason: length``, cut where the
+tokens ran out: streamed, the arguments fragments sent so far (an unparseable prefix); not streamed, no
+call at all (vLLM's parser finds no complete call: ``tool_calls: []``, content as above). Stop strings
+apply to text and JSON content, not inside a tool call.
 """
 
 from __future__ import annotations
@@ -21,24 +44,31 @@ import math
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 from ray.llm._internal.serve.core.engine.protocol import LLMEngine
 
 from dsserve.sim import SIM_CONFIG_KEY
+from dsserve.sim.answer import Refusal, TextAnswer, ToolCallAnswer, ToolParsing, chat_answer, text_answer
 from dsserve.sim.scheduler import Scheduler, SimRequest
-from dsserve.sim.timing import SimTiming, timing_from_inputs
+from dsserve.sim.timing import SimTiming, spec_from_inputs, timing_from_spec
 
-__all__ = ["SimulatedEngine", "estimate_tokens", "chat_prompt_tokens"]
+__all__ = ["SimulatedEngine", "chat_prompt_tokens", "estimate_tokens"]
 
 logger = logging.getLogger("dsserve.sim")
 
 CHARS_PER_TOKEN = 4.0  # the load generator's estimate too (dsserve/loadgen/prompts.py)
 TEMPLATE_TOKENS_PER_MESSAGE = 3  # role markers a chat template adds around each message
 FINGERPRINT = "dsserve-simulated"
+#: DeepSeek's tool-call markup around a call, in tokens: ``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function
+#: <｜tool▁sep｜>`` + the name + ``\n```json\n`` before the arguments, ``\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>`` after.
+TOOL_CALL_OPEN_TOKENS = 6
+TOOL_CALL_CLOSE_TOKENS = 3
 GAUGE_REFRESH_S = 5.0  # vLLM logs stats every VLLM_LOG_STATS_INTERVAL (10 s); Ray drops gauges after ~20 s
-_WORDS = ("the model answers in simulated words while the engine keeps its pace step by step and "
-          "every token arrives when the planner says a real accelerator would produce it").split()
+_WORDS = ("the", "model", "answers", "in", "simulated", "words", "while", "the", "engine", "keeps", "its", "pace",
+          "step", "by", "step", "and", "every", "token", "arrives", "when", "the", "planner", "says", "a", "real",
+          "accelerator", "would", "produce", "it")
 
 
 def estimate_tokens(text: str) -> int:
@@ -56,29 +86,76 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
-def chat_prompt_tokens(messages: list[Any]) -> int:
+def chat_prompt_tokens(messages: list[Any], tools: list[Any] | None = None) -> int:
+    """Prompt tokens of a chat: each message's text and earlier tool calls, and the tool definitions the
+    chat template renders into the prompt (vLLM renders them whatever the tool_choice)."""
     total = 1  # BOS
     for m in messages:
         content = m.get("content") if isinstance(m, dict) else getattr(m, "content", None)
+        calls = m.get("tool_calls") if isinstance(m, dict) else getattr(m, "tool_calls", None)
         total += TEMPLATE_TOKENS_PER_MESSAGE + estimate_tokens(_content_text(content))
+        if calls:
+            total += estimate_tokens(_json_text(calls))
+    if tools:
+        total += estimate_tokens(_json_text(tools))
     return total + 2  # the assistant turn's opening
+
+
+def _json_text(value: Any) -> str:
+    """JSON of request parts that may be pydantic models (vLLM's tool params) or plain dicts."""
+    return json.dumps(value, default=lambda o: o.model_dump(exclude_none=True) if hasattr(o, "model_dump") else str(o))
 
 
 def _word(i: int) -> str:
     return " " + _WORDS[i % len(_WORDS)]
 
 
+@dataclass(frozen=True)
+class _Script:
+    """What a request's sampled tokens spell: ``pieces`` then EOS, or (``pieces`` None) filler words until
+    ``max_tokens``. The first ``lead`` pieces are markup that shows nowhere (a tool call's opening)."""
+
+    pieces: tuple[str, ...] | None = None
+    lead: int = 0
+
+    @classmethod
+    def text(cls, text: str | None) -> _Script:
+        return cls() if text is None else cls(_split(text))
+
+    @classmethod
+    def tool_call(cls, call: ToolCallAnswer) -> _Script:
+        lead = TOOL_CALL_OPEN_TOKENS + estimate_tokens(call.name)
+        return cls(("",) * lead + _split(call.arguments) + ("",) * TOOL_CALL_CLOSE_TOKENS, lead)
+
+    def piece(self, i: int) -> str:
+        if self.pieces is None:
+            return _word(i)
+        return self.pieces[i] if i < len(self.pieces) else ""
+
+    @property
+    def eos_at(self) -> int | None:
+        """Output tokens once the model has sampled EOS (vLLM counts it), or None: it never does."""
+        return None if self.pieces is None else len(self.pieces) + 1
+
+
+def _split(text: str) -> tuple[str, ...]:
+    """One piece per simulated token, CHARS_PER_TOKEN characters each (the last may be shorter)."""
+    size = int(CHARS_PER_TOKEN)
+    return tuple(text[i:i + size] for i in range(0, len(text), size))
+
+
 class _Seq:
     """Per-request bridge between the engine-core task and the HTTP generator."""
 
-    __slots__ = ("req", "event", "sent", "stop", "text")
+    __slots__ = ("event", "req", "script", "sent", "stop", "text")
 
-    def __init__(self, req: SimRequest, stop: list[str]) -> None:
+    def __init__(self, req: SimRequest, stop: list[str], script: _Script) -> None:
         self.req = req
         self.event = asyncio.Event()
         self.sent = 0
         self.stop = stop
         self.text = ""
+        self.script = script
 
 
 class SimulatedEngine(LLMEngine):
@@ -89,6 +166,7 @@ class SimulatedEngine(LLMEngine):
         self.model_id: str = llm_config.model_id
         self._inputs: dict[str, Any] = (llm_config.experimental_configs or {}).get(SIM_CONFIG_KEY) or {}
         self.timing: SimTiming | None = None
+        self.tool_parsing = ToolParsing()  # the spec's model.parsers, read at start()
         self.scheduler: Scheduler | None = None
         self.metrics: Any = None
         self._seqs: dict[int, _Seq] = {}
@@ -106,7 +184,9 @@ class SimulatedEngine(LLMEngine):
             raise RuntimeError(
                 f"simulated engine: experimental_configs.{SIM_CONFIG_KEY} is missing from the LLM config; "
                 "render the app with dsserve (engine.backend: simulated) rather than by hand")
-        self.timing = timing_from_inputs(self._inputs)
+        spec = spec_from_inputs(self._inputs)
+        self.timing = timing_from_spec(spec)
+        self.tool_parsing = ToolParsing.from_frontend_kwargs(spec.model.frontend_kwargs())
         t = self.timing
         self.scheduler = Scheduler(max_num_seqs=t.max_num_seqs, max_num_batched_tokens=t.max_num_batched_tokens,
                                    kv_blocks=t.kv_blocks, block_tokens=t.block_tokens)
@@ -186,9 +266,10 @@ class SimulatedEngine(LLMEngine):
                 self.lag_s += max(0.0, now - (start + dt))
                 self.steps += 1
                 result = sched.complete(step, now)
+                finished = result.finished + self._stop_at_eos(result.emitted, now)
                 if self.metrics is not None:
                     self.metrics.record_step(step, result.emitted)
-                    for req in result.finished:
+                    for req in finished:
                         self.metrics.record_finished(req)
                     self.metrics.record_state(sched)
                 for req in result.emitted:
@@ -204,6 +285,23 @@ class SimulatedEngine(LLMEngine):
                 seq.event.set()
             raise
 
+    def _stop_at_eos(self, emitted: tuple[SimRequest, ...], now: float) -> tuple[SimRequest, ...]:
+        """Finish (``stop``) the requests whose script has just sampled EOS, before the metrics and the HTTP
+        generator look: the scheduler only stops at max_tokens. Returns those it finished; one that also
+        reached max_tokens with its EOS was finished already, and is relabelled ``stop`` as vLLM reports it."""
+        assert self.scheduler
+        stopped = []
+        for req in emitted:
+            seq = self._seqs.get(id(req))
+            if seq is None or seq.script.eos_at != req.output_tokens:
+                continue
+            if req.finished:
+                req.finished_reason = "stop"
+            else:
+                self.scheduler.finish(req, "stop", now)
+                stopped.append(req)
+        return tuple(stopped)
+
     def _finish(self, seq: _Seq, reason: str) -> None:
         assert self.scheduler
         req = seq.req
@@ -215,12 +313,14 @@ class SimulatedEngine(LLMEngine):
             assert self._wake
             self._wake.set()
 
-    async def _generate(self, req: SimRequest, stop: list[str]) -> AsyncGenerator[tuple[str, str | None], None]:
-        """Yield (new text, finish reason or None) as the engine core emits tokens for ``req``."""
+    async def _generate(self, req: SimRequest, stop: list[str],
+                        script: _Script) -> AsyncGenerator[tuple[str, int, str | None], None]:
+        """Yield (new text, output tokens so far, finish reason or None) as the engine core emits tokens for
+        ``req``; token i spells ``script.piece(i)``."""
         assert self.scheduler and self._wake
         if self._error is not None:
             raise RuntimeError(f"simulated engine core stopped: {self._error!r}")
-        seq = _Seq(req, stop)
+        seq = _Seq(req, stop, script)
         self._seqs[id(req)] = seq
         self.scheduler.add(req)
         self._wake.set()
@@ -230,24 +330,24 @@ class SimulatedEngine(LLMEngine):
                 seq.event.clear()
                 if self._error is not None:
                     raise RuntimeError(f"simulated engine core stopped: {self._error!r}")
-                new = "".join(_word(i) for i in range(seq.sent, req.output_tokens))
-                seq.sent = req.output_tokens
+                before, seq.sent = seq.sent, req.output_tokens
+                new = "".join(script.piece(i) for i in range(before, seq.sent))
                 reason = req.finished_reason
                 if stop and new:
-                    before = len(seq.text)
+                    at = len(seq.text)
                     seq.text += new
-                    hit = min((i for i in (seq.text.find(s, max(0, before - len(s))) for s in stop)
+                    hit = min((i for i in (seq.text.find(s, max(0, at - len(s))) for s in stop)
                                if i >= 0), default=-1)
                     if hit >= 0:
-                        new = seq.text[before:hit] if hit > before else ""
+                        new = seq.text[at:hit] if hit > at else ""
                         self._finish(seq, "stop")
-                        yield new, "stop"
+                        yield new, seq.sent, "stop"
                         return
                 if reason is not None:
-                    yield new, reason
+                    yield new, seq.sent, reason
                     return
-                if new:
-                    yield new, None
+                if seq.sent > before:  # markup tokens spell nothing but still advance a tool call
+                    yield new, seq.sent, None
         finally:
             self._seqs.pop(id(req), None)
             if not req.finished:  # client went away or the caller stopped reading: free the slot
@@ -284,13 +384,17 @@ class SimulatedEngine(LLMEngine):
         if (request.n or 1) != 1:
             yield self._error_response("the simulated engine generates one choice per request; set n to 1", "n")
             return
-        prompt = chat_prompt_tokens(list(request.messages))
+        answer = chat_answer(request, self.tool_parsing)  # vLLM checks tool_choice before the context length
+        if isinstance(answer, Refusal):
+            yield self._error_response(answer.message, answer.param)
+            return
+        prompt = chat_prompt_tokens(list(request.messages), getattr(request, "tools", None))
         requested = request.max_completion_tokens or vars(request).get("max_tokens")
         max_tokens, err = self._limits(prompt, requested, "messages")
         if err is not None:
             yield err
             return
-        async for out in self._respond(request, prompt, max_tokens, chat=True):
+        async for out in self._respond(request, prompt, max_tokens, answer, chat=True):
             yield out
 
     async def completions(self, request: Any, raw_request_info: Any = None) -> AsyncGenerator[Any, None]:
@@ -305,60 +409,101 @@ class SimulatedEngine(LLMEngine):
             p = p[0]
         if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str):
             p = p[0]
+        answer = text_answer(request)
+        if isinstance(answer, Refusal):
+            yield self._error_response(answer.message, answer.param)
+            return
         prompt = len(p) if isinstance(p, list) else estimate_tokens(str(p or "")) + 1
         max_tokens, err = self._limits(prompt, request.max_tokens, "prompt")
         if err is not None:
             yield err
             return
-        async for out in self._respond(request, prompt, max_tokens, chat=False):
+        async for out in self._respond(request, prompt, max_tokens, answer, chat=False):
             yield out
 
-    async def _respond(self, request: Any, prompt: int, max_tokens: int, *, chat: bool) -> AsyncGenerator[Any, None]:
+    async def _respond(self, request: Any, prompt: int, max_tokens: int, answer: TextAnswer | ToolCallAnswer, *,
+                       chat: bool) -> AsyncGenerator[Any, None]:
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{getattr(request, 'request_id', None) or uuid.uuid4().hex}"
         created = int(time.time())
+        call = answer if isinstance(answer, ToolCallAnswer) else None
+        script = _Script.tool_call(answer) if isinstance(answer, ToolCallAnswer) else _Script.text(answer.text)
         req = SimRequest(rid, prompt, max_tokens, asyncio.get_running_loop().time())
-        gen = self._generate(req, self._stops(request.stop))
+        gen = self._generate(req, [] if call is not None else self._stops(request.stop), script)
         if not request.stream:
             parts: list[str] = []
             reason = "length"
-            async for text, fin in gen:
+            async for text, _, fin in gen:
                 parts.append(text)
                 reason = fin or reason
-            yield self._full_response(rid, created, chat, "".join(parts), reason, prompt, req.output_tokens)
+            yield self._full_response(rid, created, chat, "".join(parts), reason, prompt, req.output_tokens, call)
             return
 
         obj = "chat.completion.chunk" if chat else "text_completion"
         head = {"id": rid, "object": obj, "created": created, "model": self.model_id,
                 "system_fingerprint": FINGERPRINT}
         if chat:
-            first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                     "finish_reason": None}
-            yield _sse({**head, "choices": [first]})
-        async for text, fin in gen:
-            choice: dict[str, Any] = ({"index": 0, "delta": {"content": text} if text else {}, "logprobs": None,
-                                       "finish_reason": fin} if chat else
-                                      {"index": 0, "text": text, "logprobs": None, "finish_reason": fin})
-            if fin is not None:
-                choice["stop_reason"] = None
-            yield _sse({**head, "choices": [choice]})
+            yield _chunk(head, {"role": "assistant", "content": ""}, None)
+        body = (self._tool_call_chunks(gen, head, call, script.lead) if call is not None
+                else self._text_chunks(gen, head, chat))
+        async for chunk in body:
+            yield chunk
         opts = request.stream_options
         if opts is not None and getattr(opts, "include_usage", False):
             yield _sse({**head, "choices": [], "usage": _usage(prompt, req.output_tokens)})
         yield "data: [DONE]\n\n"
 
+    @staticmethod
+    async def _text_chunks(gen: AsyncGenerator[tuple[str, int, str | None], None], head: dict[str, Any],
+                           chat: bool) -> AsyncGenerator[str, None]:
+        """Content deltas (chat) or text pieces (completions), the finish reason on the last."""
+        async for text, _, fin in gen:
+            if chat:
+                yield _chunk(head, {"content": text} if text else {}, fin)
+                continue
+            choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None, "finish_reason": fin}
+            if fin is not None:
+                choice["stop_reason"] = None
+            yield _sse({**head, "choices": [choice]})
+
+    @staticmethod
+    async def _tool_call_chunks(gen: AsyncGenerator[tuple[str, int, str | None], None], head: dict[str, Any],
+                                call: ToolCallAnswer, lead: int) -> AsyncGenerator[str, None]:
+        """A tool call as vLLM's deepseek_v3 parser streams it: once the opening markup and the name are
+        out, a delta naming the call; then each arguments fragment; the finish reason on the last chunk."""
+        announced = False
+        async for text, tokens, fin in gen:
+            deltas: list[dict[str, Any]] = []
+            if not announced and tokens >= lead:
+                announced = True
+                deltas.append({"tool_calls": [{"id": _tool_call_id(), "type": "function", "index": 0,
+                                               "function": {"name": call.name}}]})
+            if text:
+                deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
+            if fin is None:
+                for delta in deltas:
+                    yield _chunk(head, delta, None)
+                continue
+            for delta in deltas[:-1]:
+                yield _chunk(head, delta, None)
+            yield _chunk(head, deltas[-1] if deltas else {},
+                         call.finish_reason if fin == "stop" and announced else fin)
+
     def _full_response(self, rid: str, created: int, chat: bool, text: str, reason: str, prompt: int,
-                       used: int) -> Any:
+                       used: int, call: ToolCallAnswer | None = None) -> Any:
         from ray.llm._internal.serve.core.configs.openai_api_models import (
             ChatCompletionResponse,
             CompletionResponse,
         )
 
         if chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if call is not None:
+                message, reason = _tool_call_message(call, text, reason)
             return ChatCompletionResponse(
                 id=rid, object="chat.completion", created=created, model=self.model_id,
                 system_fingerprint=FINGERPRINT, usage=_usage(prompt, used),
-                choices=[{"index": 0, "message": {"role": "assistant", "content": text},
-                          "logprobs": None, "finish_reason": reason, "stop_reason": None}])
+                choices=[{"index": 0, "message": message, "logprobs": None, "finish_reason": reason,
+                          "stop_reason": None}])
         return CompletionResponse(
             id=rid, object="text_completion", created=created, model=self.model_id,
             system_fingerprint=FINGERPRINT, usage=_usage(prompt, used),
@@ -378,3 +523,27 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 def _sse(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+def _chunk(head: dict[str, Any], delta: dict[str, Any], fin: str | None) -> str:
+    """One chat.completion.chunk event with one choice, as vLLM serializes it."""
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": fin}
+    if fin is not None:
+        choice["stop_reason"] = None
+    return _sse({**head, "choices": [choice]})
+
+
+def _tool_call_id() -> str:
+    """vLLM's default tool-call id (``make_tool_call_id``: ``chatcmpl-tool-`` + a random uuid's 32 hex digits)."""
+    return f"chatcmpl-tool-{uuid.uuid4().hex}"
+
+
+def _tool_call_message(call: ToolCallAnswer, arguments: str, reason: str) -> tuple[dict[str, Any], str]:
+    """The non-streamed message and finish reason: the call once complete (EOS reached); cut by max_tokens,
+    no call at all, since vLLM's parser finds no complete call in the text."""
+    message: dict[str, Any] = {"role": "assistant", "content": call.content, "tool_calls": []}
+    if reason != "stop":
+        return message, reason
+    message["tool_calls"] = [{"id": _tool_call_id(), "type": "function",
+                              "function": {"name": call.name, "arguments": arguments}}]
+    return message, call.finish_reason

@@ -6,7 +6,9 @@ cache size from :func:`dsserve.planner.memory.plan_memory`. So a ``sim-*`` profi
 share one set of assumptions, and calibrating the planner calibrates the simulator.
 
 The inputs travel inside the rendered Ray Serve config (``experimental_configs.dsserve_simulator``)
-as the spec's own sections, so the replica rebuilds exactly the plan `dsserve plan` prints.
+as the spec's own sections, so the replica rebuilds exactly the plan `dsserve plan` prints, and the
+same ``model.parsers`` the real engine would get (``spec.model.frontend_kwargs()``): the simulated engine
+answers ``tool_choice`` as vLLM does with those flags (:mod:`dsserve.sim.answer`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from dsserve.config import DeploymentSpec
     from dsserve.planner.perf import PerfModel
 
-__all__ = ["SimTiming", "sim_inputs", "timing_from_inputs", "timing_from_spec"]
+__all__ = ["SimTiming", "sim_inputs", "spec_from_inputs", "timing_from_inputs", "timing_from_spec"]
 
 _SECTIONS = {"name", "model", "engine", "hardware", "serving"}
 
@@ -74,8 +76,13 @@ def timing_from_spec(spec: DeploymentSpec) -> SimTiming:
     )
 
 
-def timing_from_inputs(inputs: dict[str, Any]) -> SimTiming:
-    """Rebuild the timing inside a replica from :func:`sim_inputs`' output."""
+def spec_from_inputs(inputs: dict[str, Any]) -> DeploymentSpec:
+    """Rebuild the spec inside a replica from :func:`sim_inputs`' output (the engine also reads its parsers)."""
     from dsserve.config import parse_spec
 
-    return timing_from_spec(parse_spec(inputs, where="experimental_configs.dsserve_simulator"))
+    return parse_spec(inputs, where="experimental_configs.dsserve_simulator")
+
+
+def timing_from_inputs(inputs: dict[str, Any]) -> SimTiming:
+    """Rebuild the timing inside a replica from :func:`sim_inputs`' output."""
+    return timing_from_spec(spec_from_inputs(inputs))

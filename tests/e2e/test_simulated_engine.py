@@ -1,5 +1,9 @@
 """The simulated engine under the real Ray Serve stack: OpenAI answers, labelled simulated, and vLLM's metric names.
 
+Agent traffic: tool choices without a tool parser get vLLM's 400s, JSON-schema answers validate, and tool
+calls come in vLLM's shape through Serve in both gateway modes (on the DeepSeek-V3 twin, whose deepseek_v3
+parser serves every tool_choice).
+
 Metric-name parity: the default stack (real vLLM CPU engine) is scraped first, in its own profile group,
 after the same kind of traffic; the sim stack's ``ray_vllm_*`` names must then be exactly the real engine's.
 Run alone (without the default group) the test compares against the real scrape recorded in
@@ -172,6 +176,87 @@ def test_a_prompt_with_no_text_is_answered_on_the_prefix_affinity_router(client:
         r = client.post("/v1/chat/completions", json=body, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] == 4
+
+
+# -- agent traffic: tools, tool_choice and response_format through the real serving path ------------------
+
+AGENT_SIM = "sim-h800x8-deepseek-v3-awq"  # DeepSeek-V3: the deepseek_v3 tool parser, so every tool_choice is served
+AGENT_MODEL = "deepseek-v3"
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "London"]},
+                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+           "required": ["city", "days"], "additionalProperties": False}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+         {"type": "function", "function": {"name": "search", "parameters": {
+             "type": "object", "properties": {"query": {"type": "string", "maxLength": 64}}, "required": ["query"]}}}]
+
+
+def _stream_events(client: httpx.Client, body: dict) -> list[dict]:
+    with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True,
+                                                             "stream_options": {"include_usage": True}}) as r:
+        assert r.status_code == 200, r.read()
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+@pytest.mark.profile(SIM)
+def test_tool_choices_without_a_tool_parser_get_vllms_400(client: httpx.Client) -> None:
+    """DeepSeek-V2 has no tool-call parser: vLLM refuses auto (and tools without a choice), required and named."""
+    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS,
+            "max_tokens": 4}
+    for extra, message in (({}, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser'),
+                           ({"tool_choice": "required"}, 'tool_choice="required" requires --tool-call-parser'),
+                           ({"tool_choice": {"type": "function", "function": {"name": "search"}}},
+                            'tool_choice=function "search" requires --tool-call-parser')):
+        r = client.post("/v1/chat/completions", json={**body, **extra})
+        assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+    r = client.post("/v1/chat/completions", json={**body, "tool_choice": "none"})
+    assert r.status_code == 200 and len(r.json()["choices"][0]["message"]["content"].split()) == 4
+
+
+@pytest.mark.profile(SIM)
+def test_a_json_schema_response_format_gets_a_valid_document(client: httpx.Client) -> None:
+    import jsonschema
+
+    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "Weather report, as JSON."}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER}}}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(choice["message"]["content"]), WEATHER)
+    events = _stream_events(client, body)
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == choice["message"]["content"]
+    assert events[-1]["usage"]["completion_tokens"] == r.json()["usage"]["completion_tokens"]
+
+
+@pytest.mark.parametrize("gateway", [
+    pytest.param("direct", marks=pytest.mark.profile(AGENT_SIM)),  # the stack tests/e2e/test_loadtest.py uses too
+    pytest.param("ingress", marks=pytest.mark.profile(AGENT_SIM, "serving.gateway=ingress")),
+])
+def test_tool_calls_come_in_vllms_shape_through_serve(client: httpx.Client, gateway: str) -> None:
+    import jsonschema
+
+    body = {"model": AGENT_MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS}
+    r = client.post("/v1/chat/completions", json={**body, "tool_choice": {"type": "function",
+                                                                         "function": {"name": "search"}}})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop", "a named tool choice finishes stop (OpenAI, vLLM)"
+    assert choice["message"]["content"] == ""
+    (call,) = choice["message"]["tool_calls"]
+    assert re.fullmatch(r"chatcmpl-tool-[0-9a-f]{32}", call["id"]) and call["function"]["name"] == "search"
+    json.loads(call["function"]["arguments"])
+
+    events = _stream_events(client, {**body, "tool_choice": "required"})
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    calls = [d["tool_calls"][0] for d in deltas if d.get("tool_calls")]
+    assert calls[0]["function"] == {"name": "get_weather"} and calls[0]["type"] == "function" and calls[0]["id"]
+    jsonschema.validate(json.loads("".join(c["function"]["arguments"] for c in calls[1:])), WEATHER)
+    assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1] == "tool_calls"
+    assert events[-1]["usage"]["completion_tokens"] > len(calls)
 
 
 @pytest.mark.profile(SIM)
