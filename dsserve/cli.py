@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status: 0 pass, 1 fail, 2 bad input (nothing sent), 3 invalid (the load generator was the "
         "bottleneck). See docs/loadtesting.md.")
     p.add_argument("scenario", metavar="SCENARIO", help="shipped scenario name (smoke, slo-1200qps, chat-mixed, "
-                   "long-context, burst, soak, lora-mix) or a YAML path")
+                   "long-context, burst, soak, lora-mix, agent-tools) or a YAML path")
     p.add_argument("--host", required=True, help="base URL of the server, e.g. http://127.0.0.1:8000")
     p.add_argument("--rate", type=float, help="override load.rate_rps (all generator processes together)")
     p.add_argument("--duration", type=float, help="override load.duration_s, the measured seconds")

@@ -69,7 +69,7 @@ def _allowed_keys(root: type[BaseModel], parent: tuple[Any, ...]) -> list[str]:
     for item in parent:
         if isinstance(item, int):
             continue
-        field = model.model_fields.get(str(item))
+        field = _field_by_key(model, str(item))
         if field is None:
             return []
         stack, nxt = [field.annotation], None
@@ -82,7 +82,15 @@ def _allowed_keys(root: type[BaseModel], parent: tuple[Any, ...]) -> list[str]:
         if nxt is None:
             return []
         model = nxt
-    return list(model.model_fields)
+    return [f.alias or name for name, f in model.model_fields.items()]  # YAML spells a field by its alias
+
+
+def _field_by_key(model: type[BaseModel], key: str) -> Any:
+    """The field a YAML key names: its alias, else its name (``schema`` is the field ``schema_``)."""
+    for name, f in model.model_fields.items():
+        if (f.alias or name) == key:
+            return f
+    return None
 
 
 def _describe(err: Any, data: Any, where: str, root: type[BaseModel], example: str) -> str:

@@ -7,6 +7,8 @@ point; docs/loadtesting.md explains the figures. Modules:
 - :mod:`~dsserve.loadgen.pacing`: rate profiles and open-loop arrival schedules, split across processes.
 - :mod:`~dsserve.loadgen.prompts`: prompts of measured token lengths (tokenizer, estimate, ShareGPT).
 - :mod:`~dsserve.loadgen.measure`: SSE parsing and the per-request metric math (TTFT, ITL, TPOT, E2E).
+- :mod:`~dsserve.loadgen.tools`: built-in tool sets; the check that tool calls and JSON answers are
+  well-formed (``malformed_tool_call``, ``malformed_json`` errors).
 - :mod:`~dsserve.loadgen.target`: asks the server (models, context window, engine kind); the run config.
 - :mod:`~dsserve.loadgen.users`: the Locust users (``FastHttpUser``), extra METRIC rows.
 - :mod:`~dsserve.loadgen.coordinator`: per-process pacing, master/worker coordination, result collection.

@@ -43,6 +43,7 @@ from dsserve.loadgen.pacing import RateProfile, arrival_times
 from dsserve.loadgen.prompts import PromptPool, sample_length
 from dsserve.loadgen.scenario import Scenario
 from dsserve.loadgen.target import RunConfig
+from dsserve.loadgen.tools import AnswerCheck
 
 __all__ = ["Controller", "ProcessPacer", "Ticket", "controller_of", "pacer_of"]
 
@@ -79,6 +80,7 @@ class PreparedRequest:
     max_tokens: int
     ignore_eos: bool
     prompt_tokens_client: int | None
+    check: AnswerCheck | None = None  # tool calls / JSON the answer must carry well-formed
 
 
 class _Slot:
@@ -106,6 +108,9 @@ class ProcessPacer:
         self._pools = {name: PromptPool.from_dict(p) for name, p in config.pools.items()}
         self._rng = random.Random(f"dsserve-mix:{self.scenario.load.seed}:{share_index}")
         self._json_prompts: dict[tuple[int, int], str] = {}
+        # per class, built once: the tools/response_format body fields and the check of their answers
+        self._agent_json = [_agent_fields_json(rc.openai_fields()) for rc in self.classes]
+        self._checks = [AnswerCheck.for_class(rc) for rc in self.classes]
         key_env = config.api_key_env
         key = os.environ.get(key_env, "") if key_env else ""
         self.headers = {"Authorization": f"Bearer {key.split(',')[0].strip()}"} if key else {}
@@ -164,9 +169,10 @@ class ProcessPacer:
             parts.append(', "ignore_eos": true')
         if rc.temperature is not None:
             parts.append(f', "temperature": {rc.temperature!r}')
+        parts.append(self._agent_json[t.cls_index])
         parts.append("}")
         return PreparedRequest(rc.name, rc.api, rc.stream, "".join(parts).encode(), t.max_tokens, rc.ignore_eos,
-                               pool.tokens[t.prompt_index])
+                               pool.tokens[t.prompt_index], self._checks[t.cls_index])
 
     def mark_sent(self, t: Ticket, sent_s: float) -> None:
         h = self._handed.get(t.id)
@@ -446,6 +452,11 @@ class Controller:
     def on_go(self, data: dict[str, Any]) -> None:
         assert self.pacer is not None
         self.pacer.start(float(data["t0"]))
+
+
+def _agent_fields_json(fields: dict[str, Any]) -> str:
+    """``, "tools": [...], ...`` to splice into a request body; empty for a class without such fields."""
+    return "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in fields.items())
 
 
 def controller_of(environment: Any) -> Controller | None:

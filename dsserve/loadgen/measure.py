@@ -24,7 +24,10 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dsserve.loadgen.tools import AnswerBuffer, AnswerCheck
 
 __all__ = [
     "LogHistogram",
@@ -32,6 +35,7 @@ __all__ = [
     "SSEParser",
     "StreamState",
     "percentile",
+    "stream_problem",
     "summarize",
     "tpot_ms",
 ]
@@ -116,6 +120,8 @@ class StreamState:
     error: str | None = None
     finish_reason: str | None = None
     text_chars: int = 0
+    #: set for request classes whose answers are checked (tools, response_format): content and tool calls
+    answer: AnswerBuffer | None = None
 
     def on_event(self, data: str, now: float) -> None:
         """One event's data, received at ``now``."""
@@ -142,6 +148,8 @@ class StreamState:
             text = _choice_text(choice)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+            if self.answer is not None:
+                self.answer.feed(choice)
             if text:
                 self.text_chars += len(text)
                 if self.first_token_at is None:
@@ -158,6 +166,31 @@ def _choice_text(choice: dict[str, Any]) -> str:
     delta = choice.get("delta") or {}
     return (delta.get("content") or "") + (delta.get("reasoning_content") or "") + (
         "<tool>" if delta.get("tool_calls") else "")
+
+
+def stream_problem(st: StreamState, max_tokens: int, ignore_eos: bool, output_tokens: int | None,
+                   check: AnswerCheck | None = None) -> str | None:
+    """Why a finished stream is not a successful request (None when it is), first problem first.
+
+    The transport (``[DONE]``, ``usage``), then the answer's tool calls or JSON when ``check`` is given,
+    then whether any text came and, with ``ignore_eos``, the output length.
+    """
+    if st.done_at is None:
+        return "no [DONE]: the stream ended without data: [DONE]"
+    if st.usage is None:
+        return "missing usage: the stream has no usage chunk (stream_options.include_usage)"
+    if output_tokens is None:
+        return "missing usage: the usage chunk has no completion_tokens"
+    if check is not None and st.answer is not None:
+        # before "no text": a forced call that never came is a malformed answer, whatever else was sent
+        problem = check.check_stream(st.answer, st.finish_reason)
+        if problem:
+            return problem
+    if st.first_token_at is None and output_tokens > 0:
+        return "no text: the stream carried no generated text"
+    if ignore_eos and output_tokens != max_tokens:
+        return f"wrong length: ignore_eos with max_tokens {max_tokens} but {output_tokens} output tokens"
+    return None
 
 
 def tpot_ms(e2e_ms: float, ttft_ms: float, output_tokens: int) -> float | None:

@@ -5,8 +5,14 @@
 chunk, one event per token, a usage chunk when ``stream_options.include_usage`` is set, and
 ``data: [DONE]``) or not, with ``max_tokens`` tokens and an exact ``usage``. Optional delays (``--ttft-ms``,
 ``--itl-ms``) and injected failures (``--fail-every N``: every N-th request answers 500) make the gate's
-failure paths testable. ``GET /stats`` returns the arrival time (``time.time()``) of every request, so a
-test can check the rate the server saw, independent of the generator's own bookkeeping.
+failure paths testable. A chat request with ``tools`` (and a ``tool_choice`` other than ``none``) is
+answered with one tool call in vLLM's shape (the named function, else the first declared; arguments the
+smallest instance of its parameters schema; streamed as a name delta then argument fragments;
+``finish_reason`` ``stop`` for a named choice, ``tool_calls`` otherwise), and one with a ``response_format``
+with JSON content; ``--malformed-every N`` cuts every N-th such answer's JSON short, so the load
+generator's ``malformed_tool_call`` / ``malformed_json`` checks can be tested end to end. ``GET /stats``
+returns the arrival time (``time.time()``) of every request, so a test can check the rate the server saw,
+independent of the generator's own bookkeeping.
 
 It is how dsserve tests its pacing, and how to find a generator machine's ceiling before blaming a server:
 run a scenario against it with ``--engine null``; whatever the generator cannot sustain here it cannot
@@ -27,10 +33,48 @@ from aiohttp import web
 __all__ = ["NullServer", "make_app", "main"]
 
 
+def _example(schema: Any) -> Any:
+    """The smallest instance of a bounded JSON Schema (the subset tool definitions use)."""
+    if not isinstance(schema, dict):
+        return None
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {k: _example(props.get(k)) for k in schema.get("required") or ()}
+    if kind == "array":
+        return [_example(schema.get("items")) for _ in range(int(schema.get("minItems", 0)))]
+    if kind == "string":
+        return "x" * max(1, int(schema.get("minLength", 1)))
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    if kind == "boolean":
+        return False
+    return None
+
+
+def _structured_answer(body: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """("call", arguments, function name) or ("json", content, None) for an agent request; None otherwise."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    if tools and choice != "none":
+        named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+        fn = next((t["function"] for t in tools if t["function"]["name"] == named), tools[0]["function"])
+        text = json.dumps(_example(fn.get("parameters") or {"type": "object"}))
+        return "call", text, fn["name"]
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") in ("json_schema", "json_object"):
+        text = json.dumps(_example((fmt.get("json_schema") or {}).get("schema") or {"type": "object"}))
+        return "json", text, None
+    return None
+
+
 def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: float = 0.0,
-             itl_ms: float = 0.0, fail_every: int = 0, api_key: str | None = None) -> web.Application:
+             itl_ms: float = 0.0, fail_every: int = 0, api_key: str | None = None,
+             malformed_every: int = 0) -> web.Application:
     arrivals: list[float] = []
-    counter = {"n": 0}
+    counter = {"n": 0, "structured": 0}
 
     def unauthorized(request: web.Request) -> web.Response | None:
         if api_key and request.headers.get("Authorization", "") != f"Bearer {api_key}":
@@ -67,6 +111,12 @@ def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: 
         usage = {"prompt_tokens": max(1, len(str(prompt).split())), "completion_tokens": n,
                  "total_tokens": max(1, len(str(prompt).split())) + n}
         obj = "chat.completion" if chat else "text_completion"
+        plan = _structured_answer(body) if chat else None
+        if plan is not None:
+            counter["structured"] += 1
+            if malformed_every and counter["structured"] % malformed_every == 0:
+                plan = (plan[0], plan[1][:-1], plan[2])  # JSON cut short: the closing brace is missing
+            return await structured(request, body, plan, usage)
         if not body.get("stream"):
             if ttft_ms or itl_ms:
                 await asyncio.sleep((ttft_ms + itl_ms * max(0, n - 1)) / 1000.0)
@@ -99,6 +149,44 @@ def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: 
         if opts.get("include_usage"):
             await resp.write(b"data: " + json.dumps({"id": "null-1", "object": kind, "created": 0, "model": model,
                                                      "choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def structured(request: web.Request, body: dict[str, Any], plan: tuple[str, str, str | None],
+                         usage: dict[str, int]) -> web.StreamResponse:
+        """A tool call or JSON content, in vLLM's shape: whole, or streamed in fragments."""
+        kind, text, name = plan
+        named = isinstance(body.get("tool_choice"), dict)
+        finish = "tool_calls" if kind == "call" and not named else "stop"
+        call = {"id": "call-null-1", "type": "function", "function": {"name": name, "arguments": text}}
+        head = {"id": "null-1", "created": 0, "model": model}
+        if not body.get("stream"):
+            message = ({"role": "assistant", "content": None, "tool_calls": [call]} if kind == "call"
+                       else {"role": "assistant", "content": text})
+            return web.json_response({**head, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": message, "finish_reason": finish}]})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+
+        async def event(delta: dict[str, Any] | None, finish_reason: str | None = None, **extra: Any) -> None:
+            choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+            payload = {**head, "object": "chat.completion.chunk", "choices": choices, **extra}
+            await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+        await event({"role": "assistant", "content": ""})
+        pieces = [text[i:i + 5] for i in range(0, len(text), 5)]
+        if kind == "call":
+            await event({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                         "function": {"name": name, "arguments": ""}}]})
+            for piece in pieces:
+                await event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        else:
+            for piece in pieces:
+                await event({"content": piece})
+        await event({"content": ""}, finish)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await event(None, usage=usage)
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
@@ -165,9 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--itl-ms", type=float, default=0.0)
     p.add_argument("--fail-every", type=int, default=0, help="every N-th request answers HTTP 500")
     p.add_argument("--api-key", default=None, help="require this Bearer key")
+    p.add_argument("--malformed-every", type=int, default=0,
+                   help="every N-th tool-call or JSON answer has its JSON cut short")
     args = p.parse_args(argv)
     app = make_app(model=args.model, context_window=args.context_window, ttft_ms=args.ttft_ms,
-                   itl_ms=args.itl_ms, fail_every=args.fail_every, api_key=args.api_key)
+                   itl_ms=args.itl_ms, fail_every=args.fail_every, api_key=args.api_key,
+                   malformed_every=args.malformed_every)
 
     async def serve() -> None:
         runner = web.AppRunner(app, access_log=None)

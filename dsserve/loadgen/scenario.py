@@ -11,13 +11,16 @@ Sections:
   Poisson arrivals, ramp-up, duration or rate stages, in-flight cap, timeouts, seed).
 - ``workload``: where prompts come from (synthetic with token lengths measured by a tokenizer, or a
   ShareGPT file) and the request mix: each entry is a weighted request class (chat or completions,
-  streamed or not, prompt and output token-length distributions, model id).
+  streamed or not, prompt and output token-length distributions, model id; for agent traffic, OpenAI
+  ``tools`` with a ``tool_choice`` and a ``response_format``, whose answers are then checked, see
+  :mod:`dsserve.loadgen.tools`).
 - ``slo``: the gate (percentile thresholds, error ratio, the share of the target rate that must arrive).
 - ``generator``: when the load generator itself is too slow for its measurements to count.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import re
@@ -28,19 +31,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dsserve.loadgen.errors import ScenarioError
+from dsserve.loadgen.tools import TOOL_SETS, schema_problem
 from dsserve.overrides import apply_overrides as _apply_overrides
 from dsserve.validation import PathError, describe_errors
 
 __all__ = [
     "Dist",
+    "FunctionSpec",
     "GeneratorSpec",
+    "JsonSchemaSpec",
     "LoadSpec",
     "PromptSpec",
     "RequestClass",
+    "ResponseFormat",
     "Scenario",
     "SloGate",
     "StageSpec",
     "Threshold",
+    "ToolSpec",
     "WorkloadSpec",
     "SCENARIO_DIR",
     "apply_overrides",
@@ -54,6 +62,10 @@ __all__ = [
 SCENARIO_DIR = Path(__file__).resolve().parent.parent.parent / "loadtest" / "scenarios"
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+#: OpenAI's rule for function and json_schema names.
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TOOL_CHOICES = ("auto", "required", "none")
+_NAMED_CHOICE = "{type: function, function: {name: get_weather}}"
 
 
 class _Strict(BaseModel):
@@ -189,6 +201,68 @@ class PromptSpec(_Strict):
         return self
 
 
+class FunctionSpec(_Strict):
+    """An OpenAI function definition: what the model may call and the JSON Schema of its arguments."""
+
+    name: str = Field(description="Function name, 1-64 letters, digits, '_' or '-'.")
+    description: str | None = Field(None, description="What the function does (the model reads it).")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema of the arguments (an object). Bounded schemas (enums, integer ranges, "
+        "strings with maxLength, additionalProperties: false) let guided decoding always finish.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _FUNCTION_NAME.fullmatch(v):
+            raise ValueError("must be 1-64 letters, digits, '_' or '-' (OpenAI's rule), e.g. get_weather")
+        return v
+
+
+class ToolSpec(_Strict):
+    """One entry of OpenAI's ``tools`` list."""
+
+    type: Literal["function"] = Field("function", description="function: the kind agent frameworks send.")
+    function: FunctionSpec
+
+
+class JsonSchemaSpec(_Strict):
+    """``response_format.json_schema``: the schema the answer's content must match."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_by_alias=True,
+                              validate_by_name=False, serialize_by_alias=True)
+
+    name: str = Field(description="Schema name, 1-64 letters, digits, '_' or '-'.")
+    description: str | None = Field(None, description="What the answer is (the model may read it).")
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema (YAML key: schema).")
+    strict: bool | None = Field(None, description="OpenAI's strict flag, sent as given; unset: not sent.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _FUNCTION_NAME.fullmatch(v):
+            raise ValueError("must be 1-64 letters, digits, '_' or '-', e.g. weather_report")
+        return v
+
+
+class ResponseFormat(_Strict):
+    """OpenAI's ``response_format`` for structured answers; the answer's content is validated against it."""
+
+    type: Literal["json_schema", "json_object"] = Field(
+        description="json_schema: content matches json_schema.schema; json_object: content is a JSON object."
+    )
+    json_schema: JsonSchemaSpec | None = Field(None, description="The schema, for type: json_schema.")
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {name: my_answer, schema: {type: object, ...}}")
+        if self.type == "json_object" and self.json_schema is not None:
+            raise ValueError("json_schema goes with type: json_schema; change the type or remove json_schema")
+        return self
+
+
 class RequestClass(_Strict):
     """One weighted class of requests in the mix (a "persona")."""
 
@@ -204,6 +278,20 @@ class RequestClass(_Strict):
     output_tokens: Dist = Field(description="max_tokens of each request.")
     ignore_eos: bool = Field(True, description="Generate exactly max_tokens (vLLM's ignore_eos).")
     temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; unset: server default.")
+    tools: list[ToolSpec] | None = Field(
+        None, description="OpenAI tools (chat only): the name of a built-in set (" + ", ".join(TOOL_SETS)
+        + ") or a list of {type: function, function: {name, description, parameters}}.",
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="auto, required, none, or a named function {type: function, function: {name: N}}; "
+        "unset: not sent (servers then read auto). required and named answers must carry a valid call.",
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="Sent as given; false allows one call per answer. Unset: not sent.")
+    response_format: ResponseFormat | None = Field(
+        None, description="Structured answer (chat only): {type: json_schema, json_schema: {name, schema}} "
+        "or {type: json_object}; the answer's content must then match.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -211,6 +299,56 @@ class RequestClass(_Strict):
         if not _NAME.fullmatch(v):
             raise ValueError("must be 1-63 lowercase letters, digits, '.', '_' or '-', e.g. short-chat")
         return v
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tool_set(cls, v: Any) -> Any:
+        """A built-in set's name becomes its definitions, so results.json records exactly what was sent."""
+        if isinstance(v, str):
+            if v not in TOOL_SETS:
+                close = difflib.get_close_matches(v, list(TOOL_SETS), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"no built-in tool set of that name; {hint}choose one of: "
+                                 f"{', '.join(TOOL_SETS)}, or list tool definitions")
+            return copy.deepcopy(TOOL_SETS[v])
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list (servers reject tools: []); remove tools or name a built-in set, "
+                             "e.g. tools: agent-basic")
+        return v
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice(cls, v: Any) -> Any:
+        if v is None or v in _TOOL_CHOICES:
+            return v
+        fn = v.get("function") if isinstance(v, dict) else None
+        if (isinstance(v, dict) and set(v) == {"type", "function"} and v["type"] == "function"
+                and isinstance(fn, dict) and set(fn) == {"name"} and isinstance(fn["name"], str)):
+            return v
+        raise ValueError(f"choose one of: {', '.join(_TOOL_CHOICES)}, or a named function {_NAMED_CHOICE}")
+
+    @property
+    def forces_tool_call(self) -> bool:
+        """tool_choice required or named: every answer must be a tool call."""
+        return self.tool_choice == "required" or isinstance(self.tool_choice, dict)
+
+    @property
+    def checks_answer(self) -> bool:
+        """Whether answers are checked for well-formed tool calls or JSON (see dsserve.loadgen.tools)."""
+        return bool(self.tools) or self.response_format is not None
+
+    def openai_fields(self) -> dict[str, Any]:
+        """The tool and response-format fields of the request body, as OpenAI spells them."""
+        out: dict[str, Any] = {}
+        if self.tools:
+            out["tools"] = [t.model_dump(mode="json", exclude_none=True) for t in self.tools]
+        if self.tool_choice is not None:
+            out["tool_choice"] = self.tool_choice
+        if self.parallel_tool_calls is not None:
+            out["parallel_tool_calls"] = self.parallel_tool_calls
+        if self.response_format is not None:
+            out["response_format"] = self.response_format.model_dump(mode="json", exclude_none=True)
+        return out
 
 
 class WorkloadSpec(_Strict):
@@ -251,6 +389,7 @@ class WorkloadSpec(_Strict):
                 if d is not None and d.unit == "context" and self.context_window is None:
                     raise _PathError(f"workload.requests[{i}].{key}.unit", "context",
                                      "needs workload.context_window (a number of tokens, or auto)")
+            _check_tool_fields(f"workload.requests[{i}]", r)
             if isinstance(self.context_window, int):
                 p = _tokens_upper(r.prompt_tokens, self.context_window) if r.prompt_tokens else 0
                 o = _tokens_upper(r.output_tokens, self.context_window)
@@ -259,6 +398,64 @@ class WorkloadSpec(_Strict):
                                      f"prompt up to {p:g} + output up to {o:g} tokens exceed the context "
                                      f"window ({self.context_window}); lower the lengths or their max")
         return self
+
+
+def _check_tool_fields(path: str, r: RequestClass) -> None:
+    """Tools, tool_choice and response_format must make a request a server accepts and a check can judge."""
+    _check_tool_usage(path, r)
+    _check_tool_definitions(path, r)
+    _check_answer_shape(path, r)
+
+
+def _check_tool_usage(path: str, r: RequestClass) -> None:
+    """Chat only; a choice or parallel_tool_calls only beside tools (vLLM rejects both otherwise)."""
+    agentic = {"tools": r.tools, "tool_choice": r.tool_choice, "parallel_tool_calls": r.parallel_tool_calls,
+               "response_format": r.response_format}
+    used = [k for k, v in agentic.items() if v is not None]
+    if used and r.api != "chat":
+        raise _PathError(f"{path}.api", r.api, f"{' and '.join(used)} need the chat API; use api: chat")
+    for key in ("tool_choice", "parallel_tool_calls"):
+        if agentic[key] is not None and not r.tools:
+            raise _PathError(f"{path}.{key}", agentic[key], "needs tools: a built-in set ("
+                             + ", ".join(TOOL_SETS) + ") or a list of tool definitions")
+
+
+def _check_tool_definitions(path: str, r: RequestClass) -> None:
+    """Unique names, argument schemas that are JSON Schemas of objects, a named choice that names one."""
+    names = [t.function.name for t in r.tools or ()]
+    for j, tool in enumerate(r.tools or ()):
+        if names.index(tool.function.name) != j:
+            raise _PathError(f"{path}.tools[{j}].function.name", tool.function.name,
+                             "tool names must be unique; rename one")
+        where = f"{path}.tools[{j}].function.parameters"
+        _check_schema(where, tool.function.parameters)
+        if tool.function.parameters.get("type") != "object":
+            raise _PathError(f"{where}.type", tool.function.parameters.get("type"),
+                             "arguments are a JSON object: start the schema with type: object, properties: ...")
+    if r.response_format is not None and r.response_format.json_schema is not None:
+        _check_schema(f"{path}.response_format.json_schema.schema", r.response_format.json_schema.schema_)
+    if isinstance(r.tool_choice, dict) and r.tool_choice["function"]["name"] not in names:
+        raise _PathError(f"{path}.tool_choice.function.name", r.tool_choice["function"]["name"],
+                         f"names no tool of this class; choose one of: {', '.join(names)}")
+
+
+def _check_answer_shape(path: str, r: RequestClass) -> None:
+    """One kind of structured answer per class, and one that may end where it is complete."""
+    if r.forces_tool_call and r.response_format is not None:
+        raise _PathError(f"{path}.response_format", r.response_format.type,
+                         "a forced tool call (tool_choice required or named) answers with the call, not content; "
+                         "put response_format in a request class of its own, or use tool_choice: auto")
+    if r.ignore_eos and (r.response_format is not None or (r.tools and r.tool_choice != "none")):
+        raise _PathError(f"{path}.ignore_eos", True, "a tool call or JSON answer ends when it is complete, and "
+                         "ignore_eos would make the model write on past it; set ignore_eos: false")
+
+
+def _check_schema(path: str, schema: dict[str, Any]) -> None:
+    """A JSON Schema the scenario sends must be one: the error names the exact key inside it."""
+    problem = schema_problem(schema)
+    if problem is not None:
+        inner, value, why = problem
+        raise _PathError(path + inner, value, f"{why}; fix the schema")
 
 
 def _tokens_upper(d: Dist, window: int) -> float:

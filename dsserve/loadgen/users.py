@@ -4,7 +4,9 @@
   not, parses SSE incrementally as bytes arrive (``readline`` on geventhttpclient's response: an event is
   timed when its line arrives, not when a read buffer fills), and checks the answer: HTTP status, JSON,
   an in-stream ``error`` event, ``data: [DONE]``, ``usage``, and with ``ignore_eos`` that the server
-  generated exactly ``max_tokens``. A semantic problem marks the request failed (``catch_response``).
+  generated exactly ``max_tokens``; for a request class with tools or a response_format, that the tool
+  calls or JSON answer are well-formed (:mod:`dsserve.loadgen.tools`: ``malformed_tool_call``,
+  ``malformed_json``). A semantic problem marks the request failed (``catch_response``).
 - :class:`OpenLoopUser` (abstract): a user whose ``wait_time`` is the arrival schedule. It blocks until
   its process's pacer hands it an arrival, sends it, and waits for the next. The pacer, not the user,
   decides when requests go out, so the rate does not depend on response times; users are the in-flight
@@ -27,10 +29,18 @@ from typing import TYPE_CHECKING, Any
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
 
-from dsserve.loadgen.measure import RequestResult, SSEParser, StreamState, tpot_ms
+from dsserve.loadgen.measure import (
+    RequestResult,
+    SSEParser,
+    StreamState,
+    stream_problem,
+    tpot_ms,
+)
+from dsserve.loadgen.tools import AnswerBuffer
 
 if TYPE_CHECKING:
     from dsserve.loadgen.coordinator import ProcessPacer, Ticket
+    from dsserve.loadgen.tools import AnswerCheck
 
 __all__ = ["LLMUser", "OpenLoopUser", "METRIC_ROWS"]
 
@@ -55,8 +65,12 @@ class LLMUser(FastHttpUser):
     connection_timeout = 10.0
 
     def send_openai(self, *, api: str, stream: bool, body: bytes, name: str, max_tokens: int,
-                    ignore_eos: bool, headers: dict[str, str]) -> RequestResult:
-        """Send one request and return what it measured (sched/sent times are filled by the caller)."""
+                    ignore_eos: bool, headers: dict[str, str], check: AnswerCheck | None = None) -> RequestResult:
+        """Send one request and return what it measured (sched/sent times are filled by the caller).
+
+        ``check`` judges the answer's tool calls or JSON content (request classes with tools or a
+        response_format); a malformed answer fails the request like an HTTP error does.
+        """
         path = _PATHS[api]
         hdrs = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json",
                 **headers}
@@ -72,9 +86,9 @@ class LLMUser(FastHttpUser):
                 if resp.status_code != 200:
                     result.error = _http_error(resp)
                 elif stream:
-                    self._read_stream(resp, t_send, result, max_tokens, ignore_eos)
+                    self._read_stream(resp, t_send, result, max_tokens, ignore_eos, check)
                 else:
-                    self._read_json(resp, t_send, result, max_tokens, ignore_eos)
+                    self._read_json(resp, t_send, result, max_tokens, ignore_eos, check)
             except Exception as exc:  # a timeout or reset mid-body is the request's failure, not the user's
                 result.error = result.error or f"{type(exc).__name__}: {exc}"[:300]
             if result.e2e_ms is None:
@@ -88,10 +102,10 @@ class LLMUser(FastHttpUser):
         return result
 
     def _read_stream(self, resp: Any, t_send: float, result: RequestResult, max_tokens: int,
-                     ignore_eos: bool) -> None:
+                     ignore_eos: bool, check: AnswerCheck | None = None) -> None:
         raw = resp._response  # geventhttpclient's response: readline returns as soon as a line is complete
         parser = SSEParser()
-        st = StreamState(t_send)
+        st = StreamState(t_send, answer=AnswerBuffer() if check is not None else None)
         nbytes = 0
         perf = time.perf_counter
         while True:
@@ -118,10 +132,10 @@ class LLMUser(FastHttpUser):
         result.prompt_tokens = _int(usage.get("prompt_tokens"))
         if result.ttft_ms is not None and result.output_tokens:
             result.tpot_ms = tpot_ms(result.e2e_ms, result.ttft_ms, result.output_tokens)
-        result.error = st.error or _stream_problem(st, max_tokens, ignore_eos, result.output_tokens)
+        result.error = st.error or stream_problem(st, max_tokens, ignore_eos, result.output_tokens, check)
 
     def _read_json(self, resp: Any, t_send: float, result: RequestResult, max_tokens: int,
-                   ignore_eos: bool) -> None:
+                   ignore_eos: bool, check: AnswerCheck | None = None) -> None:
         content = resp.content or b""
         result.e2e_ms = (time.perf_counter() - t_send) * 1000.0
         self._itl = []
@@ -142,6 +156,9 @@ class LLMUser(FastHttpUser):
         elif ignore_eos and result.output_tokens != max_tokens:
             result.error = (f"wrong length: ignore_eos with max_tokens {max_tokens} but "
                             f"{result.output_tokens} output tokens")
+        elif check is not None:
+            first = choices[0] if isinstance(choices[0], dict) else {}
+            result.error = check.check_message(first.get("message"), first.get("finish_reason"))
 
     def _log_metrics(self, r: RequestResult) -> None:
         """Extra METRIC rows, logged into their own entries so the Aggregated row stays real requests."""
@@ -178,20 +195,6 @@ def _http_error(resp: Any) -> str:
     except Exception:
         msg = (resp.content or b"")[:200].decode("utf-8", errors="replace") if resp.content else ""
     return f"HTTP {code}: {msg}"[:300]
-
-
-def _stream_problem(st: StreamState, max_tokens: int, ignore_eos: bool, output_tokens: int | None) -> str | None:
-    if st.done_at is None:
-        return "no [DONE]: the stream ended without data: [DONE]"
-    if st.usage is None:
-        return "missing usage: the stream has no usage chunk (stream_options.include_usage)"
-    if output_tokens is None:
-        return "missing usage: the usage chunk has no completion_tokens"
-    if st.first_token_at is None and output_tokens > 0:
-        return "no text: the stream carried no generated text"
-    if ignore_eos and output_tokens != max_tokens:
-        return f"wrong length: ignore_eos with max_tokens {max_tokens} but {output_tokens} output tokens"
-    return None
 
 
 class OpenLoopUser(LLMUser):
@@ -237,7 +240,7 @@ class OpenLoopUser(LLMUser):
         try:
             result = self.send_openai(api=req.api, stream=req.stream, body=req.body, name=req.name,
                                       max_tokens=req.max_tokens, ignore_eos=req.ignore_eos,
-                                      headers=pacer.headers)
+                                      headers=pacer.headers, check=req.check)
         finally:
             pacer.complete(ticket, sent_s, result, req.prompt_tokens_client, self._itl)
             self._itl = []

@@ -6,6 +6,11 @@ and its figures must be sane on their own terms: the rate it achieved, TTFT belo
 exactly max_tokens output tokens, the server's prompt-token count just above the tokenizer-measured prompt
 (the chat template adds a few), and no errors. The second test also reads the server's own percentiles
 from a local Prometheus scraping the stack, and puts them beside the client's.
+
+The `agent-tools` scenario runs against the simulated DeepSeek-V3 stack (its deepseek_v3 tool parser on by
+default, so every tool_choice is served): the answers come in vLLM's shape through the real serving path,
+and every tool call and JSON answer must pass the generator's check; with max_tokens too small for the
+calls and the JSON, the cut-off answers must fail it and fail the gate.
 """
 
 from __future__ import annotations
@@ -90,3 +95,44 @@ def test_client_and_server_percentiles_side_by_side(stack: RunningStack, tmp_pat
     # longer than what the client measured (histogram interpolation keeps this loose)
     assert s["quantiles"]["e2e"]["vLLM engine"]["p50"] <= 2 * r["figures"]["latency_ms"]["e2e"]["p99"] + 300
     assert "Client vs server" in (tmp_path / "report.html").read_text()
+
+
+AGENT_SIM = "sim-h800x8-deepseek-v3-awq"
+
+
+def _agent_loadtest(stack: RunningStack, out: Path, *extra: str) -> tuple[int, dict[str, Any], list[dict[str, str]]]:
+    rc = main(["loadtest", "agent-tools", "--host", stack.base_url, "--engine", "simulated", "--rate", "4",
+               "--duration", "8",
+               "--set", "load.ramp_up_s=0", "--set", "load.arrivals=constant", "--set",
+               "generator.max_lag_p99_ms=250", "--out", str(out), "--timeout-s", "300", *extra])
+    results = json.loads((out / "results.json").read_text())
+    rows = list(csv.DictReader((out / "requests.csv").open()))
+    return rc, results, rows
+
+
+@pytest.mark.profile(AGENT_SIM)
+def test_agent_tools_scenario_passes_on_the_simulated_stack(stack: RunningStack, tmp_path: Path) -> None:
+    rc, r, rows = _agent_loadtest(stack, tmp_path)
+    assert rc == 0, (r["verdict"], r["checks"], r["figures"]["requests"]["errors"], r["invalid_reasons"])
+    assert r["target"]["engine"]["kind"] == "simulated"
+    req = r["figures"]["requests"]
+    assert req["arrivals"] == 32 and req["failed"] == 0 and req["ok"] == 32
+    by_class = r["figures"]["by_class"]
+    assert {"chat", "tool-required", "tool-auto"} <= set(by_class), by_class  # the mix is sampled
+    assert all(v["failed"] == 0 for v in by_class.values()), by_class
+    assert all(float(x["ttft_ms"]) > 0 for x in rows if x["cls"] == "tool-required")  # the call's first delta
+
+
+@pytest.mark.profile(AGENT_SIM)
+def test_agent_tools_cut_off_calls_and_json_fail_the_gate(stack: RunningStack, tmp_path: Path) -> None:
+    # 3 tokens cannot hold a call's markup and arguments, nor the JSON document: finish_reason length
+    tiny = [arg for i in (1, 2, 4) for arg in ("--set", f"workload.requests.{i}.output_tokens=3")]
+    rc, r, rows = _agent_loadtest(stack, tmp_path, *tiny)
+    assert rc == 1 and r["verdict"] == "fail"
+    errors = r["figures"]["requests"]["errors"]
+    cut = [x for x in rows if x["cls"] in ("tool-required", "tool-named", "json-answer")]
+    assert cut and set(errors) <= {"malformed_tool_call", "malformed_json"}, errors
+    assert sum(errors.values()) == len(cut), (errors, [x["error"] for x in cut])
+    assert all("finish_reason length" in x["error"] for x in cut), [x["error"] for x in cut]
+    assert all(not x["error"] for x in rows if x["cls"] in ("chat", "tool-auto"))
+    assert {c["name"] for c in r["checks"] if not c["passed"]} == {"error_ratio"}

@@ -672,7 +672,7 @@ SCHEMA_REJECTS = {
     "serve-config-is-text": (_with("serveConfigV2", {"applications": []}),
                              "at '/serveConfigV2': got object, want string"),
     "duration": (_with("podMonitor.interval", "15"), "at '/podMonitor/interval': '15' does not match pattern"),
-    "loadtest-scenario": (_with("loadtest.scenario", "slo"), "at '/loadtest/scenario': value must be one of 'burst', "),
+    "loadtest-scenario": (_with("loadtest.scenario", "slo"), "at '/loadtest/scenario': value must be one of 'agent-tools', 'burst', "),
     "loadtest-mode": (_with("loadtest.mode", "deployment"),
                       "at '/loadtest/mode': value must be one of 'job', 'locust'"),
     "loadtest-prometheus-url": (_with("loadtest.prometheusUrl", "prom:9090"),
