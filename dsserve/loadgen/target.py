@@ -6,9 +6,11 @@ API-key variable, where results go, and what produced the figures). `dsserve loa
 ``<out>/run-config.json`` and hands it to Locust; a bare ``locust -f loadtest/locustfile.py
 --dsserve-scenario NAME`` builds the same thing in the Locust master.
 
-**Engine kind** (real vLLM or a simulated engine) is read from the server when it says so (a model card's
-``metadata.engine_kind`` in ``GET /v1/models``); dsserve's server does not advertise it today, so pass
-``--engine real|simulated``. A run with neither is labelled ``unknown`` in its results and report.
+**Engine kind** (real vLLM or a simulated engine) is read from the server when it says so: dsserve publishes
+its live layout in each model card (``metadata.dsserve.engine``: ``vllm`` or ``simulated``,
+dsserve/serving/layout.py), and other servers may name it in ``metadata.engine_kind``. ``--engine
+real|simulated`` overrides it (a disagreement is kept in the results as ``server_says``); a run with neither
+is labelled ``unknown`` in its results and report.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from dsserve.loadgen.errors import ScenarioError, TargetError
 from dsserve.loadgen.prompts import build_pools, load_token_counter, request_model
 from dsserve.loadgen.scenario import Scenario
 
-__all__ = ["RunConfig", "ServerInfo", "prepare_run", "probe_server"]
+__all__ = ["RunConfig", "ServerInfo", "prepare_run", "probe_server", "server_info"]
 
-#: Keys of a model card's metadata that may name the engine kind, in order of preference.
+#: Keys of a model card's metadata that may name the engine kind, after dsserve's own layout, in order of preference.
 ENGINE_KEYS = ("engine_kind", "dsserve_engine", "engine")
+#: dsserve's layout names the engine by backend (the spec's engine.backend); the load tester by kind.
+_DSSERVE_BACKEND_KIND = {"vllm": "real", "simulated": "simulated"}
 
 
 @dataclass
@@ -89,24 +93,38 @@ def probe_server(host: str, api_key_env: str | None = None, timeout_s: float = 1
     if r.status_code != 200:
         raise TargetError(f"--host {host}: GET /v1/models answered HTTP {r.status_code}: {r.text[:200]}")
     try:
-        cards = r.json()["data"]
-        models = [c["id"] for c in cards]
-    except (ValueError, KeyError, TypeError):
+        return server_info(r.json()["data"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise TargetError(f"--host {host}: GET /v1/models did not return an OpenAI model list: "
                           f"{r.text[:200]}") from None
+
+
+def server_info(cards: list[dict[str, Any]]) -> ServerInfo:
+    """The served ids, their context windows and the engine kind, from the model cards of ``GET /v1/models``."""
     windows: dict[str, int] = {}
     engine_kind = engine_source = None
     for c in cards:
         meta = c.get("metadata") or {}
-        if isinstance(meta, dict):
-            ctx = meta.get("max_request_context_length")
-            if isinstance(ctx, int) and ctx > 0:
-                windows[c["id"]] = ctx
-            for key in ENGINE_KEYS:
-                v = meta.get(key)
-                if isinstance(v, str) and v and engine_kind is None:
-                    engine_kind, engine_source = v, f"server: GET /v1/models metadata.{key}"
-    return ServerInfo(models, windows, engine_kind, engine_source)
+        if not isinstance(meta, dict):
+            continue
+        ctx = meta.get("max_request_context_length")
+        if isinstance(ctx, int) and ctx > 0:
+            windows[c["id"]] = ctx
+        if engine_kind is None:
+            engine_kind, engine_source = _engine_of(meta)
+    return ServerInfo([c["id"] for c in cards], windows, engine_kind, engine_source)
+
+
+def _engine_of(meta: dict[str, Any]) -> tuple[str | None, str | None]:
+    layout = meta.get("dsserve")
+    backend = layout.get("engine") if isinstance(layout, dict) else None
+    if isinstance(backend, str) and backend:
+        return _DSSERVE_BACKEND_KIND.get(backend, backend), "server: GET /v1/models metadata.dsserve.engine"
+    for key in ENGINE_KEYS:
+        v = meta.get(key)
+        if isinstance(v, str) and v:
+            return v, f"server: GET /v1/models metadata.{key}"
+    return None, None
 
 
 def prepare_run(scenario: Scenario, host: str, *, out_dir: str, api_key_env: str | None = None,

@@ -32,7 +32,7 @@ MODEL = "tiny-deepseek-v2"
 
 
 def _loadtest(stack: RunningStack, out: Path, *extra: str) -> tuple[int, dict[str, Any], list[dict[str, str]]]:
-    rc = main(["loadtest", "smoke", "--host", stack.base_url, "--engine", "real",
+    rc = main(["loadtest", "smoke", "--host", stack.base_url,  # no --engine: the server says what it runs
                "--tokenizer", "tiny:tiny-deepseek-v2", "--out", str(out), "--timeout-s", "300", *extra])
     results = json.loads((out / "results.json").read_text())
     rows = list(csv.DictReader((out / "requests.csv").open()))
@@ -64,7 +64,8 @@ def test_smoke_scenario_passes_with_sane_figures(stack: RunningStack, tmp_path: 
     assert lat["itl"]["count"] > 0 and lat["tpot"]["count"] == 20
     assert f["tokens"]["output_total"] == 160
     # what produced the figures is on record
-    assert r["target"]["engine"]["kind"] == "real" and r["target"]["model"] == MODEL
+    assert r["target"]["engine"] == {"kind": "real", "source": "server: GET /v1/models metadata.dsserve.engine"}
+    assert r["target"]["model"] == MODEL
     assert r["prompts"]["lengths"]["method"] == "tokenizer"
     assert r["environment"]["server_on_generator_machine"] is True
     assert r["figures"]["generator"]["pacing_lag_ms"]["p99"] < 250
@@ -101,7 +102,7 @@ AGENT_SIM = "sim-h800x8-deepseek-v3-awq"
 
 
 def _agent_loadtest(stack: RunningStack, out: Path, *extra: str) -> tuple[int, dict[str, Any], list[dict[str, str]]]:
-    rc = main(["loadtest", "agent-tools", "--host", stack.base_url, "--engine", "simulated", "--rate", "4",
+    rc = main(["loadtest", "agent-tools", "--host", stack.base_url, "--rate", "4",
                "--duration", "8",
                "--set", "load.ramp_up_s=0", "--set", "load.arrivals=constant", "--set",
                "generator.max_lag_p99_ms=250", "--out", str(out), "--timeout-s", "300", *extra])
@@ -114,7 +115,7 @@ def _agent_loadtest(stack: RunningStack, out: Path, *extra: str) -> tuple[int, d
 def test_agent_tools_scenario_passes_on_the_simulated_stack(stack: RunningStack, tmp_path: Path) -> None:
     rc, r, rows = _agent_loadtest(stack, tmp_path)
     assert rc == 0, (r["verdict"], r["checks"], r["figures"]["requests"]["errors"], r["invalid_reasons"])
-    assert r["target"]["engine"]["kind"] == "simulated"
+    assert r["target"]["engine"] == {"kind": "simulated", "source": "server: GET /v1/models metadata.dsserve.engine"}
     req = r["figures"]["requests"]
     assert req["arrivals"] == 32 and req["failed"] == 0 and req["ok"] == 32
     by_class = r["figures"]["by_class"]

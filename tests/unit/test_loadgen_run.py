@@ -138,3 +138,23 @@ def test_master_and_two_workers_on_loopback_split_the_rate(server: NullServer, t
     assert abs(served / 200 - 1) <= 0.05, f"server saw {served:.1f} req/s"
     shares = _shares(tmp_path)
     assert set(shares) == {"0", "1"} and all(abs(n - 500) <= 2 for n in shares.values())
+
+
+def test_the_engine_kind_is_read_from_what_dsserve_publishes() -> None:
+    """dsserve's model card carries its layout (metadata.dsserve, built by layout_from_config from the LLM
+    config the server runs); the load tester labels the run from it, with no --engine flag."""
+    from types import SimpleNamespace
+
+    from dsserve.app import llm_config
+    from dsserve.config import load_spec
+    from dsserve.loadgen.target import server_info
+    from dsserve.serving.layout import layout_from_config
+
+    for profile, kind in (("local-cpu", "real"), ("sim-h800x8-deepseek-v2", "simulated")):
+        cfg = llm_config(load_spec(REPO / "deploy/profiles" / f"{profile}.yaml"))
+        card = {"id": cfg["model_loading_config"]["model_id"], "object": "model",
+                "metadata": {"dsserve": layout_from_config(SimpleNamespace(**cfg))}}
+        info = server_info([card])
+        assert (info.engine_kind, info.engine_source) == (kind, "server: GET /v1/models metadata.dsserve.engine")
+    assert server_info([{"id": "m", "metadata": {"engine_kind": "null"}}]).engine_kind == "null"
+    assert server_info([{"id": "m"}]).engine_kind is None
