@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dsserve.loadgen.measure import carries_a_token
+
 __all__ = ["Sample", "LoadResult", "run_load", "percentile", "chat_body", "arrivals"]
 
 UNIQUE_MARKER = "@@request@@"  # replaced by a per-request id in every request body
@@ -128,8 +130,7 @@ async def _one(session: Any, url: str, payload: bytes, headers: dict[str, str], 
                     if usage:
                         s.output_tokens = usage.get("completion_tokens", s.output_tokens)
                     for ch in obj.get("choices") or ():
-                        piece = (ch.get("delta") or {}).get("content") or ch.get("text")
-                        if piece and s.ttft_s is None:
+                        if s.ttft_s is None and carries_a_token(ch):  # the load tester's TTFT definition
                             s.ttft_s = loop.time() - start
             else:
                 obj = json.loads(await resp.read())

@@ -3,8 +3,9 @@
 Definitions (docs/loadtesting.md has the comparison with vLLM bench serve and GuideLLM):
 
 - **E2E**: request sent -> response complete (``data: [DONE]`` for a stream, the whole body otherwise).
-- **TTFT** (streams only): request sent -> the first SSE event carrying generated text (chat
-  ``delta.content`` or ``delta.reasoning_content``, completions ``text``).
+- **TTFT** (streams only): request sent -> the first SSE event carrying a generated token: chat
+  ``delta.content``, ``delta.reasoning``/``reasoning_content`` or ``tool_calls``, completions ``text``, or a chat
+  event after the role announcement whose text vLLM holds back (part of a multi-byte character).
 - **ITL**: the gaps between successive text-carrying events of one stream, pooled over all streams (vLLM
   bench serve's ITL). A server that batches several tokens into one event (Ray Serve's
   ``stream_batching_interval_ms``) shows long gaps and near-zero gaps; TPOT is the per-token figure.
@@ -150,12 +151,12 @@ class StreamState:
                 self.finish_reason = choice["finish_reason"]
             if self.answer is not None:
                 self.answer.feed(choice)
+            if self.first_token_at is None and (text or carries_a_token(choice)):
+                self.first_token_at = now
             if text:
                 self.text_chars += len(text)
-                if self.first_token_at is None:
-                    self.first_token_at = now
-                else:
-                    self.itl_ms.append((now - self.last_token_at) * 1000.0)  # type: ignore[operator]
+                if self.last_token_at is not None:
+                    self.itl_ms.append((now - self.last_token_at) * 1000.0)
                 self.last_token_at = now
                 self.token_events += 1
 
@@ -164,8 +165,20 @@ def _choice_text(choice: dict[str, Any]) -> str:
     if "text" in choice:  # completions
         return choice.get("text") or ""
     delta = choice.get("delta") or {}
-    return (delta.get("content") or "") + (delta.get("reasoning_content") or "") + (
+    # vLLM 0.32 streams a reasoning parser's output as delta.reasoning; DeepSeek's API and older vLLM as
+    # delta.reasoning_content
+    return (delta.get("content") or "") + (delta.get("reasoning") or "") + (delta.get("reasoning_content") or "") + (
         "<tool>" if delta.get("tool_calls") else "")
+
+
+def carries_a_token(choice: dict[str, Any]) -> bool:
+    """Whether a stream event's choice stands for generated tokens even without text: every chat event after
+    the role announcement does. vLLM sends ``delta: {}`` for a token whose text it holds back (a byte of a
+    multi-byte character not yet complete), so a first token is not missed when its text comes later."""
+    if "text" in choice:
+        return True
+    delta = choice.get("delta")
+    return isinstance(delta, dict) and "role" not in delta
 
 
 def stream_problem(st: StreamState, max_tokens: int, ignore_eos: bool, output_tokens: int | None,
@@ -186,7 +199,7 @@ def stream_problem(st: StreamState, max_tokens: int, ignore_eos: bool, output_to
         problem = check.check_stream(st.answer, st.finish_reason)
         if problem:
             return problem
-    if st.first_token_at is None and output_tokens > 0:
+    if st.token_events == 0 and output_tokens > 0:
         return "no text: the stream carried no generated text"
     if ignore_eos and output_tokens != max_tokens:
         return f"wrong length: ignore_eos with max_tokens {max_tokens} but {output_tokens} output tokens"

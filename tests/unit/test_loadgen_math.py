@@ -280,3 +280,21 @@ def test_timeline_buckets_by_hand() -> None:
     assert b2["ok_done_rps"] == 1 and b3["ok_done_rps"] == 1  # completions counted when they finish
     assert tl[0]["phase"] == "ramp" and b2["phase"] == "steady"
     assert tl[0]["target_rps"] == pytest.approx(2.5)  # ramp 0 -> 10 req/s over 2 s: 0.5 * 5 * 1^2 due in second 0
+
+
+def test_ttft_counts_a_token_whose_text_is_held_back() -> None:
+    """vLLM streams ``delta: {}`` for a token whose text it holds back (a byte of an unfinished multi-byte
+    character): the first token arrived then, though its text comes later or never."""
+    import json
+
+    from dsserve.loadgen.measure import StreamState, carries_a_token
+
+    role = {"index": 0, "delta": {"role": "assistant", "content": ""}}
+    held = {"index": 0, "delta": {}}
+    text = {"index": 0, "delta": {"content": "é"}}
+    assert not carries_a_token(role) and carries_a_token(held) and carries_a_token(text)
+    assert carries_a_token({"index": 0, "text": ""})  # completions: every event is a token
+    st = StreamState(t_send=0.0)
+    for t, choice in ((1.0, role), (2.0, held), (3.0, text), (4.0, text)):
+        st.on_event(json.dumps({"choices": [choice]}), t)
+    assert st.first_token_at == 2.0 and st.token_events == 2 and st.itl_ms == [1000.0]

@@ -504,7 +504,7 @@ def test_malformed_answers_fail_the_gate_end_to_end(tmp_path: Path) -> None:
 
 def test_a_forced_call_that_never_came_is_malformed_not_no_text() -> None:
     st = _stream([_chunk({"role": "assistant", "content": ""}), _chunk({}, "length")])
-    assert st.first_token_at is None  # nothing generated reached the client
+    assert st.token_events == 0  # no generated text reached the client
     problem = stream_problem(st, 8, False, 9, _check("tool-required"))
     assert problem is not None and problem.startswith("malformed_tool_call: no tool call in the answer"), problem
     assert stream_problem(st, 8, False, 9) == "no text: the stream carried no generated text"  # plain chat
