@@ -24,7 +24,7 @@ Streamed answers are assembled as the OpenAI SDK does: ``delta.tool_calls`` entr
 ``function.arguments`` fragments are concatenated in order (:class:`AnswerBuffer`).
 
 The built-in tool sets (:data:`TOOL_SETS`) keep their schemas bounded (enums, bounded integers, strings
-with ``maxLength`` or a bounded printable ``pattern``, no extra properties): a guided-decoding engine then
+with ``maxLength`` or a length-bounded printable ``pattern``, never both, no extra properties): a guided-decoding engine then
 always finishes the JSON, even the random-weight tiny model, whose sampling would otherwise wander through an
 unbounded string forever.
 
@@ -85,9 +85,10 @@ TOOL_SETS: dict[str, list[dict[str, Any]]] = {
                 "type": "object",
                 "properties": {
                     # printable text only: the xgrammar vLLM 0.32 installs lets a JSON string hold raw control
-                    # characters, which no JSON parser accepts (docs/agents.md)
-                    "query": {"type": "string", "maxLength": 64, "pattern": "^[ -~]{1,64}$",
-                              "description": "What to find."},
+                    # characters, which no JSON parser accepts (docs/agents.md). The pattern bounds the length
+                    # too: vLLM refuses a string with both a pattern and maxLength (xgrammar cannot hold both,
+                    # has_xgrammar_unsupported_json_features in vllm/v1/structured_output/backend_xgrammar.py).
+                    "query": {"type": "string", "pattern": "^[ -~]{1,64}$", "description": "What to find."},
                     "top_k": {"type": "integer", "minimum": 1, "maximum": 10},
                 },
                 "required": ["query", "top_k"],

@@ -111,6 +111,17 @@ def _agent_loadtest(stack: RunningStack, out: Path, *extra: str) -> tuple[int, d
     return rc, results, rows
 
 
+def test_agent_tools_scenario_passes_on_real_vllm(stack: RunningStack, tmp_path: Path) -> None:
+    """The shipped tool set on the tiny model under real vLLM and xgrammar: every call and JSON answer
+    well-formed (a schema xgrammar cannot compile, or arguments JSON parsers refuse, would fail here)."""
+    rc, r, rows = _agent_loadtest(stack, tmp_path, "--rate", "2", "--tokenizer", "tiny:tiny-deepseek-v2")
+    assert rc == 0, (r["verdict"], r["checks"], r["figures"]["requests"]["errors"], r["invalid_reasons"])
+    assert r["target"]["engine"] == {"kind": "real", "source": "server: GET /v1/models metadata.dsserve.engine"}
+    req = r["figures"]["requests"]
+    assert req["failed"] == 0 and req["ok"] == req["arrivals"] == 16, req
+    assert all(v["failed"] == 0 for v in r["figures"]["by_class"].values()), r["figures"]["by_class"]
+
+
 @pytest.mark.profile(AGENT_SIM)
 def test_agent_tools_scenario_passes_on_the_simulated_stack(stack: RunningStack, tmp_path: Path) -> None:
     rc, r, rows = _agent_loadtest(stack, tmp_path)

@@ -80,10 +80,15 @@ def test_a_built_in_tool_set_resolves_to_its_definitions() -> None:
 
 
 def _bounded(schema: dict[str, Any]) -> None:
-    """Every value a guided decoder writes is bounded: enums, integer ranges, strings with maxLength."""
+    """Every value a guided decoder writes is bounded: enums, integer ranges, strings with maxLength or a
+    length-bounded pattern (never both: vLLM refuses that pair for xgrammar)."""
+    import re
+
     assert schema.get("additionalProperties") is False and set(schema["required"]) == set(schema["properties"])
     for prop in schema["properties"].values():
-        assert "enum" in prop or "maxLength" in prop or {"minimum", "maximum"} <= set(prop), prop
+        bounded_pattern = re.fullmatch(r"\^.*\{\d+,\d+\}\$", prop.get("pattern", "")) is not None
+        assert "enum" in prop or "maxLength" in prop or bounded_pattern or {"minimum", "maximum"} <= set(prop), prop
+        assert not ("maxLength" in prop and "pattern" in prop), prop
 
 
 def test_built_in_and_scenario_schemas_are_bounded() -> None:
