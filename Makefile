@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsserve-installed
 PROFILES := $(wildcard deploy/profiles/*.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: help install up test test-unit test-e2e render tiny-model clean
+.PHONY: help install up lint test test-unit test-e2e render tiny-model clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -45,7 +45,10 @@ install: $(STAMP) $(VENV312)/.stamp  ## create .venv and install dsserve with th
 up: install  ## install, build the tiny model, serve the OpenAI API on :8000 until Ctrl-C
 	$(BIN)/dsserve up
 
-test: install  ## install and run the whole suite (unit + e2e against the real stack)
+lint: install  ## ruff over the package, tests, bench and scripts (rules: pyproject.toml [tool.ruff])
+	$(BIN)/ruff check dsserve tests bench loadtest scripts
+
+test: install lint  ## install, lint, and run the whole suite (unit + e2e against the real stack)
 	@scripts/install-system-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

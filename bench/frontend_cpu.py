@@ -176,11 +176,13 @@ def _table(results: dict[str, Any], title: str) -> str:
             if g not in groups and g != "engine":
                 groups.append(g)
     groups.sort(key=_group_order)
-    lines = [title, f"{'server':18} {'idle cores':>10} {'marginal ms/req':>15}  " + "  ".join(f"{g[:14]:>14}" for g in groups)]
+    head = f"{'server':18} {'idle cores':>10} {'marginal ms/req':>15}  "
+    lines = [title, head + "  ".join(f"{g[:14]:>14}" for g in groups)]
     for name, r in results.items():
         m = r.get("marginal_cpu_ms_per_request_by_group", {})
         cells = "  ".join(f"{m.get(g) if m.get(g) is not None else '-':>14}" for g in groups)
-        lines.append(f"{name:18} {r.get('idle_cores', '-'):>10} {r.get('frontend_cpu_ms_per_request', '-'):>15}  {cells}")
+        idle, marginal = r.get("idle_cores", "-"), r.get("frontend_cpu_ms_per_request", "-")
+        lines.append(f"{name:18} {idle:>10} {marginal:>15}  {cells}")
     lines.append("")
     for name, r in results.items():
         for load in r.get("loads", []):
@@ -279,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         args.duration_s, args.idle_s, args.settle_s, args.warmup = 5.0, 5.0, 1.0, 2
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="frontend-cpu-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    out_path = Path(args.out or REPO / "bench/results" / ("frontend-cpu-quick.json" if args.quick else "frontend-cpu.json"))
+    default_name = "frontend-cpu-quick.json" if args.quick else "frontend-cpu.json"
+    out_path = Path(args.out or REPO / "bench/results" / default_name)
     report: dict[str, Any] = {
         "benchmark": "frontend CPU per request (bench/frontend_cpu.py)",
         "command": " ".join(["bench/frontend_cpu.py", *(argv if argv is not None else sys.argv[1:])]),

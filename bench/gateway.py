@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--output-tokens", type=int, default=16)
     ap.add_argument("--slo-ms", type=float, default=500.0)
-    ap.add_argument("--set", action="append", default=[], help="--set override for every configuration (dsserve and stock alike)")
+    ap.add_argument("--set", action="append", default=[],
+                    help="--set override for every configuration (dsserve and stock alike)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VAL[,KEY=VAL]",
                     help="also measure dsserve with these --set overrides, e.g. p2=serving.router=power_of_two")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/gateway.json")

@@ -133,7 +133,7 @@ class CpuMeter:
         procs = dict(self._before)
         for p in self._tree():
             procs.setdefault(p.pid, (p, 0.0))
-        for pid, (p, before) in procs.items():
+        for p, before in procs.values():
             try:
                 t = p.cpu_times()
                 used = t.user + t.system - before
@@ -303,20 +303,21 @@ class DsserveUp:
 
 #: Process groups, in report order: (group, test on the process label). The first match wins.
 GROUPS: tuple[tuple[str, Any], ...] = (
-    ("engine", lambda l: l.startswith("VLLM::")),
-    ("HAProxy", lambda l: l == "haproxy"),
-    ("vLLM API server", lambda l: l == "vllm serve (API server)"),
-    ("ingress replica", lambda l: l.startswith("ray::ServeReplica") and ("Ingress" in l)),
-    ("ingress request router", lambda l: l.startswith("ray::ServeReplica") and l.endswith(":LLMRouter")),
-    ("engine replica", lambda l: l.startswith("ray::ServeReplica") and ("LLMServer" in l or "DPServer" in l)),
-    ("Serve controller", lambda l: l == "ray::ServeController"),
-    ("Serve proxies", lambda l: l in ("ray::ProxyActor", "ray::HAProxyManager")),
-    ("driver", lambda l: l in ("dsserve", "dsserve.cli", "python -m dsserve.cli", "harness.py")),
-    ("Ray GCS and raylet", lambda l: l in ("gcs_server", "raylet")),
-    ("Ray agents and monitors", lambda l: l.startswith(("ray::DashboardAgent", "ray::TelemetryAgent",
-                                                        "ray::RuntimeEnvAgent")) or "dashboard" in l
-     or l in ("agent_manager", "runtime_env_agent", "monitor.py", "log_monitor.py")),
-    ("Ray idle workers", lambda l: l == "ray::IDLE"),
+    ("engine", lambda label: label.startswith("VLLM::")),
+    ("HAProxy", lambda label: label == "haproxy"),
+    ("vLLM API server", lambda label: label == "vllm serve (API server)"),
+    ("ingress replica", lambda label: label.startswith("ray::ServeReplica") and ("Ingress" in label)),
+    ("ingress request router", lambda label: label.startswith("ray::ServeReplica") and label.endswith(":LLMRouter")),
+    ("engine replica", lambda label: label.startswith("ray::ServeReplica")
+     and ("LLMServer" in label or "DPServer" in label)),
+    ("Serve controller", lambda label: label == "ray::ServeController"),
+    ("Serve proxies", lambda label: label in ("ray::ProxyActor", "ray::HAProxyManager")),
+    ("driver", lambda label: label in ("dsserve", "dsserve.cli", "python -m dsserve.cli", "harness.py")),
+    ("Ray GCS and raylet", lambda label: label in ("gcs_server", "raylet")),
+    ("Ray agents and monitors", lambda label: label.startswith(("ray::DashboardAgent", "ray::TelemetryAgent",
+                                                        "ray::RuntimeEnvAgent")) or "dashboard" in label
+     or label in ("agent_manager", "runtime_env_agent", "monitor.py", "log_monitor.py")),
+    ("Ray idle workers", lambda label: label == "ray::IDLE"),
 )
 
 

@@ -19,8 +19,8 @@ import math
 import multiprocessing as mp
 import random
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dsserve.loadgen.measure import carries_a_token

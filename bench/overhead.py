@@ -81,13 +81,11 @@ import re
 import resource
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,16 +94,14 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 from harness import (  # noqa: E402
-    VLLM_SHIM,
     BareVllm,
     CpuMeter,
     DsserveUp,
     Server,
     StockServe,
     engine_cli_args,
-    free_port as _free_port,
-    loadavg as _loadavg,
 )
+from harness import loadavg as _loadavg  # noqa: E402
 from openloop import LoadResult, chat_body, machine, run_load  # noqa: E402
 
 DEFAULT_PROFILE = REPO / "deploy/profiles/local-cpu.yaml"
@@ -287,10 +283,11 @@ def table(report: dict[str, Any]) -> str:
                          _f(s["generator_late_p99_ms"]),
                          _f(s.get("server_cpu_ms_per_request")), "yes" if s["valid"] else "NO"])
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))]
+    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(cols, widths, strict=True)))]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
-        lines.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        cells = enumerate(zip(r, widths, strict=True))
+        lines.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in cells))
     lines.append("(latencies in ms; out tok/s: output tokens of requests completed inside the send window after "
                  "the ramp; busy tok/s: all output tokens over first send -> last completion)")
     return "\n".join(lines)

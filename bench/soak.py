@@ -24,7 +24,6 @@ import json
 import os
 import random
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -267,15 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nSoak ({report['engine']}, {spec.model.id}, {rate:g} req/s x {args.duration:.0f} s, "
           f"{report['machine']['cores']}-core {report['machine']['cpu']}):")
     print(f"  sent {t['sent']}, ok {t['ok']}, errors {t['errors']} {kinds or ''}")
-    print(f"  TTFT p50/p99 {t['ttft_p50_ms']}/{t['ttft_p99_ms']} ms, E2E p50/p99 {t['e2e_p50_ms']}/{t['e2e_p99_ms']} ms")
+    print(f"  TTFT p50/p99 {t['ttft_p50_ms']}/{t['ttft_p99_ms']} ms, "
+          f"E2E p50/p99 {t['e2e_p50_ms']}/{t['e2e_p99_ms']} ms")
     for k, tr in report["p99_trend"].items():
         print(f"  {k} p99 by window: first quarter {tr['first_quarter_ms']} ms, last quarter "
               f"{tr['last_quarter_ms']} ms, slope {tr['slope_ms_per_hour']} ms/h")
     print(f"\n  {'process':40s} {'first MiB':>10s} {'last MiB':>10s} {'peak MiB':>10s} {'growth':>8s} "
           f"{'2nd half':>8s} {'MiB/h':>8s}")
     for name, m in sorted(report["memory"].items(), key=lambda kv: -kv[1]["last_mib"]):
+        slope = m["slope_mib_per_hour"] if m["slope_mib_per_hour"] is not None else "-"
         print(f"  {name[:40]:40s} {m['first_mib']:10.1f} {m['last_mib']:10.1f} {m['peak_mib']:10.1f} "
-              f"{m['growth_mib']:8.1f} {m['second_half_growth_mib']:8.1f} {m['slope_mib_per_hour'] if m['slope_mib_per_hour'] is not None else '-':>8}")
+              f"{m['growth_mib']:8.1f} {m['second_half_growth_mib']:8.1f} {slope:>8}")
     print(f"\nwrote {args.out}")
     if args.max_errors is not None and t["errors"] > args.max_errors:
         return 1

@@ -295,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             b, h = rss["before"].get(name, 0), rss["held"].get(name, 0)
             memory[name] = {"before_mib": round(b / 2**20, 1), "held_mib": round(h / 2**20, 1),
                             "kib_per_open_stream": round((h - b) / 1024 / held, 1)}
-    out = {"benchmark": "C - open streams", "server": server, "engine": "SIMULATED (dsserve/sim), steps stretched for a slow "
-           "token rate", "machine": machine(), "load_average_before_after": [load_before, os.getloadavg()],
+    out = {"benchmark": "C - open streams", "server": server,
+           "engine": "SIMULATED (dsserve/sim), steps stretched for a slow token rate", "machine": machine(),
+           "load_average_before_after": [load_before, os.getloadavg()],
            "profile": str(args.profile.relative_to(REPO)) if args.profile.is_relative_to(REPO) else str(args.profile),
            "overrides": sets, "load": {"streams": args.streams, "open_rate_per_s": args.open_rate,
                                        "hold_s": args.hold, "token_interval_s": args.token_interval,
@@ -313,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {what:18s} baseline p50/p99 {b['p50_ms']}/{b['p99_ms']} ms (n={b['n']})   while held "
               f"p50/p99 {h['p50_ms']}/{h['p99_ms']} ms (n={h['n']})")
     for name, m in memory.items():
-        print(f"  {name:40s} {m['before_mib']:8.1f} -> {m['held_mib']:8.1f} MiB  {m['kib_per_open_stream']:7.1f} KiB/stream")
+        print(f"  {name:40s} {m['before_mib']:8.1f} -> {m['held_mib']:8.1f} MiB  "
+              f"{m['kib_per_open_stream']:7.1f} KiB/stream")
     print(f"wrote {args.out}")
     return 0
 

@@ -193,10 +193,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         auth = f" \\\n    -H 'Authorization: Bearer ${spec.api.api_keys_env}'" if spec.api.api_keys_env else ""
         if spec.api.api_keys_file and not auth:  # never print a key: say where one is
             auth = f" \\\n    -H 'Authorization: Bearer <a key from {spec.api.api_keys_file}>'"
+        sample = {"model": spec.model.id, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16}
         print(
             f"\nServing {spec.model.id} ({engine_label(spec)}) at {url}/v1\n"
             f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
-            f"    -d '{json.dumps({'model': spec.model.id, 'messages': [{'role': 'user', 'content': 'Hello'}], 'max_tokens': 16})}'\n",
+            f"    -d '{json.dumps(sample)}'\n",
             flush=True,
         )
         if args.sample:

@@ -620,7 +620,7 @@ class DeploymentSpec(_Strict):
                 f"{arch.key} supports at most {arch.max_context} tokens; set it to {arch.max_context} or less",
             )
         if eng.max_num_batched_tokens is not None and eng.max_num_batched_tokens < eng.max_model_len:
-            if not (eng.extra_args.get("enable_chunked_prefill") is True):
+            if eng.extra_args.get("enable_chunked_prefill") is not True:
                 raise _PathError(
                     "engine.max_num_batched_tokens",
                     eng.max_num_batched_tokens,

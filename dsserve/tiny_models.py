@@ -93,7 +93,8 @@ _CORPUS = [
     "Ray Serve orchestrates vLLM engines behind an OpenAI compatible API.",
     "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun.",
     "User: What is the capital of France?\n\nAssistant: The capital of France is Paris.",
-    "User: Write a haiku about GPUs.\n\nAssistant: Silicon rivers, tensors flowing through the night, tokens come alive.",
+    "User: Write a haiku about GPUs.\n\nAssistant: Silicon rivers, tensors flowing through the night, "
+    "tokens come alive.",
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
     "SELECT id, name FROM users WHERE created_at > '2024-01-01' ORDER BY id;",
     "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 100 1000 3.14159 2.71828",

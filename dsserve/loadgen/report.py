@@ -112,11 +112,11 @@ def finalize(config: RunConfig, collector: Collector | None, *, problems: list[s
     verdict = evaluate(figures, spec.slo, spec.generator, data=data, problems=data.problems)
     w0, w1 = data.profile.window
     win = [r for r in data.rows if r.ok and w0 <= r.sent_s < w1]
-    started = _dt.datetime.fromtimestamp(t0, _dt.timezone.utc).isoformat() if t0 else None
+    started = _dt.datetime.fromtimestamp(t0, _dt.UTC).isoformat() if t0 else None
     out = Path(config.out_dir)
     results: dict[str, Any] = {
         "schema": SCHEMA,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(),
         **verdict.to_dict(),
         "scenario": {"name": spec.name, "description": spec.description, "requires": list(spec.requires),
                      "overrides": config.overrides, "resolved": config.scenario},
@@ -191,7 +191,7 @@ def render_html(r: dict[str, Any]) -> str:
     eng = r["target"]["engine"]
     mach = r["environment"]["generator_machine"]
     tl = r["timeline"]
-    w0, w1 = fig["window"]["start_s"], fig["window"]["end_s"]
+    w0 = fig["window"]["start_s"]
     bands = [Band(0, w0, "ramp (not measured)")] if w0 > 0 else []
     end = r["load"]["profile"]["end_s"]
     if tl and tl[-1]["t_s"] + 1 > end:

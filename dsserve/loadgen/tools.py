@@ -24,9 +24,9 @@ Streamed answers are assembled as the OpenAI SDK does: ``delta.tool_calls`` entr
 ``function.arguments`` fragments are concatenated in order (:class:`AnswerBuffer`).
 
 The built-in tool sets (:data:`TOOL_SETS`) keep their schemas bounded (enums, bounded integers, strings
-with ``maxLength`` or a length-bounded printable ``pattern``, never both, no extra properties): a guided-decoding engine then
-always finishes the JSON, even the random-weight tiny model, whose sampling would otherwise wander through an
-unbounded string forever.
+with ``maxLength`` or a length-bounded printable ``pattern``, never both, no extra properties): a
+guided-decoding engine then always finishes the JSON, even the random-weight tiny model, whose sampling
+would otherwise wander through an unbounded string forever.
 
 ``jsonschema`` (a dependency of Ray, so always installed with dsserve) is imported on first use, not at
 import time: the CLI imports this module through the scenario schema.

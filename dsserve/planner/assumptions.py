@@ -9,8 +9,6 @@ was available) should replace the [U] values first.
 
 from __future__ import annotations
 
-from dsserve.catalog import GIB
-
 # --- vLLM defaults (read from the vLLM 0.32.0 source dsserve pins) ---------------------------------
 
 #: ``CacheConfig.gpu_memory_utilization`` default [V] (vllm/config/cache.py, 0.32.0).

@@ -21,8 +21,7 @@ from dsserve.planner.drain import Drain, plan_drain
 from dsserve.planner.gateway import GatewayPlan, plan_gateway
 from dsserve.planner.memory import MemoryPlan, layout_problems, plan_memory
 from dsserve.planner.perf import PerfModel
-from dsserve.planner.slo import (LoadPoint, RequestMix, TokenDist, capacity_qps, evaluate_load,
-                                 max_qps_for_slo, meets)
+from dsserve.planner.slo import LoadPoint, RequestMix, TokenDist, capacity_qps, evaluate_load, max_qps_for_slo, meets
 
 if TYPE_CHECKING:
     from dsserve.config import DeploymentSpec

@@ -21,7 +21,7 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, r in enumerate(cells):
-        parts = [c.rjust(w) if n and _numeric(c) else c.ljust(w) for c, w in zip(r, widths)]
+        parts = [c.rjust(w) if n and _numeric(c) else c.ljust(w) for c, w in zip(r, widths, strict=False)]
         lines.append("  " + "  ".join(parts).rstrip())
         if n == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
@@ -143,7 +143,8 @@ def gateway_lines(g: GatewayPlan) -> list[str]:
     rows.append(["total", round(g.cpu_ms_per_request, 3), g.cores])
     out.append(table(["hop", "CPU ms/request", "cores at target"], rows))
     who = "engine replicas" if g.mode == "direct" else "ingress replicas"
-    out.append(f"  {who}: {g.replicas} (the target needs {g.replicas_needed} at {g.to_dict()['utilization_planned']:.0%} "
+    planned = g.to_dict()["utilization_planned"]
+    out.append(f"  {who}: {g.replicas} (the target needs {g.replicas_needed} at {planned:.0%} "
                f"of a core each); busiest process {g.busiest_process_share:.0%} busy; HAProxy threads "
                f"{g.haproxy_threads}" + (f"; ingress request router replicas {g.router_replicas}"
                                           if g.router_replicas else ""))

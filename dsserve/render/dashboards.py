@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dsserve.errors import DsserveError
-from dsserve.serving.metrics import SLO_THRESHOLD_S
 from dsserve.render.queries import BURN_WINDOWS, ERROR_BUDGET, PAGE_BURNS, SLO_OBJECTIVE, TICKET_BURNS
+from dsserve.serving.metrics import SLO_THRESHOLD_S
 
 __all__ = ["DASHBOARDS", "DashboardPushError", "dashboards", "render_dashboard", "write_dashboards",
            "panel_queries", "variable_queries", "for_prometheus", "push_dashboards"]

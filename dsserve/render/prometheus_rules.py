@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-from dsserve.serving.metrics import SLO_THRESHOLD_S
 from dsserve.render.queries import (
     ERROR_BUDGET,
     PAGE_BURNS,
@@ -26,6 +25,7 @@ from dsserve.render.queries import (
     SLO_OBJECTIVE,
     TICKET_BURNS,
 )
+from dsserve.serving.metrics import SLO_THRESHOLD_S
 
 __all__ = ["Alert", "ALERTS", "RECORDING_FILE", "ALERTS_FILE", "DEFAULT_RUNBOOK", "recording_doc",
            "alerts_doc", "render_recording", "render_alerts", "write_rules"]

@@ -14,9 +14,9 @@ import yaml
 from dsserve.app import import_path, serving_args
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import DeploymentSpec
-from dsserve.serve_env import haproxy_maxconn_wanted, serve_env
 from dsserve.planner import assumptions as A
 from dsserve.planner.gateway import plan_gateway
+from dsserve.serve_env import haproxy_maxconn_wanted, serve_env
 
 __all__ = ["serve_config", "render_serve_config", "cluster_topology", "haproxy_maxconn_wanted"]
 
@@ -88,7 +88,8 @@ def gateway_lines(spec: DeploymentSpec) -> list[str]:
     lines = [f"Gateway: {g.mode} (HTTP ends in {where}). At slo.target_qps {g.qps:g} of {g.output_tokens}-token "
              f"streams: {g.cpu_ms_per_request:g} ms CPU per request",
              f"  ({hops}) = {g.cores:g} cores; busiest process {g.busiest_process_share:.0%} busy; carries up to "
-             f"{g.carries_qps:g} req/s at {A.GATEWAY_UTILIZATION:.0%} busy ({'enough' if g.carries_target else 'NOT enough'}).",
+             f"{g.carries_qps:g} req/s at {A.GATEWAY_UTILIZATION:.0%} busy "
+             f"({'enough' if g.carries_target else 'NOT enough'}).",
              ]
     if g.router_replicas:
         lines.append(f"  Serve ingress request router (prefix affinity): {g.router_replicas} replica(s). "

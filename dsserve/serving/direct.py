@@ -34,7 +34,6 @@ import logging
 from typing import Any
 
 from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
-
 from ray.llm._internal.serve.serving_patterns.data_parallel.dp_server import DPServer as _UpstreamDPServer
 
 from dsserve.serving.layout import LayoutCache
@@ -97,7 +96,8 @@ UNREACHABLE_MIDDLEWARE = frozenset({"PrometheusInstrumentatorMiddleware"})
 
 def without_unreachable_middleware(app: Any) -> Any:
     """vLLM's FastAPI app without :data:`UNREACHABLE_MIDDLEWARE` (its stack is rebuilt at the first request)."""
-    kept = [m for m in getattr(app, "user_middleware", []) if getattr(m.cls, "__name__", "") not in UNREACHABLE_MIDDLEWARE]
+    kept = [m for m in getattr(app, "user_middleware", [])
+            if getattr(m.cls, "__name__", "") not in UNREACHABLE_MIDDLEWARE]
     if hasattr(app, "user_middleware") and len(kept) != len(app.user_middleware):
         app.user_middleware = kept
         app.middleware_stack = None

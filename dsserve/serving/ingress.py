@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
-from starlette.responses import Response, StreamingResponse
 
 # OpenAIHTTPException has no public alias; it is what upstream raises for engine-reported errors.
 from ray.llm._internal.common.errors import VLLM_CLIENT_ERRORS
@@ -36,6 +35,7 @@ from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPExc
 from ray.serve.exceptions import BackPressureError
 from ray.serve.llm.ingress import OpenAiIngress
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+from starlette.responses import Response, StreamingResponse
 
 from dsserve.lora import AdapterTable
 from dsserve.serving.body import validate_request
@@ -194,7 +194,8 @@ class DsserveIngress(OpenAiIngress):
     def _pipeline_for(self, app: Any) -> RequestPipeline:
         if self.pipeline is None:
             self.pipeline = RequestPipeline(
-                app, self._settings, self.model_directory, replicas=LiveReplicas.of_this_deployment(self._settings.replicas),
+                app, self._settings, self.model_directory,
+                replicas=LiveReplicas.of_this_deployment(self._settings.replicas),
                 openapi=openapi_for(self._settings), where="ingress")
             self.pipeline.metrics.start()
         self.pipeline.app = app

@@ -61,8 +61,9 @@ logger = logging.getLogger("dsserve.sim")
 CHARS_PER_TOKEN = 4.0  # the load generator's estimate too (dsserve/loadgen/prompts.py)
 TEMPLATE_TOKENS_PER_MESSAGE = 3  # role markers a chat template adds around each message
 FINGERPRINT = "dsserve-simulated"
-#: DeepSeek's tool-call markup around a call, in tokens: ``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function
-#: <｜tool▁sep｜>`` + the name + ``\n```json\n`` before the arguments, ``\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>`` after.
+#: DeepSeek's tool-call markup around a call, in tokens: ``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>
+#: function<｜tool▁sep｜>`` + the name + ``\n```json\n`` before the arguments,
+#: ``\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>`` after.
 TOOL_CALL_OPEN_TOKENS = 6
 TOOL_CALL_CLOSE_TOKENS = 3
 GAUGE_REFRESH_S = 5.0  # vLLM logs stats every VLLM_LOG_STATS_INTERVAL (10 s); Ray drops gauges after ~20 s

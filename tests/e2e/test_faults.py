@@ -69,7 +69,7 @@ class _Traffic:
                     self.results.append((t, -1, f"{type(exc).__name__} after {time.monotonic() - t:.1f}s", None))
                 time.sleep(0.2)
 
-    def __enter__(self) -> "_Traffic":
+    def __enter__(self) -> _Traffic:
         self._thread.start()
         return self
 
@@ -114,7 +114,7 @@ def _report(name: str, traffic: _Traffic, killed_at: float, recovered_s: float, 
         assert len(others) <= lost_in_flight, f"requests failed other than with 503: {others[:3]}"
     else:
         assert not others, f"a request failed with {others[0][1]} instead of 503 + Retry-After: {others[0][2]}"
-    for _, status, body, retry_after in refused:
+    for _, _status, body, retry_after in refused:
         assert retry_after and int(retry_after) > 0, f"a 503 without Retry-After: {body}"
         if gateway == "ingress" or "backpressure" not in body:  # Serve's own refusal (direct) is plain text
             assert '"error"' in body and "unavailable" in body, f"a 503 that is not an OpenAI error: {body}"

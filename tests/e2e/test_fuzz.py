@@ -9,9 +9,10 @@ Afterwards a plain chat request must still answer 200.
 Bounded for two cores: generation only (no shrinking; failures are collected and printed with the request
 that caused them), a fixed seed (``DSSERVE_FUZZ_SEED`` to vary it), ``DSSERVE_FUZZ_EXAMPLES`` cases per
 operation and mode, and a wall-clock budget (``DSSERVE_FUZZ_BUDGET_S``, default 75 s) shared evenly by every
-operation and mode, past which an operation's remaining cases are skipped. The fuzzing copy of the document keeps generated requests cheap: ``max_tokens`` and ``n``
-at most 4 and always sent, and valid token counts above 4 are lowered to 4 before sending, so a request
-generates at most 16 tokens; out-of-range values (0, negative, above ``max_model_len``) are sent as drawn.
+operation and mode, past which an operation's remaining cases are skipped. The fuzzing copy of the document
+keeps generated requests cheap: ``max_tokens`` and ``n`` at most 4 and always sent, and valid token counts
+above 4 are lowered to 4 before sending, so a request generates at most 16 tokens; out-of-range values (0,
+negative, above ``max_model_len``) are sent as drawn.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def _fuzz(stack: RunningStack, client: httpx.Client, auth: dict[str, str]) -> No
     from dsserve.serving.pipeline import PipelineSettings
     from dsserve.serving.routes import ROUTES
 
-    assert served.json() == openapi_for(PipelineSettings()), "the stack serves dsserve/openapi.yaml with its api.* limits"
+    assert served.json() == openapi_for(PipelineSettings()), \
+        "the stack serves dsserve/openapi.yaml with its api.* limits"
     schema = schemathesis.openapi.from_dict(_fuzzing_copy(served.json()))
     operations = [r.ok() for r in schema.get_all_operations()]
     # every route the pipeline serves, ray.serve.llm's extra ones included
@@ -158,13 +160,13 @@ def _fuzz(stack: RunningStack, client: httpx.Client, auth: dict[str, str]) -> No
                 @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
                           phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
                 @given(case=op.as_strategy(generation_mode=mode))
-                def run(case: Any) -> None:
+                def run(case: Any) -> None:  # called within this iteration, so the loop variables are current
                     nonlocal skipped
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > deadline:  # noqa: B023 - see run's comment
                         skipped += 1
                         return
                     resp, shown = _send(fuzz_client, case)
-                    statuses[(op.label, mode.value, resp.status_code)] += 1
+                    statuses[(op.label, mode.value, resp.status_code)] += 1  # noqa: B023 - see run's comment
                     problem = _problem(resp)
                     if problem is None and resp.status_code >= 400:
                         reasons[f"{resp.status_code} {resp.json()['error']['message'][:90]}"] += 1

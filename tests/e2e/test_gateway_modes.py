@@ -174,7 +174,8 @@ def test_rate_limit_is_429_with_retry_after_on_every_route(stack: RunningStack, 
         err = _err(r, 429)
         assert err["type"] == "rate_limit_error" and int(r.headers["retry-after"]) >= 1
     time.sleep(int(limited[0].headers["retry-after"]))
-    assert httpx.post(f"{stack.base_url}/v1/chat/completions", json=CHAT, headers=LIMITED, timeout=60).status_code == 200
+    ok = httpx.post(f"{stack.base_url}/v1/chat/completions", json=CHAT, headers=LIMITED, timeout=60)
+    assert ok.status_code == 200
 
 
 async def _burst(base_url: str, n: int, max_tokens: int) -> list[httpx.Response]:

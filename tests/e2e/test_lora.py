@@ -34,7 +34,7 @@ DYNAMIC_DIR.mkdir(exist_ok=True)
 
 def _max_diff(a: list[list[float]], b: list[list[float]]) -> float:
     assert [len(x) for x in a] == [len(x) for x in b]
-    return max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+    return max(abs(x - y) for xs, ys in zip(a, b, strict=True) for x, y in zip(xs, ys, strict=True))
 
 
 def _engine_log(stack: RunningStack) -> str:

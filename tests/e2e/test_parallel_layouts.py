@@ -25,8 +25,8 @@ class TestTensorPlusExpertParallel:
         # vLLM itself (rank 0 logs it): EP is on and a rank holds 4 of the 8 routed experts
         assert re.search(r"\[EP Rank 0/2\] Expert parallelism is enabled.*Local/global number of experts: 4/8", log)
         # each rank's MoE kernel, at its first forward pass, reports the experts it actually computes
-        held = dict(re.findall(r"dsserve EP: TP rank (\d) computes 4/8 routed experts locally, global ids (\[[\d, ]+\])",
-                               log))
+        held = dict(re.findall(r"dsserve EP: TP rank (\d) computes 4/8 routed experts locally, "
+                               r"global ids (\[[\d, ]+\])", log))
         assert held == {"0": "[0, 1, 2, 3]", "1": "[4, 5, 6, 7]"}, held
         assert re.search(r"Worker_TP1", log), "expected a second tensor-parallel worker process"
 
@@ -50,7 +50,7 @@ class TestTensorPlusExpertParallel:
         if reference is None:
             pytest.skip("the local-cpu reference was not recorded in this run (run the whole e2e suite)")
         assert [len(x) for x in got] == [len(x) for x in reference]
-        worst = max(abs(a - b) for g, r in zip(got, reference) for a, b in zip(g, r))
+        worst = max(abs(a - b) for g, r in zip(got, reference, strict=True) for a, b in zip(g, r, strict=True))
         assert worst < 0.1, f"TP2+EP prompt log-probabilities differ from TP1 by up to {worst:.3f}"
 
     @pytest.mark.shutdown

@@ -169,7 +169,8 @@ def test_concurrent_requests_all_finish_and_leave_no_running_sequences(stack: Ru
 
 @pytest.mark.profile(SIM)
 def test_a_prompt_with_no_text_is_answered_on_the_prefix_affinity_router(client: httpx.Client) -> None:
-    """Ray 2.60's PrefixCacheAffinityRouter divides by the prompt's length: such requests hung (dsserve/serving/routing.py)."""
+    """Ray 2.60's PrefixCacheAffinityRouter divides by the prompt's length: such requests hung
+    (dsserve/serving/routing.py)."""
     assert load_spec(REPO / "deploy/profiles" / f"{SIM}.yaml").serving.router == "prefix_cache_affinity"
     for content in ("", [{"type": "text", "text": ""}]):
         body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 4}

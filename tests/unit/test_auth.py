@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 from dsserve.serving import auth
-from dsserve.serving.auth import KeySourceError, KeyStore, RateLimiter, TokenBucket, bearer_token, parse_keys
-from dsserve.serving.auth import retry_after_seconds
+from dsserve.serving.auth import (
+    KeySourceError,
+    KeyStore,
+    RateLimiter,
+    TokenBucket,
+    bearer_token,
+    parse_keys,
+    retry_after_seconds,
+)
 
 
 class Clock:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dsserve.catalog import (ACCELERATORS, GIB, MODEL_ARCHS, arch_from_hf_config, kv_bytes_per_token,
-                             load_hf_config)
+from dsserve.catalog import ACCELERATORS, GIB, MODEL_ARCHS, arch_from_hf_config, kv_bytes_per_token, load_hf_config
 from dsserve.errors import ModelBuildError
 
 # The reference's "computed from config" row (§1.1, tag [C]): total / active parameters, in billions.

@@ -57,8 +57,9 @@ def test_too_many_tools_names_tools_and_the_limit() -> None:
 @pytest.mark.parametrize("field", ["tools", "response_format", "structured_outputs"])
 def test_a_pathological_one_of_is_refused_by_size_in_every_field(field: str) -> None:
     schema = nested_one_of(9)  # ~31 KB, over this test's 4 KiB
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
     body = {"tools": {"tools": [_tool("a"), _tool("b", schema)]},
-            "response_format": {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}},
+            "response_format": {"response_format": fmt},
             "structured_outputs": {"structured_outputs": {"json": schema}}}[field]
     started = time.perf_counter()
     err = _refused(_chat(**body))

@@ -672,7 +672,8 @@ SCHEMA_REJECTS = {
     "serve-config-is-text": (_with("serveConfigV2", {"applications": []}),
                              "at '/serveConfigV2': got object, want string"),
     "duration": (_with("podMonitor.interval", "15"), "at '/podMonitor/interval': '15' does not match pattern"),
-    "loadtest-scenario": (_with("loadtest.scenario", "slo"), "at '/loadtest/scenario': value must be one of 'agent-tools', 'burst', "),
+    "loadtest-scenario": (_with("loadtest.scenario", "slo"),
+                          "at '/loadtest/scenario': value must be one of 'agent-tools', 'burst', "),
     "loadtest-mode": (_with("loadtest.mode", "deployment"),
                       "at '/loadtest/mode': value must be one of 'job', 'locust'"),
     "loadtest-prometheus-url": (_with("loadtest.prometheusUrl", "prom:9090"),
@@ -704,8 +705,8 @@ TEMPLATE_REFUSES = [
     (_with("apiKeys.envName", "OTHER_KEYS"),
      'apiKeys.envName is "OTHER_KEYS" but the Serve config\'s request pipeline reads API keys from ""'),
     (_with("apiKeys.filePath", "/etc/dsserve/api-keys/keys"),
-     'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s request pipeline reads API keys from the '
-     'file "/etc/dsserve/api-keys/api-keys"'),
+     'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s request pipeline reads API keys from '
+     'the file "/etc/dsserve/api-keys/api-keys"'),
     (_with("serveConfigV2", "applications: []\n"), "serveConfigV2 has no applications"),
     (_with("serveConfigV2", "applications: [\n"), "serveConfigV2 is not valid YAML"),
     ({"autoscaling": {"enabled": True}, "worker": {"minReplicas": 3, "maxReplicas": 2, "replicas": 2}},
@@ -942,7 +943,8 @@ def test_loadtest_job_with_worker_pods(chart, crd_validator) -> None:
     names = {_job(render(chart, rerun), r)["metadata"]["name"] for r in ("master", "worker")}
     assert not names & {master["metadata"]["name"], workers["metadata"]["name"]}
     for o in by_kind(render(chart, values, name="a" * 53), "Job"):
-        assert len(o["metadata"]["name"]) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", o["metadata"]["name"])
+        name = o["metadata"]["name"]
+        assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
 
 
 def test_loadtest_job_processes_and_no_key_without_auth(chart) -> None:
@@ -1049,7 +1051,8 @@ def test_every_writable_path_the_doc_lists_is_a_volume(chart) -> None:
         for kind, container, volumes in targets:
             want = dict(doc[kind]) if kind != "loadtest job" else {**doc["loadtest"], **doc["loadtest job"]}
             got = _writable_mounts(container, volumes)
-            assert got == want, f"{case}: {kind}/{container.get('name', 'autoscaler')}: mounted {got}, the doc says {want}"
+            who = f"{kind}/{container.get('name', 'autoscaler')}"
+            assert got == want, f"{case}: {who}: mounted {got}, the doc says {want}"
             seen.add(kind)
     assert seen == set(doc)
 
@@ -1105,7 +1108,8 @@ def test_secrets_are_only_referenced(chart) -> None:
                     if name.endswith("_PATH") and "value" in e:  # a secret's file: must lie on a Secret mount
                         assert any(e["value"].startswith(mp + "/") for mp in secret_mounts), f"{where}: {name}"
                     elif _SECRETISH.search(name) or name == chart.values["apiKeys"]["envName"]:
-                        assert "value" not in e and set(e["valueFrom"]) == {"secretKeyRef"}, f"{where}/{c['name']}: {name}"
+                        assert "value" not in e and set(e["valueFrom"]) == {"secretKeyRef"}, \
+                            f"{where}/{c['name']}: {name}"
             for v in spec.get("volumes", []):
                 assert "secret" not in v or set(v["secret"]) <= {"secretName", "items", "defaultMode", "optional"}
         for path, text in manifests.items():

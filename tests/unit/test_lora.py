@@ -78,7 +78,8 @@ def test_peft_loads_every_tensor(built: dict[str, Path]) -> None:
         transformers.LlamaConfig(**base.config, vocab_size=base.vocab_size))
     path = built["tiny-deepseek-llm-sql"]
     cfg = peft.PeftConfig.from_pretrained(path)
-    assert cfg.r == 8 and set(cfg.target_modules) == LLAMA_TARGETS and cfg.base_model_name_or_path == "tiny:tiny-deepseek-llm"
+    assert cfg.r == 8 and set(cfg.target_modules) == LLAMA_TARGETS
+    assert cfg.base_model_name_or_path == "tiny:tiny-deepseek-llm"
     model.name_or_path = cfg.base_model_name_or_path
     peft_model = peft.get_peft_model(model, cfg)
     result = peft.set_peft_model_state_dict(peft_model, peft.load_peft_weights(str(path)))

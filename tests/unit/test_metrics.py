@@ -11,8 +11,6 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import pytest
-
 from dsserve.serving.metrics import (
     ITL_BUCKETS_S,
     LATENCY_BUCKETS_S,

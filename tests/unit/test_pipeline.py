@@ -182,7 +182,8 @@ class Stack:
             if gone.is_set():
                 return  # as uvicorn does once the client is gone
             sent.append(msg)
-            if disconnect_after is not None and sum(m["type"] == "http.response.body" for m in sent) >= disconnect_after:
+            bodies_sent = sum(m["type"] == "http.response.body" for m in sent)
+            if disconnect_after is not None and bodies_sent >= disconnect_after:
                 gone.set()
             await asyncio.sleep(0)  # a socket write lets other tasks run
 
@@ -493,7 +494,7 @@ def test_body_over_the_limit_is_413_declared_or_streamed() -> None:
 ])
 def test_paths_the_api_does_not_serve_are_openai_errors(method: str, path: str, status: int) -> None:
     result = Stack().run(path, method=method)
-    err = error_of(result, status)
+    error_of(result, status)
     assert b"secret_metric" not in result[2]
     if status == 405:
         assert result[1]["allow"] in ("POST", "GET")
@@ -579,7 +580,8 @@ def test_a_batch_takes_as_many_tokens_as_sequences() -> None:
 
 
 def test_a_wrong_key_is_401_before_any_rate_limit() -> None:
-    s = Stack(keys=KeyStore(env="KEYS", environ={"KEYS": "key-a"}), rate_limit={"requests_per_second": 0.001, "burst": 1})
+    s = Stack(keys=KeyStore(env="KEYS", environ={"KEYS": "key-a"}),
+              rate_limit={"requests_per_second": 0.001, "burst": 1})
     for _ in range(3):
         error_of(s.run(CHAT, MSG, headers={"Authorization": "Bearer nope"}), 401)
     assert s.run(CHAT, MSG, headers={"Authorization": "Bearer key-a"})[0] == 200
@@ -597,7 +599,7 @@ def test_rotation_drops_removed_keys_buckets(tmp_path: Path) -> None:
     assert s.run(CHAT, MSG, headers={"Authorization": "Bearer new-key"})[0] == 200
 
 
-# -- the deployment's limits, shared across replicas ---------------------------------------------------------------------
+# -- the deployment's limits, shared across replicas ----------------------------------------------------------
 
 def test_each_replica_enforces_its_share_of_the_limits() -> None:
     s = Stack(replicas=4, max_inflight=10, rate_limit={"requests_per_second": 8, "burst": 6},

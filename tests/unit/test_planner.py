@@ -21,8 +21,16 @@ import pytest
 from dsserve.catalog import GIB, MODEL_ARCHS
 from dsserve.cli import main
 from dsserve.errors import SpecError
-from dsserve.planner import (Layout, RequestMix, TokenDist, build_plan, evaluate_load, max_qps_for_slo,
-                             plan_memory, plan_profile)
+from dsserve.planner import (
+    Layout,
+    RequestMix,
+    TokenDist,
+    build_plan,
+    evaluate_load,
+    max_qps_for_slo,
+    plan_memory,
+    plan_profile,
+)
 from dsserve.planner import published as P
 from dsserve.planner.memory import layout_problems, pp_partition
 from dsserve.planner.perf import PerfModel

@@ -47,7 +47,8 @@ def test_direct_mode_arithmetic() -> None:
     spec = load_spec(REPO / "deploy/profiles/h800x8-deepseek-v2-lite.yaml")
     g = plan_gateway(spec)
     extra = spec.slo.output_tokens - A.GATEWAY_REFERENCE_TOKENS
-    engine = A.GATEWAY_CPU_MS["direct"][A.HOP_ENGINE_DIRECT] + A.GATEWAY_CPU_MS_PER_TOKEN["direct"][A.HOP_ENGINE_DIRECT] * extra
+    hop = A.HOP_ENGINE_DIRECT
+    engine = A.GATEWAY_CPU_MS["direct"][hop] + A.GATEWAY_CPU_MS_PER_TOKEN["direct"][hop] * extra
     assert g.mode == "direct" and g.replicas == 8 == g.engine_replicas
     assert g.hops[A.HOP_ENGINE_DIRECT] == pytest.approx(engine)
     assert g.hops[A.HOP_ROUTER] == A.GATEWAY_ROUTER_CPU_MS  # prefix affinity in direct mode asks Serve's router

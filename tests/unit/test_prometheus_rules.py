@@ -332,8 +332,8 @@ def test_shipped_local_config_scrapes_the_stack_and_loads_the_rules() -> None:
 
 
 def test_observability_doc_covers_every_metric_rule_and_alert() -> None:
-    from dsserve.serving.metrics import METRICS
     from dsserve.render.dashboards import dashboards, panel_queries, variable_queries
+    from dsserve.serving.metrics import METRICS
 
     doc = (REPO / "docs" / "observability.md").read_text()
     missing = [a.name for a in pr.ALERTS if f"`{a.name}`" not in doc]

@@ -24,7 +24,7 @@ def test_request_body_tests_pass_under_python_312() -> None:
                              text=True, timeout=60).stdout.strip()
     assert version == "(3, 12)", version
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([str(PY312), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_request_body.py"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    cmd = [str(PY312), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_request_body.py"]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]

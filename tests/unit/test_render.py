@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dsserve.app import import_path, llm_configs_of, serving_args, uses_data_parallel
+from dsserve.app import import_path, llm_configs_of, serving_args
 from dsserve.config import load_spec
 from dsserve.render.serve_config import render_serve_config, serve_config
 from tests.conftest import PROFILES, REPO
@@ -158,7 +158,6 @@ TWO_NODE_DP = REPO / "deploy/profiles/h800x16-deepseek-v3-dp16-ep.yaml"
 
 def test_two_node_tp8_pp2_places_16_gpu_bundles_with_pack() -> None:
     """TP8 x PP2 on 2 x 8 GPUs: one {GPU: 1} bundle per rank, PACK (STRICT_PACK cannot span nodes)."""
-    from ray.serve.llm import LLMServingArgs
 
     spec = load_spec(TWO_NODE_TP_PP)
     assert (spec.hardware.nodes, spec.hardware.gpus_per_node) == (2, 8)
@@ -178,7 +177,6 @@ def test_two_node_tp8_pp2_places_16_gpu_bundles_with_pack() -> None:
 
 
 def test_one_node_layouts_stay_strict_pack(local_cpu_data: dict) -> None:
-    from dsserve.config import parse_spec
 
     for name in ("h800x8-deepseek-llm-67b.yaml", "h800x8-deepseek-v2.yaml", "h800x8-deepseek-v3-awq.yaml"):
         pg = llm_configs_of(serving_args(load_spec(REPO / "deploy/profiles" / name)))[0]["placement_group_config"]
@@ -205,7 +203,6 @@ def test_two_node_serve_config_states_the_cluster_it_needs() -> None:
 
 
 def test_two_node_dp16_renders_16_single_gpu_ranks_over_both_nodes() -> None:
-    from ray.llm._internal.serve.serving_patterns.data_parallel.builder import DPOpenAiServingArgs
     from ray.serve.llm.deployment import DPServer
 
     spec = load_spec(TWO_NODE_DP)

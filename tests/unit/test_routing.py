@@ -1,4 +1,5 @@
-"""The prefix-affinity router's workaround (dsserve/serving/routing.py): upstream still blocks, ours awaits and decides."""
+"""The prefix-affinity router's workaround (dsserve/serving/routing.py): upstream still blocks, ours awaits and
+decides."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
 from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router import PrefixCacheAffinityRouter
 from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_tree import PrefixTree
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID, ReplicaID

@@ -174,7 +174,8 @@ def test_a_layout_that_does_not_fit_is_refused_at_start_like_vllm() -> None:
 
 
 def test_every_sim_profile_mirrors_its_gpu_twin() -> None:
-    """sim-<twin>.yaml differs from deploy/profiles/<twin>.yaml only in name, description, backend and local API (host, keys)."""
+    """sim-<twin>.yaml differs from deploy/profiles/<twin>.yaml only in name, description, backend and local API
+    (host, keys)."""
     sims = sorted((REPO / "deploy/profiles").glob("sim-*.yaml"))
     assert sims, "no sim-*.yaml profiles"
     allowed = {("name",), ("description",), ("engine", "backend"), ("api", "host"), ("api", "api_keys_env"),
@@ -288,10 +289,10 @@ def test_a_tool_choice_gets_one_call_with_arguments_valid_against_the_tools_sche
 
 
 def test_auto_answers_a_tool_result_in_text_so_an_agent_loop_ends() -> None:
+    call = {"id": "chatcmpl-tool-" + "0" * 32, "type": "function",
+            "function": {"name": "get_weather", "arguments": "{}"}}
     turn = [{"role": "user", "content": "weather in Paris?"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "chatcmpl-tool-" + "0" * 32, "type": "function",
-                                                                    "function": {"name": "get_weather",
-                                                                                 "arguments": "{}"}}]},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "tool", "tool_call_id": "chatcmpl-tool-" + "0" * 32, "content": "18 C, sunny"}]
     ((resp,),) = _answers(_parser_spec(), _chat(messages=turn, tools=TOOLS, max_tokens=5))
     choice = resp.model_dump()["choices"][0]
@@ -316,7 +317,8 @@ def test_without_a_tool_parser_tool_choices_get_vllms_400(choice: Any, message: 
 def test_tool_choice_none_answers_in_text_and_the_tools_count_toward_the_prompt(spec: Any) -> None:
     ((resp,),) = _answers(spec(), _chat(tools=TOOLS, tool_choice="none", max_tokens=4))
     body = resp.model_dump()
-    assert body["choices"][0]["finish_reason"] == "length" and len(body["choices"][0]["message"]["content"].split()) == 4
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "length" and len(choice["message"]["content"].split()) == 4
     plain = chat_prompt_tokens([{"role": "user", "content": "hello " * 40}])
     assert body["usage"]["prompt_tokens"] == chat_prompt_tokens([{"role": "user", "content": "hello " * 40}], TOOLS)
     assert body["usage"]["prompt_tokens"] > plain + 50, "tool schemas are part of the prompt"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dsserve.stack import last_exception_line
 
 # The shape of Serve's DeploymentStatusInfo.message for a replica whose constructor raised (trimmed).
-SERVE_MESSAGE = """The deployment failed to start 3 times in a row. This may be due to a problem with its constructor or \
-initial health check failing. See controller logs for details. Error:
+SERVE_MESSAGE = """The deployment failed to start 3 times in a row. This may be due to a problem with its \
+constructor or initial health check failing. See controller logs for details. Error:
 ray::ServeReplica:local-cpu:LLMServer:tiny-deepseek-v2.initialize_and_get_metadata() (pid=27598, ip=192.0.2.2)
   File "/x/ray/serve/_private/replica.py", line 1, in initialize_and_get_metadata
     raise RuntimeError(

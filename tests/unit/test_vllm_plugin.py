@@ -19,7 +19,7 @@ E, K, HIDDEN, INTER, TOKENS, RANKS = 8, 2, 256, 128, 16, 2
 ISA = "vec"  # CPUUnquantizedExperts.isa, the portable kernel vLLM picks without AMX
 
 
-def _moe(hidden, w13, w2, weights, ids) -> "torch.Tensor":
+def _moe(hidden, w13, w2, weights, ids) -> torch.Tensor:
     out = torch.empty_like(hidden)
     ops.cpu_fused_moe(out, hidden, ops.cpu_prepack_moe_weight(w13, ISA), ops.cpu_prepack_moe_weight(w2, ISA),
                       None, None, weights, ids, "silu", ISA, False)
@@ -37,7 +37,7 @@ def problem() -> dict:
     return {"hidden": hidden, "w13": w13, "w2": w2, "weights": weights.float(), "ids": ids.to(torch.int32)}
 
 
-def _expert_map(rank: int) -> "torch.Tensor":
+def _expert_map(rank: int) -> torch.Tensor:
     """vLLM's linear placement: rank r holds experts [r*E/R, (r+1)*E/R), -1 elsewhere."""
     per = E // RANKS
     m = torch.full((E,), -1, dtype=torch.int32)
@@ -45,7 +45,7 @@ def _expert_map(rank: int) -> "torch.Tensor":
     return m
 
 
-def _ep_sum(problem: dict, translate) -> "torch.Tensor":
+def _ep_sum(problem: dict, translate) -> torch.Tensor:
     per = E // RANKS
     total = torch.zeros(TOKENS, HIDDEN, dtype=torch.float32)
     for rank in range(RANKS):
