@@ -45,8 +45,9 @@ install: $(STAMP) $(VENV312)/.stamp  ## create .venv and install dsserve with th
 up: install  ## install, build the tiny model, serve the OpenAI API on :8000 until Ctrl-C
 	$(BIN)/dsserve up
 
-lint: install  ## ruff over the package, tests, bench and scripts (rules: pyproject.toml [tool.ruff])
+lint: install  ## ruff over the package, tests, bench and scripts, and mypy over the package (pyproject.toml)
 	$(BIN)/ruff check dsserve tests bench loadtest scripts
+	$(BIN)/mypy
 
 test: install lint  ## install, lint, and run the whole suite (unit + e2e against the real stack)
 	@scripts/install-system-deps.sh

@@ -7,6 +7,7 @@ and exit status 1 (2 for usage errors). Only this module calls ``sys.exit``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import signal
 import sys
@@ -31,6 +32,10 @@ def default_profile() -> Path:
 
 def _say(msg: str) -> None:
     print(f"dsserve: {msg}", flush=True)
+
+
+def _say_about(name: str, msg: str) -> None:
+    _say(f"{name}: {msg}")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -60,7 +65,7 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
             raise ModelBuildError(f"unknown tiny model or adapter {name!r}; choose from: "
                                   f"{', '.join(sorted(TINY_MODELS) + sorted(TINY_LORAS))}")
         build = build_tiny_lora if name in TINY_LORAS else build_tiny_model
-        path, built = build(name, root, progress=lambda m, n=name: _say(f"{n}: {m}"))
+        path, built = build(name, root, progress=functools.partial(_say_about, name))
         state = f"built in {time.monotonic() - t0:.1f}s" if built else "already built, nothing to do"
         print(f"{name}: {path} ({state})")
     return 0

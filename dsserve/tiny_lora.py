@@ -164,7 +164,7 @@ def _build_adapter(recipe: TinyLoraRecipe, out: Path) -> None:
     if not state:
         raise ModelBuildError(f"{recipe.name}: none of {recipe.target_modules} is a layer of {recipe.base}")
     model.load_state_dict(state, strict=False, assign=True)
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(str(out), safe_serialization=True)
     (out / "README.md").unlink(missing_ok=True)  # PEFT's model-card template; nothing reads it
     # PEFT keeps target_modules in a set, so its JSON order changes between processes; sort it.
     cfg_path = out / "adapter_config.json"

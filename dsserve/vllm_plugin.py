@@ -74,7 +74,7 @@ def register() -> None:
 
     setattr(apply, _PATCHED_MARK, True)
     _vllm_logger().info("dsserve: CPU fused-MoE expert-parallel fix loaded (global->local ids via expert_map)")
-    cls.apply = apply  # type: ignore[method-assign]
+    cls.apply = apply
 
 
 def _vllm_logger() -> logging.Logger:

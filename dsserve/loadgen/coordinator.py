@@ -295,7 +295,7 @@ class Collector:
         share = int(d["share"])
         self.rows.extend(RequestResult.from_row(r) for r in d["rows"])
         self.overflow.extend((share, float(t)) for t in d["overflow"])
-        self.cpu.setdefault(share, []).extend(tuple(c) for c in d["cpu"])  # type: ignore[misc]
+        self.cpu.setdefault(share, []).extend(tuple(c) for c in d["cpu"])
         self.itl.merge({int(k): v for k, v in d["itl"].items()})
 
     def on_done(self, d: dict[str, Any]) -> None:
@@ -383,13 +383,15 @@ class Controller:
         elif self.role in ("local", "debug"):
             assert self.config is not None
             self.collector = Collector(1)
-            self.pacer = ProcessPacer(self.config, 0, 1, self._local_send)
+            self.pacer = ProcessPacer(self.config, 0, 1, self.deliver)
             self.pacer_ready.set()
             self.ready.add(0)
             if self.role == "debug":
                 self.pacer.start(time.time() + 0.1)
 
-    def _local_send(self, kind: str, data: dict[str, Any]) -> None:
+    def deliver(self, kind: str, data: dict[str, Any]) -> None:
+        """A generator's results or done message, to the collector: called by the pacer in a one-process run,
+        and for the workers' messages in the master (which made the collector on their MSG_READY)."""
         assert self.collector is not None
         if kind == MSG_RESULTS:
             self.collector.on_results(data)

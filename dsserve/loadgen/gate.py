@@ -127,7 +127,7 @@ def compute_figures(data: RunData) -> dict[str, Any]:
             "streamed_ok": len(streamed_ok),
         },
         "latency_ms": {
-            "ttft": summarize(r.ttft_ms for r in streamed_ok),
+            "ttft": summarize(r.ttft_ms for r in streamed_ok if r.ttft_ms is not None),
             "e2e": summarize(r.e2e_ms for r in ok if r.e2e_ms is not None),
             "tpot": summarize(r.tpot_ms for r in streamed_ok if r.tpot_ms is not None),
             "itl": data.itl.summary(),

@@ -103,8 +103,8 @@ def on_init(environment: Any, runner: Any = None, **_kw: Any) -> None:
     environment.events.spawning_complete.add_listener(lambda **kw: ctl.on_spawning_complete())
     if role == "master":
         runner.register_message(MSG_READY, lambda environment, msg, **kw: ctl.on_ready(msg.data))
-        runner.register_message(MSG_RESULTS, lambda environment, msg, **kw: ctl.collector.on_results(msg.data))
-        runner.register_message(MSG_DONE, lambda environment, msg, **kw: ctl.collector.on_done(msg.data))
+        runner.register_message(MSG_RESULTS, lambda environment, msg, **kw: ctl.deliver(MSG_RESULTS, msg.data))
+        runner.register_message(MSG_DONE, lambda environment, msg, **kw: ctl.deliver(MSG_DONE, msg.data))
     spec = config.spec
     log.info("dsserve: scenario %s against %s (model %s): %.6g req/s %s, ramp %gs, measured %gs, "
              "in-flight cap %d", spec.name, config.host, config.model, spec.load.rate_rps, spec.load.arrivals,

@@ -105,7 +105,7 @@ def _resolve_tokenizer(spec: str) -> Path:
 def sample_length(d: Dist, rng: random.Random, context_window: int | None = None,
                   dataset_value: int | None = None) -> int:
     """One integer length (>= 1) drawn from ``d``; ``unit: context`` scales by the window."""
-    scale = float(context_window) if d.unit == "context" else 1.0
+    scale = float(context_window) if d.unit == "context" and context_window is not None else 1.0
     lo = d.min * scale if d.min is not None else None
     hi = d.max * scale if d.max is not None else None
     if d.dist == "constant":
@@ -243,14 +243,14 @@ def _read_sharegpt(path: str, counter: TokenCounter, size: int, seed: int,
     convs = [c.get("conversations") for c in data if isinstance(c, dict)]
     pairs = [(c[0].get("value"), c[1].get("value")) for c in convs
              if isinstance(c, list) and len(c) >= 2 and isinstance(c[0], dict) and isinstance(c[1], dict)]
-    pairs = [(a, b) for a, b in pairs if isinstance(a, str) and isinstance(b, str) and a.strip()]
-    if not pairs:
+    texts = [(a, b) for a, b in pairs if isinstance(a, str) and isinstance(b, str) and a.strip()]
+    if not texts:
         raise ScenarioError(f"--sharegpt {path}: no conversation with a prompt and a reply; expected "
                             '{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}]}')
     rng = random.Random(f"dsserve-sharegpt:{seed}")
-    rng.shuffle(pairs)
+    rng.shuffle(texts)
     out: list[tuple[str, int, int]] = []
-    for prompt, reply in pairs:
+    for prompt, reply in texts:
         pt, rt = counter.count(prompt), max(1, counter.count(reply))
         if window is not None and pt + rt > window:
             continue

@@ -227,9 +227,8 @@ def histogram_chart(edges: Sequence[float], counts: Sequence[int], *, title: str
     def px(x: float) -> float:
         return f.left + tx(x) * f.pw
 
-    top = max(counts)
-    yt = nice_ticks(0, top, 4)
-    top = max(top, yt[-1])
+    yt = nice_ticks(0, max(counts), 4)
+    top = max(float(max(counts)), yt[-1])
 
     def py(y: float) -> float:
         return f.top + f.ph - y / top * f.ph

@@ -223,7 +223,7 @@ class OpenLoopUser(LLMUser):
 
         return pacer_of(self.environment)
 
-    def wait_time(self) -> float:  # type: ignore[override]
+    def wait_time(self) -> float:
         self._ticket = self.pacer.next_ticket()
         return 0.0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from dsserve.catalog import ACCELERATORS, Accelerator, ModelArch
+from dsserve.catalog import ACCELERATORS, GIB, Accelerator, ModelArch
 from dsserve.planner import assumptions as A
 
 if TYPE_CHECKING:
@@ -113,9 +113,9 @@ def default_batched_tokens(accel: Accelerator, world_size: int) -> int:
     if not accel.is_gpu:
         return A.VLLM_DEFAULT_BATCHED_TOKENS_OTHER * world_size
     mem = accel.usable_memory_bytes or accel.memory_bytes
-    if mem >= 160 * A.GIB:
+    if mem >= 160 * GIB:
         return A.VLLM_DEFAULT_BATCHED_TOKENS_LARGE
-    if mem >= 70 * A.GIB and not accel.key.startswith("a100"):
+    if mem >= 70 * GIB and not accel.key.startswith("a100"):
         return A.VLLM_DEFAULT_BATCHED_TOKENS_HOPPER
     return A.VLLM_DEFAULT_BATCHED_TOKENS_OTHER
 

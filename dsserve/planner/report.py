@@ -169,13 +169,13 @@ def render_text(plan: Plan) -> str:
     out.append("")
     out.append("Memory per GPU (fullest pipeline stage)")
     if dep.accel.is_gpu:
-        rows = [
-            ["usable device memory", mem.usable_bytes / GIB],
-            [f"budget at gpu_memory_utilization {dep.gpu_memory_utilization:g}", mem.budget_bytes / GIB],
-            [f"weights ({dep.weights.name})", mem.weight_bytes / GIB],
-            ["activations (vLLM profiling peak)", mem.activation_bytes / GIB],
-            ["non-torch (CUDA context, NCCL)", mem.non_torch_bytes / GIB],
-            ["left for the KV cache", mem.kv_budget_bytes / GIB],
+        rows: list[tuple[str, float]] = [
+            ("usable device memory", mem.usable_bytes / GIB),
+            (f"budget at gpu_memory_utilization {dep.gpu_memory_utilization:g}", mem.budget_bytes / GIB),
+            (f"weights ({dep.weights.name})", mem.weight_bytes / GIB),
+            ("activations (vLLM profiling peak)", mem.activation_bytes / GIB),
+            ("non-torch (CUDA context, NCCL)", mem.non_torch_bytes / GIB),
+            ("left for the KV cache", mem.kv_budget_bytes / GIB),
         ]
         out.append(table(["", "GiB"], [[r[0], round(r[1], 2)] for r in rows]))
     else:

@@ -178,7 +178,7 @@ class KeyStore:
             self._next_check = now + self.check_interval_s
             try:
                 st = os.stat(self.path)
-                sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                sig: tuple[int, ...] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
                 if sig == self._file_sig and not force:
                     return False
                 sig, keys = self._read()

@@ -245,7 +245,7 @@ def validation_message(err: dict[str, Any]) -> tuple[str, str | None]:
 
 
 @lru_cache(maxsize=256)
-def _field_adapter(model_cls: type, name: str) -> Any:
+def _field_adapter(model_cls: Any, name: str) -> Any:
     from pydantic import TypeAdapter
 
     return TypeAdapter(model_cls.model_fields[name].annotation)
@@ -298,7 +298,7 @@ def validate_request(model_cls: Any, data: dict[str, Any]) -> Any:
         return model_cls.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
-        msgs = list(dict.fromkeys(validation_message(e) for e in errors))
+        msgs = list(dict.fromkeys(validation_message(dict(e)) for e in errors))
         shown, more = msgs[:3], (f" (and {len(msgs) - 3} more)" if len(msgs) > 3 else "")
         raise InvalidRequest("Invalid request: " + "; ".join(m for m, _ in shown) + more,
                              param=shown[0][1] if shown else None) from None

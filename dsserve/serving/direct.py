@@ -132,7 +132,8 @@ class PipelineApp:
         settings = pipeline_settings(llm_config)
         # Fail before the engine loads (minutes for a large model) when a configured key source is empty or weak.
         KeyStore(env=settings.api_keys_env, path=settings.api_keys_file, min_key_chars=MIN_KEY_CHARS)
-        await super().__init__(llm_config, *args, **kwargs)  # type: ignore[misc]
+        # a mixin: the next class in the MRO is ray.serve.llm's LLMServer, whose __init__ is async
+        await super().__init__(llm_config, *args, **kwargs)  # type: ignore[misc,call-arg]
 
     async def __serve_build_asgi_app__(self) -> Any:
         app = without_unreachable_middleware(await self.engine.build_asgi_app())

@@ -209,7 +209,7 @@ class DsserveIngress(OpenAiIngress):
         ingress wrapper hands it over after ``__init__``. A Ray upgrade that renames it fails the e2e tests
         for auth and unknown routes, not users silently.
         """
-        super()._set_asgi_app(self._pipeline_for(app))  # type: ignore[misc]
+        super()._set_asgi_app(self._pipeline_for(app))
 
     async def _layout(self, model_id: str) -> dict[str, Any]:
         handle = getattr(self, "_default_serve_handles", {}).get(model_id)
@@ -222,11 +222,11 @@ class DsserveIngress(OpenAiIngress):
         return self.model_directory.card(model_id)
 
     # -- chat and completions ------------------------------------------------------------------------
-    async def chat(self, request: Request) -> Response:  # type: ignore[override]
+    async def chat(self, request: Request) -> Response:
         """POST /v1/chat/completions: the body the pipeline checked, as vLLM's request model, to the engine."""
         return await self._generate(request, ChatCompletionRequest, "chat")
 
-    async def completions(self, request: Request) -> Response:  # type: ignore[override]
+    async def completions(self, request: Request) -> Response:
         """POST /v1/completions: as :meth:`chat`."""
         return await self._generate(request, CompletionRequest, "completions")
 
@@ -248,9 +248,9 @@ class DsserveIngress(OpenAiIngress):
         except _NoEngineReplica:
             raise _engine_down("no engine replica is running (Serve is starting or replacing it)") from None
         except BackPressureError:
-            err = overloaded("the model's request queue is full (serving.max_queued_requests)")
-            err.code = "queue_full"
-            raise err from None
+            full = overloaded("the model's request queue is full (serving.max_queued_requests)")
+            full.code = "queue_full"
+            raise full from None
         except ClientError:
             raise
         except Exception as exc:  # raised by the engine replica (arrives as a RayTaskError) or on the way

@@ -515,9 +515,9 @@ class _ResponseFilter:
         if self._path in _GENERATE_PATHS and (status >= 500 or status in (400, 422)):
             # a 5xx the body caused, or vLLM's own validation dump: vLLM's request model names the field in the
             # one wording both modes use (a body that validates keeps the engine's message: context length, ...)
-            err = diagnose(self._path, self._data)
-            if err is not None:
-                status, body = err.status, err.body()
+            refused = diagnose(self._path, self._data)
+            if refused is not None:
+                status, body = refused.status, refused.body()
             elif status == 400:
                 body = name_grammar_field(body, self._data)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

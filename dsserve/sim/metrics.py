@@ -41,7 +41,7 @@ class SimMetrics:
             return RayCounterWrapper(name=name, documentation=doc, labelnames=_LABELS + (extra or []))
 
         def hist(name: str, doc: str, family: str) -> Any:
-            buckets = histogram_buckets(family, max_model_len=max_model_len)  # type: ignore[arg-type]
+            buckets = histogram_buckets(family, max_model_len=max_model_len)
             return RayHistogramWrapper(name=name, documentation=doc, labelnames=_LABELS,
                                        buckets=buckets).labels(*lv)
 

@@ -463,3 +463,21 @@ def test_every_generated_table_in_the_doc_is_current(capsys: pytest.CaptureFixtu
 def test_doc_has_the_1200_qps_answer_and_no_gpu_note() -> None:
     doc = (REPO / "docs" / "planner.md").read_text()
     assert "1200 QPS" in doc and "No GPU" in doc
+
+
+def test_an_unset_token_budget_is_vllms_default_for_the_accelerator(tmp_path: Path) -> None:
+    """engine.max_num_batched_tokens left out: the planner uses vLLM 0.32's OpenAI-server default for the
+    device (8,192 on an 80-141 GB Hopper, 2,048 per rank on CPU)."""
+    from dsserve.catalog import ACCELERATORS
+    from dsserve.planner import assumptions as A
+    from dsserve.planner.deployment import default_batched_tokens
+
+    assert default_batched_tokens(ACCELERATORS["h800"], 8) == A.VLLM_DEFAULT_BATCHED_TOKENS_HOPPER == 8192
+    assert default_batched_tokens(ACCELERATORS["h200"], 8) == 8192  # 141 GB: under the 160 GiB step
+    assert default_batched_tokens(ACCELERATORS["cpu"], 2) == 2 * A.VLLM_DEFAULT_BATCHED_TOKENS_OTHER
+    import yaml
+
+    spec = yaml.safe_load((PROFILES / "h800x8-deepseek-v2.yaml").read_text())
+    del spec["engine"]["max_num_batched_tokens"]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["plan", str(tmp_path / "p.yaml")]) in (0, 1)  # planned (fits or not), not a crash
