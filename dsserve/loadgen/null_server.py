@@ -7,12 +7,13 @@ chunk, one event per token, a usage chunk when ``stream_options.include_usage`` 
 ``--itl-ms``) and injected failures (``--fail-every N``: every N-th request answers 500) make the gate's
 failure paths testable. A chat request with ``tools`` (and a ``tool_choice`` other than ``none``) is
 answered with one tool call in vLLM's shape (the named function, else the first declared; arguments the
-smallest instance of its parameters schema; streamed as a name delta then argument fragments;
-``finish_reason`` ``stop`` for a named choice, ``tool_calls`` otherwise), and one with a ``response_format``
-with JSON content; ``--malformed-every N`` cuts every N-th such answer's JSON short, so the load
-generator's ``malformed_tool_call`` / ``malformed_json`` checks can be tested end to end. ``GET /stats``
-returns the arrival time (``time.time()``) of every request, so a test can check the rate the server saw,
-independent of the generator's own bookkeeping.
+simulated engine's instance of its parameters schema, :func:`dsserve.sim.schema_instance.instance_of`;
+streamed as a name delta then argument fragments; ``finish_reason`` ``stop`` for a named choice,
+``tool_calls`` otherwise), and one with a ``response_format`` with JSON content; ``--malformed-every N``
+cuts every N-th such answer's JSON short, so the load generator's ``malformed_tool_call`` /
+``malformed_json`` checks can be tested end to end. ``GET /stats`` returns the arrival time (``time.time()``)
+of every request, so a test can check the rate the server saw, independent of the generator's own
+bookkeeping.
 
 It is how dsserve tests its pacing, and how to find a generator machine's ceiling before blaming a server:
 run a scenario against it with ``--engine null``; whatever the generator cannot sustain here it cannot
@@ -30,28 +31,9 @@ from typing import Any
 
 from aiohttp import web
 
+from dsserve.sim.schema_instance import instance_of
+
 __all__ = ["NullServer", "make_app", "main"]
-
-
-def _example(schema: Any) -> Any:
-    """The smallest instance of a bounded JSON Schema (the subset tool definitions use)."""
-    if not isinstance(schema, dict):
-        return None
-    if "enum" in schema:
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if kind == "object":
-        props = schema.get("properties") or {}
-        return {k: _example(props.get(k)) for k in schema.get("required") or ()}
-    if kind == "array":
-        return [_example(schema.get("items")) for _ in range(int(schema.get("minItems", 0)))]
-    if kind == "string":
-        return "x" * max(1, int(schema.get("minLength", 1)))
-    if kind in ("integer", "number"):
-        return schema.get("minimum", 0)
-    if kind == "boolean":
-        return False
-    return None
 
 
 def _structured_answer(body: dict[str, Any]) -> tuple[str, str, str | None] | None:
@@ -61,11 +43,11 @@ def _structured_answer(body: dict[str, Any]) -> tuple[str, str, str | None] | No
     if tools and choice != "none":
         named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
         fn = next((t["function"] for t in tools if t["function"]["name"] == named), tools[0]["function"])
-        text = json.dumps(_example(fn.get("parameters") or {"type": "object"}))
+        text = json.dumps(instance_of(fn.get("parameters") or {"type": "object"}))
         return "call", text, fn["name"]
     fmt = body.get("response_format") or {}
     if fmt.get("type") in ("json_schema", "json_object"):
-        text = json.dumps(_example((fmt.get("json_schema") or {}).get("schema") or {"type": "object"}))
+        text = json.dumps(instance_of((fmt.get("json_schema") or {}).get("schema") or {"type": "object"}))
         return "json", text, None
     return None
 
