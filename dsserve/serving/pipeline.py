@@ -70,7 +70,7 @@ from dsserve.serving.errors import (
     normalize_error,
     overloaded,
 )
-from dsserve.serving.grammar_limits import name_grammar_field
+from dsserve.serving.grammar_limits import check_grammars, name_grammar_field
 from dsserve.serving.metrics import RequestMetrics
 from dsserve.serving.shares import Limits, LiveReplicas
 
@@ -367,8 +367,9 @@ class RequestPipeline:
                 model = data.get("model")
                 if route.kind == "generate":
                     shape = request_shape(data, chat=path.endswith("chat/completions"), limits=self._shape_limits)
-                else:  # /tokenize, /detokenize: a chat form carries messages too
+                else:  # /tokenize, /detokenize: a chat form carries messages and tools (rendered into the prompt)
                     check_messages(data, self._shape_limits)
+                    check_grammars(data, self._shape_limits)
                     shape = RequestShape(model if isinstance(model, str) else None, 1, False)
                 self.check_model(model)
                 self.rate_limit(key_id, shape.weight)

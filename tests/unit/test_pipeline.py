@@ -763,3 +763,16 @@ def test_the_message_cap_holds_on_tokenize_too() -> None:
     err = error_of(s.run("/tokenize", body), 400)
     assert err["param"] == "messages" and "api.max_messages" in err["message"] and not s.engine.bodies
     assert s.run("/tokenize", {**body, "messages": body["messages"][:3]})[0] == 200
+
+
+def test_the_tool_caps_hold_on_tokenize_too() -> None:
+    """/tokenize's chat form renders its tools into the prompt: the same api.max_tools and schema caps."""
+    s = Stack(max_tools=2, max_schema_bytes=1024)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [tool] * 3}
+    err = error_of(s.run("/tokenize", body), 400)
+    assert err["param"] == "tools" and "api.max_tools" in err["message"] and not s.engine.bodies
+    big = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "description": "x" * 2000}}}
+    err = error_of(s.run("/tokenize", {**body, "tools": [big]}), 400)
+    assert err["param"] == "tools.0.function.parameters" and "api.max_schema_bytes" in err["message"]
+    assert s.run("/tokenize", {**body, "tools": [tool] * 2})[0] == 200
