@@ -175,7 +175,7 @@ class ShapeLimits:
                  "max_schema_depth")
 
     def __init__(self, *, max_n: int, max_prompts: int, max_tokens: int | None, max_messages: int,
-                 max_tools: int = 128, max_schema_bytes: int = 32768, max_schema_depth: int = 32) -> None:
+                 max_tools: int, max_schema_bytes: int, max_schema_depth: int) -> None:
         self.max_n, self.max_prompts, self.max_tokens, self.max_messages = max_n, max_prompts, max_tokens, max_messages
         self.max_tools, self.max_schema_bytes, self.max_schema_depth = max_tools, max_schema_bytes, max_schema_depth
 

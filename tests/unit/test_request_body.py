@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from dsserve.serving.body import MAX_NESTING, ShapeLimits, _first_bad_string, parse_json, request_shape
 from dsserve.serving.errors import BodyTooLarge, InvalidRequest
 
-LIMITS = ShapeLimits(max_n=16, max_prompts=16, max_tokens=8192, max_messages=2048)
+LIMITS = ShapeLimits(max_n=16, max_prompts=16, max_tokens=8192, max_messages=2048, max_tools=128,
+                     max_schema_bytes=32768, max_schema_depth=32)
 
 
 @pytest.mark.parametrize("depth", [MAX_NESTING + 1, 1_000, 100_000])
