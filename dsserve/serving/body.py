@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dsserve.serving.errors import BodyTooLarge, InvalidRequest
-from dsserve.serving.grammar_limits import check_grammars
+from dsserve.serving.grammar_limits import check_grammars, nests_deeper_than
 
 __all__ = [
     "MAX_NESTING",
@@ -109,18 +109,6 @@ def _first_bad_string(data: Any) -> str | None:
 MAX_NESTING = 64
 
 
-def _deeper_than(data: Any, limit: int) -> bool:
-    """Whether arrays/objects in ``data`` nest more than ``limit`` deep (iterative: see the module doc)."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
-
-
 def parse_json(raw: bytes, *, what: str = "`model` and `messages` (chat) or `prompt` (completions)") -> dict[str, Any]:
     """The body as a JSON object, or InvalidRequest saying what is wrong with it."""
     if not raw:
@@ -137,7 +125,7 @@ def parse_json(raw: bytes, *, what: str = "`model` and `messages` (chat) or `pro
         raise InvalidRequest(f"The request body must be a JSON object, got {type(data).__name__}.",
                              code="invalid_body")
     # fewer brackets than the limit cannot nest past it: the walk runs only for bodies with many (C-speed count)
-    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _deeper_than(data, MAX_NESTING):
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nests_deeper_than(data, MAX_NESTING):
         raise InvalidRequest(f"Invalid request: the body nests arrays/objects more than {MAX_NESTING} deep; "
                              "flatten it.", code="invalid_json")
     if _SURROGATE_ESCAPE.search(raw):

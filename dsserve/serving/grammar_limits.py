@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from dsserve.serving.errors import InvalidRequest
 
-__all__ = ["GrammarLimits", "MAX_PATTERN_REPEAT", "check_grammars", "name_grammar_field"]
+__all__ = ["GrammarLimits", "MAX_PATTERN_REPEAT", "check_grammars", "name_grammar_field", "nests_deeper_than"]
 
 #: The most repetitions all regex quantifiers of one request may add up to (``{n}``, ``{n,m}``, ``{n,}``; the
 #: larger bound counts). Real patterns use a handful (``^\\d{4}-\\d{2}-\\d{2}$`` is 8); ``{3000}`` costs a second.
@@ -41,16 +41,17 @@ class GrammarLimits(Protocol):
     max_schema_depth: int
 
 
-def _depth(node: Any) -> int:
-    """How deep arrays/objects nest in ``node`` (an object is 1); iterative, as body.py's walks are."""
-    deepest, stack = 0, [(node, 1)]
+def nests_deeper_than(data: Any, limit: int) -> bool:
+    """Whether arrays/objects in ``data`` nest more than ``limit`` deep (iterative: Python 3.12's ``json``
+    parses nesting deeper than the interpreter's recursion limit). The body's own cap uses it too (body.py)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return deepest
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def _regexes(node: Any, *, top_regex: bool) -> list[str]:
@@ -93,10 +94,9 @@ def _check_one(grammar: Any, where: str, limits: GrammarLimits, *, top_regex: bo
                              f"{limits.max_schema_bytes} (api.max_schema_bytes); the engine compiles it with no "
                              "time limit. Send a smaller schema, e.g. with $defs/$ref for repeated parts.",
                              param=where)
-    depth = _depth(grammar)
-    if depth > limits.max_schema_depth:
-        raise InvalidRequest(f"Invalid request: {where}: the schema nests {depth} levels of objects/arrays, "
-                             f"more than {limits.max_schema_depth} (api.max_schema_depth); flatten it.", param=where)
+    if nests_deeper_than(grammar, limits.max_schema_depth):
+        raise InvalidRequest(f"Invalid request: {where}: the schema nests objects/arrays more than "
+                             f"{limits.max_schema_depth} levels deep (api.max_schema_depth); flatten it.", param=where)
     return sum(_repeats(p) for p in _regexes(grammar, top_regex=top_regex))
 
 
