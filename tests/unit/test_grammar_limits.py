@@ -100,3 +100,18 @@ def test_engine_grammar_errors_name_the_field_sent() -> None:
     assert json.loads(name_grammar_field(body, {"tools": [1]}))["error"]["param"] == "tools"
     other = json.dumps({"error": {"message": "context too long", "param": None}}).encode()
     assert name_grammar_field(other, {"tools": [1]}) == other  # not a grammar error: unchanged
+
+
+def test_the_compile_benchmark_writes_what_produced_its_figures(tmp_path: Any) -> None:
+    """bench/grammar_compile.py, at a tiny size: each shape timed, with the machine and xgrammar version."""
+    from bench.grammar_compile import main
+
+    out = tmp_path / "g.json"
+    assert main(["--levels", "2", "3", "--repeats", "10", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["xgrammar"] and report["machine"]["cores"] >= 1
+    assert [r["shape"] for r in report["rows"]] == ["nested oneOf, 2 levels", "nested oneOf, 3 levels",
+                                                    "pattern ^(a|b){10}$"]
+    sizes = [r["schema_bytes"] for r in report["rows"][:2]]
+    assert sizes[1] > 2 * sizes[0]  # each level holds the one below twice
+    assert all(r["total_s"] >= r["compile_s"] >= 0 for r in report["rows"])
