@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsserve-installed
 PROFILES := $(wildcard deploy/profiles/*.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: help install up lint test test-unit test-e2e render tiny-model clean
+.PHONY: help install up lint format test test-unit test-e2e render tiny-model clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -45,9 +45,16 @@ install: $(STAMP) $(VENV312)/.stamp  ## create .venv and install dsserve with th
 up: install  ## install, build the tiny model, serve the OpenAI API on :8000 until Ctrl-C
 	$(BIN)/dsserve up
 
-lint: install  ## ruff over the package, tests, bench and scripts, and mypy over the package (pyproject.toml)
-	$(BIN)/ruff check dsserve tests bench loadtest scripts
+LINT_PATHS := dsserve tests bench loadtest scripts
+
+lint: install  ## ruff (lint + format check) over the package, tests, bench and scripts, and mypy over the package
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+
+format: install  ## rewrite the Python sources in the house format (ruff format) and apply ruff's safe fixes
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 test: install lint  ## install, lint, and run the whole suite (unit + e2e against the real stack)
 	@scripts/install-system-deps.sh

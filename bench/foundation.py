@@ -74,31 +74,62 @@ def main() -> int:
     try:
         with httpx.Client(base_url=url, timeout=120) as c:
             first = time.monotonic()
-            r = c.post("/v1/chat/completions", json={"model": "tiny-deepseek-v2", "max_tokens": args.max_tokens,
-                                                     "ignore_eos": True,
-                                                     "messages": [{"role": "user", "content": "Hello"}]})
+            r = c.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "tiny-deepseek-v2",
+                    "max_tokens": args.max_tokens,
+                    "ignore_eos": True,
+                    "messages": [{"role": "user", "content": "Hello"}],
+                },
+            )
             first_ms = (time.monotonic() - first) * 1000
             r.raise_for_status()
             for _ in range(args.requests):
                 t = time.monotonic()
-                r = c.post("/v1/chat/completions", json={
-                    "model": "tiny-deepseek-v2", "max_tokens": args.max_tokens, "ignore_eos": True,
-                    "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+                r = c.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": "tiny-deepseek-v2",
+                        "max_tokens": args.max_tokens,
+                        "ignore_eos": True,
+                        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                    },
+                )
                 r.raise_for_status()
                 results["chat"].append((time.monotonic() - t) * 1000)
                 t = time.monotonic()
-                r = c.post("/v1/completions", json={"model": "tiny-deepseek-v2", "prompt": "The quick brown fox",
-                                                    "max_tokens": args.max_tokens, "ignore_eos": True})
+                r = c.post(
+                    "/v1/completions",
+                    json={
+                        "model": "tiny-deepseek-v2",
+                        "prompt": "The quick brown fox",
+                        "max_tokens": args.max_tokens,
+                        "ignore_eos": True,
+                    },
+                )
                 r.raise_for_status()
                 results["completions"].append((time.monotonic() - t) * 1000)
                 t = time.monotonic()
-                with c.stream("POST", "/v1/chat/completions", json={
-                        "model": "tiny-deepseek-v2", "max_tokens": args.max_tokens, "ignore_eos": True,
-                        "stream": True, "messages": [{"role": "user", "content": "Hello"}]}) as s:
+                with c.stream(
+                    "POST",
+                    "/v1/chat/completions",
+                    json={
+                        "model": "tiny-deepseek-v2",
+                        "max_tokens": args.max_tokens,
+                        "ignore_eos": True,
+                        "stream": True,
+                        "messages": [{"role": "user", "content": "Hello"}],
+                    },
+                ) as s:
                     seen_first = False
                     for line in s.iter_lines():
-                        if (not seen_first and line.startswith("data: ") and '"content":"' in line
-                                and '"content":""' not in line):
+                        if (
+                            not seen_first
+                            and line.startswith("data: ")
+                            and '"content":"' in line
+                            and '"content":""' not in line
+                        ):
                             results["chat_stream_ttft"].append((time.monotonic() - t) * 1000)
                             seen_first = True
     finally:
@@ -117,8 +148,11 @@ def main() -> int:
         "up_to_ready_s": round(ready_s, 1),
         "first_request_ms": round(first_ms, 1),
         "stop_s": round(stop_s, 1),
-        "latency_ms": {k: {"p50": round(_pct(v, 50), 1), "p90": round(_pct(v, 90), 1),
-                           "mean": round(statistics.fmean(v), 1)} for k, v in results.items() if v},
+        "latency_ms": {
+            k: {"p50": round(_pct(v, 50), 1), "p90": round(_pct(v, 90), 1), "mean": round(statistics.fmean(v), 1)}
+            for k, v in results.items()
+            if v
+        },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

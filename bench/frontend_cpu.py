@@ -114,8 +114,12 @@ def measure(name: str, server: Any, body: dict[str, Any], args: argparse.Namespa
         print(f"   idle {args.idle_s:.0f}s", flush=True)
         cpu, wall, _ = _window(root, args.idle_s)
         groups = _by_group(cpu)
-        out["idle"] = {"wall_s": round(wall, 1), "cores_by_group": {g: round(v / wall, 4) for g, v in groups.items()},
-                       "cpu_s_by_process": cpu, "loadavg": loadavg()}
+        out["idle"] = {
+            "wall_s": round(wall, 1),
+            "cores_by_group": {g: round(v / wall, 4) for g, v in groups.items()},
+            "cpu_s_by_process": cpu,
+            "loadavg": loadavg(),
+        }
         out["idle_cores"] = round(_frontend(groups) / wall, 4)
         loads = []
         for i, rate in enumerate(args.rates):
@@ -123,25 +127,47 @@ def measure(name: str, server: Any, body: dict[str, Any], args: argparse.Namespa
             print(f"   {rate:g} req/s for {args.duration_s:.0f}s", flush=True)
 
             def go(rate: float = rate, i: int = i) -> Any:
-                return run_load(f"{url}/v1/chat/completions", body, rate=rate, duration_s=args.duration_s,
-                                seed=args.seed + i, timeout_s=120.0)
+                return run_load(
+                    f"{url}/v1/chat/completions",
+                    body,
+                    rate=rate,
+                    duration_s=args.duration_s,
+                    seed=args.seed + i,
+                    timeout_s=120.0,
+                )
 
             cpu, wall, res = _window(root, 0, go)
             s = res.summary()
             groups = _by_group(cpu)
             done_rate = s["ok"] / wall
-            loads.append({
-                "offered_rate": rate, "wall_s": round(wall, 2), "ok": s["ok"], "sent": s["sent"],
-                "errors": s["errors"], "error_kinds": s["error_kinds"], "completed_req_s": round(done_rate, 3),
-                "ttft_p50_ms": s["ttft_p50_ms"], "ttft_p99_ms": s["ttft_p99_ms"], "e2e_p50_ms": s["e2e_p50_ms"],
-                "e2e_p99_ms": s["e2e_p99_ms"], "generator_late_p99_ms": s["generator_late_p99_ms"],
-                "valid": s["valid"], "cores_by_group": {g: round(v / wall, 4) for g, v in groups.items()},
-                "frontend_cores": round(_frontend(groups) / wall, 4),
-                "frontend_cpu_ms_per_request_at_rate": round(1000 * _frontend(groups) / max(1, s["ok"]), 2),
-                "cpu_s_by_process": cpu, "loadavg": loadavg()})
-            print(f"     ok {s['ok']}/{s['sent']}, TTFT p50 {s['ttft_p50_ms']} ms, frontend "
-                  f"{loads[-1]['frontend_cores']:.3f} cores ({loads[-1]['frontend_cpu_ms_per_request_at_rate']} "
-                  "ms/request at this rate)", flush=True)
+            loads.append(
+                {
+                    "offered_rate": rate,
+                    "wall_s": round(wall, 2),
+                    "ok": s["ok"],
+                    "sent": s["sent"],
+                    "errors": s["errors"],
+                    "error_kinds": s["error_kinds"],
+                    "completed_req_s": round(done_rate, 3),
+                    "ttft_p50_ms": s["ttft_p50_ms"],
+                    "ttft_p99_ms": s["ttft_p99_ms"],
+                    "e2e_p50_ms": s["e2e_p50_ms"],
+                    "e2e_p99_ms": s["e2e_p99_ms"],
+                    "generator_late_p99_ms": s["generator_late_p99_ms"],
+                    "valid": s["valid"],
+                    "cores_by_group": {g: round(v / wall, 4) for g, v in groups.items()},
+                    "frontend_cores": round(_frontend(groups) / wall, 4),
+                    "frontend_cpu_ms_per_request_at_rate": round(1000 * _frontend(groups) / max(1, s["ok"]), 2),
+                    "cpu_s_by_process": cpu,
+                    "loadavg": loadavg(),
+                }
+            )
+            print(
+                f"     ok {s['ok']}/{s['sent']}, TTFT p50 {s['ttft_p50_ms']} ms, frontend "
+                f"{loads[-1]['frontend_cores']:.3f} cores ({loads[-1]['frontend_cpu_ms_per_request_at_rate']} "
+                "ms/request at this rate)",
+                flush=True,
+            )
         out["loads"] = loads
         out.update(_marginal(out))
     finally:
@@ -160,8 +186,11 @@ def _marginal(out: dict[str, Any]) -> dict[str, Any]:
         by_group[g] = round(1000 * d / d_rate, 2) if d_rate > 0 else None
     total = round(1000 * (hi["frontend_cores"] - lo["frontend_cores"]) / d_rate, 2) if d_rate > 0 else None
     carried = all(load["errors"] == 0 and load["valid"] for load in out["loads"])
-    return {"frontend_cpu_ms_per_request": total, "marginal_cpu_ms_per_request_by_group": by_group,
-            "both_rates_carried": carried}
+    return {
+        "frontend_cpu_ms_per_request": total,
+        "marginal_cpu_ms_per_request_by_group": by_group,
+        "both_rates_carried": carried,
+    }
 
 
 def _group_order(g: str) -> int:
@@ -186,9 +215,11 @@ def _table(results: dict[str, Any], title: str) -> str:
     lines.append("")
     for name, r in results.items():
         for load in r.get("loads", []):
-            lines.append(f"  {name:16} {load['offered_rate']:>6g} req/s: ok {load['ok']}/{load['sent']}, TTFT p50 "
-                         f"{load['ttft_p50_ms']} ms, E2E p50/p99 {load['e2e_p50_ms']}/{load['e2e_p99_ms']} ms, "
-                         f"frontend {load['frontend_cores']:.3f} cores")
+            lines.append(
+                f"  {name:16} {load['offered_rate']:>6g} req/s: ok {load['ok']}/{load['sent']}, TTFT p50 "
+                f"{load['ttft_p50_ms']} ms, E2E p50/p99 {load['e2e_p50_ms']}/{load['e2e_p99_ms']} ms, "
+                f"frontend {load['frontend_cores']:.3f} cores"
+            )
     return "\n".join(lines)
 
 
@@ -200,8 +231,16 @@ def _bare(spec: Any, profile: Path, args: argparse.Namespace, log_dir: Path) -> 
     env_vars = dict(cfg.get("runtime_env", {}).get("env_vars", {}))
     kwargs = copy.deepcopy(cfg["engine_kwargs"])
     nice = int(os.environ.get("RAY_worker_niceness", RAY_WORKER_NICENESS))
-    return BareVllm(cfg["model_loading_config"]["model_source"], spec.model.id, engine_cli_args(kwargs), env_vars, [],
-                    args.startup_timeout_s, log_dir / "bare-vllm.log", nice)
+    return BareVllm(
+        cfg["model_loading_config"]["model_source"],
+        spec.model.id,
+        engine_cli_args(kwargs),
+        env_vars,
+        [],
+        args.startup_timeout_s,
+        log_dir / "bare-vllm.log",
+        nice,
+    )
 
 
 def _server(name: str, profile: Path, spec: Any, args: argparse.Namespace, log_dir: Path) -> Any:
@@ -210,14 +249,17 @@ def _server(name: str, profile: Path, spec: Any, args: argparse.Namespace, log_d
     if name == "dsserve":
         return DsserveUp(profile, list(args.sets), args.startup_timeout_s, log_dir / f"{name}.log")
     if name == "dsserve-ingress":
-        return DsserveUp(profile, [*args.sets, "serving.gateway=ingress"], args.startup_timeout_s,
-                         log_dir / f"{name}.log")
+        return DsserveUp(
+            profile, [*args.sets, "serving.gateway=ingress"], args.startup_timeout_s, log_dir / f"{name}.log"
+        )
     if name == "dsserve-p2":
-        return DsserveUp(profile, [*args.sets, "serving.router=power_of_two"], args.startup_timeout_s,
-                         log_dir / f"{name}.log")
+        return DsserveUp(
+            profile, [*args.sets, "serving.router=power_of_two"], args.startup_timeout_s, log_dir / f"{name}.log"
+        )
     if name in ("stock-direct", "stock-ingress"):
-        return StockServe(profile, name.split("-", 1)[1], list(args.sets), args.startup_timeout_s,
-                          log_dir / f"{name}.log")
+        return StockServe(
+            profile, name.split("-", 1)[1], list(args.sets), args.startup_timeout_s, log_dir / f"{name}.log"
+        )
     raise SystemExit(f"unknown server {name!r}; choose from {', '.join(SERVERS + SIM_SERVERS)}")
 
 
@@ -246,11 +288,23 @@ def _git() -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default=str(DEFAULT_PROFILE), help="the real-engine profile (default local-cpu)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
-                    help="spec override for every server of the real-engine run (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="spec override for every server of the real-engine run (repeatable)",
+    )
     ap.add_argument("--servers", default=",".join(SERVERS), help=f"comma list of {', '.join(SERVERS)}")
-    ap.add_argument("--rates", type=float, nargs=2, default=[10.0, 30.0], metavar=("LOW", "HIGH"),
-                    help="the two open-loop rates, req/s (default 10 30); both must be carried")
+    ap.add_argument(
+        "--rates",
+        type=float,
+        nargs=2,
+        default=[10.0, 30.0],
+        metavar=("LOW", "HIGH"),
+        help="the two open-loop rates, req/s (default 10 30); both must be carried",
+    )
     ap.add_argument("--duration-s", type=float, default=30.0, help="each load window (default 30)")
     ap.add_argument("--idle-s", type=float, default=30.0, help="the idle window (default 30)")
     ap.add_argument("--settle-s", type=float, default=5.0, help="pause before each window (default 5)")
@@ -259,15 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=5, help="sequential warm-up requests (default 5)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-sim", action="store_true", help="skip the simulated-engine run")
-    ap.add_argument("--sim-profile", default=str(DEFAULT_SIM_PROFILE),
-                    help="simulated-engine profile for the cost per hop (default sim-h800x8-deepseek-v2)")
+    ap.add_argument(
+        "--sim-profile",
+        default=str(DEFAULT_SIM_PROFILE),
+        help="simulated-engine profile for the cost per hop (default sim-h800x8-deepseek-v2)",
+    )
     ap.add_argument("--sim-servers", default=",".join(SIM_SERVERS), help=f"comma list of {', '.join(SIM_SERVERS)}")
     ap.add_argument("--sim-rates", type=float, nargs=2, default=[20.0, 60.0], metavar=("LOW", "HIGH"))
     ap.add_argument("--quick", action="store_true", help="short windows (5 s) to see that it works")
     ap.add_argument("--startup-timeout-s", type=float, default=600.0)
     ap.add_argument("--log-dir", default=None)
-    ap.add_argument("--out", default=None, help="JSON path (default bench/results/frontend-cpu.json; "
-                                                "--quick: bench/results/frontend-cpu-quick.json)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default bench/results/frontend-cpu.json; --quick: bench/results/frontend-cpu-quick.json)",
+    )
     return ap
 
 
@@ -286,13 +346,20 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "frontend CPU per request (bench/frontend_cpu.py)",
         "command": " ".join(["bench/frontend_cpu.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine(), "git": _git(), "loadavg_start": loadavg(),
-        "load": {"kind": "streamed chat, Poisson, open loop, ignore_eos", "prompt_tokens_about": args.prompt_tokens,
-                 "output_tokens": args.max_tokens, "rates": args.rates, "duration_s": args.duration_s,
-                 "idle_s": args.idle_s},
+        "machine": machine(),
+        "git": _git(),
+        "loadavg_start": loadavg(),
+        "load": {
+            "kind": "streamed chat, Poisson, open loop, ignore_eos",
+            "prompt_tokens_about": args.prompt_tokens,
+            "output_tokens": args.max_tokens,
+            "rates": args.rates,
+            "duration_s": args.duration_s,
+            "idle_s": args.idle_s,
+        },
         "method": "CPU (user+system) of each process of the server's tree per window, grouped; engine "
-                  "(VLLM::EngineCore, VLLM::Worker) and the load generator left out of the frontend; marginal = "
-                  "slope between the two rates; idle = cores with no traffic",
+        "(VLLM::EngineCore, VLLM::Worker) and the load generator left out of the frontend; marginal = "
+        "slope between the two rates; idle = cores with no traffic",
         "targets": {"ratio_at_most": TARGET_RATIO, "dsserve_idle_cores_at_most": TARGET_IDLE_CORES},
     }
     profile = Path(args.profile)
@@ -301,24 +368,41 @@ def main(argv: list[str] | None = None) -> int:
     report["servers"] = real
     for key, name in (("bare_vllm", "bare"), ("dsserve", "dsserve")):
         r = real.get(name, {})
-        report[key] = {"frontend_cpu_ms_per_request": r.get("frontend_cpu_ms_per_request"),
-                       "idle_cores": r.get("idle_cores"),
-                       "marginal_cpu_ms_per_request_by_group": r.get("marginal_cpu_ms_per_request_by_group"),
-                       "both_rates_carried": r.get("both_rates_carried")}
+        report[key] = {
+            "frontend_cpu_ms_per_request": r.get("frontend_cpu_ms_per_request"),
+            "idle_cores": r.get("idle_cores"),
+            "marginal_cpu_ms_per_request_by_group": r.get("marginal_cpu_ms_per_request_by_group"),
+            "both_rates_carried": r.get("both_rates_carried"),
+        }
     b, d = report["bare_vllm"]["frontend_cpu_ms_per_request"], report["dsserve"]["frontend_cpu_ms_per_request"]
     report["ratio"] = round(d / b, 3) if b and d else None
-    print(_table(real, f"\nReal engine ({profile.stem}): frontend CPU per request, marginal between "
-                       f"{args.rates[0]:g} and {args.rates[1]:g} req/s (ms); idle cores"), flush=True)
+    print(
+        _table(
+            real,
+            f"\nReal engine ({profile.stem}): frontend CPU per request, marginal between "
+            f"{args.rates[0]:g} and {args.rates[1]:g} req/s (ms); idle cores",
+        ),
+        flush=True,
+    )
     print(f"ratio dsserve / bare vLLM: {report['ratio']} (target <= {TARGET_RATIO})", flush=True)
     if not args.no_sim:
         sim_args = copy.copy(args)
         sim_args.rates, sim_args.sets = args.sim_rates, []
         sim_profile = Path(args.sim_profile)
         sim = run_set(sim_profile, [s for s in args.sim_servers.split(",") if s], sim_args, log_dir)
-        report["simulated"] = {"engine": "SIMULATED (dsserve/sim inside the engine replica), " + sim_profile.stem,
-                               "rates": args.sim_rates, "servers": sim}
-        print(_table(sim, f"\nSIMULATED engine ({sim_profile.stem}): cost per hop, marginal between "
-                          f"{args.sim_rates[0]:g} and {args.sim_rates[1]:g} req/s (ms); idle cores"), flush=True)
+        report["simulated"] = {
+            "engine": "SIMULATED (dsserve/sim inside the engine replica), " + sim_profile.stem,
+            "rates": args.sim_rates,
+            "servers": sim,
+        }
+        print(
+            _table(
+                sim,
+                f"\nSIMULATED engine ({sim_profile.stem}): cost per hop, marginal between "
+                f"{args.sim_rates[0]:g} and {args.sim_rates[1]:g} req/s (ms); idle cores",
+            ),
+            flush=True,
+        )
     report["loadavg_end"] = loadavg()
     report["log_dir"] = str(log_dir)
     out_path.parent.mkdir(parents=True, exist_ok=True)

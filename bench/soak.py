@@ -64,13 +64,20 @@ def window_rows(samples: list[Sample], duration_s: float, window_s: float) -> li
         ok = [s for s in ws if s.status == 200 and not s.error and s.e2e_s is not None]
         ttft = [s.ttft_s for s in ok if s.ttft_s is not None]
         e2e = [s.e2e_s for s in ok if s.e2e_s is not None]
-        rows.append({
-            "t0_s": round(start, 1), "t1_s": round(end, 1), "sent": len(ws), "ok": len(ok),
-            "errors": len(ws) - len(ok),
-            "ttft_p50_ms": _ms(percentile(ttft, 50)), "ttft_p99_ms": _ms(percentile(ttft, 99)),
-            "e2e_p50_ms": _ms(percentile(e2e, 50)), "e2e_p99_ms": _ms(percentile(e2e, 99)),
-            "generator_late_p99_ms": _ms(percentile([s.late_s for s in ws], 99)),
-        })
+        rows.append(
+            {
+                "t0_s": round(start, 1),
+                "t1_s": round(end, 1),
+                "sent": len(ws),
+                "ok": len(ok),
+                "errors": len(ws) - len(ok),
+                "ttft_p50_ms": _ms(percentile(ttft, 50)),
+                "ttft_p99_ms": _ms(percentile(ttft, 99)),
+                "e2e_p50_ms": _ms(percentile(e2e, 50)),
+                "e2e_p99_ms": _ms(percentile(e2e, 99)),
+                "generator_late_p99_ms": _ms(percentile([s.late_s for s in ws], 99)),
+            }
+        )
         start = end
     return rows
 
@@ -88,8 +95,11 @@ def memory_summary(mem: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         # tells the two apart where the whole run's growth cannot.
         mid = min(pts, key=lambda p: abs(p[0] - (pts[0][0] + pts[-1][0]) / 2))
         out[name] = {
-            "samples": len(pts), "first_mib": round(pts[0][1], 1), "last_mib": round(pts[-1][1], 1),
-            "peak_mib": round(max(p[1] for p in pts), 1), "growth_mib": round(pts[-1][1] - pts[0][1], 1),
+            "samples": len(pts),
+            "first_mib": round(pts[0][1], 1),
+            "last_mib": round(pts[-1][1], 1),
+            "peak_mib": round(max(p[1] for p in pts), 1),
+            "growth_mib": round(pts[-1][1] - pts[0][1], 1),
             "second_half_growth_mib": round(pts[-1][1] - mid[1], 1),
             "slope_mib_per_hour": None if slope is None else round(slope, 1),
         }
@@ -115,13 +125,26 @@ def p99_trend(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     first = sorted(v for _, v in vals[:q])
     last = sorted(v for _, v in vals[-q:])
     slope = _slope_per_hour(vals)
-    return {"first_quarter_ms": first[len(first) // 2], "last_quarter_ms": last[len(last) // 2],
-            "slope_ms_per_hour": None if slope is None else round(slope, 1)}
+    return {
+        "first_quarter_ms": first[len(first) // 2],
+        "last_quarter_ms": last[len(last) // 2],
+        "slope_ms_per_hour": None if slope is None else round(slope, 1),
+    }
 
 
-async def soak(url: str, body: dict[str, Any], *, rate: float, duration_s: float, window_s: float,
-               mem_every_s: float, root_pid: int | None, seed: int, timeout_s: float,
-               headers: dict[str, str]) -> tuple[list[Sample], list[dict[str, Any]]]:
+async def soak(
+    url: str,
+    body: dict[str, Any],
+    *,
+    rate: float,
+    duration_s: float,
+    window_s: float,
+    mem_every_s: float,
+    root_pid: int | None,
+    seed: int,
+    timeout_s: float,
+    headers: dict[str, str],
+) -> tuple[list[Sample], list[dict[str, Any]]]:
     """Poisson arrivals for ``duration_s``, a memory sample every ``mem_every_s``, a printed row per window."""
     import aiohttp
 
@@ -151,11 +174,15 @@ async def soak(url: str, body: dict[str, Any], *, rate: float, duration_s: float
             end = min(duration_s, (done + 1) * window_s)
             row = window_rows([s for s in samples if done * window_s <= s.scheduled < end], end, end)[-1]
             rss = mem[-1]["rss"] if mem else {}
-            top = ", ".join(f"{k.replace('ray::', '')} {v / MIB:.0f}" for k, v in
-                            sorted(rss.items(), key=lambda kv: -kv[1])[:4])
-            print(f"  {done * window_s:6.0f}-{end:<6.0f}s sent {row['sent']:5d} err {row['errors']:3d}  TTFT p50/p99 "
-                  f"{row['ttft_p50_ms']}/{row['ttft_p99_ms']} ms  E2E p50/p99 {row['e2e_p50_ms']}/"
-                  f"{row['e2e_p99_ms']} ms  RSS MiB: {top}", flush=True)
+            top = ", ".join(
+                f"{k.replace('ray::', '')} {v / MIB:.0f}" for k, v in sorted(rss.items(), key=lambda kv: -kv[1])[:4]
+            )
+            print(
+                f"  {done * window_s:6.0f}-{end:<6.0f}s sent {row['sent']:5d} err {row['errors']:3d}  TTFT p50/p99 "
+                f"{row['ttft_p50_ms']}/{row['ttft_p99_ms']} ms  E2E p50/p99 {row['e2e_p50_ms']}/"
+                f"{row['e2e_p99_ms']} ms  RSS MiB: {top}",
+                flush=True,
+            )
             done += 1
 
     async def run_one(session: Any, data: bytes, at: float) -> None:
@@ -174,12 +201,22 @@ async def soak(url: str, body: dict[str, Any], *, rate: float, duration_s: float
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--profile", type=Path, default=REPO / "deploy" / "profiles" / "local-cpu.yaml",
-                    help="profile `dsserve up` starts (ignored with --url)")
-    ap.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                    help="spec override passed to `dsserve up --set` (repeatable)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=REPO / "deploy" / "profiles" / "local-cpu.yaml",
+        help="profile `dsserve up` starts (ignored with --url)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="spec override passed to `dsserve up --set` (repeatable)",
+    )
     ap.add_argument("--url", help="measure a running stack at this base URL instead of starting one")
     ap.add_argument("--pid", type=int, help="with --url: the `dsserve up` process whose tree's memory to sample")
     ap.add_argument("--rate", type=float, help="requests/s (default: the profile's slo.target_qps)")
@@ -191,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, seconds")
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--max-errors", type=int, default=None,
-                    help="exit 1 when more requests than this failed (default: report only)")
+    ap.add_argument(
+        "--max-errors", type=int, default=None, help="exit 1 when more requests than this failed (default: report only)"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "soak.json")
     return ap
 
@@ -215,12 +253,23 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "what": "soak: steady open-loop streamed chat, errors, p99 trend, memory per process",
         "command": " ".join(["bench/soak.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine(), "loadavg_start": list(os.getloadavg()),
-        "profile": spec.name, "engine": engine_label(spec), "model": spec.model.id,
+        "machine": machine(),
+        "loadavg_start": list(os.getloadavg()),
+        "profile": spec.name,
+        "engine": engine_label(spec),
+        "model": spec.model.id,
         "proxy": spec.serving.proxy,
-        "load": {"rate": rate, "arrivals": "poisson", "duration_s": args.duration, "window_s": args.window,
-                 "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens, "stream": True},
-        "started_by_this_script": proc is not None, "complete": False,
+        "load": {
+            "rate": rate,
+            "arrivals": "poisson",
+            "duration_s": args.duration,
+            "window_s": args.window,
+            "prompt_tokens": args.prompt_tokens,
+            "max_tokens": args.max_tokens,
+            "stream": True,
+        },
+        "started_by_this_script": proc is not None,
+        "complete": False,
     }
     body = chat_body(spec.model.id, args.prompt_tokens, args.max_tokens)
     headers = {}
@@ -228,55 +277,95 @@ def main(argv: list[str] | None = None) -> int:
         headers["Authorization"] = f"Bearer {os.environ[spec.api.api_keys_env].split(',')[0]}"
     try:
         _wait_models(url, 600)
-        print(f"{report['engine']}, {spec.model.id}, proxy {spec.serving.proxy}: warm-up {args.warmup:.0f} s, then "
-              f"{rate:g} req/s for {args.duration:.0f} s", flush=True)
+        print(
+            f"{report['engine']}, {spec.model.id}, proxy {spec.serving.proxy}: warm-up {args.warmup:.0f} s, then "
+            f"{rate:g} req/s for {args.duration:.0f} s",
+            flush=True,
+        )
         if args.warmup > 0:
-            asyncio.run(soak(f"{url}/v1/chat/completions", body, rate=rate, duration_s=args.warmup,
-                             window_s=args.warmup, mem_every_s=args.warmup, root_pid=None, seed=args.seed + 1,
-                             timeout_s=args.timeout, headers=headers))
-        samples, mem = asyncio.run(soak(
-            f"{url}/v1/chat/completions", body, rate=rate, duration_s=args.duration, window_s=args.window,
-            mem_every_s=args.mem_every, root_pid=root_pid, seed=args.seed, timeout_s=args.timeout,
-            headers=headers))
+            asyncio.run(
+                soak(
+                    f"{url}/v1/chat/completions",
+                    body,
+                    rate=rate,
+                    duration_s=args.warmup,
+                    window_s=args.warmup,
+                    mem_every_s=args.warmup,
+                    root_pid=None,
+                    seed=args.seed + 1,
+                    timeout_s=args.timeout,
+                    headers=headers,
+                )
+            )
+        samples, mem = asyncio.run(
+            soak(
+                f"{url}/v1/chat/completions",
+                body,
+                rate=rate,
+                duration_s=args.duration,
+                window_s=args.window,
+                mem_every_s=args.mem_every,
+                root_pid=root_pid,
+                seed=args.seed,
+                timeout_s=args.timeout,
+                headers=headers,
+            )
+        )
     finally:
         if proc is not None:
             stop(proc)
     rows = window_rows(samples, args.duration, args.window)
     ok = [s for s in samples if s.status == 200 and not s.error and s.e2e_s is not None]
     kinds = error_kinds(samples)
-    report.update({
-        "loadavg_end": list(os.getloadavg()),
-        "totals": {"sent": len(samples), "ok": len(ok), "errors": sum(kinds.values()), "error_kinds": kinds,
-                   "achieved_rate": round(len(ok) / args.duration, 2),
-                   "ttft_p50_ms": _ms(percentile([s.ttft_s for s in ok if s.ttft_s is not None], 50)),
-                   "ttft_p99_ms": _ms(percentile([s.ttft_s for s in ok if s.ttft_s is not None], 99)),
-                   "e2e_p50_ms": _ms(percentile([s.e2e_s for s in ok if s.e2e_s is not None], 50)),
-                   "e2e_p99_ms": _ms(percentile([s.e2e_s for s in ok if s.e2e_s is not None], 99)),
-                   "generator_late_p99_ms": _ms(percentile([s.late_s for s in samples], 99))},
-        "p99_trend": {"ttft": p99_trend(rows, "ttft_p99_ms"), "e2e": p99_trend(rows, "e2e_p99_ms")},
-        "windows": rows,
-        "memory": memory_summary(mem),
-        "memory_samples": mem,
-        "complete": True,
-    })
+    report.update(
+        {
+            "loadavg_end": list(os.getloadavg()),
+            "totals": {
+                "sent": len(samples),
+                "ok": len(ok),
+                "errors": sum(kinds.values()),
+                "error_kinds": kinds,
+                "achieved_rate": round(len(ok) / args.duration, 2),
+                "ttft_p50_ms": _ms(percentile([s.ttft_s for s in ok if s.ttft_s is not None], 50)),
+                "ttft_p99_ms": _ms(percentile([s.ttft_s for s in ok if s.ttft_s is not None], 99)),
+                "e2e_p50_ms": _ms(percentile([s.e2e_s for s in ok if s.e2e_s is not None], 50)),
+                "e2e_p99_ms": _ms(percentile([s.e2e_s for s in ok if s.e2e_s is not None], 99)),
+                "generator_late_p99_ms": _ms(percentile([s.late_s for s in samples], 99)),
+            },
+            "p99_trend": {"ttft": p99_trend(rows, "ttft_p99_ms"), "e2e": p99_trend(rows, "e2e_p99_ms")},
+            "windows": rows,
+            "memory": memory_summary(mem),
+            "memory_samples": mem,
+            "complete": True,
+        }
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
 
     t = report["totals"]
-    print(f"\nSoak ({report['engine']}, {spec.model.id}, {rate:g} req/s x {args.duration:.0f} s, "
-          f"{report['machine']['cores']}-core {report['machine']['cpu']}):")
+    print(
+        f"\nSoak ({report['engine']}, {spec.model.id}, {rate:g} req/s x {args.duration:.0f} s, "
+        f"{report['machine']['cores']}-core {report['machine']['cpu']}):"
+    )
     print(f"  sent {t['sent']}, ok {t['ok']}, errors {t['errors']} {kinds or ''}")
-    print(f"  TTFT p50/p99 {t['ttft_p50_ms']}/{t['ttft_p99_ms']} ms, "
-          f"E2E p50/p99 {t['e2e_p50_ms']}/{t['e2e_p99_ms']} ms")
+    print(
+        f"  TTFT p50/p99 {t['ttft_p50_ms']}/{t['ttft_p99_ms']} ms, E2E p50/p99 {t['e2e_p50_ms']}/{t['e2e_p99_ms']} ms"
+    )
     for k, tr in report["p99_trend"].items():
-        print(f"  {k} p99 by window: first quarter {tr['first_quarter_ms']} ms, last quarter "
-              f"{tr['last_quarter_ms']} ms, slope {tr['slope_ms_per_hour']} ms/h")
-    print(f"\n  {'process':40s} {'first MiB':>10s} {'last MiB':>10s} {'peak MiB':>10s} {'growth':>8s} "
-          f"{'2nd half':>8s} {'MiB/h':>8s}")
+        print(
+            f"  {k} p99 by window: first quarter {tr['first_quarter_ms']} ms, last quarter "
+            f"{tr['last_quarter_ms']} ms, slope {tr['slope_ms_per_hour']} ms/h"
+        )
+    print(
+        f"\n  {'process':40s} {'first MiB':>10s} {'last MiB':>10s} {'peak MiB':>10s} {'growth':>8s} "
+        f"{'2nd half':>8s} {'MiB/h':>8s}"
+    )
     for name, m in sorted(report["memory"].items(), key=lambda kv: -kv[1]["last_mib"]):
         slope = m["slope_mib_per_hour"] if m["slope_mib_per_hour"] is not None else "-"
-        print(f"  {name[:40]:40s} {m['first_mib']:10.1f} {m['last_mib']:10.1f} {m['peak_mib']:10.1f} "
-              f"{m['growth_mib']:8.1f} {m['second_half_growth_mib']:8.1f} {slope:>8}")
+        print(
+            f"  {name[:40]:40s} {m['first_mib']:10.1f} {m['last_mib']:10.1f} {m['peak_mib']:10.1f} "
+            f"{m['growth_mib']:8.1f} {m['second_half_growth_mib']:8.1f} {slope:>8}"
+        )
     print(f"\nwrote {args.out}")
     if args.max_errors is not None and t["errors"] > args.max_errors:
         return 1

@@ -60,8 +60,11 @@ def _overrides(profile: Path, streams: int, token_interval_s: float, prompt: int
     spec = load_spec(profile)
     replicas = spec.serving.replicas * spec.engine.data_parallel_size
     per = -(-streams // replicas) + 16  # room for the probes
-    sets = [f"engine.max_num_seqs={per}", f"serving.max_ongoing_requests={per}",
-            f"serving.max_queued_requests={max(256, streams // 10)}"]
+    sets = [
+        f"engine.max_num_seqs={per}",
+        f"serving.max_ongoing_requests={per}",
+        f"serving.max_queued_requests={max(256, streams // 10)}",
+    ]
     t = timing_from_spec(load_spec(profile, sets))
     step = t.step_time_s(per, 0, prompt + output / 2, 0)
     sets.append(f"engine.sim_time_scale={max(1.0, token_interval_s / step):.3g}")
@@ -125,8 +128,12 @@ async def _stream(session: Any, url: str, payload: bytes, c: Counters, stop_at: 
     import aiohttp
 
     try:
-        async with session.post(url, data=payload, headers={"Content-Type": "application/json"},
-                                timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
+        async with session.post(
+            url,
+            data=payload,
+            headers={"Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+        ) as resp:
             if resp.status != 200:
                 c.error(f"HTTP {resp.status}")
                 await resp.read()
@@ -165,8 +172,19 @@ async def _probe(session: Any, url: str, payload: bytes) -> tuple[float | None, 
     return first_chunk, ttft
 
 
-async def _run(url: str, model: str, *, streams: int, open_rate: float, hold_s: float, baseline_s: float,
-               probe_every_s: float, prompt: int, output: int, on_phase: Any) -> dict[str, Any]:
+async def _run(
+    url: str,
+    model: str,
+    *,
+    streams: int,
+    open_rate: float,
+    hold_s: float,
+    baseline_s: float,
+    probe_every_s: float,
+    prompt: int,
+    output: int,
+    on_phase: Any,
+) -> dict[str, Any]:
     import aiohttp
 
     stream_body = json.dumps(chat_body(model, prompt, output, stream=True)).encode()
@@ -176,6 +194,7 @@ async def _run(url: str, model: str, *, streams: int, open_rate: float, hold_s: 
     phase = {"name": "baseline"}
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
+
         async def prober() -> None:
             while phase["name"] != "done":
                 pb = probe_body.replace(b"@@request@@", f"probe-{time.monotonic()}".encode())
@@ -213,14 +232,26 @@ async def _run(url: str, model: str, *, streams: int, open_rate: float, hold_s: 
 
     def pct(phase_name: str, idx: int) -> dict[str, Any]:
         vals = [p[idx] for p in probes[phase_name] if p[idx] is not None]
-        return {"n": len(vals), "p50_ms": _ms(percentile(vals, 50)), "p99_ms": _ms(percentile(vals, 99)),
-                "max_ms": _ms(max(vals) if vals else None)}
+        return {
+            "n": len(vals),
+            "p50_ms": _ms(percentile(vals, 50)),
+            "p99_ms": _ms(percentile(vals, 99)),
+            "max_ms": _ms(max(vals) if vals else None),
+        }
 
-    return {"streams_requested": streams, "opened": c.opened, "open_at_end_of_hold": held_at_end,
-            "finished_early": c.done, "errors": sum(c.errors.values()), "error_kinds": c.errors,
-            "tokens_received": c.tokens, "seconds_to_open_all": round(opened_in, 1), "mid_hold": mid,
-            "probe_first_chunk": {"baseline": pct("baseline", 0), "held": pct("held", 0)},
-            "probe_ttft": {"baseline": pct("baseline", 1), "held": pct("held", 1)}}
+    return {
+        "streams_requested": streams,
+        "opened": c.opened,
+        "open_at_end_of_hold": held_at_end,
+        "finished_early": c.done,
+        "errors": sum(c.errors.values()),
+        "error_kinds": c.errors,
+        "tokens_received": c.tokens,
+        "seconds_to_open_all": round(opened_in, 1),
+        "mid_hold": mid,
+        "probe_first_chunk": {"baseline": pct("baseline", 0), "held": pct("held", 0)},
+        "probe_ttft": {"baseline": pct("baseline", 1), "held": pct("held", 1)},
+    }
 
 
 def _ms(x: float | None) -> float | None:
@@ -235,13 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=60.0, help="seconds to hold all streams open")
     ap.add_argument("--baseline", type=float, default=10.0, help="seconds of probes before opening")
     ap.add_argument("--probe-every", type=float, default=1.0)
-    ap.add_argument("--token-interval", type=float, default=10.0,
-                    help="seconds between two tokens of one held stream (sets engine.sim_time_scale)")
+    ap.add_argument(
+        "--token-interval",
+        type=float,
+        default=10.0,
+        help="seconds between two tokens of one held stream (sets engine.sim_time_scale)",
+    )
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--url", help="an already running stack (its engine limits and time scale are yours to set)")
     ap.add_argument("--set", action="append", default=[], help="extra --set override for the stack")
-    ap.add_argument("--stock", choices=("ingress", "direct"),
-                    help="run stock ray.serve.llm in this mode instead of dsserve")
+    ap.add_argument(
+        "--stock", choices=("ingress", "direct"), help="run stock ray.serve.llm in this mode instead of dsserve"
+    )
     ap.add_argument("--out", type=Path, help="default bench/results/streams.json (streams-stock-<mode>.json)")
     args = ap.parse_args(argv)
     if args.out is None:
@@ -258,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url
     server = "dsserve" if args.stock is None else f"stock ray.serve.llm ({args.stock})"
     if url is None and args.stock is not None:
-        print(f"starting stock ray.serve.llm {args.stock} ({args.profile.name}, SIMULATED engine) with "
-              f"{' '.join(sets)}", flush=True)
+        print(
+            f"starting stock ray.serve.llm {args.stock} ({args.profile.name}, SIMULATED engine) with {' '.join(sets)}",
+            flush=True,
+        )
         stock = StockServe(args.profile, args.stock, sets, 600.0, Path(tempfile.mkdtemp()) / "stock.log")
         url = stock.start()
         proc = stock.proc
@@ -279,10 +317,20 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     try:
-        res = asyncio.run(_run(f"{url}/v1/chat/completions", spec.model.id, streams=args.streams,
-                               open_rate=args.open_rate, hold_s=args.hold, baseline_s=args.baseline,
-                               probe_every_s=args.probe_every, prompt=args.prompt_tokens, output=output,
-                               on_phase=on_phase))
+        res = asyncio.run(
+            _run(
+                f"{url}/v1/chat/completions",
+                spec.model.id,
+                streams=args.streams,
+                open_rate=args.open_rate,
+                hold_s=args.hold,
+                baseline_s=args.baseline,
+                probe_every_s=args.probe_every,
+                prompt=args.prompt_tokens,
+                output=output,
+                on_phase=on_phase,
+            )
+        )
     finally:
         if stock is not None:
             stock.stop()
@@ -293,29 +341,49 @@ def main(argv: list[str] | None = None) -> int:
         held = max(res["open_at_end_of_hold"], 1)
         for name in sorted(set(rss["before"]) | set(rss["held"])):
             b, h = rss["before"].get(name, 0), rss["held"].get(name, 0)
-            memory[name] = {"before_mib": round(b / 2**20, 1), "held_mib": round(h / 2**20, 1),
-                            "kib_per_open_stream": round((h - b) / 1024 / held, 1)}
-    out = {"benchmark": "C - open streams", "server": server,
-           "engine": "SIMULATED (dsserve/sim), steps stretched for a slow token rate", "machine": machine(),
-           "load_average_before_after": [load_before, os.getloadavg()],
-           "profile": str(args.profile.relative_to(REPO)) if args.profile.is_relative_to(REPO) else str(args.profile),
-           "overrides": sets, "load": {"streams": args.streams, "open_rate_per_s": args.open_rate,
-                                       "hold_s": args.hold, "token_interval_s": args.token_interval,
-                                       "prompt_tokens": args.prompt_tokens, "max_tokens": output},
-           "results": res, "memory_by_process": memory}
+            memory[name] = {
+                "before_mib": round(b / 2**20, 1),
+                "held_mib": round(h / 2**20, 1),
+                "kib_per_open_stream": round((h - b) / 1024 / held, 1),
+            }
+    out = {
+        "benchmark": "C - open streams",
+        "server": server,
+        "engine": "SIMULATED (dsserve/sim), steps stretched for a slow token rate",
+        "machine": machine(),
+        "load_average_before_after": [load_before, os.getloadavg()],
+        "profile": str(args.profile.relative_to(REPO)) if args.profile.is_relative_to(REPO) else str(args.profile),
+        "overrides": sets,
+        "load": {
+            "streams": args.streams,
+            "open_rate_per_s": args.open_rate,
+            "hold_s": args.hold,
+            "token_interval_s": args.token_interval,
+            "prompt_tokens": args.prompt_tokens,
+            "max_tokens": output,
+        },
+        "results": res,
+        "memory_by_process": memory,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     r = res
-    print(f"\nBenchmark C ({server}, SIMULATED engine): {r['opened']}/{args.streams} streams opened in "
-          f"{r['seconds_to_open_all']} s, {r['open_at_end_of_hold']} still open after {args.hold:g} s, "
-          f"errors {r['errors']} {r['error_kinds'] or ''}, tokens received {r['tokens_received']}")
+    print(
+        f"\nBenchmark C ({server}, SIMULATED engine): {r['opened']}/{args.streams} streams opened in "
+        f"{r['seconds_to_open_all']} s, {r['open_at_end_of_hold']} still open after {args.hold:g} s, "
+        f"errors {r['errors']} {r['error_kinds'] or ''}, tokens received {r['tokens_received']}"
+    )
     for what in ("probe_first_chunk", "probe_ttft"):
         b, h = r[what]["baseline"], r[what]["held"]
-        print(f"  {what:18s} baseline p50/p99 {b['p50_ms']}/{b['p99_ms']} ms (n={b['n']})   while held "
-              f"p50/p99 {h['p50_ms']}/{h['p99_ms']} ms (n={h['n']})")
+        print(
+            f"  {what:18s} baseline p50/p99 {b['p50_ms']}/{b['p99_ms']} ms (n={b['n']})   while held "
+            f"p50/p99 {h['p50_ms']}/{h['p99_ms']} ms (n={h['n']})"
+        )
     for name, m in memory.items():
-        print(f"  {name:40s} {m['before_mib']:8.1f} -> {m['held_mib']:8.1f} MiB  "
-              f"{m['kib_per_open_stream']:7.1f} KiB/stream")
+        print(
+            f"  {name:40s} {m['before_mib']:8.1f} -> {m['held_mib']:8.1f} MiB  "
+            f"{m['kib_per_open_stream']:7.1f} KiB/stream"
+        )
     print(f"wrote {args.out}")
     return 0
 

@@ -16,9 +16,16 @@ __version__ = "0.1.0"
 
 # Loaded on first use, so a module of this package that needs none of them (dsserve-haproxy, which Ray
 # Serve runs at every HAProxy start and must answer within its startup timeout) does not pay for pydantic.
-_LAZY = {"DeploymentSpec": "dsserve.config", "load_spec": "dsserve.config", "parse_spec": "dsserve.config",
-         "DsserveError": "dsserve.errors", "ModelBuildError": "dsserve.errors", "PortInUseError": "dsserve.errors",
-         "SpecError": "dsserve.errors", "StackError": "dsserve.errors"}
+_LAZY = {
+    "DeploymentSpec": "dsserve.config",
+    "load_spec": "dsserve.config",
+    "parse_spec": "dsserve.config",
+    "DsserveError": "dsserve.errors",
+    "ModelBuildError": "dsserve.errors",
+    "PortInUseError": "dsserve.errors",
+    "SpecError": "dsserve.errors",
+    "StackError": "dsserve.errors",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +37,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
 
 __all__ = [
     "__version__",

@@ -88,8 +88,12 @@ def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
     kwargs.update({k: v for k, v in optional.items() if v is not None})
     lora = spec.model.lora
     if lora is not None:
-        kwargs.update(enable_lora=True, max_loras=lora.max_loras, max_lora_rank=lora.max_lora_rank,
-                      max_cpu_loras=lora.max_adapters_per_replica)
+        kwargs.update(
+            enable_lora=True,
+            max_loras=lora.max_loras,
+            max_lora_rank=lora.max_lora_rank,
+            max_cpu_loras=lora.max_adapters_per_replica,
+        )
     # tool-call and reasoning parsers, chat template: vLLM frontend arguments, which ray.serve.llm also takes in
     # engine_kwargs (VLLMEngineConfig.from_llm_config in ray/llm/_internal/serve/engines/vllm/vllm_models.py
     # splits them out by vLLM's FrontendArgs fields)
@@ -232,7 +236,8 @@ def _llm_config(spec: DeploymentSpec) -> dict[str, Any]:
         # why upstream's cloud-only loader cannot), which reads the adapter table from experimental_configs.
         cfg["lora_config"] = {"max_num_adapters_per_replica": lora.max_adapters_per_replica}
         cfg["experimental_configs"][LORA_CONFIG_KEY] = {
-            "adapters": dict(sorted(lora.adapters.items())), "dynamic_dir": lora.dynamic_dir,
+            "adapters": dict(sorted(lora.adapters.items())),
+            "dynamic_dir": lora.dynamic_dir,
         }
     return cfg
 
@@ -403,7 +408,7 @@ def _resolve_tiny_sources(llm_configs: list[Any]) -> None:
         loading = cfg.get("model_loading_config", {})
         source = loading.get("model_source", "")
         if isinstance(source, str) and source.startswith(TINY_SOURCE_PREFIX):
-            path, _ = build_tiny_model(source[len(TINY_SOURCE_PREFIX):])
+            path, _ = build_tiny_model(source[len(TINY_SOURCE_PREFIX) :])
             loading["model_source"] = str(path)
 
 
@@ -426,7 +431,7 @@ def _resolve_lora_adapters(args: dict[str, Any]) -> None:
         adapters = {}
         for name, source in (table.get("adapters") or {}).items():
             if source.startswith(TINY_LORA_SOURCE_PREFIX):
-                source = str(build_tiny_lora(source[len(TINY_LORA_SOURCE_PREFIX):])[0])
+                source = str(build_tiny_lora(source[len(TINY_LORA_SOURCE_PREFIX) :])[0])
             adapters[name] = os.path.expanduser(source)
         table["adapters"] = adapters
         if table.get("dynamic_dir"):
@@ -497,8 +502,9 @@ def _ingress_request_router(server: Any, replicas: int) -> Any:
     from ray import serve
     from ray.llm._internal.serve.core.ingress.router import LLMRouter
 
-    return serve.deployment(LLMRouter, max_ongoing_requests=1000, num_replicas=max(1, replicas),
-                            ray_actor_options={"num_cpus": 0}).bind(server=server, llm_config=None, base_model_id=None)
+    return serve.deployment(
+        LLMRouter, max_ongoing_requests=1000, num_replicas=max(1, replicas), ray_actor_options={"num_cpus": 0}
+    ).bind(server=server, llm_config=None, base_model_id=None)
 
 
 def build_dp_openai_app(args: dict[str, Any]) -> Any:

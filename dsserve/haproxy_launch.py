@@ -26,8 +26,17 @@ import re
 import shutil
 import sys
 
-__all__ = ["ENV_ADMIN_HOST", "ENV_BINARY_PATH", "ENV_HTTP_REQUEST_TIMEOUT", "LAUNCHER", "WILDCARD_HOSTS",
-           "launcher_in_use", "patch_config", "real_haproxy", "main"]
+__all__ = [
+    "ENV_ADMIN_HOST",
+    "ENV_BINARY_PATH",
+    "ENV_HTTP_REQUEST_TIMEOUT",
+    "LAUNCHER",
+    "WILDCARD_HOSTS",
+    "launcher_in_use",
+    "patch_config",
+    "real_haproxy",
+    "main",
+]
 
 #: This launcher's console script.
 LAUNCHER = "dsserve-haproxy"
@@ -58,8 +67,11 @@ def patch_config(text: str, *, http_request_timeout_s: int | None, admin_host: s
             if m is not None:
                 host = f"[{admin_host}]" if ":" in admin_host else admin_host
                 line = f"{m.group(1)}bind {host}:{m.group(2)}{m.group(3) or ''}"
-        if section == "defaults" and http_request_timeout_s is not None and line.strip().startswith(
-                "timeout http-request"):
+        if (
+            section == "defaults"
+            and http_request_timeout_s is not None
+            and line.strip().startswith("timeout http-request")
+        ):
             continue  # ours replaces one already there
         if section == "defaults" and line.strip() == "option forwardfor":
             continue  # ours below

@@ -47,16 +47,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def scrape_config(targets: dict[str, list[str]], *, rule_files: list[str], scrape_interval_s: float = 5.0,
-                  evaluation_interval_s: float | None = None) -> dict[str, Any]:
+def scrape_config(
+    targets: dict[str, list[str]],
+    *,
+    rule_files: list[str],
+    scrape_interval_s: float = 5.0,
+    evaluation_interval_s: float | None = None,
+) -> dict[str, Any]:
     """A Prometheus config scraping ``{job: [host:port, ...]}`` and loading ``rule_files``."""
     ival = f"{scrape_interval_s:g}s"
     return {
-        "global": {"scrape_interval": ival, "scrape_timeout": f"{min(scrape_interval_s, 10):g}s",
-                   "evaluation_interval": f"{evaluation_interval_s or scrape_interval_s:g}s"},
+        "global": {
+            "scrape_interval": ival,
+            "scrape_timeout": f"{min(scrape_interval_s, 10):g}s",
+            "evaluation_interval": f"{evaluation_interval_s or scrape_interval_s:g}s",
+        },
         "rule_files": list(rule_files),
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(hosts)}]}
-                           for job, hosts in targets.items()],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": list(hosts)}]} for job, hosts in targets.items()
+        ],
     }
 
 
@@ -103,8 +112,7 @@ class LocalPrometheus:
         if self.port is None:
             self.port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else _free_port()
         elif not _port_free(self.port):
-            raise PrometheusError(f"port {self.port} on 127.0.0.1 is in use; stop what holds it or pick "
-                                  "another port")
+            raise PrometheusError(f"port {self.port} on 127.0.0.1 is in use; stop what holds it or pick another port")
         self._dir = Path(tempfile.mkdtemp(prefix="dsserve-prometheus-"))
         rule_files: list[str] = []
         if self.with_rules:
@@ -112,15 +120,23 @@ class LocalPrometheus:
 
             rule_files = [str(p) for p in write_rules(self._dir / "rules")]
         config = self._dir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(self.targets, rule_files=rule_files,
-                                                       scrape_interval_s=self.scrape_interval_s),
-                                         sort_keys=False))
+        config.write_text(
+            yaml.safe_dump(
+                scrape_config(self.targets, rule_files=rule_files, scrape_interval_s=self.scrape_interval_s),
+                sort_keys=False,
+            )
+        )
         log = open(self._dir / "prometheus.log", "wb")
-        cmd = [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self._dir / 'data'}",
-               f"--web.listen-address=127.0.0.1:{self.port}"]
+        cmd = [
+            self.binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self._dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
         try:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         except OSError as exc:
             self._cleanup()
             raise PrometheusError(f"could not run {self.binary}: {exc}; {_INSTALL_HINT}") from exc

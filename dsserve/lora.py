@@ -57,8 +57,10 @@ def adapter_problem(path: Path, max_lora_rank: int | None = None) -> str | None:
     `dsserve validate` instead of at its first request.
     """
     if not path.is_dir():
-        return f"{path} is not a directory; point it at a PEFT adapter directory (adapter_config.json + " \
-               "adapter_model.safetensors)"
+        return (
+            f"{path} is not a directory; point it at a PEFT adapter directory (adapter_config.json + "
+            "adapter_model.safetensors)"
+        )
     if not (path / _CONFIG).is_file():
         return f"{path} has no {_CONFIG}; a PEFT adapter directory holds {_CONFIG} and adapter_model.safetensors"
     if not any((path / w).is_file() for w in _WEIGHTS):
@@ -75,8 +77,10 @@ def adapter_problem(path: Path, max_lora_rank: int | None = None) -> str | None:
         return f"{path} trains biases (bias {cfg.get('bias')!r}); vLLM serves LoRA adapters without bias only"
     rank = adapter_rank(path)
     if max_lora_rank is not None and rank is not None and rank > max_lora_rank:
-        return (f"{path} has LoRA rank {rank}, above model.lora.max_lora_rank ({max_lora_rank}); raise "
-                f"max_lora_rank to at least {rank}")
+        return (
+            f"{path} has LoRA rank {rank}, above model.lora.max_lora_rank ({max_lora_rank}); raise "
+            f"max_lora_rank to at least {rank}"
+        )
     return None
 
 
@@ -96,8 +100,9 @@ class AdapterTable:
     @classmethod
     def from_config(cls, base_model_id: str, data: dict[str, Any] | None) -> AdapterTable:
         data = data or {}
-        return cls(base_model_id=base_model_id, adapters=dict(data.get("adapters") or {}),
-                   dynamic_dir=data.get("dynamic_dir"))
+        return cls(
+            base_model_id=base_model_id, adapters=dict(data.get("adapters") or {}), dynamic_dir=data.get("dynamic_dir")
+        )
 
     def to_config(self) -> dict[str, Any]:
         return {"adapters": dict(sorted(self.adapters.items())), "dynamic_dir": self.dynamic_dir}

@@ -41,8 +41,10 @@ def apply_overrides(
             here = ".".join(keys[: depth + 1])
             if isinstance(node, list):
                 if not key.isdigit() or int(key) >= len(node):
-                    raise error(f"{where}: --set {item!r}: {here}: {'.'.join(keys[:depth]) or 'it'} is "
-                                f"a list of {len(node)}; index it with 0..{len(node) - 1}")
+                    raise error(
+                        f"{where}: --set {item!r}: {here}: {'.'.join(keys[:depth]) or 'it'} is "
+                        f"a list of {len(node)}; index it with 0..{len(node) - 1}"
+                    )
                 if last:
                     node[int(key)] = value
                 else:

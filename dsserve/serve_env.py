@@ -60,19 +60,21 @@ def serve_env(spec: DeploymentSpec) -> dict[str, str]:
 
     env: dict[str, str] = {}
     if spec.serving.proxy == "haproxy":
-        env.update({
-            # HAProxy in place of Ray's Python proxy, and Serve's throughput-optimized settings (user code on
-            # the replica's own event loop, gRPC between replicas, direct ingress to the ingress replicas).
-            "RAY_SERVE_ENABLE_HA_PROXY": "1",
-            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-            "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn_wanted(spec)),
-            "RAY_SERVE_HAPROXY_NBTHREAD": str(plan_gateway(spec).haproxy_threads),
-            # client-side timeouts from the spec (Ray's own default for the first is 3600 s); the second
-            # and the admin address reach HAProxy through dsserve-haproxy (dsserve/haproxy_launch.py),
-            # which RAY_SERVE_HAPROXY_BINARY_PATH names: `dsserve up` sets it, the images set it
-            "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(spec.api.client_timeout_s),
-            ENV_HTTP_REQUEST_TIMEOUT: str(spec.api.http_request_timeout_s),
-        })
+        env.update(
+            {
+                # HAProxy in place of Ray's Python proxy, and Serve's throughput-optimized settings (user code on
+                # the replica's own event loop, gRPC between replicas, direct ingress to the ingress replicas).
+                "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn_wanted(spec)),
+                "RAY_SERVE_HAPROXY_NBTHREAD": str(plan_gateway(spec).haproxy_threads),
+                # client-side timeouts from the spec (Ray's own default for the first is 3600 s); the second
+                # and the admin address reach HAProxy through dsserve-haproxy (dsserve/haproxy_launch.py),
+                # which RAY_SERVE_HAPROXY_BINARY_PATH names: `dsserve up` sets it, the images set it
+                "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(spec.api.client_timeout_s),
+                ENV_HTTP_REQUEST_TIMEOUT: str(spec.api.http_request_timeout_s),
+            }
+        )
         if spec.api.host not in WILDCARD_HOSTS:
             env[ENV_ADMIN_HOST] = spec.api.host  # stats page and exporter on the API's own address
     if spec.serving.gateway == "direct" and spec.serving.router == "prefix_cache_affinity":

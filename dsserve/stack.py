@@ -69,16 +69,18 @@ def client_api_key(spec: DeploymentSpec) -> str | None:
     if name:
         keys = [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
         if not keys:
-            raise StackError(f"api.api_keys_env is {name}, but ${name} is unset or empty; "
-                             f"export {name}=<key>[,<key>...] first")
+            raise StackError(
+                f"api.api_keys_env is {name}, but ${name} is unset or empty; export {name}=<key>[,<key>...] first"
+            )
         first = keys[0]
     if path:
         try:
             with open(path, "rb") as f:
                 keys = parse_keys(f.read().decode("utf-8", "replace"))
         except OSError as exc:
-            raise StackError(f"api.api_keys_file is {path}, but it cannot be read "
-                             f"({exc.__class__.__name__}: {exc.strerror or exc})") from None
+            raise StackError(
+                f"api.api_keys_file is {path}, but it cannot be read ({exc.__class__.__name__}: {exc.strerror or exc})"
+            ) from None
         if not keys:
             raise StackError(f"api.api_keys_file {path} holds no keys; write one key per line")
         first = first or keys[0]
@@ -176,15 +178,19 @@ class LocalStack:
             if launcher is not None:
                 env[ENV_BINARY_PATH] = launcher
             else:
-                self.progress(f"WARNING: {LAUNCHER} is not installed beside {sys.executable} (reinstall dsserve: "
-                              "pip install -e .); HAProxy runs without api.http_request_timeout_s, with its "
-                              "stats and exporter on every interface, and failed API keys are not throttled")
+                self.progress(
+                    f"WARNING: {LAUNCHER} is not installed beside {sys.executable} (reinstall dsserve: "
+                    "pip install -e .); HAProxy runs without api.http_request_timeout_s, with its "
+                    "stats and exporter on every interface, and failed API keys are not throttled"
+                )
         # A value already in the environment wins (a user's override); stop() removes what start() added.
         self._env_set = [k for k in env if k not in os.environ]
         os.environ.update({k: env[k] for k in self._env_set})
         if spec.serving.proxy == "haproxy":
-            self.progress(f"HAProxy fast path: maxconn {os.environ['RAY_SERVE_HAPROXY_MAXCONN']} "
-                          f"(open-files limit {nofile}); gateway: {spec.serving.gateway}")
+            self.progress(
+                f"HAProxy fast path: maxconn {os.environ['RAY_SERVE_HAPROXY_MAXCONN']} "
+                f"(open-files limit {nofile}); gateway: {spec.serving.gateway}"
+            )
             wanted = haproxy_maxconn_wanted(spec)
             if maxconn < wanted:
                 self.progress(
@@ -192,7 +198,8 @@ class LocalStack:
                     f"({nofile}) lets HAProxy hold only {maxconn} connections; connections past that wait "
                     "unanswered in the accept queue. Raise the hard limit (`ulimit -Hn`, or LimitNOFILE= "
                     f"for a service) to at least {2 * wanted + 5120}, or lower serving.max_ongoing_requests / "
-                    "max_queued_requests so that refusals come back as 503s.")
+                    "max_queued_requests so that refusals come back as 503s."
+                )
 
         self._resolve_model()
         if self.prometheus is not None:
@@ -232,8 +239,7 @@ class LocalStack:
         app = build_app(spec)
         from dsserve.sim.serving import engine_label
 
-        self.progress(f"deploying {spec.model.id} ({engine_label(spec)}); "
-                      f"Ray logs: {self.log_dir()}")
+        self.progress(f"deploying {spec.model.id} ({engine_label(spec)}); Ray logs: {self.log_dir()}")
         self._run_and_watch(serve, app, started, timeout_s)
         self._wait_healthy(started, timeout_s)
 
@@ -242,7 +248,7 @@ class LocalStack:
         if source.startswith(TINY_SOURCE_PREFIX):
             from dsserve.tiny_models import build_tiny_model
 
-            name = source[len(TINY_SOURCE_PREFIX):]
+            name = source[len(TINY_SOURCE_PREFIX) :]
             t0 = time.monotonic()
             path, built = build_tiny_model(name, progress=lambda m: self.progress(f"tiny model: {m}"))
             how = f"built in {time.monotonic() - t0:.1f}s" if built else "already built"
@@ -326,8 +332,9 @@ class LocalStack:
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
             if time.monotonic() - started > timeout_s:
-                raise StackError(f"{url} did not answer 200 within {timeout_s:.0f}s (last: {status}); "
-                                 f"see {self.log_dir()}")
+                raise StackError(
+                    f"{url} did not answer 200 within {timeout_s:.0f}s (last: {status}); see {self.log_dir()}"
+                )
             time.sleep(0.5)
 
     def log_dir(self) -> str:

@@ -53,8 +53,15 @@ class TinyLoraRecipe:
 
     def digest(self) -> str:
         blob = json.dumps(
-            {"v": _BUILD_VERSION, "base": TINY_MODELS[self.base].digest(), "seed": self.seed, "r": self.rank,
-             "alpha": self.alpha, "b_std": self.b_std, "targets": list(self.target_modules)},
+            {
+                "v": _BUILD_VERSION,
+                "base": TINY_MODELS[self.base].digest(),
+                "seed": self.seed,
+                "r": self.rank,
+                "alpha": self.alpha,
+                "b_std": self.b_std,
+                "targets": list(self.target_modules),
+            },
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -63,10 +70,18 @@ class TinyLoraRecipe:
 TINY_LORAS: dict[str, TinyLoraRecipe] = {
     r.name: r
     for r in (
-        TinyLoraRecipe(name="tiny-deepseek-llm-sql", base="tiny-deepseek-llm", seed=1,
-                       description="rank-8 LoRA on every projection of tiny-deepseek-llm (seed 1)"),
-        TinyLoraRecipe(name="tiny-deepseek-llm-chat", base="tiny-deepseek-llm", seed=2,
-                       description="rank-8 LoRA on every projection of tiny-deepseek-llm (seed 2)"),
+        TinyLoraRecipe(
+            name="tiny-deepseek-llm-sql",
+            base="tiny-deepseek-llm",
+            seed=1,
+            description="rank-8 LoRA on every projection of tiny-deepseek-llm (seed 1)",
+        ),
+        TinyLoraRecipe(
+            name="tiny-deepseek-llm-chat",
+            base="tiny-deepseek-llm",
+            seed=2,
+            description="rank-8 LoRA on every projection of tiny-deepseek-llm (seed 2)",
+        ),
     )
 }
 
@@ -107,8 +122,13 @@ def build_tiny_lora(
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / _MARKER).write_text(
             json.dumps(
-                {"name": recipe.name, "base": recipe.base, "digest": recipe.digest(), "files": files,
-                 "built_in_s": round(time.monotonic() - started, 2)},
+                {
+                    "name": recipe.name,
+                    "base": recipe.base,
+                    "digest": recipe.digest(),
+                    "files": files,
+                    "built_in_s": round(time.monotonic() - started, 2),
+                },
                 indent=2,
             )
         )
@@ -148,8 +168,13 @@ def _build_adapter(recipe: TinyLoraRecipe, out: Path) -> None:
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(config)
     lora_config = peft.LoraConfig(
-        r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.target_modules), lora_dropout=0.0,
-        bias="none", task_type="CAUSAL_LM", init_lora_weights=False,
+        r=recipe.rank,
+        lora_alpha=recipe.alpha,
+        target_modules=list(recipe.target_modules),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+        init_lora_weights=False,
     )
     model = peft.get_peft_model(model, lora_config)
     generator = torch.Generator().manual_seed(recipe.seed)

@@ -51,11 +51,15 @@ CHAT_TEMPLATE = (
 #: "special", so decoding keeps them and vLLM's deepseek_v3 tool parser (which looks them up in the vocabulary
 #: and finds calls by them in the text, vllm/tool_parsers/deepseekv3_tool_parser.py) reads the model's calls.
 TOOL_TOKENS = (
-    "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>",
-    "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
+    "<｜tool▁calls▁begin｜>",
+    "<｜tool▁calls▁end｜>",
+    "<｜tool▁call▁begin｜>",
+    "<｜tool▁call▁end｜>",
     "<｜tool▁sep｜>",
-    "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>",
-    "<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>",
+    "<｜tool▁outputs▁begin｜>",
+    "<｜tool▁outputs▁end｜>",
+    "<｜tool▁output▁begin｜>",
+    "<｜tool▁output▁end｜>",
 )
 _CALLS_BEGIN, _CALLS_END, _CALL_BEGIN, _CALL_END, _SEP, _OUTS_BEGIN, _OUTS_END, _OUT_BEGIN, _OUT_END = TOOL_TOKENS
 
@@ -74,14 +78,26 @@ TOOLS_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}User: {{ message['content'] }}\n\n"
     "{% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] or '' }}"
-    "{% if message.get('tool_calls') %}" + _CALLS_BEGIN +
-    "{% for call in message['tool_calls'] %}" + _CALL_BEGIN + "function" + _SEP +
-    "{{ call['function']['name'] }}\n```json\n"
+    "{% if message.get('tool_calls') %}"
+    + _CALLS_BEGIN
+    + "{% for call in message['tool_calls'] %}"
+    + _CALL_BEGIN
+    + "function"
+    + _SEP
+    + "{{ call['function']['name'] }}\n```json\n"
     "{% if call['function']['arguments'] is string %}{{ call['function']['arguments'] }}"
-    "{% else %}{{ call['function']['arguments'] | tojson }}{% endif %}{{ '\\n' }}```" + _CALL_END +
-    "{% endfor %}" + _CALLS_END + "{% endif %}{{ eos_token }}"
-    "{% elif message['role'] == 'tool' %}" + _OUTS_BEGIN + _OUT_BEGIN + "{{ message['content'] }}" + _OUT_END +
-    _OUTS_END + "\n\n"
+    "{% else %}{{ call['function']['arguments'] | tojson }}{% endif %}{{ '\\n' }}```"
+    + _CALL_END
+    + "{% endfor %}"
+    + _CALLS_END
+    + "{% endif %}{{ eos_token }}"
+    "{% elif message['role'] == 'tool' %}"
+    + _OUTS_BEGIN
+    + _OUT_BEGIN
+    + "{{ message['content'] }}"
+    + _OUT_END
+    + _OUTS_END
+    + "\n\n"
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
@@ -129,9 +145,15 @@ class TinyModelRecipe:
         return TOOLS_CHAT_TEMPLATE if self.tool_calls else CHAT_TEMPLATE
 
     def digest(self) -> str:
-        inputs: dict[str, Any] = {"v": _BUILD_VERSION, "cls": self.config_class, "cfg": self.config,
-                                  "vocab": self.vocab_size, "seed": self.seed, "corpus": _CORPUS,
-                                  "template": self.chat_template}
+        inputs: dict[str, Any] = {
+            "v": _BUILD_VERSION,
+            "cls": self.config_class,
+            "cfg": self.config,
+            "vocab": self.vocab_size,
+            "seed": self.seed,
+            "corpus": _CORPUS,
+            "template": self.chat_template,
+        }
         if self.tool_calls:
             inputs["added"] = list(TOOL_TOKENS)
         blob = json.dumps(inputs, sort_keys=True)
@@ -212,9 +234,7 @@ def _recipe(name: str) -> TinyModelRecipe:
     try:
         return TINY_MODELS[name]
     except KeyError:
-        raise ModelBuildError(
-            f"unknown tiny model {name!r}; choose one of: {', '.join(sorted(TINY_MODELS))}"
-        ) from None
+        raise ModelBuildError(f"unknown tiny model {name!r}; choose one of: {', '.join(sorted(TINY_MODELS))}") from None
 
 
 def build_tiny_model(
@@ -240,8 +260,12 @@ def build_tiny_model(
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / _MARKER).write_text(
             json.dumps(
-                {"name": recipe.name, "digest": recipe.digest(), "files": files,
-                 "built_in_s": round(time.monotonic() - started, 2)},
+                {
+                    "name": recipe.name,
+                    "digest": recipe.digest(),
+                    "files": files,
+                    "built_in_s": round(time.monotonic() - started, 2),
+                },
                 indent=2,
             )
         )

@@ -24,10 +24,17 @@ class PathError(ValueError):
 
 
 _TYPE_HINTS = {
-    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
-    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
-    "bool_type": "true or false", "string_type": "a string", "list_type": "a list (- item lines)",
-    "dict_type": "a mapping (key: value lines)", "model_type": "a mapping (key: value lines)",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list (- item lines)",
+    "dict_type": "a mapping (key: value lines)",
+    "model_type": "a mapping (key: value lines)",
     "model_attributes_type": "a mapping (key: value lines)",
 }
 _BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short")
@@ -123,7 +130,7 @@ def _describe(err: Any, data: Any, where: str, root: type[BaseModel], example: s
         return f"{where}: {path}: got {value!r}; {err['msg'].lower()}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     return f"{where}: {path}: {msg}" if value is None else f"{where}: {path}: got {value!r}; {msg}"
 
 

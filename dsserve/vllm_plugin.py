@@ -98,5 +98,8 @@ def _report_local_experts(expert_map: Any) -> None:
         rank = "?"
     _vllm_logger().info(
         "dsserve EP: TP rank %s computes %d/%d routed experts locally, global ids %s",
-        rank, len(held), expert_map.numel(), held,
+        rank,
+        len(held),
+        expert_map.numel(),
+        held,
     )

@@ -33,8 +33,12 @@ import urllib.request
 from pathlib import Path
 
 #: `dsserve loadtest` exit statuses (docs/loadtesting.md).
-MEANINGS = {0: "pass", 1: "fail: the SLO was missed", 2: "bad input: nothing was sent",
-            3: "invalid: the load generator was the bottleneck"}
+MEANINGS = {
+    0: "pass",
+    1: "fail: the SLO was missed",
+    2: "bad input: nothing was sent",
+    3: "invalid: the load generator was the bottleneck",
+}
 #: Kubernetes truncates a termination message to 4096 bytes.
 MAX_MESSAGE_BYTES = 4096
 
@@ -110,18 +114,21 @@ def summary(results_dir: Path, exit_code: int) -> str:
         lines.append(f"no readable {path} ({type(exc).__name__}); see the container log")
     else:
         scenario, target = r.get("scenario") or {}, r.get("target") or {}
-        lines.append(f"verdict {str(r.get('verdict', '?')).upper()}: scenario {scenario.get('name', '?')} against "
-                     f"{target.get('host', '?')} (model {target.get('model', '?')})")
+        lines.append(
+            f"verdict {str(r.get('verdict', '?')).upper()}: scenario {scenario.get('name', '?')} against "
+            f"{target.get('host', '?')} (model {target.get('model', '?')})"
+        )
         for check in r.get("checks") or []:
-            lines.append(f"  {'ok    ' if check.get('passed') else 'FAILED'} {check.get('name')}: "
-                         f"{check.get('detail', '')}")
+            lines.append(
+                f"  {'ok    ' if check.get('passed') else 'FAILED'} {check.get('name')}: {check.get('detail', '')}"
+            )
         for reason in r.get("invalid_reasons") or []:
             lines.append(f"  INVALID: {reason}")
         lines.append(f"report: {results_dir / 'report.html'}")
     text = "\n".join(lines) + "\n"
     data = text.encode()
     if len(data) > MAX_MESSAGE_BYTES:
-        data = data[:MAX_MESSAGE_BYTES - 4].rsplit(b"\n", 1)[0] + b"\n...\n"
+        data = data[: MAX_MESSAGE_BYTES - 4].rsplit(b"\n", 1)[0] + b"\n...\n"
     return data.decode(errors="ignore")
 
 

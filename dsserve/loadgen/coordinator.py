@@ -94,8 +94,9 @@ class _Slot:
 class ProcessPacer:
     """This process's share of the arrivals, its idle users, and its results until they are shipped."""
 
-    def __init__(self, config: RunConfig, share_index: int, share_count: int,
-                 send: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(
+        self, config: RunConfig, share_index: int, share_count: int, send: Callable[[str, dict[str, Any]], None]
+    ) -> None:
         self.config = config
         self.scenario: Scenario = config.spec
         self.share = share_index
@@ -171,24 +172,44 @@ class ProcessPacer:
             parts.append(f', "temperature": {rc.temperature!r}')
         parts.append(self._agent_json[t.cls_index])
         parts.append("}")
-        return PreparedRequest(rc.name, rc.api, rc.stream, "".join(parts).encode(), t.max_tokens, rc.ignore_eos,
-                               pool.tokens[t.prompt_index], self._checks[t.cls_index])
+        return PreparedRequest(
+            rc.name,
+            rc.api,
+            rc.stream,
+            "".join(parts).encode(),
+            t.max_tokens,
+            rc.ignore_eos,
+            pool.tokens[t.prompt_index],
+            self._checks[t.cls_index],
+        )
 
     def mark_sent(self, t: Ticket, sent_s: float) -> None:
         h = self._handed.get(t.id)
         if h is not None:
             h[1] = sent_s
 
-    def complete(self, t: Ticket, sent_s: float, result: RequestResult | None, prompt_client: int | None,
-                 itl: list[float]) -> None:
+    def complete(
+        self, t: Ticket, sent_s: float, result: RequestResult | None, prompt_client: int | None, itl: list[float]
+    ) -> None:
         if self.closed:
             return  # finished after the drain timeout: already reported as unfinished
         self._handed.pop(t.id, None)
         if result is None:
-            result = RequestResult(cls=self.classes[t.cls_index].name, share=0, sched_s=0, sent_s=0, status=0,
-                                   error="generator error: the request raised before it completed",
-                                   ttft_ms=None, e2e_ms=None, tpot_ms=None, output_tokens=None,
-                                   prompt_tokens=None, prompt_tokens_client=None, max_tokens=t.max_tokens)
+            result = RequestResult(
+                cls=self.classes[t.cls_index].name,
+                share=0,
+                sched_s=0,
+                sent_s=0,
+                status=0,
+                error="generator error: the request raised before it completed",
+                ttft_ms=None,
+                e2e_ms=None,
+                tpot_ms=None,
+                output_tokens=None,
+                prompt_tokens=None,
+                prompt_tokens_client=None,
+                max_tokens=t.max_tokens,
+            )
         result.share, result.sched_s, result.sent_s = self.share, t.sched_s, sent_s
         result.prompt_tokens_client = prompt_client
         self._rows.append(result.to_row())
@@ -216,8 +237,13 @@ class ProcessPacer:
         w0, w1 = self.window
         perf = time.perf_counter
         burst = 0
-        for due in arrival_times(self.profile, self.scenario.load.arrivals, share_index=self.share,
-                                 share_count=self.share_count, seed=self.scenario.load.seed):
+        for due in arrival_times(
+            self.profile,
+            self.scenario.load.arrivals,
+            share_index=self.share,
+            share_count=self.share_count,
+            seed=self.scenario.load.seed,
+        ):
             delay = self._t0_mono + due - perf()
             if delay > 0:
                 gevent.sleep(delay)
@@ -264,17 +290,30 @@ class ProcessPacer:
         cpu, self._cpu = self._cpu, []
         itl, self._itl = self._itl, LogHistogram()
         for i in range(0, max(1, len(rows)), 20000):
-            self._send(MSG_RESULTS, {"share": self.share, "rows": rows[i:i + 20000],
-                                     "overflow": over if i == 0 else [], "cpu": cpu if i == 0 else [],
-                                     "itl": itl.to_dict() if i == 0 else {}})
+            self._send(
+                MSG_RESULTS,
+                {
+                    "share": self.share,
+                    "rows": rows[i : i + 20000],
+                    "overflow": over if i == 0 else [],
+                    "cpu": cpu if i == 0 else [],
+                    "itl": itl.to_dict() if i == 0 else {},
+                },
+            )
 
     def _finish(self) -> None:
         self._ship()
         unfinished = [[due, sent if sent is not None else due] for due, sent in self._handed.values()]
         self.closed = True
-        self._send(MSG_DONE, {"share": self.share, "scheduled": {"window": self._scheduled_window,
-                                                                 "total": self._scheduled_total},
-                              "unfinished": unfinished, "problems": self.problems})
+        self._send(
+            MSG_DONE,
+            {
+                "share": self.share,
+                "scheduled": {"window": self._scheduled_window, "total": self._scheduled_total},
+                "unfinished": unfinished,
+                "problems": self.problems,
+            },
+        )
 
 
 class Collector:
@@ -310,10 +349,18 @@ class Collector:
         return len(self.done) >= self.share_count
 
     def run_data(self, scenario: Scenario) -> RunData:
-        return RunData(profile=RateProfile.from_load(scenario.load), arrivals=scenario.load.arrivals,
-                       share_count=self.share_count, rows=self.rows, overflow=self.overflow,
-                       unfinished=self.unfinished, scheduled=self.scheduled, cpu=self.cpu, itl=self.itl,
-                       problems=self.problems)
+        return RunData(
+            profile=RateProfile.from_load(scenario.load),
+            arrivals=scenario.load.arrivals,
+            share_count=self.share_count,
+            rows=self.rows,
+            overflow=self.overflow,
+            unfinished=self.unfinished,
+            scheduled=self.scheduled,
+            cpu=self.cpu,
+            itl=self.itl,
+            problems=self.problems,
+        )
 
 
 class Controller:
@@ -355,8 +402,9 @@ class Controller:
             return None
         load = self.config.spec.load
         if self.go_at is None and now - self.started_at > READY_TIMEOUT_S:
-            self.aborted = (f"the generator processes were not ready within {READY_TIMEOUT_S:g} s "
-                            f"(ready: {sorted(self.ready)})")
+            self.aborted = (
+                f"the generator processes were not ready within {READY_TIMEOUT_S:g} s (ready: {sorted(self.ready)})"
+            )
             self.finished = True
             return None
         if self.go_at is not None and now > self.go_at + load.ramp_up_s + load.measured_s + load.drain_timeout_s + 60:
@@ -371,15 +419,22 @@ class Controller:
         runner = self.environment.runner
         if self.role == "master":
             assert self.config is not None
-            clients = sorted(runner.clients.ready + runner.clients.spawning + runner.clients.running,
-                             key=lambda c: runner.get_worker_index(c.id))
+            clients = sorted(
+                runner.clients.ready + runner.clients.spawning + runner.clients.running,
+                key=lambda c: runner.get_worker_index(c.id),
+            )
             self.shares = {c.id: j for j, c in enumerate(clients)}
             self.collector = Collector(len(clients))
             for cid, j in self.shares.items():
-                runner.send_message(MSG_PLAN, {"config": self.config.to_dict(), "share_index": j,
-                                               "share_count": len(clients)}, cid)
-            log.info("dsserve: %d generator processes share %.6g req/s (%.6g each)", len(clients),
-                     self.config.spec.load.rate_rps, self.config.spec.load.rate_rps / max(1, len(clients)))
+                runner.send_message(
+                    MSG_PLAN, {"config": self.config.to_dict(), "share_index": j, "share_count": len(clients)}, cid
+                )
+            log.info(
+                "dsserve: %d generator processes share %.6g req/s (%.6g each)",
+                len(clients),
+                self.config.spec.load.rate_rps,
+                self.config.spec.load.rate_rps / max(1, len(clients)),
+            )
         elif self.role in ("local", "debug"):
             assert self.config is not None
             self.collector = Collector(1)
@@ -419,8 +474,9 @@ class Controller:
         else:
             assert self.pacer is not None
             self.pacer.start(t0)
-        log.info("dsserve: all %d generator processes ready; arrivals start in %.1f s",
-                 self.collector.share_count, GO_LEAD_S)
+        log.info(
+            "dsserve: all %d generator processes ready; arrivals start in %.1f s", self.collector.share_count, GO_LEAD_S
+        )
         gevent.spawn(self._progress, t0)
 
     def _progress(self, t0: float) -> None:
@@ -438,16 +494,27 @@ class Controller:
             ok = [r for r in new if r.ok]
             e2e = sorted(r.e2e_ms for r in ok if r.e2e_ms is not None)
             p99 = e2e[min(len(e2e) - 1, int(0.99 * len(e2e)))] if e2e else float("nan")
-            log.info("dsserve: t=%.0f/%.0fs  %d completed since the last line (%d failed; %d overflow so far), "
-                     "p99 E2E %.0f ms", time.time() - t0, end, len(new), len(new) - len(ok),
-                     len(self.collector.overflow), p99)
+            log.info(
+                "dsserve: t=%.0f/%.0fs  %d completed since the last line (%d failed; %d overflow so far), "
+                "p99 E2E %.0f ms",
+                time.time() - t0,
+                end,
+                len(new),
+                len(new) - len(ok),
+                len(self.collector.overflow),
+                p99,
+            )
 
     # ---- worker
     def on_plan(self, data: dict[str, Any]) -> None:
         self.config = RunConfig.from_dict(data["config"])
         runner = self.environment.runner
-        self.pacer = ProcessPacer(self.config, int(data["share_index"]), int(data["share_count"]),
-                                  lambda kind, d: runner.send_message(kind, d))
+        self.pacer = ProcessPacer(
+            self.config,
+            int(data["share_index"]),
+            int(data["share_count"]),
+            lambda kind, d: runner.send_message(kind, d),
+        )
         self.pacer_ready.set()
         runner.send_message(MSG_READY, {"share": self.pacer.share})
 
@@ -469,8 +536,10 @@ def pacer_of(environment: Any) -> ProcessPacer:
     """The process's pacer, waiting for it if the user started before the plan arrived."""
     ctl = controller_of(environment)
     if ctl is None:
-        raise RuntimeError("no dsserve load test is configured in this Locust process: run with "
-                           "--dsserve-scenario NAME or through `dsserve loadtest`")
+        raise RuntimeError(
+            "no dsserve load test is configured in this Locust process: run with "
+            "--dsserve-scenario NAME or through `dsserve loadtest`"
+        )
     ctl.pacer_ready.wait()
     assert ctl.pacer is not None
     return ctl.pacer

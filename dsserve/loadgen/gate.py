@@ -64,8 +64,13 @@ class Check:
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "measured": self.measured, "limit": self.limit, "passed": self.passed,
-                "detail": self.detail}
+        return {
+            "name": self.name,
+            "measured": self.measured,
+            "limit": self.limit,
+            "passed": self.passed,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -79,8 +84,12 @@ class Verdict:
         return EXIT_CODES[self.verdict]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "exit_code": self.exit_code,
-                "checks": [c.to_dict() for c in self.checks], "invalid_reasons": self.invalid_reasons}
+        return {
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "checks": [c.to_dict() for c in self.checks],
+            "invalid_reasons": self.invalid_reasons,
+        }
 
 
 def _in(t: float, lo: float, hi: float) -> bool:
@@ -120,8 +129,13 @@ def compute_figures(data: RunData) -> dict[str, Any]:
             "ok_rps": len(ok) / dur,
         },
         "requests": {
-            "arrivals": arrivals, "sent": sent, "completed": len(rows), "ok": len(ok), "failed": len(failed),
-            "overflow": len(overflow), "unfinished": len(unfinished),
+            "arrivals": arrivals,
+            "sent": sent,
+            "completed": len(rows),
+            "ok": len(ok),
+            "failed": len(failed),
+            "overflow": len(overflow),
+            "unfinished": len(unfinished),
             "error_ratio": ((len(failed) + len(overflow) + len(unfinished)) / arrivals) if arrivals else None,
             "errors": dict(errors.most_common()),
             "streamed_ok": len(streamed_ok),
@@ -138,8 +152,7 @@ def compute_figures(data: RunData) -> dict[str, Any]:
             "output_tokens_per_s": sum(out_tokens) / dur,
             "max_tokens": summarize(r.max_tokens for r in ok),
             "prompt_server": summarize(r.prompt_tokens for r in ok if r.prompt_tokens is not None),
-            "prompt_client": summarize(r.prompt_tokens_client for r in rows
-                                       if r.prompt_tokens_client is not None),
+            "prompt_client": summarize(r.prompt_tokens_client for r in rows if r.prompt_tokens_client is not None),
         },
         "generator": {
             "processes": data.share_count,
@@ -174,8 +187,12 @@ def _cpu(cpu: dict[int, list[tuple[float, float, float]]], w0: float, w1: float)
     for share, samples in sorted(cpu.items()):
         xs = [p for t, p, _ in samples if _in(t, w0, w1)]
         sy = [s for t, _, s in samples if _in(t, w0, w1)]
-        per[str(share)] = {"mean": (sum(xs) / len(xs)) if xs else None, "max": max(xs) if xs else None,
-                           "system_mean": (sum(sy) / len(sy)) if sy else None, "samples": len(xs)}
+        per[str(share)] = {
+            "mean": (sum(xs) / len(xs)) if xs else None,
+            "max": max(xs) if xs else None,
+            "system_mean": (sum(sy) / len(sy)) if sy else None,
+            "samples": len(xs),
+        }
     means = [v["mean"] for v in per.values() if v["mean"] is not None]
     return {"per_process": per, "max_process_mean": max(means) if means else None}
 
@@ -188,11 +205,17 @@ def _by_class(rows: Sequence[RequestResult], unfinished: Sequence[tuple[int, flo
     for name, rs in sorted(groups.items()):
         ok = [r for r in rs if r.ok]
         out[name] = {
-            "completed": len(rs), "ok": len(ok), "failed": len(rs) - len(ok),
-            "ttft_ms": {"p50": percentile([r.ttft_ms for r in ok if r.ttft_ms is not None], 50),
-                        "p99": percentile([r.ttft_ms for r in ok if r.ttft_ms is not None], 99)},
-            "e2e_ms": {"p50": percentile([r.e2e_ms for r in ok if r.e2e_ms is not None], 50),
-                       "p99": percentile([r.e2e_ms for r in ok if r.e2e_ms is not None], 99)},
+            "completed": len(rs),
+            "ok": len(ok),
+            "failed": len(rs) - len(ok),
+            "ttft_ms": {
+                "p50": percentile([r.ttft_ms for r in ok if r.ttft_ms is not None], 50),
+                "p99": percentile([r.ttft_ms for r in ok if r.ttft_ms is not None], 99),
+            },
+            "e2e_ms": {
+                "p50": percentile([r.e2e_ms for r in ok if r.e2e_ms is not None], 50),
+                "p99": percentile([r.e2e_ms for r in ok if r.e2e_ms is not None], 99),
+            },
             "output_tokens_mean": _mean(r.output_tokens for r in ok),
             "prompt_tokens_mean": _mean(r.prompt_tokens for r in ok),
         }
@@ -206,13 +229,19 @@ def _phases(data: RunData, rows: Sequence[RequestResult]) -> list[dict[str, Any]
             continue
         rs = [r for r in rows if _in(r.sent_s, seg.start_s, seg.end_s)]
         ok = [r for r in rs if r.ok]
-        out.append({
-            "phase": seg.phase, "start_s": seg.start_s, "end_s": seg.end_s,
-            "target_rps": data.profile.expected(seg.start_s, seg.end_s) / seg.duration_s,
-            "achieved_rps": len(rs) / seg.duration_s, "ok": len(ok), "failed": len(rs) - len(ok),
-            "ttft_p99_ms": percentile([r.ttft_ms for r in ok if r.ttft_ms is not None], 99),
-            "e2e_p99_ms": percentile([r.e2e_ms for r in ok if r.e2e_ms is not None], 99),
-        })
+        out.append(
+            {
+                "phase": seg.phase,
+                "start_s": seg.start_s,
+                "end_s": seg.end_s,
+                "target_rps": data.profile.expected(seg.start_s, seg.end_s) / seg.duration_s,
+                "achieved_rps": len(rs) / seg.duration_s,
+                "ok": len(ok),
+                "failed": len(rs) - len(ok),
+                "ttft_p99_ms": percentile([r.ttft_ms for r in ok if r.ttft_ms is not None], 99),
+                "e2e_p99_ms": percentile([r.e2e_ms for r in ok if r.e2e_ms is not None], 99),
+            }
+        )
     return out
 
 
@@ -234,47 +263,74 @@ def _metric_value(figures: dict[str, Any], metric: str, pct: float, data: RunDat
     if metric == "itl":
         return data.itl.percentile(pct), n
     attr = {"ttft": "ttft_ms", "e2e": "e2e_ms", "tpot": "tpot_ms"}[metric]
-    vals = [getattr(r, attr) for r in data.rows if r.ok and _in(r.sent_s, w0, w1)
-            and getattr(r, attr) is not None]
+    vals = [getattr(r, attr) for r in data.rows if r.ok and _in(r.sent_s, w0, w1) and getattr(r, attr) is not None]
     return percentile(vals, pct), n
 
 
-def evaluate(figures: dict[str, Any], slo: SloGate, gen: GeneratorSpec, *, data: RunData | None = None,
-             problems: Sequence[str] = ()) -> Verdict:
+def evaluate(
+    figures: dict[str, Any],
+    slo: SloGate,
+    gen: GeneratorSpec,
+    *,
+    data: RunData | None = None,
+    problems: Sequence[str] = (),
+) -> Verdict:
     """Checks and verdict of a run from its figures (see the module docstring)."""
     checks: list[Check] = []
     rate = figures["rate"]
     frac = rate["achieved_fraction"]
-    checks.append(Check(
-        "rate", frac, slo.min_rate_fraction, frac is not None and frac >= slo.min_rate_fraction,
-        f"sent {rate['sent']} of {rate['scheduled']} scheduled requests in the window "
-        f"({rate['achieved_rps']:.2f} of {rate['scheduled_rps']:.2f} req/s; target {rate['target_rps']:.2f})"))
+    checks.append(
+        Check(
+            "rate",
+            frac,
+            slo.min_rate_fraction,
+            frac is not None and frac >= slo.min_rate_fraction,
+            f"sent {rate['sent']} of {rate['scheduled']} scheduled requests in the window "
+            f"({rate['achieved_rps']:.2f} of {rate['scheduled_rps']:.2f} req/s; target {rate['target_rps']:.2f})",
+        )
+    )
     req = figures["requests"]
     er = req["error_ratio"]
-    checks.append(Check(
-        "error_ratio", er, slo.max_error_ratio, er is not None and er <= slo.max_error_ratio,
-        f"{req['failed']} failed + {req['overflow']} overflow + {req['unfinished']} unfinished of "
-        f"{req['arrivals']} arrivals"))
+    checks.append(
+        Check(
+            "error_ratio",
+            er,
+            slo.max_error_ratio,
+            er is not None and er <= slo.max_error_ratio,
+            f"{req['failed']} failed + {req['overflow']} overflow + {req['unfinished']} unfinished of "
+            f"{req['arrivals']} arrivals",
+        )
+    )
     for t in slo.thresholds:
         value, n = _metric_value(figures, t.metric, t.percentile, data)
         name = f"{t.metric}_p{t.percentile:g}"
         if value is None:
             checks.append(Check(name, None, t.max_ms, False, f"no {t.metric} samples to check"))
         else:
-            checks.append(Check(name, value, t.max_ms, value <= t.max_ms,
-                                f"p{t.percentile:g} {t.metric.upper()} {value:.1f} ms over {n} samples "
-                                f"(limit {t.max_ms:g} ms)"))
+            checks.append(
+                Check(
+                    name,
+                    value,
+                    t.max_ms,
+                    value <= t.max_ms,
+                    f"p{t.percentile:g} {t.metric.upper()} {value:.1f} ms over {n} samples (limit {t.max_ms:g} ms)",
+                )
+            )
     invalid = list(problems)
     lag99 = figures["generator"]["pacing_lag_ms"]["p99"]
     if lag99 is not None and lag99 > gen.max_lag_p99_ms:
-        invalid.append(f"load generator fell behind its schedule: p99 pacing lag {lag99:.1f} ms > "
-                       f"{gen.max_lag_p99_ms:g} ms (add --processes or generator machines, or lower the rate)")
+        invalid.append(
+            f"load generator fell behind its schedule: p99 pacing lag {lag99:.1f} ms > "
+            f"{gen.max_lag_p99_ms:g} ms (add --processes or generator machines, or lower the rate)"
+        )
     cpu = figures["generator"]["cpu_percent"]
     for share, c in cpu["per_process"].items():
         if c["mean"] is not None and c["mean"] >= gen.max_cpu_percent:
-            invalid.append(f"load generator process {share} used {c['mean']:.0f}% CPU on average "
-                           f"(limit {gen.max_cpu_percent:g}%): its timings are not trustworthy "
-                           "(add --processes or generator machines)")
+            invalid.append(
+                f"load generator process {share} used {c['mean']:.0f}% CPU on average "
+                f"(limit {gen.max_cpu_percent:g}%): its timings are not trustworthy "
+                "(add --processes or generator machines)"
+            )
     if data is not None:
         missing = [j for j in range(data.share_count) if j not in data.scheduled]
         if missing:
@@ -295,8 +351,10 @@ def _schedule_problems(figures: dict[str, Any], data: RunData) -> list[str]:
     else:  # Poisson counts have standard deviation sqrt(expected)
         tol = 5.0 * math.sqrt(max(expected, 1.0)) + data.share_count
     if abs(scheduled - expected) > tol:
-        return [f"the generator scheduled {scheduled} requests in the window where the target rate gives "
-                f"{expected:.1f} (tolerance {tol:.1f}): a pacing fault, not a server result"]
+        return [
+            f"the generator scheduled {scheduled} requests in the window where the target rate gives "
+            f"{expected:.1f} (tolerance {tol:.1f}): a pacing fault, not a server result"
+        ]
     return []
 
 
@@ -335,13 +393,19 @@ def timeline(data: RunData, bucket_s: float = 1.0, until_s: float | None = None)
     out = []
     for i in range(n):
         t = (i + 0.5) * bucket_s
-        out.append({
-            "t_s": i * bucket_s,
-            "target_rps": data.profile.expected(i * bucket_s, (i + 1) * bucket_s) / bucket_s,
-            "sent_rps": sent[i] / bucket_s, "ok_done_rps": ok_done[i] / bucket_s,
-            "error_rps": err[i] / bucket_s, "overflow_rps": over[i] / bucket_s,
-            "ttft_p50_ms": percentile(ttft[i], 50), "ttft_p99_ms": percentile(ttft[i], 99),
-            "e2e_p50_ms": percentile(e2e[i], 50), "e2e_p99_ms": percentile(e2e[i], 99),
-            "phase": data.profile.phase_at(t),
-        })
+        out.append(
+            {
+                "t_s": i * bucket_s,
+                "target_rps": data.profile.expected(i * bucket_s, (i + 1) * bucket_s) / bucket_s,
+                "sent_rps": sent[i] / bucket_s,
+                "ok_done_rps": ok_done[i] / bucket_s,
+                "error_rps": err[i] / bucket_s,
+                "overflow_rps": over[i] / bucket_s,
+                "ttft_p50_ms": percentile(ttft[i], 50),
+                "ttft_p99_ms": percentile(ttft[i], 99),
+                "e2e_p50_ms": percentile(e2e[i], 50),
+                "e2e_p99_ms": percentile(e2e[i], 99),
+                "phase": data.profile.phase_at(t),
+            }
+        )
     return out

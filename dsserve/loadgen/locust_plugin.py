@@ -68,9 +68,15 @@ def _load_config(environment: Any) -> RunConfig | None:
     out = opts.dsserve_out or f"loadtest-results/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not environment.host:
         raise LoadtestError("--host is required: the base URL of the OpenAI server, e.g. http://127.0.0.1:8000")
-    return prepare_run(scenario, environment.host, out_dir=out, api_key_env=opts.dsserve_api_key_env or None,
-                       engine=opts.dsserve_engine or "auto", tokenizer=opts.dsserve_tokenizer or None,
-                       overrides={"set": sets})
+    return prepare_run(
+        scenario,
+        environment.host,
+        out_dir=out,
+        api_key_env=opts.dsserve_api_key_env or None,
+        engine=opts.dsserve_engine or "auto",
+        tokenizer=opts.dsserve_tokenizer or None,
+        overrides={"set": sets},
+    )
 
 
 def on_init(environment: Any, runner: Any = None, **_kw: Any) -> None:
@@ -106,9 +112,17 @@ def on_init(environment: Any, runner: Any = None, **_kw: Any) -> None:
         runner.register_message(MSG_RESULTS, lambda environment, msg, **kw: ctl.deliver(MSG_RESULTS, msg.data))
         runner.register_message(MSG_DONE, lambda environment, msg, **kw: ctl.deliver(MSG_DONE, msg.data))
     spec = config.spec
-    log.info("dsserve: scenario %s against %s (model %s): %.6g req/s %s, ramp %gs, measured %gs, "
-             "in-flight cap %d", spec.name, config.host, config.model, spec.load.rate_rps, spec.load.arrivals,
-             spec.load.ramp_up_s, spec.load.measured_s, spec.load.max_in_flight)
+    log.info(
+        "dsserve: scenario %s against %s (model %s): %.6g req/s %s, ramp %gs, measured %gs, in-flight cap %d",
+        spec.name,
+        config.host,
+        config.model,
+        spec.load.rate_rps,
+        spec.load.arrivals,
+        spec.load.ramp_up_s,
+        spec.load.measured_s,
+        spec.load.max_in_flight,
+    )
 
 
 def on_test_start(environment: Any, **_kw: Any) -> None:
@@ -132,16 +146,23 @@ def on_quitting(environment: Any, **_kw: Any) -> None:
         problems.append(ctl.aborted)
     elif not ctl.finished:
         problems.append("the run was stopped before every generator process finished its schedule")
-    ctl.results = finalize(ctl.config, ctl.collector, problems=problems, t0=ctl.go_at,
-                           processes=ctl.collector.share_count if ctl.collector else 0)
+    ctl.results = finalize(
+        ctl.config,
+        ctl.collector,
+        problems=problems,
+        t0=ctl.go_at,
+        processes=ctl.collector.share_count if ctl.collector else 0,
+    )
     environment.process_exit_code = ctl.results["exit_code"]
     for line in _verdict_lines(ctl.results):
         log.info("%s", line)
 
 
 def _verdict_lines(results: dict[str, Any]) -> list[str]:
-    lines = [f"dsserve SLO gate: {results['verdict'].upper()} ({results['scenario']['name']}); "
-             f"results in {results['files']['results']}"]
+    lines = [
+        f"dsserve SLO gate: {results['verdict'].upper()} ({results['scenario']['name']}); "
+        f"results in {results['files']['results']}"
+    ]
     for c in results["checks"]:
         lines.append(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['name']}: {c['detail']}")
     for r in results["invalid_reasons"]:

@@ -167,8 +167,12 @@ def _choice_text(choice: dict[str, Any]) -> str:
     delta = choice.get("delta") or {}
     # vLLM 0.32 streams a reasoning parser's output as delta.reasoning; DeepSeek's API and older vLLM as
     # delta.reasoning_content
-    return (delta.get("content") or "") + (delta.get("reasoning") or "") + (delta.get("reasoning_content") or "") + (
-        "<tool>" if delta.get("tool_calls") else "")
+    return (
+        (delta.get("content") or "")
+        + (delta.get("reasoning") or "")
+        + (delta.get("reasoning_content") or "")
+        + ("<tool>" if delta.get("tool_calls") else "")
+    )
 
 
 def carries_a_token(choice: dict[str, Any]) -> bool:
@@ -181,8 +185,9 @@ def carries_a_token(choice: dict[str, Any]) -> bool:
     return isinstance(delta, dict) and "role" not in delta
 
 
-def stream_problem(st: StreamState, max_tokens: int, ignore_eos: bool, output_tokens: int | None,
-                   check: AnswerCheck | None = None) -> str | None:
+def stream_problem(
+    st: StreamState, max_tokens: int, ignore_eos: bool, output_tokens: int | None, check: AnswerCheck | None = None
+) -> str | None:
     """Why a finished stream is not a successful request (None when it is), first problem first.
 
     The transport (``[DONE]``, ``usage``), then the answer's tool calls or JSON when ``check`` is given,
@@ -214,9 +219,23 @@ def tpot_ms(e2e_ms: float, ttft_ms: float, output_tokens: int) -> float | None:
 
 
 #: The fields of a result row, in order (rows travel between Locust processes as plain lists).
-RESULT_FIELDS = ("cls", "share", "sched_s", "sent_s", "status", "error", "ttft_ms", "e2e_ms", "tpot_ms",
-                 "output_tokens", "prompt_tokens", "prompt_tokens_client", "max_tokens", "itl_count",
-                 "itl_mean_ms")
+RESULT_FIELDS = (
+    "cls",
+    "share",
+    "sched_s",
+    "sent_s",
+    "status",
+    "error",
+    "ttft_ms",
+    "e2e_ms",
+    "tpot_ms",
+    "output_tokens",
+    "prompt_tokens",
+    "prompt_tokens_client",
+    "max_tokens",
+    "itl_count",
+    "itl_mean_ms",
+)
 
 
 @dataclass(slots=True)
@@ -323,7 +342,7 @@ class LogHistogram:
     def bin_bounds(self, i: int) -> tuple[float, float]:
         if i == 0:
             return 0.0, self.FLOOR_MS
-        return self.FLOOR_MS * self.GROWTH ** (i - 1), self.FLOOR_MS * self.GROWTH ** i
+        return self.FLOOR_MS * self.GROWTH ** (i - 1), self.FLOOR_MS * self.GROWTH**i
 
     def percentile(self, q: float) -> float | None:
         """The geometric middle of the bin holding the q-th percentile (nearest rank)."""
@@ -343,8 +362,14 @@ class LogHistogram:
         n = self.total
         if n == 0:
             return None
-        return sum(c * (math.sqrt(lo * hi) if lo > 0 else hi / 2)
-                   for i, c in self.counts.items() for lo, hi in [self.bin_bounds(i)]) / n
+        return (
+            sum(
+                c * (math.sqrt(lo * hi) if lo > 0 else hi / 2)
+                for i, c in self.counts.items()
+                for lo, hi in [self.bin_bounds(i)]
+            )
+            / n
+        )
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"count": self.total, "mean": self.mean(), "resolution": "1% log bins"}

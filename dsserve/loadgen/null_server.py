@@ -52,24 +52,44 @@ def _structured_answer(body: dict[str, Any]) -> tuple[str, str, str | None] | No
     return None
 
 
-def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: float = 0.0,
-             itl_ms: float = 0.0, fail_every: int = 0, api_key: str | None = None,
-             malformed_every: int = 0) -> web.Application:
+def make_app(
+    *,
+    model: str = "null-model",
+    context_window: int = 4096,
+    ttft_ms: float = 0.0,
+    itl_ms: float = 0.0,
+    fail_every: int = 0,
+    api_key: str | None = None,
+    malformed_every: int = 0,
+) -> web.Application:
     arrivals: list[float] = []
     counter = {"n": 0, "structured": 0}
 
     def unauthorized(request: web.Request) -> web.Response | None:
         if api_key and request.headers.get("Authorization", "") != f"Bearer {api_key}":
-            return web.json_response({"error": {"message": "bad key", "type": "authentication_error",
-                                                "param": None, "code": 401}}, status=401)
+            return web.json_response(
+                {"error": {"message": "bad key", "type": "authentication_error", "param": None, "code": 401}},
+                status=401,
+            )
         return None
 
     async def models(request: web.Request) -> web.Response:
         if (r := unauthorized(request)) is not None:
             return r
-        return web.json_response({"object": "list", "data": [{
-            "id": model, "object": "model", "owned_by": "dsserve", "permission": [],
-            "metadata": {"max_request_context_length": context_window, "engine_kind": "null"}}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": model,
+                        "object": "model",
+                        "owned_by": "dsserve",
+                        "permission": [],
+                        "metadata": {"max_request_context_length": context_window, "engine_kind": "null"},
+                    }
+                ],
+            }
+        )
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"count": len(arrivals), "arrivals": arrivals})
@@ -82,16 +102,23 @@ def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: 
         try:
             body: dict[str, Any] = await request.json()
         except ValueError:
-            return web.json_response({"error": {"message": "not JSON", "type": "invalid_request_error",
-                                                "param": None, "code": 400}}, status=400)
+            return web.json_response(
+                {"error": {"message": "not JSON", "type": "invalid_request_error", "param": None, "code": 400}},
+                status=400,
+            )
         if fail_every and counter["n"] % fail_every == 0:
-            return web.json_response({"error": {"message": "injected failure", "type": "internal_error",
-                                                "param": None, "code": 500}}, status=500)
+            return web.json_response(
+                {"error": {"message": "injected failure", "type": "internal_error", "param": None, "code": 500}},
+                status=500,
+            )
         chat = request.path.endswith("/chat/completions")
         n = int(body.get("max_tokens") or 16)
         prompt = (body.get("messages") or [{}])[-1].get("content", "") if chat else body.get("prompt", "")
-        usage = {"prompt_tokens": max(1, len(str(prompt).split())), "completion_tokens": n,
-                 "total_tokens": max(1, len(str(prompt).split())) + n}
+        usage = {
+            "prompt_tokens": max(1, len(str(prompt).split())),
+            "completion_tokens": n,
+            "total_tokens": max(1, len(str(prompt).split())) + n,
+        }
         obj = "chat.completion" if chat else "text_completion"
         plan = _structured_answer(body) if chat else None
         if plan is not None:
@@ -102,10 +129,14 @@ def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: 
         if not body.get("stream"):
             if ttft_ms or itl_ms:
                 await asyncio.sleep((ttft_ms + itl_ms * max(0, n - 1)) / 1000.0)
-            choice = ({"index": 0, "message": {"role": "assistant", "content": "tok " * n}, "finish_reason": "length"}
-                      if chat else {"index": 0, "text": "tok " * n, "finish_reason": "length"})
-            return web.json_response({"id": "null-1", "object": obj, "created": 0, "model": model,
-                                      "choices": [choice], "usage": usage})
+            choice = (
+                {"index": 0, "message": {"role": "assistant", "content": "tok " * n}, "finish_reason": "length"}
+                if chat
+                else {"index": 0, "text": "tok " * n, "finish_reason": "length"}
+            )
+            return web.json_response(
+                {"id": "null-1", "object": obj, "created": 0, "model": model, "choices": [choice], "usage": usage}
+            )
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         kind = obj + ".chunk" if chat else obj
@@ -118,8 +149,13 @@ def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: 
                 choice = {"index": 0, "delta": delta, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": text or "", "finish_reason": finish}
-            return b"data: " + json.dumps({"id": "null-1", "object": kind, "created": 0, "model": model,
-                                           "choices": [choice]}).encode() + b"\n\n"
+            return (
+                b"data: "
+                + json.dumps(
+                    {"id": "null-1", "object": kind, "created": 0, "model": model, "choices": [choice]}
+                ).encode()
+                + b"\n\n"
+            )
 
         if chat:
             await resp.write(chunk(None, role=True))
@@ -129,14 +165,20 @@ def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: 
             await resp.write(chunk("tok ", "length" if i == n - 1 else None))
         opts = body.get("stream_options") or {}
         if opts.get("include_usage"):
-            await resp.write(b"data: " + json.dumps({"id": "null-1", "object": kind, "created": 0, "model": model,
-                                                     "choices": [], "usage": usage}).encode() + b"\n\n")
+            await resp.write(
+                b"data: "
+                + json.dumps(
+                    {"id": "null-1", "object": kind, "created": 0, "model": model, "choices": [], "usage": usage}
+                ).encode()
+                + b"\n\n"
+            )
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
 
-    async def structured(request: web.Request, body: dict[str, Any], plan: tuple[str, str, str | None],
-                         usage: dict[str, int]) -> web.StreamResponse:
+    async def structured(
+        request: web.Request, body: dict[str, Any], plan: tuple[str, str, str | None], usage: dict[str, int]
+    ) -> web.StreamResponse:
         """A tool call or JSON content, in vLLM's shape: whole, or streamed in fragments."""
         kind, text, name = plan
         named = isinstance(body.get("tool_choice"), dict)
@@ -144,10 +186,19 @@ def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: 
         call = {"id": "call-null-1", "type": "function", "function": {"name": name, "arguments": text}}
         head = {"id": "null-1", "created": 0, "model": model}
         if not body.get("stream"):
-            message = ({"role": "assistant", "content": None, "tool_calls": [call]} if kind == "call"
-                       else {"role": "assistant", "content": text})
-            return web.json_response({**head, "object": "chat.completion", "usage": usage, "choices": [
-                {"index": 0, "message": message, "finish_reason": finish}]})
+            message = (
+                {"role": "assistant", "content": None, "tool_calls": [call]}
+                if kind == "call"
+                else {"role": "assistant", "content": text}
+            )
+            return web.json_response(
+                {
+                    **head,
+                    "object": "chat.completion",
+                    "usage": usage,
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                }
+            )
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
 
@@ -157,10 +208,15 @@ def make_app(*, model: str = "null-model", context_window: int = 4096, ttft_ms: 
             await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
 
         await event({"role": "assistant", "content": ""})
-        pieces = [text[i:i + 5] for i in range(0, len(text), 5)]
+        pieces = [text[i : i + 5] for i in range(0, len(text), 5)]
         if kind == "call":
-            await event({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
-                                         "function": {"name": name, "arguments": ""}}]})
+            await event(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": call["id"], "type": "function", "function": {"name": name, "arguments": ""}}
+                    ]
+                }
+            )
             for piece in pieces:
                 await event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
         else:
@@ -187,8 +243,12 @@ class NullServer:
     def __init__(self, *args: str, startup_timeout_s: float = 30.0) -> None:
         import subprocess
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "dsserve.loadgen.null_server", "--port", "0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dsserve.loadgen.null_server", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deadline = time.monotonic() + startup_timeout_s
         line = ""
         while time.monotonic() < deadline:
@@ -235,12 +295,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--itl-ms", type=float, default=0.0)
     p.add_argument("--fail-every", type=int, default=0, help="every N-th request answers HTTP 500")
     p.add_argument("--api-key", default=None, help="require this Bearer key")
-    p.add_argument("--malformed-every", type=int, default=0,
-                   help="every N-th tool-call or JSON answer has its JSON cut short")
+    p.add_argument(
+        "--malformed-every", type=int, default=0, help="every N-th tool-call or JSON answer has its JSON cut short"
+    )
     args = p.parse_args(argv)
-    app = make_app(model=args.model, context_window=args.context_window, ttft_ms=args.ttft_ms,
-                   itl_ms=args.itl_ms, fail_every=args.fail_every, api_key=args.api_key,
-                   malformed_every=args.malformed_every)
+    app = make_app(
+        model=args.model,
+        context_window=args.context_window,
+        ttft_ms=args.ttft_ms,
+        itl_ms=args.itl_ms,
+        fail_every=args.fail_every,
+        api_key=args.api_key,
+        malformed_every=args.malformed_every,
+    )
 
     async def serve() -> None:
         runner = web.AppRunner(app, access_log=None)

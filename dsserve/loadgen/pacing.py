@@ -142,13 +142,20 @@ class RateProfile:
         return self.segments[max(0, bisect.bisect_right(self._starts, t) - 1)].phase
 
     def to_dict(self) -> dict:
-        return {"end_s": self.end_s, "window_s": list(self.window), "expected_total": self.total,
-                "segments": [{"start_s": s.start_s, "end_s": s.end_s, "rate0_rps": s.rate0,
-                              "rate1_rps": s.rate1, "phase": s.phase} for s in self.segments]}
+        return {
+            "end_s": self.end_s,
+            "window_s": list(self.window),
+            "expected_total": self.total,
+            "segments": [
+                {"start_s": s.start_s, "end_s": s.end_s, "rate0_rps": s.rate0, "rate1_rps": s.rate1, "phase": s.phase}
+                for s in self.segments
+            ],
+        }
 
 
-def arrival_times(profile: RateProfile, arrivals: str, *, share_index: int = 0, share_count: int = 1,
-                  seed: int = 0) -> Iterator[float]:
+def arrival_times(
+    profile: RateProfile, arrivals: str, *, share_index: int = 0, share_count: int = 1, seed: int = 0
+) -> Iterator[float]:
     """This process's arrival times (seconds from t0), in order: its 1/share_count share of the profile."""
     if not 0 <= share_index < share_count:
         raise ValueError(f"share_index {share_index} is not in 0..{share_count - 1}")

@@ -40,17 +40,26 @@ def _query(name: str, q: float, model: str, range_s: int) -> str:
     return f"histogram_quantile({q}, sum by (le) (increase({name}_bucket{sel}[{range_s}s])))"
 
 
-def server_side(prom_url: str, *, start_epoch: float, end_epoch: float, model: str, lag_s: float = 0.0,
-                timeout_s: float = 10.0) -> dict[str, Any]:
+def server_side(
+    prom_url: str, *, start_epoch: float, end_epoch: float, model: str, lag_s: float = 0.0, timeout_s: float = 10.0
+) -> dict[str, Any]:
     """Server-side p50/p90/p99 (ms) per source and metric for [start, end + lag]; ``error`` when unreachable."""
     import httpx
 
     end_epoch += lag_s
     range_s = max(1, int(math.ceil(end_epoch - start_epoch)))
     base = prom_url.rstrip("/")
-    out: dict[str, Any] = {"url": base, "range": f"{range_s}s", "at": end_epoch, "lag_s": lag_s, "model": model,
-                           "sources": sorted({s for s, _ in QUERIES}), "quantiles": {}, "queries": {},
-                           "empty": []}
+    out: dict[str, Any] = {
+        "url": base,
+        "range": f"{range_s}s",
+        "at": end_epoch,
+        "lag_s": lag_s,
+        "model": model,
+        "sources": sorted({s for s, _ in QUERIES}),
+        "quantiles": {},
+        "queries": {},
+        "empty": [],
+    }
     try:
         with httpx.Client(timeout=timeout_s) as client:
             for (source, metric), name in QUERIES.items():

@@ -60,8 +60,10 @@ class TokenCounter:
         out: dict[str, Any] = {"method": self.method, "source": self.source}
         if self.method == "estimate":
             out["chars_per_token"] = self.chars_per_token
-            out["note"] = ("no tokenizer given: prompt lengths are estimated from characters, not measured; "
-                           "pass --tokenizer PATH for measured lengths")
+            out["note"] = (
+                "no tokenizer given: prompt lengths are estimated from characters, not measured; "
+                "pass --tokenizer PATH for measured lengths"
+            )
         return out
 
 
@@ -77,8 +79,10 @@ def load_token_counter(tokenizer: str | None, chars_per_token: float = 4.0) -> T
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # the Rust side raises a plain Exception for a bad file
-        raise ScenarioError(f"--tokenizer {tokenizer}: {path} is not a tokenizers JSON file ({exc}); give a "
-                            "model directory holding tokenizer.json, or the file itself") from None
+        raise ScenarioError(
+            f"--tokenizer {tokenizer}: {path} is not a tokenizers JSON file ({exc}); give a "
+            "model directory holding tokenizer.json, or the file itself"
+        ) from None
     return TokenCounter("tokenizer", str(path), chars_per_token, tok)
 
 
@@ -86,10 +90,11 @@ def _resolve_tokenizer(spec: str) -> Path:
     if spec.startswith("tiny:"):
         from dsserve.tiny_models import TINY_MODELS, build_tiny_model
 
-        name = spec[len("tiny:"):]
+        name = spec[len("tiny:") :]
         if name not in TINY_MODELS:
-            raise ScenarioError(f"--tokenizer {spec}: no tiny model {name!r}; choose one of: "
-                                f"{', '.join(sorted(TINY_MODELS))}")
+            raise ScenarioError(
+                f"--tokenizer {spec}: no tiny model {name!r}; choose one of: {', '.join(sorted(TINY_MODELS))}"
+            )
         # built on first use, like a tiny:<name> model source (a no-op when already built)
         directory, _ = build_tiny_model(name)
         return Path(directory) / "tokenizer.json"
@@ -97,13 +102,16 @@ def _resolve_tokenizer(spec: str) -> Path:
     if p.is_dir():
         p = p / "tokenizer.json"
     if not p.is_file():
-        raise ScenarioError(f"--tokenizer {spec}: no such file (want tokenizer.json or a model directory "
-                            "holding it, e.g. the tiny model's: tiny:tiny-deepseek-v2)")
+        raise ScenarioError(
+            f"--tokenizer {spec}: no such file (want tokenizer.json or a model directory "
+            "holding it, e.g. the tiny model's: tiny:tiny-deepseek-v2)"
+        )
     return p
 
 
-def sample_length(d: Dist, rng: random.Random, context_window: int | None = None,
-                  dataset_value: int | None = None) -> int:
+def sample_length(
+    d: Dist, rng: random.Random, context_window: int | None = None, dataset_value: int | None = None
+) -> int:
     """One integer length (>= 1) drawn from ``d``; ``unit: context`` scales by the window."""
     scale = float(context_window) if d.unit == "context" and context_window is not None else 1.0
     lo = d.min * scale if d.min is not None else None
@@ -176,7 +184,7 @@ class _Corpus:
             n_chars = int(round(n_tokens * self.counter.chars_per_token))
             start = rng.randrange(0, max(1, len(self.text) - n_chars))
             start = self.text.find(" ", start) + 1 if start else 0
-            text = self.text[start:start + n_chars]
+            text = self.text[start : start + n_chars]
             return text, self.counter.count(text)
         offs = self.offsets
         start = rng.randrange(0, max(1, len(offs) - n_tokens))
@@ -184,7 +192,7 @@ class _Corpus:
         text, got = "", 0
         for _ in range(4):  # a cut can merge or split tokens at its edges: re-count and adjust
             end = min(len(offs), start + want)
-            text = self.text[offs[start][0]:offs[end - 1][1]].strip()
+            text = self.text[offs[start][0] : offs[end - 1][1]].strip()
             got = self.counter.count(text)
             if got == n_tokens or end == len(offs):
                 break
@@ -193,19 +201,22 @@ class _Corpus:
         return text, got
 
 
-def build_pools(scenario: Scenario, counter: TokenCounter, *, context_window: int | None = None,
-                sharegpt: str | None = None) -> dict[str, PromptPool]:
+def build_pools(
+    scenario: Scenario, counter: TokenCounter, *, context_window: int | None = None, sharegpt: str | None = None
+) -> dict[str, PromptPool]:
     """One prompt pool per request class of the scenario, deterministic in the scenario's seed."""
     wl = scenario.workload
-    window = context_window if context_window is not None else (
-        wl.context_window if isinstance(wl.context_window, int) else None)
+    window = (
+        context_window
+        if context_window is not None
+        else (wl.context_window if isinstance(wl.context_window, int) else None)
+    )
     size = wl.prompts.pool_size
     pools: dict[str, PromptPool] = {}
     if wl.prompts.source == "sharegpt":
         pairs = _read_sharegpt(sharegpt or wl.prompts.path or "", counter, size, scenario.load.seed, window)
         for rc in wl.requests:
-            pools[rc.name] = PromptPool([p for p, _, _ in pairs], [t for _, t, _ in pairs],
-                                        [r for _, _, r in pairs])
+            pools[rc.name] = PromptPool([p for p, _, _ in pairs], [t for _, t, _ in pairs], [r for _, _, r in pairs])
         return pools
     for rc in wl.requests:
         assert rc.prompt_tokens is not None  # checked by the scenario model
@@ -221,8 +232,9 @@ def build_pools(scenario: Scenario, counter: TokenCounter, *, context_window: in
     return pools
 
 
-def _read_sharegpt(path: str, counter: TokenCounter, size: int, seed: int,
-                   window: int | None) -> list[tuple[str, int, int]]:
+def _read_sharegpt(
+    path: str, counter: TokenCounter, size: int, seed: int, window: int | None
+) -> list[tuple[str, int, int]]:
     """(prompt, prompt tokens, reply tokens) for ``size`` conversations of a ShareGPT JSON file.
 
     The format vLLM bench serve reads: a list of ``{"conversations": [{"from": "human", "value": ...},
@@ -236,17 +248,24 @@ def _read_sharegpt(path: str, counter: TokenCounter, size: int, seed: int,
     except OSError as exc:
         raise ScenarioError(f"--sharegpt {path}: cannot read it: {exc}") from None
     except ValueError as exc:
-        raise ScenarioError(f"--sharegpt {path}: not JSON ({exc}); expected a ShareGPT list of "
-                            '{"conversations": [{"from": "human", "value": ...}, ...]}') from None
+        raise ScenarioError(
+            f"--sharegpt {path}: not JSON ({exc}); expected a ShareGPT list of "
+            '{"conversations": [{"from": "human", "value": ...}, ...]}'
+        ) from None
     if not isinstance(data, list):
         raise ScenarioError(f"--sharegpt {path}: the top level must be a list of conversations")
     convs = [c.get("conversations") for c in data if isinstance(c, dict)]
-    pairs = [(c[0].get("value"), c[1].get("value")) for c in convs
-             if isinstance(c, list) and len(c) >= 2 and isinstance(c[0], dict) and isinstance(c[1], dict)]
+    pairs = [
+        (c[0].get("value"), c[1].get("value"))
+        for c in convs
+        if isinstance(c, list) and len(c) >= 2 and isinstance(c[0], dict) and isinstance(c[1], dict)
+    ]
     texts = [(a, b) for a, b in pairs if isinstance(a, str) and isinstance(b, str) and a.strip()]
     if not texts:
-        raise ScenarioError(f"--sharegpt {path}: no conversation with a prompt and a reply; expected "
-                            '{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}]}')
+        raise ScenarioError(
+            f"--sharegpt {path}: no conversation with a prompt and a reply; expected "
+            '{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}]}'
+        )
     rng = random.Random(f"dsserve-sharegpt:{seed}")
     rng.shuffle(texts)
     out: list[tuple[str, int, int]] = []

@@ -55,10 +55,14 @@ def machine_info() -> dict[str, Any]:
     from dsserve import __version__
 
     return {
-        "hostname": socket.gethostname(), "os": f"{platform.system()} {platform.release()}",
-        "cpu_model": cpu_model, "logical_cpus": os.cpu_count(),
+        "hostname": socket.gethostname(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu_model": cpu_model,
+        "logical_cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": sys.version.split()[0], "locust": locust_version, "dsserve": __version__,
+        "python": sys.version.split()[0],
+        "locust": locust_version,
+        "dsserve": __version__,
     }
 
 
@@ -99,8 +103,9 @@ def _hist_distribution(h: LogHistogram, bins: int = 40) -> dict[str, Any]:
     return {"edges": edges, "counts": counts, "log_x": True}
 
 
-def finalize(config: RunConfig, collector: Collector | None, *, problems: list[str], t0: float | None,
-             processes: int) -> dict[str, Any]:
+def finalize(
+    config: RunConfig, collector: Collector | None, *, problems: list[str], t0: float | None, processes: int
+) -> dict[str, Any]:
     """Run the gate on what the collector holds and write every output; return the results dict."""
     from dsserve.loadgen.coordinator import Collector
 
@@ -118,18 +123,37 @@ def finalize(config: RunConfig, collector: Collector | None, *, problems: list[s
         "schema": SCHEMA,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(),
         **verdict.to_dict(),
-        "scenario": {"name": spec.name, "description": spec.description, "requires": list(spec.requires),
-                     "overrides": config.overrides, "resolved": config.scenario},
-        "target": {"host": config.host, "model": config.model, "models": config.models,
-                   "context_window": config.context_window, "engine": config.engine},
-        "load": {"rate_rps": spec.load.rate_rps, "arrivals": spec.load.arrivals,
-                 "ramp_up_s": spec.load.ramp_up_s, "measured_s": spec.load.measured_s,
-                 "max_in_flight": spec.load.max_in_flight, "generator_processes": processes,
-                 "started_at": started, "t0_epoch_s": t0, "profile": data.profile.to_dict()},
-        "prompts": {"source": spec.workload.prompts.source, "lengths": config.prompt_counter,
-                    "pool": {name: _pool_stats(p) for name, p in config.pools.items()}},
-        "environment": {"generator_machine": machine_info(),
-                        "server_on_generator_machine": _is_loopback(config.host)},
+        "scenario": {
+            "name": spec.name,
+            "description": spec.description,
+            "requires": list(spec.requires),
+            "overrides": config.overrides,
+            "resolved": config.scenario,
+        },
+        "target": {
+            "host": config.host,
+            "model": config.model,
+            "models": config.models,
+            "context_window": config.context_window,
+            "engine": config.engine,
+        },
+        "load": {
+            "rate_rps": spec.load.rate_rps,
+            "arrivals": spec.load.arrivals,
+            "ramp_up_s": spec.load.ramp_up_s,
+            "measured_s": spec.load.measured_s,
+            "max_in_flight": spec.load.max_in_flight,
+            "generator_processes": processes,
+            "started_at": started,
+            "t0_epoch_s": t0,
+            "profile": data.profile.to_dict(),
+        },
+        "prompts": {
+            "source": spec.workload.prompts.source,
+            "lengths": config.prompt_counter,
+            "pool": {name: _pool_stats(p) for name, p in config.pools.items()},
+        },
+        "environment": {"generator_machine": machine_info(), "server_on_generator_machine": _is_loopback(config.host)},
         "figures": figures,
         "timeline": timeline(data),
         "distributions": {
@@ -139,8 +163,11 @@ def finalize(config: RunConfig, collector: Collector | None, *, problems: list[s
             "itl_ms": _hist_distribution(data.itl),
         },
         "server_side": None,
-        "files": {"results": str(out / "results.json"), "requests": str(out / "requests.csv"),
-                  "report": str(out / "report.html")},
+        "files": {
+            "results": str(out / "results.json"),
+            "requests": str(out / "requests.csv"),
+            "report": str(out / "report.html"),
+        },
     }
     write_outputs(results, out, rows=[r.to_row() for r in data.rows])
     return results
@@ -148,8 +175,12 @@ def finalize(config: RunConfig, collector: Collector | None, *, problems: list[s
 
 def _pool_stats(p: dict[str, Any]) -> dict[str, Any]:
     toks = p["tokens"]
-    return {"prompts": len(toks), "tokens_min": min(toks) if toks else None,
-            "tokens_mean": sum(toks) / len(toks) if toks else None, "tokens_max": max(toks) if toks else None}
+    return {
+        "prompts": len(toks),
+        "tokens_min": min(toks) if toks else None,
+        "tokens_mean": sum(toks) / len(toks) if toks else None,
+        "tokens_max": max(toks) if toks else None,
+    }
 
 
 def _is_loopback(host: str) -> bool:
@@ -201,25 +232,46 @@ def render_html(r: dict[str, Any]) -> str:
         return [(p["t_s"], p[key]) for p in tl]
 
     step = (tl[1]["t_s"] - tl[0]["t_s"]) if len(tl) > 1 else 1.0
-    charts = [line_chart(
-        [Series("sent", pts("sent_rps"), PALETTE["blue"], step=step, width=2.5),
-         Series("ok completed", pts("ok_done_rps"), PALETTE["green"], step=step),
-         Series("errors", pts("error_rps"), PALETTE["red"], step=step),
-         Series("overflow", pts("overflow_rps"), PALETTE["amber"], step=step),
-         Series("target", pts("target_rps"), "#111827", "5 3", step=step, width=1.2)],
-        title="Requests per second (1 s buckets)", x_label="seconds since start", y_label="req/s",
-        bands=bands, x_min=0)]
+    charts = [
+        line_chart(
+            [
+                Series("sent", pts("sent_rps"), PALETTE["blue"], step=step, width=2.5),
+                Series("ok completed", pts("ok_done_rps"), PALETTE["green"], step=step),
+                Series("errors", pts("error_rps"), PALETTE["red"], step=step),
+                Series("overflow", pts("overflow_rps"), PALETTE["amber"], step=step),
+                Series("target", pts("target_rps"), "#111827", "5 3", step=step, width=1.2),
+            ],
+            title="Requests per second (1 s buckets)",
+            x_label="seconds since start",
+            y_label="req/s",
+            bands=bands,
+            x_min=0,
+        )
+    ]
     for metric, label in (("ttft", "Time to first token"), ("e2e", "End-to-end latency")):
         t = thresholds.get(metric)
         h = [HLine(t["max_ms"], f"SLO p{t['percentile']:g} ≤ {t['max_ms']:g} ms")] if t else []
-        charts.append(line_chart(
-            [Series("p50", pts(f"{metric}_p50_ms"), PALETTE["blue"], step=step),
-             Series("p99", pts(f"{metric}_p99_ms"), PALETTE["orange"], step=step)],
-            title=f"{label} of the requests sent in each second (ms)", x_label="seconds since start",
-            y_label="ms", hlines=h, bands=bands, x_min=0))
+        charts.append(
+            line_chart(
+                [
+                    Series("p50", pts(f"{metric}_p50_ms"), PALETTE["blue"], step=step),
+                    Series("p99", pts(f"{metric}_p99_ms"), PALETTE["orange"], step=step),
+                ],
+                title=f"{label} of the requests sent in each second (ms)",
+                x_label="seconds since start",
+                y_label="ms",
+                hlines=h,
+                bands=bands,
+                x_min=0,
+            )
+        )
     hists = []
-    for key, label, metric in (("ttft_ms", "TTFT", "ttft"), ("itl_ms", "ITL (pooled gaps)", "itl"),
-                               ("tpot_ms", "TPOT", "tpot"), ("e2e_ms", "E2E", "e2e")):
+    for key, label, metric in (
+        ("ttft_ms", "TTFT", "ttft"),
+        ("itl_ms", "ITL (pooled gaps)", "itl"),
+        ("tpot_ms", "TPOT", "tpot"),
+        ("e2e_ms", "E2E", "e2e"),
+    ):
         d = r["distributions"][key]
         lat = fig["latency_ms"][metric]
         vl = []
@@ -230,68 +282,117 @@ def render_html(r: dict[str, Any]) -> str:
         t = thresholds.get(metric)
         if t:
             vl.append(VLine(t["max_ms"], f"SLO {t['max_ms']:g}", PALETTE["red"]))
-        hists.append(histogram_chart(d["edges"], d["counts"], title=f"{label} distribution",
-                                     x_label="ms" + (" (log scale)" if d["log_x"] else ""), vlines=vl,
-                                     log_x=d["log_x"]))
+        hists.append(
+            histogram_chart(
+                d["edges"],
+                d["counts"],
+                title=f"{label} distribution",
+                x_label="ms" + (" (log scale)" if d["log_x"] else ""),
+                vlines=vl,
+                log_x=d["log_x"],
+            )
+        )
     checks = "".join(
         f"<tr><td>{'✅' if c['passed'] else '❌'}</td><td>{escape(c['name'])}</td>"
         f"<td>{_num(c['measured'], ',.4g')}</td><td>{_num(c['limit'], ',.4g')}</td><td>{escape(c['detail'])}</td></tr>"
-        for c in r["checks"])
+        for c in r["checks"]
+    )
     invalid = "".join(f"<li>{escape(x)}</li>" for x in r["invalid_reasons"])
     lat_rows = "".join(
         f"<tr><th>{m.upper()}</th><td>{lat['count']:,}</td><td>{_ms(lat['mean'])}</td><td>{_ms(lat['p50'])}</td>"
         f"<td>{_ms(lat['p90'])}</td><td>{_ms(lat['p99'])}</td><td>{_ms(lat.get('p99_9'))}</td>"
         f"<td>{_ms(lat.get('max'))}</td></tr>"
-        for m, lat in fig["latency_ms"].items())
+        for m, lat in fig["latency_ms"].items()
+    )
     lat_heads = "".join(f"<th>{h}</th>" for h in ("metric", "samples", "mean", "p50", "p90", "p99", "p99.9", "max"))
     server = _server_table(r)
     req = fig["requests"]
     rate = fig["rate"]
-    errors = "".join(f"<tr><td>{escape(k)}</td><td>{v:,}</td></tr>" for k, v in req["errors"].items()) or \
-        "<tr><td colspan=2>none</td></tr>"
+    errors = (
+        "".join(f"<tr><td>{escape(k)}</td><td>{v:,}</td></tr>" for k, v in req["errors"].items())
+        or "<tr><td colspan=2>none</td></tr>"
+    )
     gen = fig["generator"]
     cpu = gen["cpu_percent"]["per_process"]
-    cpu_txt = ", ".join(f"#{k}: {_num(v['mean'], '.0f')}% mean / {_num(v['max'], '.0f')}% max"
-                        for k, v in cpu.items()) or "no samples"
+    cpu_txt = (
+        ", ".join(f"#{k}: {_num(v['mean'], '.0f')}% mean / {_num(v['max'], '.0f')}% max" for k, v in cpu.items())
+        or "no samples"
+    )
     prompts = r["prompts"]
     lengths = prompts["lengths"]
-    prompt_note = (f"measured with the tokenizer {escape(str(lengths['source']))}"
-                   if lengths["method"] == "tokenizer" else
-                   f"<b>estimated</b> at {lengths.get('chars_per_token')} chars/token (no tokenizer given)")
-    pool = "; ".join(f"{escape(k)}: {v['prompts']} prompts, {_num(v['tokens_min'], '.0f')}–"
-                     f"{_num(v['tokens_max'], '.0f')} tokens (mean {_num(v['tokens_mean'], '.0f')})"
-                     for k, v in prompts["pool"].items())
+    prompt_note = (
+        f"measured with the tokenizer {escape(str(lengths['source']))}"
+        if lengths["method"] == "tokenizer"
+        else f"<b>estimated</b> at {lengths.get('chars_per_token')} chars/token (no tokenizer given)"
+    )
+    pool = "; ".join(
+        f"{escape(k)}: {v['prompts']} prompts, {_num(v['tokens_min'], '.0f')}–"
+        f"{_num(v['tokens_max'], '.0f')} tokens (mean {_num(v['tokens_mean'], '.0f')})"
+        for k, v in prompts["pool"].items()
+    )
     engine_label = escape(str(eng.get("kind")))
     if eng.get("kind") == "unknown":
         engine_label = "<b style='color:#d97706'>unknown</b>"
-    loopback = (" The server ran on the same machine, sharing its CPUs with the generator."
-                if r["environment"]["server_on_generator_machine"] else "")
+    loopback = (
+        " The server ran on the same machine, sharing its CPUs with the generator."
+        if r["environment"]["server_on_generator_machine"]
+        else ""
+    )
     load = r["load"]
     produced = [
         ("Engine", f"{engine_label} <span style='color:#6b7280'>({escape(str(eng.get('source')))})</span>"),
         ("Model", f"{escape(r['target']['model'])} (context window {r['target']['context_window'] or 'not set'})"),
-        ("Load", f"{_num(load['rate_rps'], ',.6g')} req/s {escape(load['arrivals'])} arrivals (open loop), ramp "
-                 f"{load['ramp_up_s']:g} s, measured {load['measured_s']:g} s, in-flight cap "
-                 f"{load['max_in_flight']:,}, {load['generator_processes']} generator process(es)"),
+        (
+            "Load",
+            f"{_num(load['rate_rps'], ',.6g')} req/s {escape(load['arrivals'])} arrivals (open loop), ramp "
+            f"{load['ramp_up_s']:g} s, measured {load['measured_s']:g} s, in-flight cap "
+            f"{load['max_in_flight']:,}, {load['generator_processes']} generator process(es)",
+        ),
         ("Prompts", f"{escape(prompts['source'])}; lengths {prompt_note}. {pool}"),
-        ("Generator machine", f"{escape(str(mach['cpu_model']))}, {mach['logical_cpus']} logical CPUs, "
-                              f"{mach['memory_gib']} GiB, {escape(mach['os'])}, Python {mach['python']}, "
-                              f"Locust {mach['locust']}, dsserve {mach['dsserve']}.{loopback}"),
+        (
+            "Generator machine",
+            f"{escape(str(mach['cpu_model']))}, {mach['logical_cpus']} logical CPUs, "
+            f"{mach['memory_gib']} GiB, {escape(mach['os'])}, Python {mach['python']}, "
+            f"Locust {mach['locust']}, dsserve {mach['dsserve']}.{loopback}",
+        ),
         ("Started", escape(str(load["started_at"]))),
     ]
     produced_rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in produced)
-    thr_heads = "".join(f"<th>{h}</th>" for h in ("target", "scheduled", "sent (achieved)", "ok", "failed",
-                                                  "overflow", "unfinished", "error ratio", "output tokens/s"))
-    thr_cells = "".join(f"<td>{c}</td>" for c in (
-        f"{_num(rate['target_rps'])} req/s", f"{rate['scheduled']:,} ({_num(rate['scheduled_rps'])}/s)",
-        f"{rate['sent']:,} ({_num(rate['achieved_rps'])}/s)", f"{req['ok']:,}", f"{req['failed']:,}",
-        f"{req['overflow']:,}", f"{req['unfinished']:,}", _num(req["error_ratio"], ".4%"),
-        _num(fig["tokens"]["output_tokens_per_s"], ",.1f")))
+    thr_heads = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "target",
+            "scheduled",
+            "sent (achieved)",
+            "ok",
+            "failed",
+            "overflow",
+            "unfinished",
+            "error ratio",
+            "output tokens/s",
+        )
+    )
+    thr_cells = "".join(
+        f"<td>{c}</td>"
+        for c in (
+            f"{_num(rate['target_rps'])} req/s",
+            f"{rate['scheduled']:,} ({_num(rate['scheduled_rps'])}/s)",
+            f"{rate['sent']:,} ({_num(rate['achieved_rps'])}/s)",
+            f"{req['ok']:,}",
+            f"{req['failed']:,}",
+            f"{req['overflow']:,}",
+            f"{req['unfinished']:,}",
+            _num(req["error_ratio"], ".4%"),
+            _num(fig["tokens"]["output_tokens_per_s"], ",.1f"),
+        )
+    )
     limits = r["scenario"]["resolved"]["generator"]
     lag = gen["pacing_lag_ms"]
-    health = (f"Pacing lag (send time − due time) p50 {_ms(lag['p50'])} ms, p99 {_ms(lag['p99'])} ms, max "
-              f"{_ms(lag['max'])} ms (limit p99 {limits['max_lag_p99_ms']:g} ms). CPU per generator process: "
-              f"{cpu_txt} (limit {limits['max_cpu_percent']:g}% mean).")
+    health = (
+        f"Pacing lag (send time − due time) p50 {_ms(lag['p50'])} ms, p99 {_ms(lag['p99'])} ms, max "
+        f"{_ms(lag['max'])} ms (limit p99 {limits['max_lag_p99_ms']:g} ms). CPU per generator process: "
+        f"{cpu_txt} (limit {limits['max_cpu_percent']:g}% mean)."
+    )
     title = f"dsserve load test: {escape(r['scenario']['name'])} — {verdict}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -307,10 +408,10 @@ td,th{{border:1px solid #e5e7eb;padding:4px 8px;text-align:right}}
 th{{background:#f9fafb}} td:first-child,th:first-child{{text-align:left}} .left td{{text-align:left}}
 .grid{{display:grid;grid-template-columns:1fr 1fr;gap:8px}} .meta{{color:#374151;font-size:13px;line-height:1.5}}
 </style></head><body>
-<h1>Load test <code>{escape(r['scenario']['name'])}</code> against <code>{escape(r['target']['host'])}</code></h1>
-<div class="meta">{escape(r['scenario']['description'])}</div>
+<h1>Load test <code>{escape(r["scenario"]["name"])}</code> against <code>{escape(r["target"]["host"])}</code></h1>
+<div class="meta">{escape(r["scenario"]["description"])}</div>
 <div class="verdict">{verdict.upper()}<small>{_verdict_sentence(r)}</small></div>
-{f'<h2>Why the run is invalid</h2><ul>{invalid}</ul>' if invalid else ''}
+{f"<h2>Why the run is invalid</h2><ul>{invalid}</ul>" if invalid else ""}
 <h2>What produced these figures</h2>
 <table class="left">{produced_rows}</table>
 <h2>SLO gate</h2>
@@ -322,7 +423,7 @@ th{{background:#f9fafb}} td:first-child,th:first-child{{text-align:left}} .left 
 {charts[1]}{charts[2]}
 <h2>Latency in the measured window (ms, client side)</h2>
 <table><tr>{lat_heads}</tr>{lat_rows}</table>
-<div class="grid">{''.join(hists)}</div>
+<div class="grid">{"".join(hists)}</div>
 {server}
 <h2>Errors</h2><table><tr><th>kind</th><th>count</th></tr>{errors}</table>
 <h2>Load generator health</h2>
@@ -333,7 +434,7 @@ ITL: gaps between successive text-carrying events, pooled (vLLM bench serve's IT
 events, so gaps are bimodal). TPOT: (E2E − TTFT) / (output tokens − 1) per request. E2E: request sent →
 <code>data: [DONE]</code> or the whole body. Tokens from the response's <code>usage</code>. Percentiles: linear
 interpolation over raw samples of requests sent in the measured window (ITL: 1% log bins).
-Files: {escape(r['files']['results'])}, requests.csv, Locust's CSVs. See docs/loadtesting.md.</div>
+Files: {escape(r["files"]["results"])}, requests.csv, Locust's CSVs. See docs/loadtesting.md.</div>
 </body></html>
 """
 
@@ -358,12 +459,16 @@ def _server_table(r: dict[str, Any]) -> str:
     for metric, label in (("ttft", "TTFT"), ("e2e", "E2E")):
         for q in ("p50", "p90", "p99"):
             srv = s.get("quantiles", {}).get(metric, {})
-            rows.append(f"<tr><th>{label} {q}</th><td>{_ms(fig[metric].get(q))}</td>"
-                        + "".join(f"<td>{_ms(srv.get(src, {}).get(q))}</td>" for src in s.get("sources", []))
-                        + "</tr>")
+            rows.append(
+                f"<tr><th>{label} {q}</th><td>{_ms(fig[metric].get(q))}</td>"
+                + "".join(f"<td>{_ms(srv.get(src, {}).get(q))}</td>" for src in s.get("sources", []))
+                + "</tr>"
+            )
     heads = "".join(f"<th>{escape(src)}</th>" for src in s.get("sources", []))
-    return (f"<h2>Client vs server (ms)</h2><table><tr><th></th><th>client (this generator)</th>{heads}</tr>"
-            f"{''.join(rows)}</table><div class='meta'>Server side: <code>histogram_quantile</code> over "
-            f"<code>increase(...[{escape(str(s.get('range')))}])</code> at {escape(str(s.get('at')))} from "
-            f"{escape(str(s.get('url')))}; bucket interpolation, so values between bucket edges are approximate. "
-            "vLLM's TTFT excludes HTTP, SSE and the Serve proxy hop; the client's includes them.</div>")
+    return (
+        f"<h2>Client vs server (ms)</h2><table><tr><th></th><th>client (this generator)</th>{heads}</tr>"
+        f"{''.join(rows)}</table><div class='meta'>Server side: <code>histogram_quantile</code> over "
+        f"<code>increase(...[{escape(str(s.get('range')))}])</code> at {escape(str(s.get('at')))} from "
+        f"{escape(str(s.get('url')))}; bucket interpolation, so values between bucket edges are approximate. "
+        "vLLM's TTFT excludes HTTP, SSE and the Serve proxy hop; the client's includes them.</div>"
+    )

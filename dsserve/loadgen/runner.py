@@ -40,8 +40,7 @@ def locustfile_path() -> Path:
     repo = Path(__file__).resolve().parent.parent.parent / rel
     if repo.is_file():
         return repo
-    raise LoadtestError("cannot find loadtest/locustfile.py; run from the dsserve checkout (or its copy of "
-                        "loadtest/)")
+    raise LoadtestError("cannot find loadtest/locustfile.py; run from the dsserve checkout (or its copy of loadtest/)")
 
 
 @dataclass
@@ -91,47 +90,96 @@ def run_loadtest(opts: LoadtestOptions, say: Callable[[str], None] = print) -> i
     if opts.processes < 1:
         raise ScenarioError(f"--processes {opts.processes}: must be 1 or more")
     if opts.processes > 1 and opts.expect_workers:
-        raise ScenarioError("--processes and --expect-workers exclude each other: --processes forks local "
-                            "workers, --expect-workers waits for `locust --worker` processes you start")
+        raise ScenarioError(
+            "--processes and --expect-workers exclude each other: --processes forks local "
+            "workers, --expect-workers waits for `locust --worker` processes you start"
+        )
     if opts.engine not in ("auto", "real", "simulated", "null"):
         raise ScenarioError(f"--engine {opts.engine}: choose real, simulated or auto (ask the server)")
     sets = _overrides(opts)
     if opts.duration is not None:
         plain = load_scenario(opts.scenario, list(opts.sets))
         if plain.load.stages:
-            raise ScenarioError(f"--duration: scenario {plain.name} is made of rate stages; change them with "
-                                "--set load.stages.N.duration_s=S instead")
+            raise ScenarioError(
+                f"--duration: scenario {plain.name} is made of rate stages; change them with "
+                "--set load.stages.N.duration_s=S instead"
+            )
     scenario = load_scenario(opts.scenario, sets)
     gens = max(opts.processes, opts.expect_workers, 1)
     if scenario.load.max_in_flight < gens:
-        raise ScenarioError(f"load.max_in_flight ({scenario.load.max_in_flight}) is below the number of "
-                            f"generator processes ({gens}); raise it with --set load.max_in_flight=N")
+        raise ScenarioError(
+            f"load.max_in_flight ({scenario.load.max_in_flight}) is below the number of "
+            f"generator processes ({gens}); raise it with --set load.max_in_flight=N"
+        )
     out = Path(opts.out or f"loadtest-results/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    say(f"scenario {scenario.name}: {scenario.load.rate_rps:g} req/s {scenario.load.arrivals}, ramp "
-        f"{scenario.load.ramp_up_s:g} s, measured {scenario.load.measured_s:g} s, {gens} generator process(es)")
-    config = prepare_run(scenario, opts.host, out_dir=str(out), api_key_env=opts.api_key_env,
-                         engine=opts.engine, tokenizer=opts.tokenizer, sharegpt=opts.sharegpt, model=opts.model,
-                         overrides={"set": sets, "rate": opts.rate, "duration": opts.duration})
+    say(
+        f"scenario {scenario.name}: {scenario.load.rate_rps:g} req/s {scenario.load.arrivals}, ramp "
+        f"{scenario.load.ramp_up_s:g} s, measured {scenario.load.measured_s:g} s, {gens} generator process(es)"
+    )
+    config = prepare_run(
+        scenario,
+        opts.host,
+        out_dir=str(out),
+        api_key_env=opts.api_key_env,
+        engine=opts.engine,
+        tokenizer=opts.tokenizer,
+        sharegpt=opts.sharegpt,
+        model=opts.model,
+        overrides={"set": sets, "rate": opts.rate, "duration": opts.duration},
+    )
     if "lora" in scenario.requires:
         say("note: this scenario sends LoRA adapter ids; the server lists them, so it serves adapters")
     lengths = config.prompt_counter
-    say(f"model {config.model}; engine {config.engine['kind']} ({config.engine['source']}); prompt lengths "
-        + ("measured with " + str(lengths["source"]) if lengths["method"] == "tokenizer"
-           else f"ESTIMATED at {lengths['chars_per_token']:g} chars/token (pass --tokenizer to measure them)"))
+    say(
+        f"model {config.model}; engine {config.engine['kind']} ({config.engine['source']}); prompt lengths "
+        + (
+            "measured with " + str(lengths["source"])
+            if lengths["method"] == "tokenizer"
+            else f"ESTIMATED at {lengths['chars_per_token']:g} chars/token (pass --tokenizer to measure them)"
+        )
+    )
     cfg_path = out / "run-config.json"
     cfg_path.write_text(json.dumps(config.to_dict()))
-    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile_path()), "ScenarioUser", "--headless",
-           "--host", opts.host, "--dsserve-run-config", str(cfg_path), "--csv", str(out / "locust"),
-           "--html", str(out / "locust.html"), "--only-summary", "--stop-timeout", "0", "--loglevel", "INFO"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile_path()),
+        "ScenarioUser",
+        "--headless",
+        "--host",
+        opts.host,
+        "--dsserve-run-config",
+        str(cfg_path),
+        "--csv",
+        str(out / "locust"),
+        "--html",
+        str(out / "locust.html"),
+        "--only-summary",
+        "--stop-timeout",
+        "0",
+        "--loglevel",
+        "INFO",
+    ]
     if opts.processes > 1:
         cmd += ["--processes", str(opts.processes)]
     if opts.expect_workers:
-        cmd += ["--master", "--expect-workers", str(opts.expect_workers), "--master-bind-host",
-                opts.master_bind_host, "--master-bind-port", str(opts.master_bind_port)]
-        say(f"waiting for {opts.expect_workers} worker(s): start each with\n  {sys.executable} -m locust -f "
+        cmd += [
+            "--master",
+            "--expect-workers",
+            str(opts.expect_workers),
+            "--master-bind-host",
+            opts.master_bind_host,
+            "--master-bind-port",
+            str(opts.master_bind_port),
+        ]
+        say(
+            f"waiting for {opts.expect_workers} worker(s): start each with\n  {sys.executable} -m locust -f "
             f"{locustfile_path()} --worker --master-host {opts.master_bind_host} --master-port "
-            f"{opts.master_bind_port}")
+            f"{opts.master_bind_port}"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     env["PYTHONUNBUFFERED"] = "1"
     results_path = out / "results.json"
@@ -148,16 +196,19 @@ def run_loadtest(opts: LoadtestOptions, say: Callable[[str], None] = print) -> i
     from dsserve.loadgen.report import write_outputs
 
     write_outputs(results, out)
-    say(f"{results['verdict'].upper()}: " + "; ".join(
-        f"{c['name']} {'ok' if c['passed'] else 'FAILED'}" for c in results["checks"]))
+    say(
+        f"{results['verdict'].upper()}: "
+        + "; ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}" for c in results["checks"])
+    )
     for reason in results["invalid_reasons"]:
         say(f"INVALID: {reason}")
     say(f"results: {results_path}  report: {out / 'report.html'}")
     return int(results["exit_code"])
 
 
-def _server_side(url: str, results: dict[str, Any], model: str, lag_s: float,
-                 say: Callable[[str], None]) -> dict[str, Any]:
+def _server_side(
+    url: str, results: dict[str, Any], model: str, lag_s: float, say: Callable[[str], None]
+) -> dict[str, Any]:
     from dsserve.loadgen.prometheus import server_side
 
     t0 = results["load"]["t0_epoch_s"]
@@ -177,18 +228,29 @@ def _server_side(url: str, results: dict[str, Any], model: str, lag_s: float,
     return s
 
 
-def _run_locust(cmd: list[str], env: dict[str, str], log_path: Path, *, quiet: bool,
-                say: Callable[[str], None], timeout_s: float | None) -> int:
+def _run_locust(
+    cmd: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    quiet: bool,
+    say: Callable[[str], None],
+    timeout_s: float | None,
+) -> int:
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
 
         def pump() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
-                if not quiet and ("dsserve" in line or "ERROR" in line or "Traceback" in line
-                                  or "CPU usage" in line or "workers connected" in line):
+                if not quiet and (
+                    "dsserve" in line
+                    or "ERROR" in line
+                    or "Traceback" in line
+                    or "CPU usage" in line
+                    or "workers connected" in line
+                ):
                     sys.stderr.write(line)
 
         t = threading.Thread(target=pump, daemon=True)

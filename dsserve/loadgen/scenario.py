@@ -108,24 +108,36 @@ class Dist(_Strict):
 
     @model_validator(mode="after")
     def _parameters(self) -> Dist:
-        need = {"constant": ("value",), "uniform": ("min", "max"), "normal": ("mean", "stdev"),
-                "lognormal": ("mean", "stdev"), "exponential": ("mean",), "dataset": ()}[self.dist]
+        need = {
+            "constant": ("value",),
+            "uniform": ("min", "max"),
+            "normal": ("mean", "stdev"),
+            "lognormal": ("mean", "stdev"),
+            "exponential": ("mean",),
+            "dataset": (),
+        }[self.dist]
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
-            raise ValueError(f"dist {self.dist} needs {' and '.join(missing)}; e.g. "
-                             + {"constant": "{dist: constant, value: 128}",
-                                "uniform": "{dist: uniform, min: 64, max: 256}",
-                                "normal": "{dist: normal, mean: 128, stdev: 32}",
-                                "lognormal": "{dist: lognormal, mean: 512, stdev: 256}",
-                                "exponential": "{dist: exponential, mean: 128}"}[self.dist])
+            raise ValueError(
+                f"dist {self.dist} needs {' and '.join(missing)}; e.g. "
+                + {
+                    "constant": "{dist: constant, value: 128}",
+                    "uniform": "{dist: uniform, min: 64, max: 256}",
+                    "normal": "{dist: normal, mean: 128, stdev: 32}",
+                    "lognormal": "{dist: lognormal, mean: 512, stdev: 256}",
+                    "exponential": "{dist: exponential, mean: 128}",
+                }[self.dist]
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min:g}) is above max ({self.max:g}); swap them")
         if self.unit == "context":
             for key in ("value", "mean", "min", "max"):
                 v = getattr(self, key)
                 if v is not None and v > 1:
-                    raise ValueError(f"with unit: context, {key} is a fraction of the context window "
-                                     f"(got {v:g}); use a number in (0, 1], e.g. 0.9")
+                    raise ValueError(
+                        f"with unit: context, {key} is a fraction of the context window "
+                        f"(got {v:g}); use a number in (0, 1], e.g. 0.9"
+                    )
         return self
 
     def upper(self) -> float:
@@ -153,7 +165,9 @@ class LoadSpec(_Strict):
         default_factory=list, description="Rate steps after the ramp instead of duration_s (e.g. burst)."
     )
     max_in_flight: int = Field(
-        1024, ge=1, le=200_000,
+        1024,
+        ge=1,
+        le=200_000,
         description="Cap on requests in flight; an arrival beyond it is not sent and counts as overflow.",
     )
     request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Per-request network timeout.")
@@ -167,8 +181,11 @@ class LoadSpec(_Strict):
         if self.stages and self.duration_s is not None:
             total = sum(s.duration_s for s in self.stages)
             if abs(total - self.duration_s) > 1e-6:
-                raise _PathError("load.duration_s", self.duration_s,
-                                 f"the stages last {total:g} s; remove duration_s or make it {total:g}")
+                raise _PathError(
+                    "load.duration_s",
+                    self.duration_s,
+                    f"the stages last {total:g} s; remove duration_s or make it {total:g}",
+                )
         if not self.stages and self.duration_s is None:
             raise _PathError("load.duration_s", None, "required unless load.stages is given; e.g. 60")
         return self
@@ -185,7 +202,8 @@ class PromptSpec(_Strict):
     )
     path: str | None = Field(None, description="ShareGPT JSON file (source: sharegpt).")
     tokenizer: str | None = Field(
-        None, description="tokenizer.json, a directory holding one, or tiny:<name>; lengths are measured "
+        None,
+        description="tokenizer.json, a directory holding one, or tiny:<name>; lengths are measured "
         "with it. Unset: the chars_per_token estimate (results say so).",
     )
     chars_per_token: float = Field(
@@ -196,8 +214,9 @@ class PromptSpec(_Strict):
     @model_validator(mode="after")
     def _path(self) -> PromptSpec:
         if self.source == "sharegpt" and not self.path:
-            raise _PathError("workload.prompts.path", None,
-                             "source: sharegpt needs the JSON file; set path or pass --sharegpt FILE")
+            raise _PathError(
+                "workload.prompts.path", None, "source: sharegpt needs the JSON file; set path or pass --sharegpt FILE"
+            )
         return self
 
 
@@ -230,8 +249,14 @@ class ToolSpec(_Strict):
 class JsonSchemaSpec(_Strict):
     """``response_format.json_schema``: the schema the answer's content must match."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_by_alias=True,
-                              validate_by_name=False, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+    )
 
     name: str = Field(description="Schema name, 1-64 letters, digits, '_' or '-'.")
     description: str | None = Field(None, description="What the answer is (the model may read it).")
@@ -271,25 +296,30 @@ class RequestClass(_Strict):
     api: Literal["chat", "completions"] = Field("chat", description="/v1/chat/completions or /v1/completions.")
     stream: bool = Field(True, description="SSE streaming (TTFT and ITL need it).")
     model: str | None = Field(
-        None, description="Model id; default the scenario's. '{model}' expands to it, e.g. '{model}:sql' "
-        "for a LoRA adapter.",
+        None,
+        description="Model id; default the scenario's. '{model}' expands to it, e.g. '{model}:sql' for a LoRA adapter.",
     )
     prompt_tokens: Dist | None = Field(None, description="Prompt length (synthetic prompts).")
     output_tokens: Dist = Field(description="max_tokens of each request.")
     ignore_eos: bool = Field(True, description="Generate exactly max_tokens (vLLM's ignore_eos).")
     temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; unset: server default.")
     tools: list[ToolSpec] | None = Field(
-        None, description="OpenAI tools (chat only): the name of a built-in set (" + ", ".join(TOOL_SETS)
+        None,
+        description="OpenAI tools (chat only): the name of a built-in set ("
+        + ", ".join(TOOL_SETS)
         + ") or a list of {type: function, function: {name, description, parameters}}.",
     )
     tool_choice: str | dict[str, Any] | None = Field(
-        None, description="auto, required, none, or a named function {type: function, function: {name: N}}; "
+        None,
+        description="auto, required, none, or a named function {type: function, function: {name: N}}; "
         "unset: not sent (servers then read auto). required and named answers must carry a valid call.",
     )
     parallel_tool_calls: bool | None = Field(
-        None, description="Sent as given; false allows one call per answer. Unset: not sent.")
+        None, description="Sent as given; false allows one call per answer. Unset: not sent."
+    )
     response_format: ResponseFormat | None = Field(
-        None, description="Structured answer (chat only): {type: json_schema, json_schema: {name, schema}} "
+        None,
+        description="Structured answer (chat only): {type: json_schema, json_schema: {name, schema}} "
         "or {type: json_object}; the answer's content must then match.",
     )
 
@@ -308,12 +338,15 @@ class RequestClass(_Strict):
             if v not in TOOL_SETS:
                 close = difflib.get_close_matches(v, list(TOOL_SETS), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(f"no built-in tool set of that name; {hint}choose one of: "
-                                 f"{', '.join(TOOL_SETS)}, or list tool definitions")
+                raise ValueError(
+                    f"no built-in tool set of that name; {hint}choose one of: "
+                    f"{', '.join(TOOL_SETS)}, or list tool definitions"
+                )
             return copy.deepcopy(TOOL_SETS[v])
         if isinstance(v, list) and not v:
-            raise ValueError("an empty list (servers reject tools: []); remove tools or name a built-in set, "
-                             "e.g. tools: agent-basic")
+            raise ValueError(
+                "an empty list (servers reject tools: []); remove tools or name a built-in set, e.g. tools: agent-basic"
+            )
         return v
 
     @field_validator("tool_choice", mode="before")
@@ -322,8 +355,14 @@ class RequestClass(_Strict):
         if v is None or v in _TOOL_CHOICES:
             return v
         fn = v.get("function") if isinstance(v, dict) else None
-        if (isinstance(v, dict) and set(v) == {"type", "function"} and v["type"] == "function"
-                and isinstance(fn, dict) and set(fn) == {"name"} and isinstance(fn["name"], str)):
+        if (
+            isinstance(v, dict)
+            and set(v) == {"type", "function"}
+            and v["type"] == "function"
+            and isinstance(fn, dict)
+            and set(fn) == {"name"}
+            and isinstance(fn["name"], str)
+        ):
             return v
         raise ValueError(f"choose one of: {', '.join(_TOOL_CHOICES)}, or a named function {_NAMED_CHOICE}")
 
@@ -353,7 +392,8 @@ class RequestClass(_Strict):
 
 class WorkloadSpec(_Strict):
     context_window: int | Literal["auto"] | None = Field(
-        None, description="The model's context window in tokens; 'auto' reads max_request_context_length "
+        None,
+        description="The model's context window in tokens; 'auto' reads max_request_context_length "
         "from the server's /v1/models. Needed by unit: context lengths; checks that requests fit.",
     )
     prompts: PromptSpec = Field(default_factory=PromptSpec)
@@ -375,28 +415,43 @@ class WorkloadSpec(_Strict):
             if names.index(r.name) != i:
                 raise _PathError(f"workload.requests[{i}].name", r.name, "names must be unique; rename one")
             if self.prompts.source == "synthetic" and r.prompt_tokens is None:
-                raise _PathError(f"workload.requests[{i}].prompt_tokens", None,
-                                 "synthetic prompts need a length; e.g. prompt_tokens: 128")
+                raise _PathError(
+                    f"workload.requests[{i}].prompt_tokens",
+                    None,
+                    "synthetic prompts need a length; e.g. prompt_tokens: 128",
+                )
             if r.prompt_tokens is not None and r.prompt_tokens.dist == "dataset":
-                raise _PathError(f"workload.requests[{i}].prompt_tokens.dist", "dataset",
-                                 "prompt lengths come from the file itself with source: sharegpt; "
-                                 "remove prompt_tokens or choose another dist")
+                raise _PathError(
+                    f"workload.requests[{i}].prompt_tokens.dist",
+                    "dataset",
+                    "prompt lengths come from the file itself with source: sharegpt; "
+                    "remove prompt_tokens or choose another dist",
+                )
             if r.output_tokens.dist == "dataset" and self.prompts.source != "sharegpt":
-                raise _PathError(f"workload.requests[{i}].output_tokens.dist", "dataset",
-                                 "dataset lengths need workload.prompts.source: sharegpt")
+                raise _PathError(
+                    f"workload.requests[{i}].output_tokens.dist",
+                    "dataset",
+                    "dataset lengths need workload.prompts.source: sharegpt",
+                )
             for key in ("prompt_tokens", "output_tokens"):
                 d = getattr(r, key)
                 if d is not None and d.unit == "context" and self.context_window is None:
-                    raise _PathError(f"workload.requests[{i}].{key}.unit", "context",
-                                     "needs workload.context_window (a number of tokens, or auto)")
+                    raise _PathError(
+                        f"workload.requests[{i}].{key}.unit",
+                        "context",
+                        "needs workload.context_window (a number of tokens, or auto)",
+                    )
             _check_tool_fields(f"workload.requests[{i}]", r)
             if isinstance(self.context_window, int):
                 p = _tokens_upper(r.prompt_tokens, self.context_window) if r.prompt_tokens else 0
                 o = _tokens_upper(r.output_tokens, self.context_window)
                 if p + o > self.context_window:
-                    raise _PathError(f"workload.requests[{i}]", r.name,
-                                     f"prompt up to {p:g} + output up to {o:g} tokens exceed the context "
-                                     f"window ({self.context_window}); lower the lengths or their max")
+                    raise _PathError(
+                        f"workload.requests[{i}]",
+                        r.name,
+                        f"prompt up to {p:g} + output up to {o:g} tokens exceed the context "
+                        f"window ({self.context_window}); lower the lengths or their max",
+                    )
         return self
 
 
@@ -409,15 +464,22 @@ def _check_tool_fields(path: str, r: RequestClass) -> None:
 
 def _check_tool_usage(path: str, r: RequestClass) -> None:
     """Chat only; a choice or parallel_tool_calls only beside tools (vLLM rejects both otherwise)."""
-    agentic = {"tools": r.tools, "tool_choice": r.tool_choice, "parallel_tool_calls": r.parallel_tool_calls,
-               "response_format": r.response_format}
+    agentic = {
+        "tools": r.tools,
+        "tool_choice": r.tool_choice,
+        "parallel_tool_calls": r.parallel_tool_calls,
+        "response_format": r.response_format,
+    }
     used = [k for k, v in agentic.items() if v is not None]
     if used and r.api != "chat":
         raise _PathError(f"{path}.api", r.api, f"{' and '.join(used)} need the chat API; use api: chat")
     for key in ("tool_choice", "parallel_tool_calls"):
         if agentic[key] is not None and not r.tools:
-            raise _PathError(f"{path}.{key}", agentic[key], "needs tools: a built-in set ("
-                             + ", ".join(TOOL_SETS) + ") or a list of tool definitions")
+            raise _PathError(
+                f"{path}.{key}",
+                agentic[key],
+                "needs tools: a built-in set (" + ", ".join(TOOL_SETS) + ") or a list of tool definitions",
+            )
 
 
 def _check_tool_definitions(path: str, r: RequestClass) -> None:
@@ -425,29 +487,43 @@ def _check_tool_definitions(path: str, r: RequestClass) -> None:
     names = [t.function.name for t in r.tools or ()]
     for j, tool in enumerate(r.tools or ()):
         if names.index(tool.function.name) != j:
-            raise _PathError(f"{path}.tools[{j}].function.name", tool.function.name,
-                             "tool names must be unique; rename one")
+            raise _PathError(
+                f"{path}.tools[{j}].function.name", tool.function.name, "tool names must be unique; rename one"
+            )
         where = f"{path}.tools[{j}].function.parameters"
         _check_schema(where, tool.function.parameters)
         if tool.function.parameters.get("type") != "object":
-            raise _PathError(f"{where}.type", tool.function.parameters.get("type"),
-                             "arguments are a JSON object: start the schema with type: object, properties: ...")
+            raise _PathError(
+                f"{where}.type",
+                tool.function.parameters.get("type"),
+                "arguments are a JSON object: start the schema with type: object, properties: ...",
+            )
     if r.response_format is not None and r.response_format.json_schema is not None:
         _check_schema(f"{path}.response_format.json_schema.schema", r.response_format.json_schema.schema_)
     if isinstance(r.tool_choice, dict) and r.tool_choice["function"]["name"] not in names:
-        raise _PathError(f"{path}.tool_choice.function.name", r.tool_choice["function"]["name"],
-                         f"names no tool of this class; choose one of: {', '.join(names)}")
+        raise _PathError(
+            f"{path}.tool_choice.function.name",
+            r.tool_choice["function"]["name"],
+            f"names no tool of this class; choose one of: {', '.join(names)}",
+        )
 
 
 def _check_answer_shape(path: str, r: RequestClass) -> None:
     """One kind of structured answer per class, and one that may end where it is complete."""
     if r.forces_tool_call and r.response_format is not None:
-        raise _PathError(f"{path}.response_format", r.response_format.type,
-                         "a forced tool call (tool_choice required or named) answers with the call, not content; "
-                         "put response_format in a request class of its own, or use tool_choice: auto")
+        raise _PathError(
+            f"{path}.response_format",
+            r.response_format.type,
+            "a forced tool call (tool_choice required or named) answers with the call, not content; "
+            "put response_format in a request class of its own, or use tool_choice: auto",
+        )
     if r.ignore_eos and (r.response_format is not None or (r.tools and r.tool_choice != "none")):
-        raise _PathError(f"{path}.ignore_eos", True, "a tool call or JSON answer ends when it is complete, and "
-                         "ignore_eos would make the model write on past it; set ignore_eos: false")
+        raise _PathError(
+            f"{path}.ignore_eos",
+            True,
+            "a tool call or JSON answer ends when it is complete, and "
+            "ignore_eos would make the model write on past it; set ignore_eos: false",
+        )
 
 
 def _check_schema(path: str, schema: dict[str, Any]) -> None:
@@ -482,9 +558,7 @@ class SloGate(_Strict):
 class GeneratorSpec(_Strict):
     """Limits beyond which the generator, not the server, is the bottleneck: the run is invalid."""
 
-    max_lag_p99_ms: float = Field(
-        25.0, gt=0, description="p99 of (send time - scheduled time) over the window."
-    )
+    max_lag_p99_ms: float = Field(25.0, gt=0, description="p99 of (send time - scheduled time) over the window.")
     max_cpu_percent: float = Field(
         90.0, gt=0, le=100, description="Mean CPU of any generator process over the window (one core = 100)."
     )
@@ -515,12 +589,18 @@ class Scenario(_Strict):
         streamed = any(r.stream for r in self.workload.requests)
         for i, t in enumerate(self.slo.thresholds):
             if t.metric in ("ttft", "itl", "tpot") and not streamed:
-                raise _PathError(f"slo.thresholds[{i}].metric", t.metric,
-                                 "needs at least one streamed request class (stream: true); a non-streamed "
-                                 "response has no first token or token gaps to time")
+                raise _PathError(
+                    f"slo.thresholds[{i}].metric",
+                    t.metric,
+                    "needs at least one streamed request class (stream: true); a non-streamed "
+                    "response has no first token or token gaps to time",
+                )
         if "lora" in self.requires and not any(r.model and ":" in r.model for r in self.workload.requests):
-            raise _PathError("requires", ["lora"], "a LoRA scenario needs request classes whose model is an "
-                             "adapter id, e.g. model: '{model}:my-adapter'")
+            raise _PathError(
+                "requires",
+                ["lora"],
+                "a LoRA scenario needs request classes whose model is an adapter id, e.g. model: '{model}:my-adapter'",
+            )
         return self
 
 
@@ -545,8 +625,10 @@ def find_scenario(name_or_path: str) -> Path:
     names = shipped_scenarios()
     close = difflib.get_close_matches(name_or_path, names, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ScenarioError(f"scenario {name_or_path!r}: no such file or shipped scenario; {hint}"
-                        f"shipped: {', '.join(names)} (or give a path to a YAML file)")
+    raise ScenarioError(
+        f"scenario {name_or_path!r}: no such file or shipped scenario; {hint}"
+        f"shipped: {', '.join(names)} (or give a path to a YAML file)"
+    )
 
 
 def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
@@ -565,13 +647,16 @@ def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()
 def parse_scenario(data: Any, *, where: str = "scenario") -> Scenario:
     """Validate a parsed YAML document; raise ScenarioError listing every problem, one per line."""
     if not isinstance(data, dict):
-        raise ScenarioError(f"{where}: the top level must be a mapping with keys name, load, workload, slo "
-                            f"(got {type(data).__name__}); see loadtest/scenarios/smoke.yaml")
+        raise ScenarioError(
+            f"{where}: the top level must be a mapping with keys name, load, workload, slo "
+            f"(got {type(data).__name__}); see loadtest/scenarios/smoke.yaml"
+        )
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(describe_errors(exc, data, where, root=Scenario,
-                                            example="loadtest/scenarios/smoke.yaml")) from None
+        raise ScenarioError(
+            describe_errors(exc, data, where, root=Scenario, example="loadtest/scenarios/smoke.yaml")
+        ) from None
 
 
 def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...], *, where: str) -> Any:

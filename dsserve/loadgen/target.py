@@ -72,8 +72,10 @@ def _headers(api_key_env: str | None) -> dict[str, str]:
         return {}
     key = os.environ.get(api_key_env)
     if not key:
-        raise TargetError(f"--api-key-env {api_key_env}: the variable is not set (or empty); export it with "
-                          "the server's API key, or drop --api-key-env for a server without keys")
+        raise TargetError(
+            f"--api-key-env {api_key_env}: the variable is not set (or empty); export it with "
+            "the server's API key, or drop --api-key-env for a server without keys"
+        )
     return {"Authorization": f"Bearer {key.split(',')[0].strip()}"}
 
 
@@ -85,18 +87,23 @@ def probe_server(host: str, api_key_env: str | None = None, timeout_s: float = 1
     try:
         r = httpx.get(url, headers=_headers(api_key_env), timeout=timeout_s)
     except httpx.HTTPError as exc:
-        raise TargetError(f"--host {host}: nothing answers GET {url} ({type(exc).__name__}: {exc}); start the "
-                          "server (`dsserve up`) or fix the URL") from None
+        raise TargetError(
+            f"--host {host}: nothing answers GET {url} ({type(exc).__name__}: {exc}); start the "
+            "server (`dsserve up`) or fix the URL"
+        ) from None
     if r.status_code == 401:
-        raise TargetError(f"--host {host}: GET /v1/models answered 401: the server wants an API key; pass "
-                          "--api-key-env VAR with the key in $VAR")
+        raise TargetError(
+            f"--host {host}: GET /v1/models answered 401: the server wants an API key; pass "
+            "--api-key-env VAR with the key in $VAR"
+        )
     if r.status_code != 200:
         raise TargetError(f"--host {host}: GET /v1/models answered HTTP {r.status_code}: {r.text[:200]}")
     try:
         return server_info(r.json()["data"])
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise TargetError(f"--host {host}: GET /v1/models did not return an OpenAI model list: "
-                          f"{r.text[:200]}") from None
+        raise TargetError(
+            f"--host {host}: GET /v1/models did not return an OpenAI model list: {r.text[:200]}"
+        ) from None
 
 
 def server_info(cards: list[dict[str, Any]]) -> ServerInfo:
@@ -127,10 +134,19 @@ def _engine_of(meta: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def prepare_run(scenario: Scenario, host: str, *, out_dir: str, api_key_env: str | None = None,
-                engine: str = "auto", tokenizer: str | None = None, sharegpt: str | None = None,
-                model: str | None = None, server: ServerInfo | None = None,
-                overrides: dict[str, Any] | None = None) -> RunConfig:
+def prepare_run(
+    scenario: Scenario,
+    host: str,
+    *,
+    out_dir: str,
+    api_key_env: str | None = None,
+    engine: str = "auto",
+    tokenizer: str | None = None,
+    sharegpt: str | None = None,
+    model: str | None = None,
+    server: ServerInfo | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
     """Check the server, resolve models and context window, build the prompt pools."""
     p = scenario.workload.prompts
     counter = load_token_counter(tokenizer or p.tokenizer, p.chars_per_token)  # local input first: fail fast
@@ -147,20 +163,27 @@ def prepare_run(scenario: Scenario, host: str, *, out_dir: str, api_key_env: str
             missing.append((rc.name, mid))
     if missing:
         lora = [m for _, m in missing if ":" in m]
-        hint = (" This scenario needs a LoRA-enabled deployment serving those adapters: set model.lora in "
-                "the spec (deploy/profiles/local-cpu-lora.yaml serves sql-adapter and chat-adapter; "
-                "see docs/lora.md)."
-                if lora else " Pass --model ID or set the scenario's model.")
-        raise TargetError(f"--host {host}: the server does not serve "
-                          f"{', '.join(f'{m!r} (class {n})' for n, m in missing)}; it serves "
-                          f"{', '.join(info.models)}.{hint}")
+        hint = (
+            " This scenario needs a LoRA-enabled deployment serving those adapters: set model.lora in "
+            "the spec (deploy/profiles/local-cpu-lora.yaml serves sql-adapter and chat-adapter; "
+            "see docs/lora.md)."
+            if lora
+            else " Pass --model ID or set the scenario's model."
+        )
+        raise TargetError(
+            f"--host {host}: the server does not serve "
+            f"{', '.join(f'{m!r} (class {n})' for n, m in missing)}; it serves "
+            f"{', '.join(info.models)}.{hint}"
+        )
     window: int | None
     cw = scenario.workload.context_window
     if cw == "auto":
         window = info.context_windows.get(base)
         if window is None:
-            raise TargetError(f"workload.context_window: auto, but GET /v1/models gives no "
-                              f"max_request_context_length for {base!r}; set it: --set workload.context_window=N")
+            raise TargetError(
+                f"workload.context_window: auto, but GET /v1/models gives no "
+                f"max_request_context_length for {base!r}; set it: --set workload.context_window=N"
+            )
     else:
         window = cw if isinstance(cw, int) else None
     if window is not None:
@@ -175,10 +198,19 @@ def prepare_run(scenario: Scenario, host: str, *, out_dir: str, api_key_env: str
         eng = {"kind": engine, "source": "flag: --engine"}
         if info.engine_kind and info.engine_kind != engine:
             eng["server_says"] = info.engine_kind
-    return RunConfig(scenario=scenario.model_dump(mode="json"), host=host, model=base, models=models,
-                     context_window=window, pools={k: v.to_dict() for k, v in pools.items()},
-                     prompt_counter=counter.describe(), api_key_env=api_key_env, out_dir=out_dir,
-                     engine=eng, overrides=dict(overrides or {}))
+    return RunConfig(
+        scenario=scenario.model_dump(mode="json"),
+        host=host,
+        model=base,
+        models=models,
+        context_window=window,
+        pools={k: v.to_dict() for k, v in pools.items()},
+        prompt_counter=counter.describe(),
+        api_key_env=api_key_env,
+        out_dir=out_dir,
+        engine=eng,
+        overrides=dict(overrides or {}),
+    )
 
 
 def _check_fits(scenario: Scenario, window: int) -> None:
@@ -188,5 +220,7 @@ def _check_fits(scenario: Scenario, window: int) -> None:
         p = _tokens_upper(rc.prompt_tokens, window) if rc.prompt_tokens else 0
         o = _tokens_upper(rc.output_tokens, window)
         if p + o > window:
-            raise ScenarioError(f"workload.requests[{i}] ({rc.name}): prompt up to {p:g} + output up to {o:g} "
-                                f"tokens exceed the context window of {window}; lower the lengths")
+            raise ScenarioError(
+                f"workload.requests[{i}] ({rc.name}): prompt up to {p:g} + output up to {o:g} "
+                f"tokens exceed the context window of {window}; lower the lengths"
+            )

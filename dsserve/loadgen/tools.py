@@ -65,36 +65,42 @@ _CITIES = ["Beijing", "Shanghai", "Hangzhou", "Shenzhen", "Singapore", "London",
 TOOL_SETS: dict[str, list[dict[str, Any]]] = {
     # What a retrieval agent offers: one call that looks something up, one that searches documents.
     "agent-basic": [
-        {"type": "function", "function": {
-            "name": "get_weather",
-            "description": "Current weather in a city.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "city": {"type": "string", "enum": _CITIES, "description": "The city."},
-                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather in a city.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "city": {"type": "string", "enum": _CITIES, "description": "The city."},
+                        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                    },
+                    "required": ["city", "unit"],
+                    "additionalProperties": False,
                 },
-                "required": ["city", "unit"],
-                "additionalProperties": False,
             },
-        }},
-        {"type": "function", "function": {
-            "name": "search_docs",
-            "description": "Search the documentation; returns the best matching passages.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    # printable text only: the xgrammar vLLM 0.32 installs lets a JSON string hold raw control
-                    # characters, which no JSON parser accepts (docs/agents.md). The pattern bounds the length
-                    # too: vLLM refuses a string with both a pattern and maxLength (xgrammar cannot hold both,
-                    # has_xgrammar_unsupported_json_features in vllm/v1/structured_output/backend_xgrammar.py).
-                    "query": {"type": "string", "pattern": "^[ -~]{1,64}$", "description": "What to find."},
-                    "top_k": {"type": "integer", "minimum": 1, "maximum": 10},
+        },
+        {
+            "type": "function",
+            "function": {
+                "name": "search_docs",
+                "description": "Search the documentation; returns the best matching passages.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        # printable text only: the xgrammar vLLM 0.32 installs lets a JSON string hold raw control
+                        # characters, which no JSON parser accepts (docs/agents.md). The pattern bounds the length
+                        # too: vLLM refuses a string with both a pattern and maxLength (xgrammar cannot hold both,
+                        # has_xgrammar_unsupported_json_features in vllm/v1/structured_output/backend_xgrammar.py).
+                        "query": {"type": "string", "pattern": "^[ -~]{1,64}$", "description": "What to find."},
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": 10},
+                    },
+                    "required": ["query", "top_k"],
+                    "additionalProperties": False,
                 },
-                "required": ["query", "top_k"],
-                "additionalProperties": False,
             },
-        }},
+        },
     ],
 }
 
@@ -231,9 +237,14 @@ class AnswerCheck:
         tools = {t.function.name: _validator(t.function.parameters) for t in rc.tools or ()}
         fmt = rc.response_format
         js = fmt.json_schema if fmt is not None else None
-        return cls(tool_choice=choice, named=named, tools=tools, json_mode=fmt.type if fmt else None,
-                   json_name=js.name if js else None,
-                   json_validator=_validator(js.schema_) if js is not None else None)
+        return cls(
+            tool_choice=choice,
+            named=named,
+            tools=tools,
+            json_mode=fmt.type if fmt else None,
+            json_name=js.name if js else None,
+            json_validator=_validator(js.schema_) if js is not None else None,
+        )
 
     def check_message(self, message: Any, finish_reason: str | None) -> str | None:
         """A non-streamed answer (``choices[0].message``): None when well-formed, else the error."""
@@ -258,8 +269,10 @@ class AnswerCheck:
 
     def _check_calls(self, calls: list[ToolCall], finish_reason: str | None) -> str | None:
         if self.tool_choice in ("required", "named") and not calls:
-            return (f"{MALFORMED_TOOL_CALL}: no tool call in the answer (tool_choice {self._choice_text()})"
-                    f"{_length_hint(finish_reason)}")
+            return (
+                f"{MALFORMED_TOOL_CALL}: no tool call in the answer (tool_choice {self._choice_text()})"
+                f"{_length_hint(finish_reason)}"
+            )
         if self.tool_choice == "none" and calls:
             return f"{MALFORMED_TOOL_CALL}: the answer calls {calls[0].name!r} although tool_choice is none"
         for position, call in enumerate(calls):

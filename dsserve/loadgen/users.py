@@ -64,23 +64,49 @@ class LLMUser(FastHttpUser):
     network_timeout = 60.0
     connection_timeout = 10.0
 
-    def send_openai(self, *, api: str, stream: bool, body: bytes, name: str, max_tokens: int,
-                    ignore_eos: bool, headers: dict[str, str], check: AnswerCheck | None = None) -> RequestResult:
+    def send_openai(
+        self,
+        *,
+        api: str,
+        stream: bool,
+        body: bytes,
+        name: str,
+        max_tokens: int,
+        ignore_eos: bool,
+        headers: dict[str, str],
+        check: AnswerCheck | None = None,
+    ) -> RequestResult:
         """Send one request and return what it measured (sched/sent times are filled by the caller).
 
         ``check`` judges the answer's tool calls or JSON content (request classes with tools or a
         response_format); a malformed answer fails the request like an HTTP error does.
         """
         path = _PATHS[api]
-        hdrs = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json",
-                **headers}
+        hdrs = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            **headers,
+        }
         self._itl: list[float] = []
         t_send = time.perf_counter()
-        result = RequestResult(cls=name, share=0, sched_s=0.0, sent_s=0.0, status=0, error=None, ttft_ms=None,
-                               e2e_ms=None, tpot_ms=None, output_tokens=None, prompt_tokens=None,
-                               prompt_tokens_client=None, max_tokens=max_tokens)
-        with self.client.request("POST", path, data=body, headers=hdrs, name=name, stream=stream,
-                                 catch_response=True) as resp:
+        result = RequestResult(
+            cls=name,
+            share=0,
+            sched_s=0.0,
+            sent_s=0.0,
+            status=0,
+            error=None,
+            ttft_ms=None,
+            e2e_ms=None,
+            tpot_ms=None,
+            output_tokens=None,
+            prompt_tokens=None,
+            prompt_tokens_client=None,
+            max_tokens=max_tokens,
+        )
+        with self.client.request(
+            "POST", path, data=body, headers=hdrs, name=name, stream=stream, catch_response=True
+        ) as resp:
             result.status = resp.status_code or 0
             try:
                 if resp.status_code != 200:
@@ -101,8 +127,15 @@ class LLMUser(FastHttpUser):
         self._log_metrics(result)
         return result
 
-    def _read_stream(self, resp: Any, t_send: float, result: RequestResult, max_tokens: int,
-                     ignore_eos: bool, check: AnswerCheck | None = None) -> None:
+    def _read_stream(
+        self,
+        resp: Any,
+        t_send: float,
+        result: RequestResult,
+        max_tokens: int,
+        ignore_eos: bool,
+        check: AnswerCheck | None = None,
+    ) -> None:
         raw = resp._response  # geventhttpclient's response: readline returns as soon as a line is complete
         parser = SSEParser()
         st = StreamState(t_send, answer=AnswerBuffer() if check is not None else None)
@@ -134,8 +167,15 @@ class LLMUser(FastHttpUser):
             result.tpot_ms = tpot_ms(result.e2e_ms, result.ttft_ms, result.output_tokens)
         result.error = st.error or stream_problem(st, max_tokens, ignore_eos, result.output_tokens, check)
 
-    def _read_json(self, resp: Any, t_send: float, result: RequestResult, max_tokens: int,
-                   ignore_eos: bool, check: AnswerCheck | None = None) -> None:
+    def _read_json(
+        self,
+        resp: Any,
+        t_send: float,
+        result: RequestResult,
+        max_tokens: int,
+        ignore_eos: bool,
+        check: AnswerCheck | None = None,
+    ) -> None:
         content = resp.content or b""
         result.e2e_ms = (time.perf_counter() - t_send) * 1000.0
         self._itl = []
@@ -154,8 +194,9 @@ class LLMUser(FastHttpUser):
         if result.output_tokens is None:
             result.error = "missing usage: the response has no usage.completion_tokens"
         elif ignore_eos and result.output_tokens != max_tokens:
-            result.error = (f"wrong length: ignore_eos with max_tokens {max_tokens} but "
-                            f"{result.output_tokens} output tokens")
+            result.error = (
+                f"wrong length: ignore_eos with max_tokens {max_tokens} but {result.output_tokens} output tokens"
+            )
         elif check is not None:
             first = choices[0] if isinstance(choices[0], dict) else {}
             result.error = check.check_message(first.get("message"), first.get("finish_reason"))
@@ -238,9 +279,16 @@ class OpenLoopUser(LLMUser):
         pacer.mark_sent(ticket, sent_s)
         result: RequestResult | None = None
         try:
-            result = self.send_openai(api=req.api, stream=req.stream, body=req.body, name=req.name,
-                                      max_tokens=req.max_tokens, ignore_eos=req.ignore_eos,
-                                      headers=pacer.headers, check=req.check)
+            result = self.send_openai(
+                api=req.api,
+                stream=req.stream,
+                body=req.body,
+                name=req.name,
+                max_tokens=req.max_tokens,
+                ignore_eos=req.ignore_eos,
+                headers=pacer.headers,
+                check=req.check,
+            )
         finally:
             pacer.complete(ticket, sent_s, result, req.prompt_tokens_client, self._itl)
             self._itl = []

@@ -150,8 +150,10 @@ GATEWAY_CPU_MS_PER_TOKEN = {
 GATEWAY_ROUTER_CPU_MS = 1.9
 GATEWAY_PREFIX_TREE_CPU_MS = {"direct": 1.0, "ingress": 1.6}
 #: Where those figures were measured, for `dsserve plan` to print beside them.
-GATEWAY_CPU_SOURCE = ("bench/frontend_cpu.py on the 2-core Intel Xeon dev VM (bench/results/frontend-cpu*.json), "
-                      "streamed chat, real vLLM CPU engine; routing hops from its simulated-engine run")
+GATEWAY_CPU_SOURCE = (
+    "bench/frontend_cpu.py on the 2-core Intel Xeon dev VM (bench/results/frontend-cpu*.json), "
+    "streamed chat, real vLLM CPU engine; routing hops from its simulated-engine run"
+)
 #: [U] Busy share one gateway process (one Python event loop, one core at most) is planned to: above
 #: ~60 % queueing in the event loop starts to add visibly to TTFT (M/D/1 waiting time rho/(2(1-rho)) of
 #: the service time reaches 0.75 at 0.6).

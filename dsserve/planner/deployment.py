@@ -17,8 +17,15 @@ from dsserve.planner import assumptions as A
 if TYPE_CHECKING:
     from dsserve.config import DeploymentSpec
 
-__all__ = ["Deployment", "Layout", "WeightFormat", "deployment_from_spec", "weight_format_for",
-           "default_batched_tokens", "int4_format"]
+__all__ = [
+    "Deployment",
+    "Layout",
+    "WeightFormat",
+    "deployment_from_spec",
+    "weight_format_for",
+    "default_batched_tokens",
+    "int4_format",
+]
 
 
 @dataclass(frozen=True)
@@ -63,14 +70,19 @@ class WeightFormat:
     note: str = ""
 
 
-def weight_format_for(arch: ModelArch, accel: Accelerator, quantization: str | None,
-                      dtype: str = "bfloat16") -> WeightFormat:
+def weight_format_for(
+    arch: ModelArch, accel: Accelerator, quantization: str | None, dtype: str = "bfloat16"
+) -> WeightFormat:
     """The weight format vLLM ends up with for this checkpoint and ``engine.quantization``."""
     dense = 4.0 if dtype == "float32" else 2.0
     fp8_tc = accel.fp8_flops > 0
     fp8_block = WeightFormat(
-        "fp8 (128x128 block scales)", 1 + A.FP8_SCALE_BYTES / (128 * 128), dense, fp8_tc,
-        "" if fp8_tc else f"{accel.key} has no FP8 tensor cores: FP8 weights run as W8A16 at BF16 rate")
+        "fp8 (128x128 block scales)",
+        1 + A.FP8_SCALE_BYTES / (128 * 128),
+        dense,
+        fp8_tc,
+        "" if fp8_tc else f"{accel.key} has no FP8 tensor cores: FP8 weights run as W8A16 at BF16 rate",
+    )
     if quantization is None:
         if arch.weight_dtype == "fp8":
             return fp8_block
@@ -84,21 +96,36 @@ def weight_format_for(arch: ModelArch, accel: Accelerator, quantization: str | N
     if quantization == "fp8":
         if arch.weight_dtype == "fp8":
             return fp8_block
-        return WeightFormat("fp8 (online, per-tensor scales)", 1.0, dense, fp8_tc,
-                            "vLLM quantizes the BF16 checkpoint to FP8 while loading")
+        return WeightFormat(
+            "fp8 (online, per-tensor scales)",
+            1.0,
+            dense,
+            fp8_tc,
+            "vLLM quantizes the BF16 checkpoint to FP8 while loading",
+        )
     if quantization in ("awq", "gptq"):
         group = arch.quant_group_size or A.INT4_DEFAULT_GROUP
         fmt = int4_format(group, dense)
         if arch.weight_dtype != "int4":
-            fmt = replace(fmt, note=f"assumes a 4-bit {quantization.upper()} checkpoint of {arch.key} "
-                                    f"with group size {group}")
+            fmt = replace(
+                fmt, note=f"assumes a 4-bit {quantization.upper()} checkpoint of {arch.key} with group size {group}"
+            )
         return fmt
     if quantization == "bitsandbytes":
-        return WeightFormat(f"nf4 (block {A.NF4_BLOCK})", 0.5 + A.NF4_SCALE_BYTES / A.NF4_BLOCK, dense,
-                            note="bitsandbytes NF4; double quantization ignored")
+        return WeightFormat(
+            f"nf4 (block {A.NF4_BLOCK})",
+            0.5 + A.NF4_SCALE_BYTES / A.NF4_BLOCK,
+            dense,
+            note="bitsandbytes NF4; double quantization ignored",
+        )
     # compressed-tensors: the format is whatever the checkpoint says; FP8 W8A8 is the common case.
-    return WeightFormat("compressed-tensors (assumed FP8 W8A8)", 1.0, dense, fp8_tc,
-                        "compressed-tensors format assumed FP8 W8A8; pass --hf-config to be exact")
+    return WeightFormat(
+        "compressed-tensors (assumed FP8 W8A8)",
+        1.0,
+        dense,
+        fp8_tc,
+        "compressed-tensors format assumed FP8 W8A8; pass --hf-config to be exact",
+    )
 
 
 def int4_format(group: int, dense: float = 2.0) -> WeightFormat:
@@ -166,24 +193,33 @@ def deployment_from_spec(spec: DeploymentSpec, arch: ModelArch | None = None) ->
     arch = arch or spec.model_arch
     accel = ACCELERATORS[spec.hardware.accelerator]
     eng, hw, sv = spec.engine, spec.hardware, spec.serving
-    layout = Layout(eng.tensor_parallel_size, eng.pipeline_parallel_size, eng.data_parallel_size,
-                    eng.enable_expert_parallel)
+    layout = Layout(
+        eng.tensor_parallel_size, eng.pipeline_parallel_size, eng.data_parallel_size, eng.enable_expert_parallel
+    )
     act_bytes = 4.0 if eng.dtype == "float32" else 2.0
     kv_bytes = 1.0 if eng.kv_cache_dtype.startswith("fp8") else act_bytes
     util = eng.gpu_memory_utilization or A.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
     replicas = sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas
     return Deployment(
-        name=spec.name, arch=arch, accel=accel, layout=layout,
+        name=spec.name,
+        arch=arch,
+        accel=accel,
+        layout=layout,
         weights=weight_format_for(arch, accel, eng.quantization, eng.dtype),
-        kv_bytes=kv_bytes, gpu_memory_utilization=util, max_model_len=eng.max_model_len,
+        kv_bytes=kv_bytes,
+        gpu_memory_utilization=util,
+        max_model_len=eng.max_model_len,
         max_num_seqs=eng.max_num_seqs,
-        max_num_batched_tokens=eng.max_num_batched_tokens or default_batched_tokens(
-            accel, layout.tp * layout.pp),
-        replicas=replicas, gpus_per_node=max(hw.gpus_per_node, 1), nodes=hw.nodes,
+        max_num_batched_tokens=eng.max_num_batched_tokens or default_batched_tokens(accel, layout.tp * layout.pp),
+        replicas=replicas,
+        gpus_per_node=max(hw.gpus_per_node, 1),
+        nodes=hw.nodes,
         cpu_kv_gib=eng.cpu.kvcache_space_gib if not accel.is_gpu else 0.0,
-        proxy=sv.proxy, stream_interval_s=sv.stream_batching_interval_ms / 1000.0,
+        proxy=sv.proxy,
+        stream_interval_s=sv.stream_batching_interval_ms / 1000.0,
         # With DP attention each DP rank is its own Serve replica (ray.serve.llm DPServer.get_deployment_options
         # multiplies num_replicas by data_parallel_size), so a DP group holds dp x max_ongoing_requests.
         max_ongoing_requests=sv.max_ongoing_requests * eng.data_parallel_size,
-        quantization=eng.quantization, dtype=eng.dtype,
+        quantization=eng.quantization,
+        dtype=eng.dtype,
     )

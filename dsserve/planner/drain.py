@@ -37,18 +37,29 @@ class Drain:
     source: str  # "spec" (serving.graceful_shutdown_timeout_s) or "modelled"
 
     def to_dict(self) -> dict[str, object]:
-        return {"graceful_shutdown_timeout_s": self.timeout_s, "source": self.source,
-                "longest_generation_s": round(self.longest_generation_s, 1), "tokens": self.tokens,
-                "tpot_ms": round(self.tpot_ms, 2), "margin": DRAIN_MARGIN, "floor_s": DRAIN_FLOOR_S,
-                "cap_s": DRAIN_CAP_S}
+        return {
+            "graceful_shutdown_timeout_s": self.timeout_s,
+            "source": self.source,
+            "longest_generation_s": round(self.longest_generation_s, 1),
+            "tokens": self.tokens,
+            "tpot_ms": round(self.tpot_ms, 2),
+            "margin": DRAIN_MARGIN,
+            "floor_s": DRAIN_FLOOR_S,
+            "cap_s": DRAIN_CAP_S,
+        }
 
     def line(self) -> str:
         """One line of `dsserve plan`."""
-        why = ("serving.graceful_shutdown_timeout_s" if self.source == "spec" else
-               f"{DRAIN_MARGIN:g} x the longest generation, within {DRAIN_FLOOR_S:g}-{DRAIN_CAP_S:g} s")
-        return (f"Drain: a stopping replica waits up to {self.timeout_s:g} s for its requests ({why}; the longest "
-                f"generation, {self.tokens} tokens at {self.tpot_ms:.1f} ms/token in a full batch, takes "
-                f"{self.longest_generation_s:.0f} s)")
+        why = (
+            "serving.graceful_shutdown_timeout_s"
+            if self.source == "spec"
+            else f"{DRAIN_MARGIN:g} x the longest generation, within {DRAIN_FLOOR_S:g}-{DRAIN_CAP_S:g} s"
+        )
+        return (
+            f"Drain: a stopping replica waits up to {self.timeout_s:g} s for its requests ({why}; the longest "
+            f"generation, {self.tokens} tokens at {self.tpot_ms:.1f} ms/token in a full batch, takes "
+            f"{self.longest_generation_s:.0f} s)"
+        )
 
 
 def plan_drain(spec: DeploymentSpec) -> Drain:

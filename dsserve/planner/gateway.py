@@ -65,8 +65,10 @@ class GatewayPlan:
 
 def _hop_ms(mode: str, output_tokens: int, prefix_affinity: bool) -> dict[str, float]:
     extra = max(0, output_tokens - A.GATEWAY_REFERENCE_TOKENS)
-    hops = {name: round(ms + A.GATEWAY_CPU_MS_PER_TOKEN[mode][name] * extra, 3)
-            for name, ms in A.GATEWAY_CPU_MS[mode].items()}
+    hops = {
+        name: round(ms + A.GATEWAY_CPU_MS_PER_TOKEN[mode][name] * extra, 3)
+        for name, ms in A.GATEWAY_CPU_MS[mode].items()
+    }
     if prefix_affinity:
         if mode == "direct":
             hops[A.HOP_ROUTER] = A.GATEWAY_ROUTER_CPU_MS
@@ -106,8 +108,10 @@ def plan_gateway(spec: DeploymentSpec, *, qps: float | None = None, output_token
     tree_ms = hops.get(A.HOP_PREFIX_TREE)
     if tree_ms:  # one prefix tree actor per deployment: a ceiling no replica count lifts
         tree_qps = per_process_qps(tree_ms)
-        notes.append(f"prefix affinity: one prefix tree actor, {tree_ms:g} ms per request, carries up to "
-                     f"{tree_qps:.0f} QPS at {A.GATEWAY_UTILIZATION:.0%} busy")
+        notes.append(
+            f"prefix affinity: one prefix tree actor, {tree_ms:g} ms per request, carries up to "
+            f"{tree_qps:.0f} QPS at {A.GATEWAY_UTILIZATION:.0%} busy"
+        )
         if tree_qps < carries:
             carries = tree_qps
             busiest = max(busiest, qps * tree_ms / 1000.0)
@@ -116,10 +120,22 @@ def plan_gateway(spec: DeploymentSpec, *, qps: float | None = None, output_token
     threads = max(1, min(HAPROXY_MAX_THREADS, math.ceil(haproxy_cores / A.GATEWAY_UTILIZATION)))
     if spec.engine.backend == "simulated":
         notes.append("simulated engine: the gateway is planned as for the real engine it models")
-    return GatewayPlan(mode=mode, qps=qps, output_tokens=tokens, hops=hops, cpu_ms_per_request=round(total, 3),
-                       cores=round(cores, 3), replicas=replicas, replicas_needed=needed, engine_replicas=engines,
-                       busiest_process_share=round(busiest, 3), haproxy_threads=threads,
-                       router_replicas=router_replicas, carries_qps=round(carries, 1), notes=notes)
+    return GatewayPlan(
+        mode=mode,
+        qps=qps,
+        output_tokens=tokens,
+        hops=hops,
+        cpu_ms_per_request=round(total, 3),
+        cores=round(cores, 3),
+        replicas=replicas,
+        replicas_needed=needed,
+        engine_replicas=engines,
+        busiest_process_share=round(busiest, 3),
+        haproxy_threads=threads,
+        router_replicas=router_replicas,
+        carries_qps=round(carries, 1),
+        notes=notes,
+    )
 
 
 def gateway_problem(spec: DeploymentSpec) -> tuple[str, str] | None:
@@ -130,17 +146,29 @@ def gateway_problem(spec: DeploymentSpec) -> tuple[str, str] | None:
     per = f"{plan.cpu_ms_per_request:g} ms of CPU per {plan.output_tokens}-token request"
     tree_ms = plan.hops.get(A.HOP_PREFIX_TREE)
     if tree_ms and abs(plan.carries_qps - 1000.0 * A.GATEWAY_UTILIZATION / tree_ms) < 0.1:  # the tree is the cap
-        return ("serving.router", f"{plan.qps:g} req/s is more than prefix-cache affinity's one prefix tree actor "
-                f"carries ({plan.carries_qps:g} req/s at {tree_ms:g} ms per request); set serving.router: "
-                "power_of_two, or lower slo.target_qps")
+        return (
+            "serving.router",
+            f"{plan.qps:g} req/s is more than prefix-cache affinity's one prefix tree actor "
+            f"carries ({plan.carries_qps:g} req/s at {tree_ms:g} ms per request); set serving.router: "
+            "power_of_two, or lower slo.target_qps",
+        )
     if plan.mode == "direct":
-        return ("slo.target_qps", f"{plan.qps:g} req/s needs {plan.replicas_needed} gateway processes at "
-                f"{A.GATEWAY_UTILIZATION:.0%} busy ({per}; dsserve plan shows the hops), but direct mode has "
-                f"{plan.replicas} (one per engine replica); add engine replicas (a smaller layout each), or "
-                "lower slo.target_qps")
+        return (
+            "slo.target_qps",
+            f"{plan.qps:g} req/s needs {plan.replicas_needed} gateway processes at "
+            f"{A.GATEWAY_UTILIZATION:.0%} busy ({per}; dsserve plan shows the hops), but direct mode has "
+            f"{plan.replicas} (one per engine replica); add engine replicas (a smaller layout each), or "
+            "lower slo.target_qps",
+        )
     if spec.serving.gateway_replicas is not None and plan.replicas < plan.replicas_needed:
-        return ("serving.gateway_replicas", f"{plan.replicas} ingress replica(s) carry {plan.carries_qps:g} req/s "
-                f"({per}); slo.target_qps {plan.qps:g} needs {plan.replicas_needed}; raise it or leave it unset "
-                "for the planner to size")
-    return ("slo.target_qps", f"{plan.qps:g} req/s is more than the {plan.engine_replicas} engine replica(s) "
-            f"carry ({plan.carries_qps:g} req/s; {per}); add engine replicas or lower slo.target_qps")
+        return (
+            "serving.gateway_replicas",
+            f"{plan.replicas} ingress replica(s) carry {plan.carries_qps:g} req/s "
+            f"({per}); slo.target_qps {plan.qps:g} needs {plan.replicas_needed}; raise it or leave it unset "
+            "for the planner to size",
+        )
+    return (
+        "slo.target_qps",
+        f"{plan.qps:g} req/s is more than the {plan.engine_replicas} engine replica(s) "
+        f"carry ({plan.carries_qps:g} req/s; {per}); add engine replicas or lower slo.target_qps",
+    )

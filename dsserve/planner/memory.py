@@ -97,17 +97,32 @@ def stage_shapes(dep: Deployment) -> list[StageShape]:
         if last and arch.tie_word_embeddings and not first:
             head = arch.embedding_params / tp  # tied head still needs the matrix on the last stage
         norms = (2 * n + (1 if last else 0)) * arch.hidden_size
-        weight = (n * attn * q + dense_n * dense_ffn * q
-                  + moe_n * ((shared + routed_rank) * q + router * d)
-                  + (emb + head + norms) * d)
-        shapes.append(StageShape(
-            index=i, layers=n, dense_ffn_layers=dense_n, moe_layers=moe_n, first=first, last=last,
-            attn_params=attn, dense_ffn_params=dense_ffn, shared_params=shared, router_params=router,
-            expert_params=float(arch.expert_params), experts_split=experts_split,
-            vocab_params=emb + head,
-            lm_head_params=arch.vocab_size * arch.hidden_size / tp if last else 0.0,
-            kv_bytes_per_token=n * kv_layer, weight_bytes=weight,
-        ))
+        weight = (
+            n * attn * q
+            + dense_n * dense_ffn * q
+            + moe_n * ((shared + routed_rank) * q + router * d)
+            + (emb + head + norms) * d
+        )
+        shapes.append(
+            StageShape(
+                index=i,
+                layers=n,
+                dense_ffn_layers=dense_n,
+                moe_layers=moe_n,
+                first=first,
+                last=last,
+                attn_params=attn,
+                dense_ffn_params=dense_ffn,
+                shared_params=shared,
+                router_params=router,
+                expert_params=float(arch.expert_params),
+                experts_split=experts_split,
+                vocab_params=emb + head,
+                lm_head_params=arch.vocab_size * arch.hidden_size / tp if last else 0.0,
+                kv_bytes_per_token=n * kv_layer,
+                weight_bytes=weight,
+            )
+        )
     return shapes
 
 
@@ -174,13 +189,17 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
         tokens = int(kv_budget // (per_tok * block)) * block if per_tok else 0
         seqs = tokens // dep.max_model_len
         fits = not problems and seqs >= 1
-        reason = ("; ".join(problems) if problems else
-                  f"the CPU KV cache ({dep.cpu_kv_gib:g} GiB) holds {tokens} tokens"
-                  + ("" if seqs >= 1 else f", less than one max_model_len sequence ({dep.max_model_len})"))
+        reason = (
+            "; ".join(problems)
+            if problems
+            else f"the CPU KV cache ({dep.cpu_kv_gib:g} GiB) holds {tokens} tokens"
+            + ("" if seqs >= 1 else f", less than one max_model_len sequence ({dep.max_model_len})")
+        )
         notes.append("CPU engine: weights live in host RAM and are not checked against its size")
         w = sum(s.weight_bytes for s in shapes)
-        return MemoryPlan(fits, reason, 0.0, kv_budget, w, 0.0, 0.0, per_tok, kv_budget, tokens, seqs,
-                          block, shapes, notes)
+        return MemoryPlan(
+            fits, reason, 0.0, kv_budget, w, 0.0, 0.0, per_tok, kv_budget, tokens, seqs, block, shapes, notes
+        )
 
     usable = float(accel.usable_memory_bytes or accel.memory_bytes)
     budget = usable * dep.gpu_memory_utilization
@@ -203,30 +222,64 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
     if problems:
         fits, reason = False, "vLLM rejects the layout: " + "; ".join(problems)
     elif total_needed > dep.total_gpus:
-        fits, reason = False, (f"{dep.replicas} replica(s) x {lay.gpus} GPUs = {total_needed} GPUs, but the "
-                               f"cluster has {dep.total_gpus}")
+        fits, reason = (
+            False,
+            (
+                f"{dep.replicas} replica(s) x {lay.gpus} GPUs = {total_needed} GPUs, but the "
+                f"cluster has {dep.total_gpus}"
+            ),
+        )
     elif worst_weight > budget:
-        fits, reason = False, (
-            f"weights need {gib(worst_weight)} per GPU but only {gib(budget)} is usable "
-            f"({gib(usable)} x gpu_memory_utilization {dep.gpu_memory_utilization:g})")
+        fits, reason = (
+            False,
+            (
+                f"weights need {gib(worst_weight)} per GPU but only {gib(budget)} is usable "
+                f"({gib(usable)} x gpu_memory_utilization {dep.gpu_memory_utilization:g})"
+            ),
+        )
     elif worst_kv_budget <= 0:
-        fits, reason = False, (
-            f"weights ({gib(worst_weight)}) + activations ({gib(act)}) + non-torch ({gib(non_torch)}) "
-            f"exceed the {gib(budget)} budget per GPU, leaving nothing for the KV cache")
+        fits, reason = (
+            False,
+            (
+                f"weights ({gib(worst_weight)}) + activations ({gib(act)}) + non-torch ({gib(non_torch)}) "
+                f"exceed the {gib(budget)} budget per GPU, leaving nothing for the KV cache"
+            ),
+        )
     elif seqs < 1:
-        fits, reason = False, (
-            f"the KV cache holds {tokens} tokens per replica, less than one max_model_len sequence "
-            f"({dep.max_model_len}); vLLM refuses to start")
+        fits, reason = (
+            False,
+            (
+                f"the KV cache holds {tokens} tokens per replica, less than one max_model_len sequence "
+                f"({dep.max_model_len}); vLLM refuses to start"
+            ),
+        )
     else:
         fits = True
-        reason = (f"{gib(worst_kv_budget)} per GPU left for KV: {tokens:,} tokens, "
-                  f"{seqs} sequences of {dep.max_model_len}")
+        reason = (
+            f"{gib(worst_kv_budget)} per GPU left for KV: {tokens:,} tokens, {seqs} sequences of {dep.max_model_len}"
+        )
     if arch.attention == "mla" and lay.tp > 1:
-        notes.append(f"MLA latent KV is replicated on all {lay.tp} TP ranks (vLLM): capacity does not grow "
-                     "with TP; DP attention (data_parallel_size) would")
+        notes.append(
+            f"MLA latent KV is replicated on all {lay.tp} TP ranks (vLLM): capacity does not grow "
+            "with TP; DP attention (data_parallel_size) would"
+        )
     if arch.attention != "mla" and arch.num_kv_heads < lay.tp:
         notes.append(f"{arch.num_kv_heads} KV heads < TP {lay.tp}: vLLM replicates KV heads")
     if dep.weights.note:
         notes.append(dep.weights.note)
-    return MemoryPlan(fits, reason, usable, budget, worst_weight, act, non_torch, per_tok,
-                      worst_kv_budget, tokens, seqs, block, shapes, notes)
+    return MemoryPlan(
+        fits,
+        reason,
+        usable,
+        budget,
+        worst_weight,
+        act,
+        non_torch,
+        per_tok,
+        worst_kv_budget,
+        tokens,
+        seqs,
+        block,
+        shapes,
+        notes,
+    )

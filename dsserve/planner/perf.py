@@ -94,8 +94,9 @@ class PerfModel:
 
     # -- one stage -------------------------------------------------------------------------------
 
-    def _stage_breakdown(self, s: StageShape, decode: float, prefill: float, context: float,
-                         prompt_context: float) -> StepBreakdown:
+    def _stage_breakdown(
+        self, s: StageShape, decode: float, prefill: float, context: float, prompt_context: float
+    ) -> StepBreakdown:
         dep, arch, lay = self.dep, self.dep.arch, self.dep.layout
         q, d = dep.weights.bytes_per_param, dep.weights.dense_bytes
         n_tok = decode + prefill
@@ -108,8 +109,9 @@ class PerfModel:
         # plus the LM head for the tokens that are sampled (decodes, and one per finishing prompt).
         lin = s.layers * roof(s.attn_params * q, 2 * s.attn_params * n_tok, gf)
         lin += s.dense_ffn_layers * roof(s.dense_ffn_params * q, 2 * s.dense_ffn_params * n_tok, gf)
-        lin += s.moe_layers * roof(s.shared_params * q + s.router_params * d,
-                                   2 * (s.shared_params + s.router_params) * n_tok, gf)
+        lin += s.moe_layers * roof(
+            s.shared_params * q + s.router_params * d, 2 * (s.shared_params + s.router_params) * n_tok, gf
+        )
         if s.last:
             sampled = decode + (1.0 if prefill else 0.0)
             lin += roof(s.lm_head_params * d, 2 * s.lm_head_params * sampled, gf)
@@ -129,13 +131,11 @@ class PerfModel:
         kv_read = decode * context * (s.kv_bytes_per_token / max(s.layers, 1))
         if arch.attention == "mla":
             dec_flops = 2 * heads * context * (2 * arch.kv_lora_rank + arch.qk_rope_head_dim)
-            pre_flops = 2 * heads * prompt_context * (arch.qk_nope_head_dim + arch.qk_rope_head_dim
-                                                      + arch.v_head_dim)
+            pre_flops = 2 * heads * prompt_context * (arch.qk_nope_head_dim + arch.qk_rope_head_dim + arch.v_head_dim)
         else:
             dec_flops = 4 * heads * arch.head_dim * context
             pre_flops = 4 * heads * arch.head_dim * prompt_context
-        attn = s.layers * max(kv_read / bw,
-                              (decode * dec_flops + prefill * pre_flops) / self._attn_flops)
+        attn = s.layers * max(kv_read / bw, (decode * dec_flops + prefill * pre_flops) / self._attn_flops)
 
         # Communication: attention output all-reduce over TP; FFN output all-reduce over TP, or the
         # expert group's gather/scatter when DP attention spreads tokens over DP ranks.
@@ -143,8 +143,7 @@ class PerfModel:
         comm = s.layers * self._allreduce_s(lay.tp, act, self._attn_group_crosses_nodes)
         comm += s.dense_ffn_layers * self._allreduce_s(lay.tp, act, self._attn_group_crosses_nodes)
         if lay.dp > 1 and arch.is_moe:
-            comm += s.moe_layers * self._gather_scatter_s(self._moe_group, act * lay.dp,
-                                                          self._moe_group_crosses_nodes)
+            comm += s.moe_layers * self._gather_scatter_s(self._moe_group, act * lay.dp, self._moe_group_crosses_nodes)
         else:
             comm += s.moe_layers * self._allreduce_s(lay.tp, act, self._attn_group_crosses_nodes)
         if lay.pp > 1 and not s.last and n_tok:
@@ -152,14 +151,16 @@ class PerfModel:
             comm += lat_pp + act / bw_pp
 
         k_attn = A.KERNELS_ATTN_MLA if arch.attention == "mla" else A.KERNELS_ATTN_GQA
-        kernels = A.KERNEL_MIN_S * (s.layers * k_attn + s.dense_ffn_layers * A.KERNELS_FFN_DENSE
-                                    + s.moe_layers * A.KERNELS_FFN_MOE)
+        kernels = A.KERNEL_MIN_S * (
+            s.layers * k_attn + s.dense_ffn_layers * A.KERNELS_FFN_DENSE + s.moe_layers * A.KERNELS_FFN_MOE
+        )
         return StepBreakdown(lin, experts, attn, comm, kernels, 0.0)
 
     # -- public API ------------------------------------------------------------------------------
 
-    def step_breakdown(self, decode: float, prefill: float = 0.0, context: float = 0.0,
-                       prompt_context: float | None = None) -> StepBreakdown:
+    def step_breakdown(
+        self, decode: float, prefill: float = 0.0, context: float = 0.0, prompt_context: float | None = None
+    ) -> StepBreakdown:
         """One engine step with ``decode`` sequences at mean ``context`` and ``prefill`` prompt tokens.
 
         ``prompt_context`` is the mean causal context of the prefill tokens (half the prompt for a
@@ -171,13 +172,15 @@ class PerfModel:
             return StepBreakdown(0, 0, 0, 0, 0, A.STEP_OVERHEAD_S)
         pp = self.dep.layout.pp
         pc = prefill / 2 if prompt_context is None else prompt_context
-        b = max((self._stage_breakdown(s, decode / pp, prefill / pp, context, pc) for s in self._stages),
-                key=lambda x: x.total_s)  # the slowest stage sets the pipeline's pace
-        return StepBreakdown(b.weights_s, b.experts_s, b.attention_s, b.comm_s, b.kernels_s,
-                             A.STEP_OVERHEAD_S, pp)
+        b = max(
+            (self._stage_breakdown(s, decode / pp, prefill / pp, context, pc) for s in self._stages),
+            key=lambda x: x.total_s,
+        )  # the slowest stage sets the pipeline's pace
+        return StepBreakdown(b.weights_s, b.experts_s, b.attention_s, b.comm_s, b.kernels_s, A.STEP_OVERHEAD_S, pp)
 
-    def step_time_s(self, decode: float, prefill: float = 0.0, context: float = 0.0,
-                    prompt_context: float | None = None) -> float:
+    def step_time_s(
+        self, decode: float, prefill: float = 0.0, context: float = 0.0, prompt_context: float | None = None
+    ) -> float:
         """Seconds between two tokens of a decoding sequence in a step of this shape."""
         return self.step_breakdown(decode, prefill, context, prompt_context).total_s
 
@@ -211,8 +214,7 @@ class PerfModel:
         by_kv = int(self.mem.kv_tokens // max(context, 1.0))
         return max(0, min(cap, by_kv))
 
-    def max_generation_throughput(self, context: float, max_num_seqs: int | None = None
-                                  ) -> tuple[float, int]:
+    def max_generation_throughput(self, context: float, max_num_seqs: int | None = None) -> tuple[float, int]:
         """(output tok/s of the whole deployment, batch per unit) at the best batch for ``context``.
 
         Decode only: prompts are assumed processed elsewhere or counted separately, which is how
@@ -247,4 +249,3 @@ def _batch_grid(top: int) -> list[int]:
         b *= 1.25
     out.add(top)
     return sorted(out)
-

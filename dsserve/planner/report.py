@@ -61,8 +61,15 @@ def throughput_rows(plan: Plan) -> list[dict[str, float]]:
     rows = []
     for b in _batches(plan):
         t = plan.decode_step_time_s(b, ctx)
-        rows.append({"batch": b, "context": ctx, "tpot_s": t, "tok_s_per_unit": b / t,
-                     "tok_s_total": b / t * plan.deployment.units})
+        rows.append(
+            {
+                "batch": b,
+                "context": ctx,
+                "tpot_s": t,
+                "tok_s_per_unit": b / t,
+                "tok_s_total": b / t * plan.deployment.units,
+            }
+        )
     return rows
 
 
@@ -81,23 +88,42 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     return {
         "name": dep.name,
         "ok": plan.ok,
-        "model": {"architecture": dep.arch.key, "attention": dep.arch.attention, "moe": dep.arch.is_moe,
-                  "total_params": dep.arch.total_params, "active_params": dep.arch.active_params,
-                  "weights": dep.weights.name, "kv_cache_dtype": dep.kv_dtype_label,
-                  "kv_bytes_per_token": kv_bytes_per_token(dep.arch, dep.kv_bytes)},
+        "model": {
+            "architecture": dep.arch.key,
+            "attention": dep.arch.attention,
+            "moe": dep.arch.is_moe,
+            "total_params": dep.arch.total_params,
+            "active_params": dep.arch.active_params,
+            "weights": dep.weights.name,
+            "kv_cache_dtype": dep.kv_dtype_label,
+            "kv_bytes_per_token": kv_bytes_per_token(dep.arch, dep.kv_bytes),
+        },
         "hardware": {"accelerator": dep.accel.key, "gpus_per_node": dep.gpus_per_node, "nodes": dep.nodes},
-        "layout": {"tp": dep.layout.tp, "pp": dep.layout.pp, "dp": dep.layout.dp, "ep": dep.layout.ep,
-                   "replicas": dep.replicas, "label": dep.layout.label()},
+        "layout": {
+            "tp": dep.layout.tp,
+            "pp": dep.layout.pp,
+            "dp": dep.layout.dp,
+            "ep": dep.layout.ep,
+            "replicas": dep.replicas,
+            "label": dep.layout.label(),
+        },
         "memory": {
-            "fits": mem.fits, "reason": mem.reason,
-            "usable_gib": mem.usable_bytes / GIB, "budget_gib": mem.budget_bytes / GIB,
+            "fits": mem.fits,
+            "reason": mem.reason,
+            "usable_gib": mem.usable_bytes / GIB,
+            "budget_gib": mem.budget_bytes / GIB,
             "gpu_memory_utilization": dep.gpu_memory_utilization,
-            "weights_gib_per_gpu": mem.weight_bytes / GIB, "activation_gib": mem.activation_bytes / GIB,
-            "non_torch_gib": mem.non_torch_bytes / GIB, "kv_gib_per_gpu": max(mem.kv_budget_bytes, 0) / GIB,
+            "weights_gib_per_gpu": mem.weight_bytes / GIB,
+            "activation_gib": mem.activation_bytes / GIB,
+            "non_torch_gib": mem.non_torch_bytes / GIB,
+            "kv_gib_per_gpu": max(mem.kv_budget_bytes, 0) / GIB,
             "headroom_after_weights_gib": mem.headroom_after_weights_bytes / GIB,
-            "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token, "kv_tokens_per_replica": mem.kv_tokens,
+            "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token,
+            "kv_tokens_per_replica": mem.kv_tokens,
             "max_seqs_at_max_model_len_per_replica": mem.max_seqs_at_max_len,
-            "max_model_len": dep.max_model_len, "max_num_seqs": dep.max_num_seqs, "notes": mem.notes,
+            "max_model_len": dep.max_model_len,
+            "max_num_seqs": dep.max_num_seqs,
+            "notes": mem.notes,
         },
         "performance": {
             "decode": throughput_rows(plan) if mem.fits else [],
@@ -105,24 +131,43 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "max_num_batched_tokens": dep.max_num_batched_tokens,
         },
         "slo": {
-            "qps": mix.qps, "input_tokens": mix.input.label(), "output_tokens": mix.output.label(),
-            "metric": mix.metric, "percentile": mix.percentile, "threshold_s": mix.threshold_s,
-            "meets": plan.meets_slo, "stable": load.stable, "reason": load.reason,
-            "ttft_s": _finite(load.ttft_s), "e2e_s": _finite(load.e2e_s), "itl_s": _finite(load.itl_s),
-            "ttft_mean_s": _finite(load.ttft_mean_s), "e2e_mean_s": _finite(load.e2e_mean_s),
-            "batch_per_replica": load.batch, "step_s": _finite(load.step_s),
-            "prefill_utilization": load.prefill_utilization, "output_tok_s": load.output_tok_s,
-            "max_qps_meeting_slo": plan.max_qps, "sustainable_qps": plan.capacity_qps,
+            "qps": mix.qps,
+            "input_tokens": mix.input.label(),
+            "output_tokens": mix.output.label(),
+            "metric": mix.metric,
+            "percentile": mix.percentile,
+            "threshold_s": mix.threshold_s,
+            "meets": plan.meets_slo,
+            "stable": load.stable,
+            "reason": load.reason,
+            "ttft_s": _finite(load.ttft_s),
+            "e2e_s": _finite(load.e2e_s),
+            "itl_s": _finite(load.itl_s),
+            "ttft_mean_s": _finite(load.ttft_mean_s),
+            "e2e_mean_s": _finite(load.e2e_mean_s),
+            "batch_per_replica": load.batch,
+            "step_s": _finite(load.step_s),
+            "prefill_utilization": load.prefill_utilization,
+            "output_tok_s": load.output_tok_s,
+            "max_qps_meeting_slo": plan.max_qps,
+            "sustainable_qps": plan.capacity_qps,
         },
         "gateway": plan.gateway.to_dict() if plan.gateway is not None else None,
         "drain": plan.drain.to_dict() if plan.drain is not None else None,
         "alternatives": [
-            {"change": a.change, "distance": a.distance, "layout": a.deployment.layout.label(),
-             "accelerator": a.deployment.accel.key, "nodes": a.deployment.nodes,
-             "replicas": a.deployment.replicas, "weights": a.deployment.weights.name,
-             "kv_cache_dtype": a.deployment.kv_dtype_label,
-             "weights_gib_per_gpu": a.memory.weight_bytes / GIB, "kv_tokens_per_replica": a.memory.kv_tokens,
-             "max_generation_tok_s": a.max_generation_tok_s}
+            {
+                "change": a.change,
+                "distance": a.distance,
+                "layout": a.deployment.layout.label(),
+                "accelerator": a.deployment.accel.key,
+                "nodes": a.deployment.nodes,
+                "replicas": a.deployment.replicas,
+                "weights": a.deployment.weights.name,
+                "kv_cache_dtype": a.deployment.kv_dtype_label,
+                "weights_gib_per_gpu": a.memory.weight_bytes / GIB,
+                "kv_tokens_per_replica": a.memory.kv_tokens,
+                "max_generation_tok_s": a.max_generation_tok_s,
+            }
             for a in plan.alternatives
         ],
         "notes": plan.notes,
@@ -136,18 +181,22 @@ def _finite(x: float) -> float | None:
 
 def gateway_lines(g: GatewayPlan) -> list[str]:
     """The gateway section of the report: CPU per request by hop, cores, replicas, HAProxy."""
-    where = ("each engine replica terminates HTTP (direct mode)" if g.mode == "direct"
-             else "ingress replicas in front of the engine replicas (ingress mode)")
+    where = (
+        "each engine replica terminates HTTP (direct mode)"
+        if g.mode == "direct"
+        else "ingress replicas in front of the engine replicas (ingress mode)"
+    )
     out = [f"Gateway at {g.qps:g} QPS of {g.output_tokens}-token streams: {where}"]
     rows = [[hop, ms, round(g.qps * ms / 1000.0, 3)] for hop, ms in g.hops.items()]
     rows.append(["total", round(g.cpu_ms_per_request, 3), g.cores])
     out.append(table(["hop", "CPU ms/request", "cores at target"], rows))
     who = "engine replicas" if g.mode == "direct" else "ingress replicas"
     planned = g.to_dict()["utilization_planned"]
-    out.append(f"  {who}: {g.replicas} (the target needs {g.replicas_needed} at {planned:.0%} "
-               f"of a core each); busiest process {g.busiest_process_share:.0%} busy; HAProxy threads "
-               f"{g.haproxy_threads}" + (f"; ingress request router replicas {g.router_replicas}"
-                                          if g.router_replicas else ""))
+    out.append(
+        f"  {who}: {g.replicas} (the target needs {g.replicas_needed} at {planned:.0%} "
+        f"of a core each); busiest process {g.busiest_process_share:.0%} busy; HAProxy threads "
+        f"{g.haproxy_threads}" + (f"; ingress request router replicas {g.router_replicas}" if g.router_replicas else "")
+    )
     out.append(f"  => {'CARRIES' if g.carries_target else 'CANNOT CARRY'} the target: up to {g.carries_qps:,.1f} QPS")
     out.append(f"     CPU per request measured by {g.source}")
     out.extend(f"     note: {n}" for n in g.notes)
@@ -157,15 +206,18 @@ def gateway_lines(g: GatewayPlan) -> list[str]:
 def render_text(plan: Plan) -> str:
     dep, mem, load, mix, arch = plan.deployment, plan.memory, plan.load, plan.mix, plan.deployment.arch
     out: list[str] = []
-    hw = (f"{dep.nodes} x {dep.gpus_per_node} {dep.accel.key}" if dep.accel.is_gpu else "cpu")
-    out.append(f"dsserve plan: {dep.name}: {arch.key} on {hw}, {dep.layout.label()}, "
-               f"{dep.replicas} replica(s)")
+    hw = f"{dep.nodes} x {dep.gpus_per_node} {dep.accel.key}" if dep.accel.is_gpu else "cpu"
+    out.append(f"dsserve plan: {dep.name}: {arch.key} on {hw}, {dep.layout.label()}, {dep.replicas} replica(s)")
     kind = f"{'MLA' if arch.attention == 'mla' else arch.attention.upper()}, " + (
         f"MoE {arch.routed_experts}+{arch.shared_experts} experts top-{arch.experts_per_token}"
-        if arch.is_moe else "dense")
-    out.append(f"  model: {arch.total_params / 1e9:.1f}B params ({arch.active_params / 1e9:.1f}B active), "
-               f"{kind}; weights {dep.weights.name}; KV {dep.kv_dtype_label}, "
-               f"{kv_bytes_per_token(arch, dep.kv_bytes):,} B/token")
+        if arch.is_moe
+        else "dense"
+    )
+    out.append(
+        f"  model: {arch.total_params / 1e9:.1f}B params ({arch.active_params / 1e9:.1f}B active), "
+        f"{kind}; weights {dep.weights.name}; KV {dep.kv_dtype_label}, "
+        f"{kv_bytes_per_token(arch, dep.kv_bytes):,} B/token"
+    )
     out.append("")
     out.append("Memory per GPU (fullest pipeline stage)")
     if dep.accel.is_gpu:
@@ -179,51 +231,73 @@ def render_text(plan: Plan) -> str:
         ]
         out.append(table(["", "GiB"], [[r[0], round(r[1], 2)] for r in rows]))
     else:
-        out.append(f"  CPU KV cache (engine.cpu.kvcache_space_gib): {dep.cpu_kv_gib:g} GiB; weights in host "
-                   f"RAM: {mem.weight_bytes / GIB:.3f} GiB")
-    out.append(f"  KV cache: {mem.kv_bytes_per_token:,.0f} B/token per GPU; {mem.kv_tokens:,} tokens per replica; "
-               f"{mem.max_seqs_at_max_len} sequences of max_model_len {dep.max_model_len} per replica "
-               f"(max_num_seqs {dep.max_num_seqs})")
+        out.append(
+            f"  CPU KV cache (engine.cpu.kvcache_space_gib): {dep.cpu_kv_gib:g} GiB; weights in host "
+            f"RAM: {mem.weight_bytes / GIB:.3f} GiB"
+        )
+    out.append(
+        f"  KV cache: {mem.kv_bytes_per_token:,.0f} B/token per GPU; {mem.kv_tokens:,} tokens per replica; "
+        f"{mem.max_seqs_at_max_len} sequences of max_model_len {dep.max_model_len} per replica "
+        f"(max_num_seqs {dep.max_num_seqs})"
+    )
     out.append(f"  => {'FITS' if mem.fits else 'DOES NOT FIT'}: {mem.reason}")
     for n in mem.notes:
         out.append(f"     note: {n}")
 
     if mem.fits:
         out.append("")
-        out.append(f"Decode (per step, mean context {plan.decode_context:,.0f} tokens; "
-                   f"{dep.units} scheduler unit(s))")
-        out.append(table(["batch", "TPOT ms", "tok/s per replica", "tok/s total"],
-                         [[r["batch"], _ms(r["tpot_s"]), r["tok_s_per_unit"], r["tok_s_total"]]
-                          for r in throughput_rows(plan)]))
+        out.append(f"Decode (per step, mean context {plan.decode_context:,.0f} tokens; {dep.units} scheduler unit(s))")
+        out.append(
+            table(
+                ["batch", "TPOT ms", "tok/s per replica", "tok/s total"],
+                [[r["batch"], _ms(r["tpot_s"]), r["tok_s_per_unit"], r["tok_s_total"]] for r in throughput_rows(plan)],
+            )
+        )
         tput, batch = plan.perf.max_generation_throughput(plan.decode_context)
-        out.append(f"  max generation throughput (decode only): {tput:,.0f} tok/s at batch {batch} per "
-                   "scheduler unit")
+        out.append(f"  max generation throughput (decode only): {tput:,.0f} tok/s at batch {batch} per scheduler unit")
         out.append("")
         out.append(f"Prefill (one prompt alone, chunks of {dep.max_num_batched_tokens} tokens)")
-        out.append(table(["prompt tokens", "prefill ms", "prompt tok/s"],
-                         [[r["prompt_tokens"], _ms(r["prefill_s"]), r["tok_s_per_unit"]]
-                          for r in prefill_rows(plan)]))
+        out.append(
+            table(
+                ["prompt tokens", "prefill ms", "prompt tok/s"],
+                [[r["prompt_tokens"], _ms(r["prefill_s"]), r["tok_s_per_unit"]] for r in prefill_rows(plan)],
+            )
+        )
 
     out.append("")
-    out.append(f"SLO: p{mix.percentile:g} {mix.metric.upper()} <= {_ms(mix.threshold_s):g} ms at {mix.qps:g} QPS, "
-               f"{mix.label()} tokens (Poisson arrivals)")
+    out.append(
+        f"SLO: p{mix.percentile:g} {mix.metric.upper()} <= {_ms(mix.threshold_s):g} ms at {mix.qps:g} QPS, "
+        f"{mix.label()} tokens (Poisson arrivals)"
+    )
     if load.stable:
-        out.append(table(
-            ["", "value"],
-            [["running sequences per replica", round(load.batch, 1)],
-             ["step time (TPOT) ms", _ms(load.step_s)],
-             ["prefill budget utilization", f"{load.prefill_utilization:.0%}"],
-             [f"p{mix.percentile:g} TTFT ms", _ms(load.ttft_s)],
-             [f"p{mix.percentile:g} E2E ms", _ms(load.e2e_s)],
-             [f"p{mix.percentile:g} ITL ms", _ms(load.itl_s)],
-             ["output tok/s", load.output_tok_s]]))
+        out.append(
+            table(
+                ["", "value"],
+                [
+                    ["running sequences per replica", round(load.batch, 1)],
+                    ["step time (TPOT) ms", _ms(load.step_s)],
+                    ["prefill budget utilization", f"{load.prefill_utilization:.0%}"],
+                    [f"p{mix.percentile:g} TTFT ms", _ms(load.ttft_s)],
+                    [f"p{mix.percentile:g} E2E ms", _ms(load.e2e_s)],
+                    [f"p{mix.percentile:g} ITL ms", _ms(load.itl_s)],
+                    ["output tok/s", load.output_tok_s],
+                ],
+            )
+        )
     verdict = "MEETS" if plan.meets_slo else "FAILS"
-    why = load.reason if not load.stable else (
-        f"p{mix.percentile:g} {mix.metric.upper()} {_ms(load.value(mix.metric)):.0f} ms vs "
-        f"{_ms(mix.threshold_s):g} ms")
+    why = (
+        load.reason
+        if not load.stable
+        else (
+            f"p{mix.percentile:g} {mix.metric.upper()} {_ms(load.value(mix.metric)):.0f} ms vs "
+            f"{_ms(mix.threshold_s):g} ms"
+        )
+    )
     out.append(f"  => {verdict}: {why}")
-    out.append(f"     largest QPS meeting this SLO: {plan.max_qps:,.1f}; largest sustainable QPS (any "
-               f"latency): {plan.capacity_qps:,.1f}")
+    out.append(
+        f"     largest QPS meeting this SLO: {plan.max_qps:,.1f}; largest sustainable QPS (any "
+        f"latency): {plan.capacity_qps:,.1f}"
+    )
 
     if plan.gateway is not None:
         out.append("")
@@ -234,10 +308,22 @@ def render_text(plan: Plan) -> str:
     if plan.alternatives:
         out.append("")
         out.append("Nearest layouts that fit (fewest changes first)")
-        out.append(table(
-            ["change", "layout", "replicas", "weights GiB/GPU", "KV tokens/scheduler", "max gen tok/s"],
-            [[a.change, a.deployment.layout.label(), a.deployment.replicas, round(a.memory.weight_bytes / GIB, 1),
-              a.memory.kv_tokens, a.max_generation_tok_s] for a in plan.alternatives]))
+        out.append(
+            table(
+                ["change", "layout", "replicas", "weights GiB/GPU", "KV tokens/scheduler", "max gen tok/s"],
+                [
+                    [
+                        a.change,
+                        a.deployment.layout.label(),
+                        a.deployment.replicas,
+                        round(a.memory.weight_bytes / GIB, 1),
+                        a.memory.kv_tokens,
+                        a.max_generation_tok_s,
+                    ]
+                    for a in plan.alternatives
+                ],
+            )
+        )
     for n in plan.notes:
         out.append(f"note: {n}")
     out.append("")

@@ -31,8 +31,16 @@ from dsserve.errors import SpecError
 from dsserve.planner import assumptions as A
 from dsserve.planner.perf import PerfModel
 
-__all__ = ["LoadPoint", "RequestMix", "TokenDist", "capacity_qps", "erlang_c", "evaluate_load", "max_qps_for_slo",
-           "meets"]
+__all__ = [
+    "LoadPoint",
+    "RequestMix",
+    "TokenDist",
+    "capacity_qps",
+    "erlang_c",
+    "evaluate_load",
+    "max_qps_for_slo",
+    "meets",
+]
 
 Metric = Literal["ttft", "e2e", "itl"]
 
@@ -80,8 +88,7 @@ class TokenDist:
 
     @property
     def max(self) -> int:
-        return int(min(self.cap, self.a if self.kind == "const" else
-                       self.b if self.kind == "uniform" else self.cap))
+        return int(min(self.cap, self.a if self.kind == "const" else self.b if self.kind == "uniform" else self.cap))
 
     def points(self) -> tuple[tuple[float, float], ...]:
         """(value, weight) pairs; weights sum to 1."""
@@ -176,11 +183,12 @@ def evaluate_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) ->
         if b > dep.max_num_seqs:
             return f"needs {b:.0f} running sequences per replica, above max_num_seqs {dep.max_num_seqs}"
         if b > seq_cap:
-            return (f"needs {b:.0f} running sequences per replica but the KV cache holds ~{seq_cap:.0f} "
-                    f"at a mean context of {c_dec:.0f} tokens")
+            return (
+                f"needs {b:.0f} running sequences per replica but the KV cache holds ~{seq_cap:.0f} "
+                f"at a mean context of {c_dec:.0f} tokens"
+            )
         if b + p > budget:
-            return (f"needs {b + p:.0f} tokens per step, above max_num_batched_tokens {budget}: prefill "
-                    "cannot keep up")
+            return f"needs {b + p:.0f} tokens per step, above max_num_batched_tokens {budget}: prefill cannot keep up"
         return ""
 
     t_lo = perf.step_time_s(0.0, 0.0, c_dec)
@@ -213,15 +221,15 @@ def evaluate_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) ->
     mu = chunk / t_full
     rho = lam * i_mean / mu
     if rho >= 1:
-        return LoadPoint(qps, False, f"unsustainable at {qps:g} QPS: prefill needs {rho:.0%} of the "
-                                     "engine's prefill budget")
+        return LoadPoint(
+            qps, False, f"unsustainable at {qps:g} QPS: prefill needs {rho:.0%} of the engine's prefill budget"
+        )
     ew = lam * (mix.input.second_moment / mu**2) / (2 * (1 - rho)) if lam > 0 else 0.0
     # Waiting for a running-sequence slot: M/M/c with c slots held E[O]*T seconds each.
     hold = o_mean * t
     slots = max(1, int(seq_cap))
     if b >= slots:
-        return LoadPoint(qps, False, f"unsustainable at {qps:g} QPS: every one of the {slots} sequence "
-                                     "slots is busy")
+        return LoadPoint(qps, False, f"unsustainable at {qps:g} QPS: every one of the {slots} sequence slots is busy")
     p_slot = erlang_c(slots, b) if b > 0 else 0.0
     rate_slot = (slots - b) / hold if hold > 0 else math.inf
     waits = [(rho, rho / ew if ew > 0 else math.inf), (p_slot, rate_slot)]
@@ -249,15 +257,32 @@ def evaluate_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) ->
     e2e_mean = ttft_mean + (o_mean - 1) * t
     in_flight = qps / dep.replicas * e2e_mean
     point = LoadPoint(
-        qps=qps, stable=True, reason="", batch=b, prefill_tokens_per_step=p, step_s=t, full_step_s=t_full,
-        prefill_utilization=rho, mean_wait_s=mean_wait, ttft_s=ttft_p, e2e_s=e2e_p, itl_s=itl_p,
-        ttft_mean_s=ttft_mean, e2e_mean_s=e2e_mean, in_flight_per_replica=in_flight,
+        qps=qps,
+        stable=True,
+        reason="",
+        batch=b,
+        prefill_tokens_per_step=p,
+        step_s=t,
+        full_step_s=t_full,
+        prefill_utilization=rho,
+        mean_wait_s=mean_wait,
+        ttft_s=ttft_p,
+        e2e_s=e2e_p,
+        itl_s=itl_p,
+        ttft_mean_s=ttft_mean,
+        e2e_mean_s=e2e_mean,
+        in_flight_per_replica=in_flight,
         output_tok_s=qps * o_mean,
     )
     if in_flight > dep.max_ongoing_requests:
-        return replace(point, stable=False, reason=(
-            f"unsustainable at {qps:g} QPS: needs {in_flight:.0f} requests in flight per replica, above "
-            f"serving.max_ongoing_requests {dep.max_ongoing_requests}"))
+        return replace(
+            point,
+            stable=False,
+            reason=(
+                f"unsustainable at {qps:g} QPS: needs {in_flight:.0f} requests in flight per replica, above "
+                f"serving.max_ongoing_requests {dep.max_ongoing_requests}"
+            ),
+        )
     return point
 
 

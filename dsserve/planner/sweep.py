@@ -47,18 +47,28 @@ class SweepRow:
     nodes: int = 1  # nodes one copy of the deployment occupies
 
 
-_LIMITS = [("max_num_seqs", "max_num_seqs"), ("KV cache", "KV cache"), ("max_num_batched_tokens", "token budget"),
-           ("prefill budget", "prefill budget"), ("max_ongoing_requests", "max_ongoing_requests"),
-           ("sequence slots", "KV/sequence slots"), ("diverges", "step time")]
+_LIMITS = [
+    ("max_num_seqs", "max_num_seqs"),
+    ("KV cache", "KV cache"),
+    ("max_num_batched_tokens", "token budget"),
+    ("prefill budget", "prefill budget"),
+    ("max_ongoing_requests", "max_ongoing_requests"),
+    ("sequence slots", "KV/sequence slots"),
+    ("diverges", "step time"),
+]
 
 
 def _limit(reason: str) -> str:
     return next((label for key, label in _LIMITS if key in reason), reason)
 
 
-def sweep(profiles: list[str | Path], *, target_qps: float = 1200.0,
-          mixes: list[tuple[str, int, int]] | None = None,
-          overrides: dict[str, Any] | None = None) -> list[SweepRow]:
+def sweep(
+    profiles: list[str | Path],
+    *,
+    target_qps: float = 1200.0,
+    mixes: list[tuple[str, int, int]] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[SweepRow]:
     """Sweep each profile (with optional what-if ``overrides``, as `dsserve plan` takes them)."""
     from dsserve.planner.plan import apply_overrides
 
@@ -72,24 +82,36 @@ def sweep(profiles: list[str | Path], *, target_qps: float = 1200.0,
         perf = PerfModel(dep, mem)
         label = f"{dep.layout.label()} ×{dep.replicas}" if dep.replicas > 1 else dep.layout.label()
         for mix_name, inp, out in mixes or MIXES:
-            base: dict[str, Any] = dict(profile=name, layout=label, mix=mix_name, inp=inp, out=out,
-                                        nodes=dep.nodes)
+            base: dict[str, Any] = dict(profile=name, layout=label, mix=mix_name, inp=inp, out=out, nodes=dep.nodes)
             if not mem.fits:
                 rows.append(SweepRow(servable=f"does not fit: {mem.reason}", **base))
                 continue
             if inp + out > dep.max_model_len:
-                rows.append(SweepRow(servable=f"{inp}+{out} tokens > max_model_len {dep.max_model_len}",
-                                     **base))
+                rows.append(SweepRow(servable=f"{inp}+{out} tokens > max_model_len {dep.max_model_len}", **base))
                 continue
-            mix = RequestMix(target_qps, TokenDist("const", inp), TokenDist("const", out),
-                             metric="ttft", percentile=PERCENTILE, threshold_s=THRESHOLD_S)
+            mix = RequestMix(
+                target_qps,
+                TokenDist("const", inp),
+                TokenDist("const", out),
+                metric="ttft",
+                percentile=PERCENTILE,
+                threshold_s=THRESHOLD_S,
+            )
             at_target = evaluate_load(perf, mix)
             cap = capacity_qps(perf, mix)
-            rows.append(SweepRow(
-                servable="", sustainable_qps=cap, limit=_limit(evaluate_load(perf, mix, cap * 1.01).reason),
-                max_qps_ttft=max_qps_for_slo(perf, mix, "ttft"), max_qps_e2e=max_qps_for_slo(perf, mix, "e2e"),
-                target_sustainable=at_target.stable, target_meets_ttft=meets(at_target, mix, "ttft"),
-                ttft_at_target_s=at_target.ttft_s, **base))
+            rows.append(
+                SweepRow(
+                    servable="",
+                    sustainable_qps=cap,
+                    limit=_limit(evaluate_load(perf, mix, cap * 1.01).reason),
+                    max_qps_ttft=max_qps_for_slo(perf, mix, "ttft"),
+                    max_qps_e2e=max_qps_for_slo(perf, mix, "e2e"),
+                    target_sustainable=at_target.stable,
+                    target_meets_ttft=meets(at_target, mix, "ttft"),
+                    ttft_at_target_s=at_target.ttft_s,
+                    **base,
+                )
+            )
     return rows
 
 
@@ -99,8 +121,9 @@ def _q(x: float) -> str:
     return f"{x:,.0f}" if x >= 10 else f"{x:.1f}"
 
 
-def sweep_table(profiles: list[str | Path], *, target_qps: float = 1200.0,
-                overrides: dict[str, Any] | None = None) -> str:
+def sweep_table(
+    profiles: list[str | Path], *, target_qps: float = 1200.0, overrides: dict[str, Any] | None = None
+) -> str:
     """Markdown table of :func:`sweep`."""
     t = f"{target_qps:g}"
     lines = [
@@ -118,5 +141,6 @@ def sweep_table(profiles: list[str | Path], *, target_qps: float = 1200.0,
         lines.append(
             f"| {r.profile} | {r.layout} | {mix} | {_q(r.sustainable_qps)} | {r.limit} | {_q(r.max_qps_ttft)} | "
             f"{_q(r.max_qps_e2e)} | {'yes' if r.target_sustainable else 'no'} | "
-            f"{'yes' if r.target_meets_ttft else 'no'} | {copies} |")
+            f"{'yes' if r.target_meets_ttft else 'no'} | {copies} |"
+        )
     return "\n".join(lines) + "\n"

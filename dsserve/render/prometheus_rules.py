@@ -27,8 +27,18 @@ from dsserve.render.queries import (
 )
 from dsserve.serving.metrics import SLO_THRESHOLD_S
 
-__all__ = ["Alert", "ALERTS", "RECORDING_FILE", "ALERTS_FILE", "DEFAULT_RUNBOOK", "recording_doc",
-           "alerts_doc", "render_recording", "render_alerts", "write_rules"]
+__all__ = [
+    "Alert",
+    "ALERTS",
+    "RECORDING_FILE",
+    "ALERTS_FILE",
+    "DEFAULT_RUNBOOK",
+    "recording_doc",
+    "alerts_doc",
+    "render_recording",
+    "render_alerts",
+    "write_rules",
+]
 
 RECORDING_FILE = "dsserve-recording.yaml"
 ALERTS_FILE = "dsserve-alerts.yaml"
@@ -56,62 +66,108 @@ def _burn(pairs: tuple[tuple[str, str, float], ...]) -> str:
     parts = []
     for long_w, short_w, factor in pairs:
         threshold = f"{round(factor * ERROR_BUDGET, 6):g}"
-        parts.append(f"(\n  model_name:dsserve_ttft_slo:error_ratio_rate{long_w} > {threshold}\n  and\n"
-                     f"  model_name:dsserve_ttft_slo:error_ratio_rate{short_w} > {threshold}\n)")
+        parts.append(
+            f"(\n  model_name:dsserve_ttft_slo:error_ratio_rate{long_w} > {threshold}\n  and\n"
+            f"  model_name:dsserve_ttft_slo:error_ratio_rate{short_w} > {threshold}\n)"
+        )
     return "\nor\n".join(parts)
 
 
 _SLO = f"{SLO_OBJECTIVE:.0%} of answered requests get their first token within {SLO_THRESHOLD_S:g} s"
 
 ALERTS: tuple[Alert, ...] = (
-    Alert("DsserveTTFTSLOBurnRateHigh", _burn(PAGE_BURNS), "2m", "critical",
-          "The TTFT SLO error budget is burning fast: at this rate it is gone within days.",
-          "{{ $labels.model_name }}: {{ $value | humanizePercentage }} of answered requests missed the "
-          f"{SLO_THRESHOLD_S:g} s time-to-first-token target over the long window (1h or 6h), burning the "
-          f"{ERROR_BUDGET:.0%} error budget at 6x or more. SLO: {_SLO}."),
-    Alert("DsserveTTFTSLOBurnRateElevated", _burn(TICKET_BURNS), "15m", "warning",
-          "The TTFT SLO error budget is burning faster than it accrues.",
-          "{{ $labels.model_name }}: {{ $value | humanizePercentage }} of answered requests missed the "
-          f"{SLO_THRESHOLD_S:g} s time-to-first-token target over the long window (1d or 3d), burning the "
-          f"{ERROR_BUDGET:.0%} error budget faster than it accrues. SLO: {_SLO}."),
-    Alert("DsserveHighErrorRatio", "model_name:dsserve_request_errors:ratio_rate5m > 0.05", "5m", "critical",
-          "More than 5% of chat/completions requests fail with a 5xx.",
-          "{{ $labels.model_name }}: {{ $value | humanizePercentage }} of requests got a 5xx over the last "
-          "5 minutes (503 overload refusals included)."),
-    Alert("DsserveQueueGrowing",
-          "model_name:vllm_num_requests_waiting:sum > 0\nand\n"
-          "deriv(model_name:vllm_num_requests_waiting:sum[10m]) > 0", "10m", "warning",
-          "Requests are piling up in the engine queue.",
-          "{{ $labels.model_name }}: {{ $value }} requests wait in the vLLM engines and the queue has kept "
-          "growing for 10 minutes; the deployment is short of capacity."),
-    Alert("DsserveKVCacheNearFull", "model_name_replica_id:vllm_kv_cache_usage_perc:max > 0.9", "10m", "warning",
-          "An engine's KV cache is over 90% full.",
-          "{{ $labels.model_name }} replica {{ $labels.ReplicaId }}: KV cache {{ $value | humanizePercentage }} "
-          "full for 10 minutes; vLLM will queue and preempt requests."),
-    Alert("DsserveReplicaUnhealthy", "application_deployment:ray_serve_replicas_unhealthy:count > 0", "2m",
-          "critical",
-          "A Ray Serve replica fails its health checks.",
-          "{{ $labels.application }}/{{ $labels.deployment }}: {{ $value }} replica(s) unhealthy for 2 minutes."),
-    Alert("DsserveReplicaRestarting",
-          "max_over_time(application_deployment:ray_serve_replica_restarts:sum[30m])\n-\n"
-          "min_over_time(application_deployment:ray_serve_replica_restarts:sum[30m])\n>= 2", "1m", "warning",
-          "Ray Serve keeps replacing replicas of a deployment.",
-          "{{ $labels.application }}/{{ $labels.deployment }}: {{ $value }} replica replacements in the last "
-          "30 minutes."),
-    Alert("DsserveDeploymentUnhealthy",
-          "application_deployment:ray_serve_deployment_status:min > 0\nand\n"
-          "application_deployment:ray_serve_deployment_status:min <= 2", "5m", "critical",
-          "A Ray Serve deployment is UNHEALTHY or DEPLOY_FAILED.",
-          "{{ $labels.application }}/{{ $labels.deployment }} has status {{ $value }} "
-          "(1 DEPLOY_FAILED, 2 UNHEALTHY) for 5 minutes."),
-    Alert("DsserveTargetDown", "job_instance:up:min == 0", "2m", "critical",
-          "Prometheus cannot scrape a dsserve metrics endpoint.",
-          "{{ $labels.job }} {{ $labels.instance }} has been down for 2 minutes; its metrics and the alerts "
-          "that read them are blind."),
-    Alert("DsserveNoTraffic", 'model_name:dsserve_requests:rate5m{model_name!="unknown"} == 0', "30m", "warning",
-          "A served model has had no requests for 30 minutes.",
-          "{{ $labels.model_name }} answered no chat/completions request for 30 minutes; check the route to "
-          "the service (DNS, load balancer, API keys) or silence this for idle environments."),
+    Alert(
+        "DsserveTTFTSLOBurnRateHigh",
+        _burn(PAGE_BURNS),
+        "2m",
+        "critical",
+        "The TTFT SLO error budget is burning fast: at this rate it is gone within days.",
+        "{{ $labels.model_name }}: {{ $value | humanizePercentage }} of answered requests missed the "
+        f"{SLO_THRESHOLD_S:g} s time-to-first-token target over the long window (1h or 6h), burning the "
+        f"{ERROR_BUDGET:.0%} error budget at 6x or more. SLO: {_SLO}.",
+    ),
+    Alert(
+        "DsserveTTFTSLOBurnRateElevated",
+        _burn(TICKET_BURNS),
+        "15m",
+        "warning",
+        "The TTFT SLO error budget is burning faster than it accrues.",
+        "{{ $labels.model_name }}: {{ $value | humanizePercentage }} of answered requests missed the "
+        f"{SLO_THRESHOLD_S:g} s time-to-first-token target over the long window (1d or 3d), burning the "
+        f"{ERROR_BUDGET:.0%} error budget faster than it accrues. SLO: {_SLO}.",
+    ),
+    Alert(
+        "DsserveHighErrorRatio",
+        "model_name:dsserve_request_errors:ratio_rate5m > 0.05",
+        "5m",
+        "critical",
+        "More than 5% of chat/completions requests fail with a 5xx.",
+        "{{ $labels.model_name }}: {{ $value | humanizePercentage }} of requests got a 5xx over the last "
+        "5 minutes (503 overload refusals included).",
+    ),
+    Alert(
+        "DsserveQueueGrowing",
+        "model_name:vllm_num_requests_waiting:sum > 0\nand\nderiv(model_name:vllm_num_requests_waiting:sum[10m]) > 0",
+        "10m",
+        "warning",
+        "Requests are piling up in the engine queue.",
+        "{{ $labels.model_name }}: {{ $value }} requests wait in the vLLM engines and the queue has kept "
+        "growing for 10 minutes; the deployment is short of capacity.",
+    ),
+    Alert(
+        "DsserveKVCacheNearFull",
+        "model_name_replica_id:vllm_kv_cache_usage_perc:max > 0.9",
+        "10m",
+        "warning",
+        "An engine's KV cache is over 90% full.",
+        "{{ $labels.model_name }} replica {{ $labels.ReplicaId }}: KV cache {{ $value | humanizePercentage }} "
+        "full for 10 minutes; vLLM will queue and preempt requests.",
+    ),
+    Alert(
+        "DsserveReplicaUnhealthy",
+        "application_deployment:ray_serve_replicas_unhealthy:count > 0",
+        "2m",
+        "critical",
+        "A Ray Serve replica fails its health checks.",
+        "{{ $labels.application }}/{{ $labels.deployment }}: {{ $value }} replica(s) unhealthy for 2 minutes.",
+    ),
+    Alert(
+        "DsserveReplicaRestarting",
+        "max_over_time(application_deployment:ray_serve_replica_restarts:sum[30m])\n-\n"
+        "min_over_time(application_deployment:ray_serve_replica_restarts:sum[30m])\n>= 2",
+        "1m",
+        "warning",
+        "Ray Serve keeps replacing replicas of a deployment.",
+        "{{ $labels.application }}/{{ $labels.deployment }}: {{ $value }} replica replacements in the last 30 minutes.",
+    ),
+    Alert(
+        "DsserveDeploymentUnhealthy",
+        "application_deployment:ray_serve_deployment_status:min > 0\nand\n"
+        "application_deployment:ray_serve_deployment_status:min <= 2",
+        "5m",
+        "critical",
+        "A Ray Serve deployment is UNHEALTHY or DEPLOY_FAILED.",
+        "{{ $labels.application }}/{{ $labels.deployment }} has status {{ $value }} "
+        "(1 DEPLOY_FAILED, 2 UNHEALTHY) for 5 minutes.",
+    ),
+    Alert(
+        "DsserveTargetDown",
+        "job_instance:up:min == 0",
+        "2m",
+        "critical",
+        "Prometheus cannot scrape a dsserve metrics endpoint.",
+        "{{ $labels.job }} {{ $labels.instance }} has been down for 2 minutes; its metrics and the alerts "
+        "that read them are blind.",
+    ),
+    Alert(
+        "DsserveNoTraffic",
+        'model_name:dsserve_requests:rate5m{model_name!="unknown"} == 0',
+        "30m",
+        "warning",
+        "A served model has had no requests for 30 minutes.",
+        "{{ $labels.model_name }} answered no chat/completions request for 30 minutes; check the route to "
+        "the service (DNS, load balancer, API keys) or silence this for idle environments.",
+    ),
 )
 
 
@@ -120,16 +176,36 @@ def _runbook(name: str, base: str) -> str:
 
 
 def recording_doc() -> dict[str, Any]:
-    return {"groups": [{"name": group, "rules": [{"record": r.record, "expr": r.expr} for r in rules]}
-                       for group, rules in RECORDING_GROUPS.items()]}
+    return {
+        "groups": [
+            {"name": group, "rules": [{"record": r.record, "expr": r.expr} for r in rules]}
+            for group, rules in RECORDING_GROUPS.items()
+        ]
+    }
 
 
 def alerts_doc(runbook_base_url: str = DEFAULT_RUNBOOK) -> dict[str, Any]:
-    return {"groups": [{"name": "dsserve-alerts", "rules": [
-        {"alert": a.name, "expr": a.expr, "for": a.for_, "labels": {"severity": a.severity},
-         "annotations": {"summary": a.summary, "description": a.description,
-                         "runbook_url": _runbook(a.name, runbook_base_url)}}
-        for a in ALERTS]}]}
+    return {
+        "groups": [
+            {
+                "name": "dsserve-alerts",
+                "rules": [
+                    {
+                        "alert": a.name,
+                        "expr": a.expr,
+                        "for": a.for_,
+                        "labels": {"severity": a.severity},
+                        "annotations": {
+                            "summary": a.summary,
+                            "description": a.description,
+                            "runbook_url": _runbook(a.name, runbook_base_url),
+                        },
+                    }
+                    for a in ALERTS
+                ],
+            }
+        ]
+    }
 
 
 def _scalar(value: str) -> str:

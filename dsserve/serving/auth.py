@@ -150,8 +150,12 @@ class KeyStore:
     def _long_enough(self, keys: list[str]) -> list[str]:
         kept = [k for k in keys if len(k) >= self.min_key_chars]
         if len(kept) < len(keys):
-            log.warning("API key file %s: %d key(s) shorter than %d characters ignored", self.path,
-                        len(keys) - len(kept), self.min_key_chars)
+            log.warning(
+                "API key file %s: %d key(s) shorter than %d characters ignored",
+                self.path,
+                len(keys) - len(kept),
+                self.min_key_chars,
+            )
         return kept
 
     @property
@@ -183,8 +187,12 @@ class KeyStore:
                     return False
                 sig, keys = self._read()
             except OSError as exc:
-                log.warning("API key file %s cannot be read (%s); keeping the %d keys read before",
-                            self.path, exc.__class__.__name__, len(self._file_digests))
+                log.warning(
+                    "API key file %s cannot be read (%s); keeping the %d keys read before",
+                    self.path,
+                    exc.__class__.__name__,
+                    len(self._file_digests),
+                )
                 return False
             keys = self._long_enough(keys)
             if not keys:
@@ -258,8 +266,14 @@ class RateLimiter:
     addresses cannot grow it without bound, and an address that keeps failing stays in it.
     """
 
-    def __init__(self, requests_per_second: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
-                 max_keys: int | None = None):
+    def __init__(
+        self,
+        requests_per_second: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int | None = None,
+    ):
         TokenBucket(requests_per_second, burst, 0.0)  # validates
         self.rate, self.burst, self.clock, self.max_keys = requests_per_second, burst, clock, max_keys
         self._buckets: dict[bytes | str, TokenBucket] = {}

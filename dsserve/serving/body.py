@@ -116,23 +116,31 @@ def parse_json(raw: bytes, *, what: str = "`model` and `messages` (chat) or `pro
     try:
         data = json.loads(raw, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise InvalidRequest(f"The request body is not valid JSON ({exc.__class__.__name__}: {exc}); "
-                             "send a JSON object with Content-Type: application/json.", code="invalid_json") from None
+        raise InvalidRequest(
+            f"The request body is not valid JSON ({exc.__class__.__name__}: {exc}); "
+            "send a JSON object with Content-Type: application/json.",
+            code="invalid_json",
+        ) from None
     except RecursionError:
-        raise InvalidRequest("The request body is not valid JSON here: it is nested too deeply.",
-                             code="invalid_json") from None
+        raise InvalidRequest(
+            "The request body is not valid JSON here: it is nested too deeply.", code="invalid_json"
+        ) from None
     if not isinstance(data, dict):
-        raise InvalidRequest(f"The request body must be a JSON object, got {type(data).__name__}.",
-                             code="invalid_body")
+        raise InvalidRequest(f"The request body must be a JSON object, got {type(data).__name__}.", code="invalid_body")
     # fewer brackets than the limit cannot nest past it: the walk runs only for bodies with many (C-speed count)
     if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nests_deeper_than(data, MAX_NESTING):
-        raise InvalidRequest(f"Invalid request: the body nests arrays/objects more than {MAX_NESTING} deep; "
-                             "flatten it.", code="invalid_json")
+        raise InvalidRequest(
+            f"Invalid request: the body nests arrays/objects more than {MAX_NESTING} deep; flatten it.",
+            code="invalid_json",
+        )
     if _SURROGATE_ESCAPE.search(raw):
         bad = _first_bad_string(data)
         if bad is not None:
-            raise InvalidRequest(f"Invalid request: {bad}: holds a lone UTF-16 surrogate escape (\\ud800-\\udfff "
-                                 "without its pair), which is not Unicode text; send well-formed UTF-8.", param=bad)
+            raise InvalidRequest(
+                f"Invalid request: {bad}: holds a lone UTF-16 surrogate escape (\\ud800-\\udfff "
+                "without its pair), which is not Unicode text; send well-formed UTF-8.",
+                param=bad,
+            )
     return data
 
 
@@ -159,11 +167,27 @@ def _prompt_count(data: dict[str, Any]) -> int:
 class ShapeLimits:
     """The ``api.*`` caps a generate request's shape is checked against (grammars: grammar_limits.py)."""
 
-    __slots__ = ("max_n", "max_prompts", "max_tokens", "max_messages", "max_tools", "max_schema_bytes",
-                 "max_schema_depth")
+    __slots__ = (
+        "max_n",
+        "max_prompts",
+        "max_tokens",
+        "max_messages",
+        "max_tools",
+        "max_schema_bytes",
+        "max_schema_depth",
+    )
 
-    def __init__(self, *, max_n: int, max_prompts: int, max_tokens: int | None, max_messages: int,
-                 max_tools: int, max_schema_bytes: int, max_schema_depth: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_n: int,
+        max_prompts: int,
+        max_tokens: int | None,
+        max_messages: int,
+        max_tools: int,
+        max_schema_bytes: int,
+        max_schema_depth: int,
+    ) -> None:
         self.max_n, self.max_prompts, self.max_tokens, self.max_messages = max_n, max_prompts, max_tokens, max_messages
         self.max_tools, self.max_schema_bytes, self.max_schema_depth = max_tools, max_schema_bytes, max_schema_depth
 
@@ -176,8 +200,11 @@ def check_messages(data: dict[str, Any], limits: ShapeLimits) -> None:
     """400 past ``api.max_messages`` chat messages (chat completions, and /tokenize's chat form)."""
     messages = data.get("messages")
     if isinstance(messages, list) and len(messages) > limits.max_messages:
-        raise InvalidRequest(f"Invalid request: messages: at most {limits.max_messages} messages per request "
-                             f"(api.max_messages), got {len(messages)}; shorten the conversation.", param="messages")
+        raise InvalidRequest(
+            f"Invalid request: messages: at most {limits.max_messages} messages per request "
+            f"(api.max_messages), got {len(messages)}; shorten the conversation.",
+            param="messages",
+        )
 
 
 def request_shape(data: dict[str, Any], *, chat: bool, limits: ShapeLimits) -> RequestShape:
@@ -195,22 +222,32 @@ def request_shape(data: dict[str, Any], *, chat: bool, limits: ShapeLimits) -> R
     else:
         prompts = _prompt_count(data)
         if prompts > limits.max_prompts:
-            raise InvalidRequest(f"Invalid request: prompt: at most {limits.max_prompts} prompts per request "
-                                 f"(api.max_prompts), got {prompts}; split the batch.", param="prompt")
+            raise InvalidRequest(
+                f"Invalid request: prompt: at most {limits.max_prompts} prompts per request "
+                f"(api.max_prompts), got {prompts}; split the batch.",
+                param="prompt",
+            )
     n = _positive_int(data.get("n")) or 1
     if prompts * n > limits.max_n:
         if prompts == 1:
-            raise InvalidRequest(f"Invalid request: n: at most {limits.max_n} choices per request (api.max_n), "
-                                 f"got {n}.", param="n")
-        raise InvalidRequest(f"Invalid request: prompt, n: {prompts} prompts x n={n} ask for {prompts * n} "
-                             f"sequences, more than one request may (api.max_n: {limits.max_n}); lower n or split "
-                             "the prompts.", param="n" if n > 1 else "prompt")
+            raise InvalidRequest(
+                f"Invalid request: n: at most {limits.max_n} choices per request (api.max_n), got {n}.", param="n"
+            )
+        raise InvalidRequest(
+            f"Invalid request: prompt, n: {prompts} prompts x n={n} ask for {prompts * n} "
+            f"sequences, more than one request may (api.max_n: {limits.max_n}); lower n or split "
+            "the prompts.",
+            param="n" if n > 1 else "prompt",
+        )
     if limits.max_tokens is not None:
         for field in ("max_tokens", "max_completion_tokens"):
             asked = _positive_int(data.get(field))
             if asked is not None and asked > limits.max_tokens:
-                raise InvalidRequest(f"Invalid request: {field}: at most {limits.max_tokens} tokens per completion "
-                                     f"(api.max_tokens), got {asked}.", param=field)
+                raise InvalidRequest(
+                    f"Invalid request: {field}: at most {limits.max_tokens} tokens per completion "
+                    f"(api.max_tokens), got {asked}.",
+                    param=field,
+                )
     check_grammars(data, limits)
     stream = data.get("stream") is True
     return RequestShape(model if isinstance(model, str) else None, prompts * n, stream)
@@ -218,10 +255,15 @@ def request_shape(data: dict[str, Any], *, chat: bool, limits: ShapeLimits) -> R
 
 # -- naming the field when a request model's own validators crash ------------------------------------
 
+
 def _is_type_tag(part: str) -> bool:
     """pydantic names union members and validators in error locations; they are not request fields."""
-    return ("[" in part or "-" in part or part[:1].isupper()
-            or part in ("str", "int", "float", "bool", "list", "dict", "none", "function"))
+    return (
+        "[" in part
+        or "-" in part
+        or part[:1].isupper()
+        or part in ("str", "int", "float", "bool", "list", "dict", "none", "function")
+    )
 
 
 def validation_message(err: dict[str, Any]) -> tuple[str, str | None]:
@@ -288,8 +330,9 @@ def validate_request(model_cls: Any, data: dict[str, Any]) -> Any:
         errors = exc.errors(include_url=False, include_input=False)
         msgs = list(dict.fromkeys(validation_message(dict(e)) for e in errors))
         shown, more = msgs[:3], (f" (and {len(msgs) - 3} more)" if len(msgs) > 3 else "")
-        raise InvalidRequest("Invalid request: " + "; ".join(m for m, _ in shown) + more,
-                             param=shown[0][1] if shown else None) from None
+        raise InvalidRequest(
+            "Invalid request: " + "; ".join(m for m, _ in shown) + more, param=shown[0][1] if shown else None
+        ) from None
     except RecursionError:
         raise InvalidRequest("Invalid request: a field is nested too deeply.") from None
     except VLLM_CLIENT_ERRORS as exc:  # vLLM's own request checks raise these from pydantic validators

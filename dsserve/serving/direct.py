@@ -96,8 +96,9 @@ UNREACHABLE_MIDDLEWARE = frozenset({"PrometheusInstrumentatorMiddleware"})
 
 def without_unreachable_middleware(app: Any) -> Any:
     """vLLM's FastAPI app without :data:`UNREACHABLE_MIDDLEWARE` (its stack is rebuilt at the first request)."""
-    kept = [m for m in getattr(app, "user_middleware", [])
-            if getattr(m.cls, "__name__", "") not in UNREACHABLE_MIDDLEWARE]
+    kept = [
+        m for m in getattr(app, "user_middleware", []) if getattr(m.cls, "__name__", "") not in UNREACHABLE_MIDDLEWARE
+    ]
     if hasattr(app, "user_middleware") and len(kept) != len(app.user_middleware):
         app.user_middleware = kept
         app.middleware_stack = None
@@ -139,9 +140,15 @@ class PipelineApp:
         app = without_unreachable_middleware(await self.engine.build_asgi_app())
         settings = pipeline_settings(self._llm_config)
         replicas = LiveReplicas.of_this_deployment(settings.replicas)
-        pipeline = RequestPipeline(app, settings, ReplicaModels(self._llm_config, replicas), replicas=replicas,
-                                   openapi=openapi_for(settings), where="engine replica",
-                                   engine_down=lambda: engine_is_dead(self.engine))
+        pipeline = RequestPipeline(
+            app,
+            settings,
+            ReplicaModels(self._llm_config, replicas),
+            replicas=replicas,
+            openapi=openapi_for(settings),
+            where="engine replica",
+            engine_down=lambda: engine_is_dead(self.engine),
+        )
         pipeline.metrics.start()
         self._pipeline = pipeline
         return pipeline

@@ -59,8 +59,7 @@ ERROR_TYPES = {
     503: "service_unavailable_error",
 }
 
-INTERNAL_MESSAGE = ("The server could not complete the request (an internal error; the replica's log has the "
-                    "details).")
+INTERNAL_MESSAGE = "The server could not complete the request (an internal error; the replica's log has the details)."
 
 
 def _error_type(status: int) -> str:
@@ -74,8 +73,14 @@ def printable(text: str) -> str:
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> bytes:
     """The JSON bytes of an OpenAI error."""
-    body = {"error": {"message": printable(message), "type": _error_type(status),
-                      "param": None if param is None else printable(param), "code": code}}
+    body = {
+        "error": {
+            "message": printable(message),
+            "type": _error_type(status),
+            "param": None if param is None else printable(param),
+            "code": code,
+        }
+    }
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
@@ -85,8 +90,15 @@ class ClientError(Exception):
     status = 400
     default_code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -102,8 +114,7 @@ class ClientError(Exception):
         """A Starlette response (for FastAPI handlers; the pipeline sends raw ASGI messages)."""
         from starlette.responses import Response
 
-        return Response(self.body(), status_code=self.status, media_type="application/json",
-                        headers=self.headers)
+        return Response(self.body(), status_code=self.status, media_type="application/json", headers=self.headers)
 
     async def send(self, send: Any) -> None:
         """Answer with this error over a raw ASGI ``send``."""
@@ -119,8 +130,9 @@ class AuthError(ClientError):
     default_code = "invalid_api_key"
 
     def __init__(self) -> None:
-        super().__init__("Missing or invalid API key; send `Authorization: Bearer <key>`.",
-                         headers={"WWW-Authenticate": "Bearer"})
+        super().__init__(
+            "Missing or invalid API key; send `Authorization: Bearer <key>`.", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 class RateLimited(ClientError):
@@ -136,8 +148,10 @@ class BodyTooLarge(ClientError):
     default_code = "request_too_large"
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"The request body is larger than this server accepts ({limit} bytes, "
-                         "api.max_body_bytes); shorten the prompt or raise the limit.")
+        super().__init__(
+            f"The request body is larger than this server accepts ({limit} bytes, "
+            "api.max_body_bytes); shorten the prompt or raise the limit."
+        )
 
 
 class InvalidRequest(ClientError):
@@ -164,8 +178,7 @@ class Unavailable(ClientError):
 
 
 def overloaded(why: str) -> Unavailable:
-    return Unavailable(f"The server is at capacity: {why}. Retry after 1 second.", retry_after_s=1,
-                       code="overloaded")
+    return Unavailable(f"The server is at capacity: {why}. Retry after 1 second.", retry_after_s=1, code="overloaded")
 
 
 #: Seconds a client should wait when the engine died: Serve replaces its replica in about 40-70 s here.
@@ -173,8 +186,11 @@ ENGINE_RETRY_AFTER_S = 5
 
 
 def engine_down_error(why: str = "its engine failed and Serve is replacing the replica") -> Unavailable:
-    return Unavailable(f"The model is temporarily unavailable: {why}. Retry after {ENGINE_RETRY_AFTER_S} seconds.",
-                       retry_after_s=ENGINE_RETRY_AFTER_S, code="engine_unavailable")
+    return Unavailable(
+        f"The model is temporarily unavailable: {why}. Retry after {ENGINE_RETRY_AFTER_S} seconds.",
+        retry_after_s=ENGINE_RETRY_AFTER_S,
+        code="engine_unavailable",
+    )
 
 
 # -- mapping errors made below the pipeline ---------------------------------------------------------

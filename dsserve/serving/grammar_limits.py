@@ -90,13 +90,18 @@ def _check_one(grammar: Any, where: str, limits: GrammarLimits, *, top_regex: bo
     else:
         size = len(json.dumps(grammar, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if size > limits.max_schema_bytes:
-        raise InvalidRequest(f"Invalid request: {where}: the schema/grammar is {size} bytes, more than "
-                             f"{limits.max_schema_bytes} (api.max_schema_bytes); the engine compiles it with no "
-                             "time limit. Send a smaller schema, e.g. with $defs/$ref for repeated parts.",
-                             param=where)
+        raise InvalidRequest(
+            f"Invalid request: {where}: the schema/grammar is {size} bytes, more than "
+            f"{limits.max_schema_bytes} (api.max_schema_bytes); the engine compiles it with no "
+            "time limit. Send a smaller schema, e.g. with $defs/$ref for repeated parts.",
+            param=where,
+        )
     if nests_deeper_than(grammar, limits.max_schema_depth):
-        raise InvalidRequest(f"Invalid request: {where}: the schema nests objects/arrays more than "
-                             f"{limits.max_schema_depth} levels deep (api.max_schema_depth); flatten it.", param=where)
+        raise InvalidRequest(
+            f"Invalid request: {where}: the schema nests objects/arrays more than "
+            f"{limits.max_schema_depth} levels deep (api.max_schema_depth); flatten it.",
+            param=where,
+        )
     return sum(_repeats(p) for p in _regexes(grammar, top_regex=top_regex))
 
 
@@ -106,8 +111,11 @@ def check_grammars(data: dict[str, Any], limits: GrammarLimits) -> None:
     tools = data.get("tools")
     if isinstance(tools, list):
         if len(tools) > limits.max_tools:
-            raise InvalidRequest(f"Invalid request: tools: at most {limits.max_tools} tools per request "
-                                 f"(api.max_tools), got {len(tools)}.", param="tools")
+            raise InvalidRequest(
+                f"Invalid request: tools: at most {limits.max_tools} tools per request "
+                f"(api.max_tools), got {len(tools)}.",
+                param="tools",
+            )
         for i, tool in enumerate(tools):
             function = tool.get("function") if isinstance(tool, dict) else None
             params = function.get("parameters") if isinstance(function, dict) else None
@@ -118,10 +126,13 @@ def check_grammars(data: dict[str, Any], limits: GrammarLimits) -> None:
         if isinstance(grammar, (dict, str)):
             repeats += _check_one(grammar, field, limits, top_regex=field == "structured_outputs")
     if repeats > MAX_PATTERN_REPEAT:
-        raise InvalidRequest(f"Invalid request: the regex quantifiers in this request's schemas repeat "
-                             f"{repeats} times in all, more than {MAX_PATTERN_REPEAT}; each counted repetition "
-                             "adds grammar states the engine compiles. Use smaller {n,m} bounds (maxLength "
-                             "bounds a string's length at no such cost).", param="pattern")
+        raise InvalidRequest(
+            f"Invalid request: the regex quantifiers in this request's schemas repeat "
+            f"{repeats} times in all, more than {MAX_PATTERN_REPEAT}; each counted repetition "
+            "adds grammar states the engine compiles. Use smaller {n,m} bounds (maxLength "
+            "bounds a string's length at no such cost).",
+            param="pattern",
+        )
 
 
 _GRAMMAR_FIELDS = ("response_format", "structured_outputs", "tools")

@@ -65,8 +65,17 @@ ENGINE_WAIT_CHECK_S = 1.0
 
 #: Exceptions (by class name, anywhere in the cause chain) meaning the engine replica, not the request, failed:
 #: vLLM's EngineDeadError, and Ray's errors for a dead, unreachable or unscheduled replica actor.
-_ENGINE_DOWN = frozenset({"EngineDeadError", "ActorDiedError", "ActorUnavailableError", "RayActorError",
-                          "ActorUnschedulableError", "DeploymentUnavailableError", "WorkerCrashedError"})
+_ENGINE_DOWN = frozenset(
+    {
+        "EngineDeadError",
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "RayActorError",
+        "ActorUnschedulableError",
+        "DeploymentUnavailableError",
+        "WorkerCrashedError",
+    }
+)
 
 
 class _NoEngineReplica(Exception):
@@ -98,8 +107,9 @@ def engine_error(exc: BaseException, model_fields: Any) -> ClientError:
         code = int(exc.status_code)
         message = clean_upstream_message(exc.message)
         if code >= 500:
-            return ClientError("The server could not complete the request: " + message, status=code,
-                               code="engine_error")
+            return ClientError(
+                "The server could not complete the request: " + message, status=code, code="engine_error"
+            )
         return ClientError(message, status=code, param=param_of(message, model_fields))
     cause = getattr(exc, "cause", None) or exc
     if VLLM_CLIENT_ERRORS and isinstance(cause, VLLM_CLIENT_ERRORS):
@@ -112,8 +122,11 @@ def engine_error(exc: BaseException, model_fields: Any) -> ClientError:
         return InvalidRequest(f"Invalid request: {message}", param=param_of(message, model_fields))
     if engine_unavailable(exc):
         return _engine_down("its engine replica failed and Serve is replacing it")
-    return ClientError("The server could not complete the request (an internal error; the ingress log has "
-                       "the details).", status=500, code="internal_error")
+    return ClientError(
+        "The server could not complete the request (an internal error; the ingress log has the details).",
+        status=500,
+        code="internal_error",
+    )
 
 
 class IngressModels:
@@ -125,8 +138,12 @@ class IngressModels:
     are listed from the tables.
     """
 
-    def __init__(self, cards: dict[str, Any], lora: dict[str, AdapterTable],
-                 layout: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:
+    def __init__(
+        self,
+        cards: dict[str, Any],
+        lora: dict[str, AdapterTable],
+        layout: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
         self._cards, self._lora, self._layout = cards, lora, layout
 
     def knows(self, model: str) -> bool:
@@ -150,8 +167,9 @@ class IngressModels:
             return None
         base = model.split(":", 1)[0]
         base_card = self._cards[base]
-        return base_card.model_copy(update={
-            "id": model, "metadata": {**base_card.metadata, "model_id": model, "base_model_id": base}})
+        return base_card.model_copy(
+            update={"id": model, "metadata": {**base_card.metadata, "model_id": model, "base_model_id": base}}
+        )
 
     async def list_models(self) -> dict[str, Any]:
         data = []
@@ -194,9 +212,13 @@ class DsserveIngress(OpenAiIngress):
     def _pipeline_for(self, app: Any) -> RequestPipeline:
         if self.pipeline is None:
             self.pipeline = RequestPipeline(
-                app, self._settings, self.model_directory,
+                app,
+                self._settings,
+                self.model_directory,
                 replicas=LiveReplicas.of_this_deployment(self._settings.replicas),
-                openapi=openapi_for(self._settings), where="ingress")
+                openapi=openapi_for(self._settings),
+                where="ingress",
+            )
             self.pipeline.metrics.start()
         self.pipeline.app = app
         return self.pipeline
@@ -258,8 +280,11 @@ class DsserveIngress(OpenAiIngress):
             if err.status == 500:
                 log.exception("dsserve ingress: %s request failed", call_method)
             elif err.status == 503:
-                log.warning("dsserve ingress: %s request failed, engine unavailable: %s", call_method,
-                            type(getattr(exc, "cause", None) or exc).__name__)
+                log.warning(
+                    "dsserve ingress: %s request failed, engine unavailable: %s",
+                    call_method,
+                    type(getattr(exc, "cause", None) or exc).__name__,
+                )
             raise err from None
 
     async def _first_answer(self, body: Any, call_method: str, request: Request) -> Any:
@@ -297,8 +322,11 @@ class DsserveIngress(OpenAiIngress):
         from ray.serve.context import _get_serve_request_context
 
         handle = self._handle_in_use(model)
-        return (handle is not None and no_running_replica(handle)
-                and waiting_in_router(handle, _get_serve_request_context()._internal_request_id))
+        return (
+            handle is not None
+            and no_running_replica(handle)
+            and waiting_in_router(handle, _get_serve_request_context()._internal_request_id)
+        )
 
     def _handle_in_use(self, model: str | None) -> Any:
         """The handle OpenAiIngress sends this model's requests through (its router holds the replica set)."""

@@ -132,8 +132,10 @@ def waiting_in_router(handle: Any, internal_request_id: str | None) -> bool:
         request_router = inner._request_router
         if request_router is None:
             return False
-        return any(pr.metadata.internal_request_id == internal_request_id and not pr.future.done()
-                   for pr in list(request_router._pending_requests_to_fulfill))
+        return any(
+            pr.metadata.internal_request_id == internal_request_id and not pr.future.done()
+            for pr in list(request_router._pending_requests_to_fulfill)
+        )
     except Exception:  # noqa: BLE001 - as above
         return False
 
@@ -141,4 +143,3 @@ def waiting_in_router(handle: Any, internal_request_id: str | None) -> bool:
 def _asyncio_router(handle: Any) -> Any:
     """The AsyncioRouter behind a handle (CurrentLoopRouter and SingletonThreadRouter both wrap one)."""
     return getattr(getattr(handle, "_router", None), "_asyncio_router", None)
-

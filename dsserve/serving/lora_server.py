@@ -73,15 +73,21 @@ class LocalLoraModelLoader(LoraModelLoader):
             max_length = json.loads((path / "adapter_config.json").read_text()).get("max_length")
         except (OSError, ValueError, AttributeError):
             max_length = None
-        disk = DiskMultiplexConfig.model_validate({
-            "model_id": lora_model_id,
-            "max_total_tokens": max_length,
-            "local_path": str(path),
-            "lora_assigned_int_id": global_id_manager.next(),
-        })
+        disk = DiskMultiplexConfig.model_validate(
+            {
+                "model_id": lora_model_id,
+                "max_total_tokens": max_length,
+                "local_path": str(path),
+                "lora_assigned_int_id": global_id_manager.next(),
+            }
+        )
         self.disk_cache[lora_model_id] = disk
-        logger.info("dsserve LoRA: multiplexed model %s -> %s (resolved in %.1f ms)", lora_model_id, path,
-                    (time.monotonic() - started) * 1e3)
+        logger.info(
+            "dsserve LoRA: multiplexed model %s -> %s (resolved in %.1f ms)",
+            lora_model_id,
+            path,
+            (time.monotonic() - started) * 1e3,
+        )
         return disk
 
 

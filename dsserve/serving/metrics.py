@@ -87,11 +87,58 @@ REJECT_REASONS = ("overloaded", "queue_full", "too_large", "unauthorized", "rate
 SLO_THRESHOLD_S = 0.5
 
 #: E2E and TTFT buckets: 5 ms to 10 min, with 0.5 s exactly.
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5,
-                     2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+LATENCY_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
 #: Inter-token latency buckets: 1 ms to 5 s, with 0.5 s exactly.
-ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
-                 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0)
+ITL_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+)
 
 UNKNOWN_MODEL = "unknown"
 GAUGE_REFRESH_S = 5.0  # below Ray's 10 s report interval, so each export sees a fresh value
@@ -119,33 +166,75 @@ class MetricSpec:
 _REQ_TAGS = ("model_name", "route", "status")
 _TOK_TAGS = ("model_name", "route")
 
-REQUESTS = MetricSpec("dsserve_requests", "counter", _REQ_TAGS,
-                      "Responses of the model routes (chat, completions, tokenize, detokenize) by model, route "
-                      "and HTTP status (streams: see docs).")
-DURATION = MetricSpec("dsserve_request_duration_seconds", "histogram", _REQ_TAGS,
-                      "Seconds from arrival at the pipeline to the last byte of the response (E2E).",
-                      LATENCY_BUCKETS_S)
-TTFT = MetricSpec("dsserve_time_to_first_token_seconds", "histogram", _TOK_TAGS,
-                  "Seconds from arrival to the first generated token sent (non-streamed: the whole response).",
-                  LATENCY_BUCKETS_S)
-ITL = MetricSpec("dsserve_inter_token_latency_seconds", "histogram", _TOK_TAGS,
-                 "Mean seconds between output tokens of one streamed response (first to last token).",
-                 ITL_BUCKETS_S)
-PROMPT_TOKENS = MetricSpec("dsserve_prompt_tokens", "counter", _TOK_TAGS,
-                           "Prompt tokens of answered requests, from the response usage.")
-OUTPUT_TOKENS = MetricSpec("dsserve_output_tokens", "counter", _TOK_TAGS,
-                           "Output tokens sent: usage.completion_tokens, else token-carrying stream events.")
-REJECTED = MetricSpec("dsserve_rejected_requests", "counter", ("route", "reason"),
-                      "Requests refused by admission control: overloaded, queue_full, too_large, unauthorized, "
-                      "rate_limited, engine_unavailable.")
-INFLIGHT = MetricSpec("dsserve_inflight_requests", "gauge", (),
-                      "Sequences this replica's pipeline holds now (admitted, not finished; streams until they end).")
-LIMIT = MetricSpec("dsserve_admission_limit", "gauge", (),
-                   "Sequences this replica's pipeline admits at once before answering 503 (absent: unbounded).")
+REQUESTS = MetricSpec(
+    "dsserve_requests",
+    "counter",
+    _REQ_TAGS,
+    "Responses of the model routes (chat, completions, tokenize, detokenize) by model, route "
+    "and HTTP status (streams: see docs).",
+)
+DURATION = MetricSpec(
+    "dsserve_request_duration_seconds",
+    "histogram",
+    _REQ_TAGS,
+    "Seconds from arrival at the pipeline to the last byte of the response (E2E).",
+    LATENCY_BUCKETS_S,
+)
+TTFT = MetricSpec(
+    "dsserve_time_to_first_token_seconds",
+    "histogram",
+    _TOK_TAGS,
+    "Seconds from arrival to the first generated token sent (non-streamed: the whole response).",
+    LATENCY_BUCKETS_S,
+)
+ITL = MetricSpec(
+    "dsserve_inter_token_latency_seconds",
+    "histogram",
+    _TOK_TAGS,
+    "Mean seconds between output tokens of one streamed response (first to last token).",
+    ITL_BUCKETS_S,
+)
+PROMPT_TOKENS = MetricSpec(
+    "dsserve_prompt_tokens", "counter", _TOK_TAGS, "Prompt tokens of answered requests, from the response usage."
+)
+OUTPUT_TOKENS = MetricSpec(
+    "dsserve_output_tokens",
+    "counter",
+    _TOK_TAGS,
+    "Output tokens sent: usage.completion_tokens, else token-carrying stream events.",
+)
+REJECTED = MetricSpec(
+    "dsserve_rejected_requests",
+    "counter",
+    ("route", "reason"),
+    "Requests refused by admission control: overloaded, queue_full, too_large, unauthorized, "
+    "rate_limited, engine_unavailable.",
+)
+INFLIGHT = MetricSpec(
+    "dsserve_inflight_requests",
+    "gauge",
+    (),
+    "Sequences this replica's pipeline holds now (admitted, not finished; streams until they end).",
+)
+LIMIT = MetricSpec(
+    "dsserve_admission_limit",
+    "gauge",
+    (),
+    "Sequences this replica's pipeline admits at once before answering 503 (absent: unbounded).",
+)
 
 #: Every metric the pipeline exports, in documentation order.
-METRICS: tuple[MetricSpec, ...] = (REQUESTS, DURATION, TTFT, ITL, PROMPT_TOKENS, OUTPUT_TOKENS, REJECTED,
-                                   INFLIGHT, LIMIT)
+METRICS: tuple[MetricSpec, ...] = (
+    REQUESTS,
+    DURATION,
+    TTFT,
+    ITL,
+    PROMPT_TOKENS,
+    OUTPUT_TOKENS,
+    REJECTED,
+    INFLIGHT,
+    LIMIT,
+)
 
 
 def exported_names() -> list[str]:
@@ -171,8 +260,14 @@ class RequestMetrics:
     thread: the pipeline's admission gate supplies them.
     """
 
-    def __init__(self, models: Iterable[str], *, factory: Callable[[MetricSpec], Any] = _ray_metric,
-                 inflight: Callable[[], int] = lambda: 0, limit: Callable[[], int | None] = lambda: None) -> None:
+    def __init__(
+        self,
+        models: Iterable[str],
+        *,
+        factory: Callable[[MetricSpec], Any] = _ray_metric,
+        inflight: Callable[[], int] = lambda: 0,
+        limit: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self._models = frozenset(models)
         self._m = {spec.name: factory(spec) for spec in METRICS}
         self._inflight, self._limit = inflight, limit
@@ -230,8 +325,18 @@ class RequestMetrics:
         base = model.split(":", 1)[0]  # ray.serve.llm's get_base_model_id
         return base if base in self._models else UNKNOWN_MODEL
 
-    def _finish(self, route: str, model: str, status: int, started: float, *, first: float | None = None,
-                last: float | None = None, prompt: int = 0, output: int = 0) -> None:
+    def _finish(
+        self,
+        route: str,
+        model: str,
+        status: int,
+        started: float,
+        *,
+        first: float | None = None,
+        last: float | None = None,
+        prompt: int = 0,
+        output: int = 0,
+    ) -> None:
         now = time.perf_counter()
         tags = {"model_name": model, "route": route, "status": str(status)}
         self._m[REQUESTS.name].inc(1, tags)
@@ -250,8 +355,20 @@ class RequestMetrics:
 class Tracker:
     """One request, fed the response as the pipeline sends it: :meth:`start`, :meth:`body`, :meth:`finish`."""
 
-    __slots__ = ("_m", "route", "started", "model", "status", "streaming", "first", "last", "events",
-                 "usage", "done", "_finished")
+    __slots__ = (
+        "_m",
+        "route",
+        "started",
+        "model",
+        "status",
+        "streaming",
+        "first",
+        "last",
+        "events",
+        "usage",
+        "done",
+        "_finished",
+    )
 
     def __init__(self, metrics: RequestMetrics, route: str, started: float) -> None:
         self._m, self.route, self.started = metrics, route, started
@@ -310,8 +427,16 @@ class Tracker:
         if self.usage is None:
             output = self.events
         try:
-            self._m._finish(self.route, self._m.model_label(self.model), status, self.started, first=first,
-                            last=self.last, prompt=prompt, output=output)
+            self._m._finish(
+                self.route,
+                self._m.model_label(self.model),
+                status,
+                self.started,
+                first=first,
+                last=self.last,
+                prompt=prompt,
+                output=output,
+            )
         except Exception:  # noqa: BLE001 - metrics must never break a response
             pass
 

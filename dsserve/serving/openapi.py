@@ -23,8 +23,14 @@ def _openapi_file() -> dict[str, Any]:
     return yaml.safe_load(OPENAPI_PATH.read_text())
 
 
-def openapi_spec(max_n: int | None = None, *, max_prompts: int | None = None, max_tokens: int | None = None,
-                 max_messages: int | None = None, max_tools: int | None = None) -> dict[str, Any]:
+def openapi_spec(
+    max_n: int | None = None,
+    *,
+    max_prompts: int | None = None,
+    max_tokens: int | None = None,
+    max_messages: int | None = None,
+    max_tools: int | None = None,
+) -> dict[str, Any]:
     """The document, with this server's request limits filled in (``api.*``; None leaves the file's)."""
     spec: dict[str, Any] = json.loads(json.dumps(_openapi_file()))
     schemas = spec["components"]["schemas"]
@@ -32,8 +38,9 @@ def openapi_spec(max_n: int | None = None, *, max_prompts: int | None = None, ma
         props = schemas[name]["properties"]
         if max_n is not None:
             props["n"]["maximum"] = max_n
-            props["n"]["description"] = (f"At most api.max_n ({max_n} here) sequences in all: n x the prompts of a "
-                                         "completions batch.")
+            props["n"]["description"] = (
+                f"At most api.max_n ({max_n} here) sequences in all: n x the prompts of a completions batch."
+            )
         if max_tokens is not None:
             for field in ("max_tokens", "max_completion_tokens"):
                 if field in props:
@@ -54,5 +61,10 @@ def openapi_spec(max_n: int | None = None, *, max_prompts: int | None = None, ma
 
 def openapi_for(settings: Any) -> dict[str, Any]:
     """The document for a pipeline's settings (:class:`~dsserve.serving.pipeline.PipelineSettings`)."""
-    return openapi_spec(settings.max_n, max_prompts=settings.max_prompts, max_tokens=settings.max_tokens,
-                        max_messages=settings.max_messages, max_tools=settings.max_tools)
+    return openapi_spec(
+        settings.max_n,
+        max_prompts=settings.max_prompts,
+        max_tokens=settings.max_tokens,
+        max_messages=settings.max_messages,
+        max_tools=settings.max_tools,
+    )

@@ -139,15 +139,23 @@ class PipelineSettings:
         return settings
 
     def shape_limits(self) -> ShapeLimits:
-        return ShapeLimits(max_n=self.max_n, max_prompts=self.max_prompts, max_tokens=self.max_tokens,
-                           max_messages=self.max_messages, max_tools=self.max_tools,
-                           max_schema_bytes=self.max_schema_bytes, max_schema_depth=self.max_schema_depth)
+        return ShapeLimits(
+            max_n=self.max_n,
+            max_prompts=self.max_prompts,
+            max_tokens=self.max_tokens,
+            max_messages=self.max_messages,
+            max_tools=self.max_tools,
+            max_schema_bytes=self.max_schema_bytes,
+            max_schema_depth=self.max_schema_depth,
+        )
 
     def limits(self) -> Limits:
         rl = self.rate_limit or {}
-        return Limits(admission=self.max_inflight,
-                      rate=float(rl["requests_per_second"]) if rl else None,
-                      burst=int(rl["burst"]) if rl else None)
+        return Limits(
+            admission=self.max_inflight,
+            rate=float(rl["requests_per_second"]) if rl else None,
+            burst=int(rl["burst"]) if rl else None,
+        )
 
 
 #: Request headers vLLM's OpenAI app acts on that a client must not set (vllm/entrypoints/generate/base/serving.py,
@@ -197,8 +205,13 @@ def shown_name(name: str, limit: int = 80) -> str:
 
 async def _send_json(send: Send, status: int, data: Any) -> None:
     body = json.dumps(data, ensure_ascii=False).encode("utf-8")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -212,11 +225,20 @@ class RequestPipeline:
     requests get 503 + Retry-After while Serve replaces the replica instead of the app's 500s.
     """
 
-    def __init__(self, app: ASGIApp, settings: PipelineSettings, models: ModelDirectory, *,
-                 replicas: LiveReplicas | None = None, metrics: RequestMetrics | None = None,
-                 openapi: dict[str, Any] | None = None, where: str = "replica",
-                 keys: KeyStore | None = None, clock: Callable[[], float] = time.monotonic,
-                 engine_down: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: PipelineSettings,
+        models: ModelDirectory,
+        *,
+        replicas: LiveReplicas | None = None,
+        metrics: RequestMetrics | None = None,
+        openapi: dict[str, Any] | None = None,
+        where: str = "replica",
+        keys: KeyStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        engine_down: Callable[[], bool] | None = None,
+    ) -> None:
         self.app = app
         self.engine_down = engine_down
         self.settings = settings
@@ -227,19 +249,29 @@ class RequestPipeline:
         self._shape_limits = settings.shape_limits()
         self._replicas = replicas or LiveReplicas(settings.replicas)
         # raises KeySourceError when a configured source has no keys: an unset secret must not open the API
-        self.keys = keys if keys is not None else KeyStore(env=settings.api_keys_env, path=settings.api_keys_file,
-                                                           min_key_chars=MIN_KEY_CHARS)
+        self.keys = (
+            keys
+            if keys is not None
+            else KeyStore(env=settings.api_keys_env, path=settings.api_keys_file, min_key_chars=MIN_KEY_CHARS)
+        )
         self._keys_seen = self.keys.reloads
         # failed keys per client address: FAILED_KEYS_BURST at once, then one a second
-        self.failed_keys = (RateLimiter(1.0, FAILED_KEYS_BURST, clock=clock, max_keys=FAILED_KEYS_ADDRESSES)
-                            if settings.trust_forwarded_for and self.keys.enabled else None)
+        self.failed_keys = (
+            RateLimiter(1.0, FAILED_KEYS_BURST, clock=clock, max_keys=FAILED_KEYS_ADDRESSES)
+            if settings.trust_forwarded_for and self.keys.enabled
+            else None
+        )
         share = self._limits.share(self._replicas.count())
         self._share_n = share.replicas
         self.gate = AdmissionGate(share.admission)
-        self.limiter = (RateLimiter(share.rate, share.burst, clock=clock)
-                        if share.rate is not None and share.burst is not None else None)
-        self.metrics = metrics or RequestMetrics(models.served_ids(), inflight=lambda: self.gate.inflight,
-                                                 limit=lambda: self.gate.limit)
+        self.limiter = (
+            RateLimiter(share.rate, share.burst, clock=clock)
+            if share.rate is not None and share.burst is not None
+            else None
+        )
+        self.metrics = metrics or RequestMetrics(
+            models.served_ids(), inflight=lambda: self.gate.inflight, limit=lambda: self.gate.limit
+        )
 
     # -- the share of the limits ----------------------------------------------------------------------
     def _reshare(self) -> None:
@@ -251,8 +283,12 @@ class RequestPipeline:
         self.gate.limit = share.admission
         if self.limiter is not None and share.rate is not None and share.burst is not None:
             self.limiter.resize(share.rate, share.burst)
-        log.info("dsserve: %d replicas share the limits: this one admits %s sequences, %s req/s per key",
-                 n, share.admission, share.rate)
+        log.info(
+            "dsserve: %d replicas share the limits: this one admits %s sequences, %s req/s per key",
+            n,
+            share.admission,
+            share.rate,
+        )
 
     # -- checks ---------------------------------------------------------------------------------------
     def authenticate(self, auth_header: bytes | None) -> bytes | None:
@@ -278,9 +314,13 @@ class RequestPipeline:
         wait = failed.check(address, take=False)
         if wait > 0:
             retry = retry_after_seconds(wait)
-            raise ClientError(f"Too many requests with a missing or invalid API key from this address; retry after "
-                              f"{retry} s with a valid key.", status=429, code="too_many_failed_keys",
-                              headers={"Retry-After": str(retry)})
+            raise ClientError(
+                f"Too many requests with a missing or invalid API key from this address; retry after "
+                f"{retry} s with a valid key.",
+                status=429,
+                code="too_many_failed_keys",
+                headers={"Retry-After": str(retry)},
+            )
         try:
             return self.authenticate(headers.auth)
         except AuthError:
@@ -292,36 +332,50 @@ class RequestPipeline:
         if self.limiter is None or key_id is None or n <= 0:
             return
         if n > self.limiter.burst:
-            raise InvalidRequest(f"Invalid request: it asks for {n} sequences (prompts x n), more than this API "
-                                 f"key may send at once ({self.limiter.burst:g}, the api.rate_limit burst "
-                                 "split across replicas); lower n or split the prompts.", param="n")
+            raise InvalidRequest(
+                f"Invalid request: it asks for {n} sequences (prompts x n), more than this API "
+                f"key may send at once ({self.limiter.burst:g}, the api.rate_limit burst "
+                "split across replicas); lower n or split the prompts.",
+                param="n",
+            )
         wait = self.limiter.check(key_id, n, take=take)
         if wait > 0:
             retry = retry_after_seconds(wait)
-            raise RateLimited(f"Rate limit reached for this API key ({self._limits.rate:g} requests/s, bursts of "
-                              f"{self._limits.burst}); retry after {retry} s.", retry)
+            raise RateLimited(
+                f"Rate limit reached for this API key ({self._limits.rate:g} requests/s, bursts of "
+                f"{self._limits.burst}); retry after {retry} s.",
+                retry,
+            )
 
     def admit(self, n: int, *, held: int = 0) -> None:
         """Take slots for a request of ``n`` sequences that holds ``held`` already; 503 past the limit."""
         if self.gate.try_acquire(n - held):
             return
         if self.gate.limit is not None and n > self.gate.limit:
-            raise InvalidRequest(f"Invalid request: it asks for {n} sequences (prompts x n) at once, more than "
-                                 f"one replica admits ({self.gate.limit}); lower n or split the prompts.",
-                                 param="n")
+            raise InvalidRequest(
+                f"Invalid request: it asks for {n} sequences (prompts x n) at once, more than "
+                f"one replica admits ({self.gate.limit}); lower n or split the prompts.",
+                param="n",
+            )
         raise overloaded(f"{self.gate.inflight} sequences are in flight, the most this replica admits")
 
     def check_model(self, model: Any) -> None:
         if model is None:
             return  # missing or wrongly typed: the request model below names it
         if isinstance(model, str) and len(model) > MAX_MODEL_NAME:
-            raise InvalidRequest(f"Invalid request: model: at most {MAX_MODEL_NAME} characters, got {len(model)}; "
-                                 f"this server serves: {', '.join(self.models.served_ids())}.", param="model")
+            raise InvalidRequest(
+                f"Invalid request: model: at most {MAX_MODEL_NAME} characters, got {len(model)}; "
+                f"this server serves: {', '.join(self.models.served_ids())}.",
+                param="model",
+            )
         if not isinstance(model, str) or not self.models.knows(model):
             shown = shown_name(model) if isinstance(model, str) else repr(model)[:80]
-            raise NotFound(f"The model {shown} does not exist; this server serves: "
-                           f"{', '.join(self.models.served_ids())} (see GET /v1/models).",
-                           param="model", code="model_not_found")
+            raise NotFound(
+                f"The model {shown} does not exist; this server serves: "
+                f"{', '.join(self.models.served_ids())} (see GET /v1/models).",
+                param="model",
+                code="model_not_found",
+            )
 
     # -- ASGI -----------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -332,7 +386,7 @@ class RequestPipeline:
         path = scope.get("path", "")
         root = scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):] or "/"
+            path = path[len(root) :] or "/"
         method = scope.get("method", "GET")
         route = routing_table.match(path)
         if method == "OPTIONS" and route is not None:  # CORS preflights carry no key
@@ -347,12 +401,16 @@ class RequestPipeline:
                 self._reshare()
                 key_id = self._authenticate_from(headers)
                 if route is None:
-                    raise NotFound(f"Unknown route {method} {path}; this server serves "
-                                   f"{', '.join(routing_table.SERVED_PATHS)} and /v1/models/{{model}}.",
-                                   code="unknown_route")
+                    raise NotFound(
+                        f"Unknown route {method} {path}; this server serves "
+                        f"{', '.join(routing_table.SERVED_PATHS)} and /v1/models/{{model}}.",
+                        code="unknown_route",
+                    )
                 if method != route.method:
-                    raise MethodNotAllowed(f"Method {method} is not allowed on {path}; use {route.method}.",
-                                           headers={"Allow": route.method})
+                    raise MethodNotAllowed(
+                        f"Method {method} is not allowed on {path}; use {route.method}.",
+                        headers={"Allow": route.method},
+                    )
                 if route.kind in ("models", "model_card", "openapi", "unsupported"):
                     self.rate_limit(key_id)
                     await self._answer_here(route, path, send)
@@ -382,14 +440,24 @@ class RequestPipeline:
                 return
             except ConnectionAbortedError:  # the client left while sending its body
                 return
-            await self._run_app(scope, _Replay(raw, receive), send, path, data, shape, label, started,
-                                steers_engine=headers.steers_engine)
+            await self._run_app(
+                scope,
+                _Replay(raw, receive),
+                send,
+                path,
+                data,
+                shape,
+                label,
+                started,
+                steers_engine=headers.steers_engine,
+            )
         finally:
             if held:
                 self.gate.release(held)
 
-    def _record_refusal(self, route: routing_table.Route | None, label: str, err: ClientError, model: Any,
-                        started: float) -> None:
+    def _record_refusal(
+        self, route: routing_table.Route | None, label: str, err: ClientError, model: Any, started: float
+    ) -> None:
         """A refusal counts as a response of its route (model routes) and, when it is one, as a refusal."""
         reason = _REFUSAL_REASONS.get(err.status)
         if reason is not None:
@@ -404,22 +472,39 @@ class RequestPipeline:
         if route.kind == "models":
             await _send_json(send, 200, await self.models.list_models())
         elif route.kind == "model_card":
-            model = path[len(routing_table.MODEL_PREFIX):]
+            model = path[len(routing_table.MODEL_PREFIX) :]
             card = await self.models.model_card(model) if len(model) <= MAX_MODEL_NAME else None
             if card is None:
-                raise NotFound(f"The model {shown_name(model)} does not exist; this server serves: "
-                               f"{', '.join(self.models.served_ids())}.", param="model", code="model_not_found")
+                raise NotFound(
+                    f"The model {shown_name(model)} does not exist; this server serves: "
+                    f"{', '.join(self.models.served_ids())}.",
+                    param="model",
+                    code="model_not_found",
+                )
             await _send_json(send, 200, card)
         elif route.kind == "openapi":
             await _send_json(send, 200, self.openapi or {})
         else:
-            raise NotFound(f"This server's models ({', '.join(self.models.served_ids())}) do not serve "
-                           f"{route.what} ({route.method} {route.path}); they serve chat and text completions "
-                           "(/v1/chat/completions, /v1/completions) and /tokenize, /detokenize.",
-                           code="unsupported_route")
+            raise NotFound(
+                f"This server's models ({', '.join(self.models.served_ids())}) do not serve "
+                f"{route.what} ({route.method} {route.path}); they serve chat and text completions "
+                "(/v1/chat/completions, /v1/completions) and /tokenize, /detokenize.",
+                code="unsupported_route",
+            )
 
-    async def _run_app(self, scope: Scope, replay: Receive, send: Send, path: str, data: dict[str, Any],
-                       shape: RequestShape, label: str, started: float, *, steers_engine: bool) -> None:
+    async def _run_app(
+        self,
+        scope: Scope,
+        replay: Receive,
+        send: Send,
+        path: str,
+        data: dict[str, Any],
+        shape: RequestShape,
+        label: str,
+        started: float,
+        *,
+        steers_engine: bool,
+    ) -> None:
         tracker = self.metrics.track(label, started)
         tracker.model = shape.model
         scope[BODY_SCOPE_KEY] = data
@@ -525,8 +610,9 @@ class _ResponseFilter:
         headers += [(k, v) for k, v in held.get("headers", ()) if k in _KEPT_ERROR_HEADERS]
         if status == 503:  # refused below the pipeline: the ingress (no engine replica, queue full) or Serve
             code = _code(body)
-            self._pipeline.metrics.rejected(self._tracker.route, code if code in ("engine_unavailable", "queue_full")
-                                            else "overloaded")
+            self._pipeline.metrics.rejected(
+                self._tracker.route, code if code in ("engine_unavailable", "queue_full") else "overloaded"
+            )
         self.started = True
         self._tracker.start(status, False)
         await self._send({"type": "http.response.start", "status": status, "headers": headers})

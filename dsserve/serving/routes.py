@@ -37,17 +37,20 @@ class Route:
     what: str = ""
 
 
-ROUTES: dict[str, Route] = {r.path: r for r in (
-    Route("/v1/chat/completions", "POST", "generate", "chat completions"),
-    Route("/v1/completions", "POST", "generate", "text completions"),
-    Route("/tokenize", "POST", "model_json", "tokenization"),
-    Route("/detokenize", "POST", "model_json", "detokenization"),
-    Route("/v1/embeddings", "POST", "unsupported", "embeddings"),
-    Route("/v1/score", "POST", "unsupported", "scoring"),
-    Route("/v1/audio/transcriptions", "POST", "unsupported", "audio transcription"),
-    Route("/v1/models", "GET", "models"),
-    Route("/openapi.json", "GET", "openapi"),
-)}
+ROUTES: dict[str, Route] = {
+    r.path: r
+    for r in (
+        Route("/v1/chat/completions", "POST", "generate", "chat completions"),
+        Route("/v1/completions", "POST", "generate", "text completions"),
+        Route("/tokenize", "POST", "model_json", "tokenization"),
+        Route("/detokenize", "POST", "model_json", "detokenization"),
+        Route("/v1/embeddings", "POST", "unsupported", "embeddings"),
+        Route("/v1/score", "POST", "unsupported", "scoring"),
+        Route("/v1/audio/transcriptions", "POST", "unsupported", "audio transcription"),
+        Route("/v1/models", "GET", "models"),
+        Route("/openapi.json", "GET", "openapi"),
+    )
+}
 MODEL_PREFIX = "/v1/models/"
 _MODEL_CARD = Route(MODEL_PREFIX + "{model}", "GET", "model_card")
 

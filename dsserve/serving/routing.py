@@ -98,7 +98,8 @@ class NonBlockingPrefixCacheAffinityRouter(PrefixCacheAffinityRouter):
                     candidate_ids = [r.replica_id.to_full_id_str() for r in candidate_replicas]
                     try:
                         matched_text, matched_tenant_id_strings = await _tree_call(
-                            self._tree_actor.prefix_match.remote(input_text, candidate_ids))
+                            self._tree_actor.prefix_match.remote(input_text, candidate_ids)
+                        )
                         match_rate = len(matched_text) / len(input_text) if input_text else 0.0
                         if match_rate < self._match_rate_threshold:
                             smallest = await _tree_call(self._tree_actor.get_smallest_tenants.remote())
@@ -136,5 +137,8 @@ class NonBlockingPrefixCacheAffinityRouter(PrefixCacheAffinityRouter):
         now = time.monotonic()
         if now - getattr(self, "_tree_failed_logged_at", -60.0) >= 60.0:
             self._tree_failed_logged_at = now
-            log.warning("dsserve: the prefix tree actor did not answer (%s: %s); routing by load (power of two) "
-                        "until it does", type(exc).__name__, exc)
+            log.warning(
+                "dsserve: the prefix tree actor did not answer (%s: %s); routing by load (power of two) until it does",
+                type(exc).__name__,
+                exc,
+            )

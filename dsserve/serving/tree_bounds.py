@@ -29,5 +29,9 @@ def eviction_kwargs(max_chars: int, replicas: int) -> dict[str, Any]:
     most the sum.
     """
     per_replica = max(PREFIX_KEY_CHARS, max_chars // max(1, replicas))
-    return {"do_eviction": True, "eviction_threshold_chars": per_replica,
-            "eviction_target_chars": per_replica * 9 // 10, "eviction_interval_secs": EVICTION_INTERVAL_S}
+    return {
+        "do_eviction": True,
+        "eviction_threshold_chars": per_replica,
+        "eviction_target_chars": per_replica * 9 // 10,
+        "eviction_interval_secs": EVICTION_INTERVAL_S,
+    }

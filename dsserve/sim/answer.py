@@ -33,8 +33,7 @@ from typing import Any
 
 from dsserve.sim.schema_instance import SchemaInstanceError, instance_of
 
-__all__ = ["JSON_OBJECT_ANSWER", "Refusal", "TextAnswer", "ToolCallAnswer", "ToolParsing", "chat_answer",
-           "text_answer"]
+__all__ = ["JSON_OBJECT_ANSWER", "Refusal", "TextAnswer", "ToolCallAnswer", "ToolParsing", "chat_answer", "text_answer"]
 
 #: The answer to ``response_format: {"type": "json_object"}``: small, fixed, and a JSON object.
 JSON_OBJECT_ANSWER = {"answer": "the model answers in simulated words"}
@@ -94,8 +93,9 @@ def chat_answer(request: Any, parsing: ToolParsing) -> TextAnswer | ToolCallAnsw
     if named is not None:
         tool = next((t for t in tools if t.function.name == named), None)
         if tool is None:  # vLLM's request model refuses this before any engine sees it
-            return Refusal("The tool specified in `tool_choice` does not match any of the specified `tools`",
-                           "tool_choice")
+            return Refusal(
+                "The tool specified in `tool_choice` does not match any of the specified `tools`", "tool_choice"
+            )
         return _call(tool, finish_reason="stop", content="")
     if choice == "required":
         return _call(tools[0], finish_reason="tool_calls", content="")

@@ -23,8 +23,9 @@ __all__ = ["build_sim_app"]
 
 
 def _error(message: str, status: int, param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": "BadRequestError", "param": param, "code": status}},
-                        status_code=status)
+    return JSONResponse(
+        {"error": {"message": message, "type": "BadRequestError", "param": param, "code": status}}, status_code=status
+    )
 
 
 def build_sim_app(engine: SimulatedEngine) -> FastAPI:
@@ -73,8 +74,13 @@ def build_sim_app(engine: SimulatedEngine) -> FastAPI:
             count = chat_prompt_tokens(list(data.get("messages") or []), data.get("tools"))
         else:
             count = estimate_tokens(str(data.get("prompt", "")))
-        return JSONResponse({"count": count, "max_model_len": engine.timing.max_model_len if engine.timing else None,
-                             "tokens": list(range(count))})
+        return JSONResponse(
+            {
+                "count": count,
+                "max_model_len": engine.timing.max_model_len if engine.timing else None,
+                "tokens": list(range(count)),
+            }
+        )
 
     async def detokenize(request: Request) -> Response:
         data = await request.json()
@@ -83,10 +89,15 @@ def build_sim_app(engine: SimulatedEngine) -> FastAPI:
 
     # FastAPI, as vLLM's own app is: ray.serve.llm's direct-streaming LLMServer adds its model route with
     # ``app.get`` (``core/server/llm_server.py`` ``_add_openai_models_retrieve_route``)
-    return FastAPI(docs_url=None, redoc_url=None, openapi_url=None, routes=[
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/tokenize", tokenize, methods=["POST"]),
-        Route("/detokenize", detokenize, methods=["POST"]),
-    ])
+    return FastAPI(
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        routes=[
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/tokenize", tokenize, methods=["POST"]),
+            Route("/detokenize", detokenize, methods=["POST"]),
+        ],
+    )

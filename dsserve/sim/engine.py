@@ -67,9 +67,37 @@ FINGERPRINT = "dsserve-simulated"
 TOOL_CALL_OPEN_TOKENS = 6
 TOOL_CALL_CLOSE_TOKENS = 3
 GAUGE_REFRESH_S = 5.0  # vLLM logs stats every VLLM_LOG_STATS_INTERVAL (10 s); Ray drops gauges after ~20 s
-_WORDS = ("the", "model", "answers", "in", "simulated", "words", "while", "the", "engine", "keeps", "its", "pace",
-          "step", "by", "step", "and", "every", "token", "arrives", "when", "the", "planner", "says", "a", "real",
-          "accelerator", "would", "produce", "it")
+_WORDS = (
+    "the",
+    "model",
+    "answers",
+    "in",
+    "simulated",
+    "words",
+    "while",
+    "the",
+    "engine",
+    "keeps",
+    "its",
+    "pace",
+    "step",
+    "by",
+    "step",
+    "and",
+    "every",
+    "token",
+    "arrives",
+    "when",
+    "the",
+    "planner",
+    "says",
+    "a",
+    "real",
+    "accelerator",
+    "would",
+    "produce",
+    "it",
+)
 
 
 def estimate_tokens(text: str) -> int:
@@ -82,8 +110,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI content parts
-        return " ".join(str(p.get("text", "")) if isinstance(p, dict) else str(getattr(p, "text", ""))
-                        for p in content)
+        return " ".join(str(p.get("text", "")) if isinstance(p, dict) else str(getattr(p, "text", "")) for p in content)
     return str(content)
 
 
@@ -142,7 +169,7 @@ class _Script:
 def _split(text: str) -> tuple[str, ...]:
     """One piece per simulated token, CHARS_PER_TOKEN characters each (the last may be shorter)."""
     size = int(CHARS_PER_TOKEN)
-    return tuple(text[i:i + size] for i in range(0, len(text), size))
+    return tuple(text[i : i + size] for i in range(0, len(text), size))
 
 
 class _Seq:
@@ -184,26 +211,42 @@ class SimulatedEngine(LLMEngine):
         if not self._inputs:
             raise RuntimeError(
                 f"simulated engine: experimental_configs.{SIM_CONFIG_KEY} is missing from the LLM config; "
-                "render the app with dsserve (engine.backend: simulated) rather than by hand")
+                "render the app with dsserve (engine.backend: simulated) rather than by hand"
+            )
         spec = spec_from_inputs(self._inputs)
         self.timing = timing_from_spec(spec)
         self.tool_parsing = ToolParsing.from_frontend_kwargs(spec.model.frontend_kwargs())
         t = self.timing
-        self.scheduler = Scheduler(max_num_seqs=t.max_num_seqs, max_num_batched_tokens=t.max_num_batched_tokens,
-                                   kv_blocks=t.kv_blocks, block_tokens=t.block_tokens)
+        self.scheduler = Scheduler(
+            max_num_seqs=t.max_num_seqs,
+            max_num_batched_tokens=t.max_num_batched_tokens,
+            kv_blocks=t.kv_blocks,
+            block_tokens=t.block_tokens,
+        )
         if getattr(self.llm_config, "log_engine_metrics", False):
             from dsserve.sim.metrics import SimMetrics
 
             caching = (self._inputs.get("engine") or {}).get("enable_prefix_caching") is not False  # vLLM's default: on
-            self.metrics = SimMetrics(self.model_id, max_model_len=t.max_model_len, block_tokens=t.block_tokens,
-                                      kv_blocks=t.kv_blocks, description=t.description, prefix_caching=caching)
+            self.metrics = SimMetrics(
+                self.model_id,
+                max_model_len=t.max_model_len,
+                block_tokens=t.block_tokens,
+                kv_blocks=t.kv_blocks,
+                description=t.description,
+                prefix_caching=caching,
+            )
         self._wake = asyncio.Event()
         self._core = asyncio.get_running_loop().create_task(self._run_core())
         if self.metrics is not None:
             self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges())
-        logger.warning("SIMULATED engine for %s: %s, KV cache %d tokens, max_num_seqs %d, "
-                       "max_num_batched_tokens %d", self.model_id, t.description, t.kv_tokens,
-                       t.max_num_seqs, t.max_num_batched_tokens)
+        logger.warning(
+            "SIMULATED engine for %s: %s, KV cache %d tokens, max_num_seqs %d, max_num_batched_tokens %d",
+            self.model_id,
+            t.description,
+            t.kv_tokens,
+            t.max_num_seqs,
+            t.max_num_batched_tokens,
+        )
 
     async def shutdown(self) -> None:
         for task in (self._core, self._gauges):
@@ -260,8 +303,7 @@ class SimulatedEngine(LLMEngine):
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                dt = timing.step_time_s(step.decodes, step.prefill_tokens, step.decode_context,
-                                        step.prefill_context)
+                dt = timing.step_time_s(step.decodes, step.prefill_tokens, step.decode_context, step.prefill_context)
                 await asyncio.sleep(max(0.0, start + dt - loop.time()))
                 now = loop.time()
                 self.lag_s += max(0.0, now - (start + dt))
@@ -314,8 +356,9 @@ class SimulatedEngine(LLMEngine):
             assert self._wake
             self._wake.set()
 
-    async def _generate(self, req: SimRequest, stop: list[str],
-                        script: _Script) -> AsyncGenerator[tuple[str, int, str | None], None]:
+    async def _generate(
+        self, req: SimRequest, stop: list[str], script: _Script
+    ) -> AsyncGenerator[tuple[str, int, str | None], None]:
         """Yield (new text, output tokens so far, finish reason or None) as the engine core emits tokens for
         ``req``; token i spells ``script.piece(i)``."""
         assert self.scheduler and self._wake
@@ -337,8 +380,7 @@ class SimulatedEngine(LLMEngine):
                 if stop and new:
                     at = len(seq.text)
                     seq.text += new
-                    hit = min((i for i in (seq.text.find(s, max(0, at - len(s))) for s in stop)
-                               if i >= 0), default=-1)
+                    hit = min((i for i in (seq.text.find(s, max(0, at - len(s))) for s in stop) if i >= 0), default=-1)
                     if hit >= 0:
                         new = seq.text[at:hit] if hit > at else ""
                         self._finish(seq, "stop")
@@ -366,7 +408,9 @@ class SimulatedEngine(LLMEngine):
             return 0, self._error_response(
                 f"This model's maximum context length is {limit} tokens. However, you requested "
                 f"{prompt_tokens + max(max_tokens, 0)} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-                f"completion). Please reduce the length of the messages or completion.", param)
+                f"completion). Please reduce the length of the messages or completion.",
+                param,
+            )
         return max_tokens, None
 
     @staticmethod
@@ -422,8 +466,9 @@ class SimulatedEngine(LLMEngine):
         async for out in self._respond(request, prompt, max_tokens, answer, chat=False):
             yield out
 
-    async def _respond(self, request: Any, prompt: int, max_tokens: int, answer: TextAnswer | ToolCallAnswer, *,
-                       chat: bool) -> AsyncGenerator[Any, None]:
+    async def _respond(
+        self, request: Any, prompt: int, max_tokens: int, answer: TextAnswer | ToolCallAnswer, *, chat: bool
+    ) -> AsyncGenerator[Any, None]:
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{getattr(request, 'request_id', None) or uuid.uuid4().hex}"
         created = int(time.time())
         call = answer if isinstance(answer, ToolCallAnswer) else None
@@ -440,12 +485,14 @@ class SimulatedEngine(LLMEngine):
             return
 
         obj = "chat.completion.chunk" if chat else "text_completion"
-        head = {"id": rid, "object": obj, "created": created, "model": self.model_id,
-                "system_fingerprint": FINGERPRINT}
+        head = {"id": rid, "object": obj, "created": created, "model": self.model_id, "system_fingerprint": FINGERPRINT}
         if chat:
             yield _chunk(head, {"role": "assistant", "content": ""}, None)
-        body = (self._tool_call_chunks(gen, head, call, script.lead) if call is not None
-                else self._text_chunks(gen, head, chat))
+        body = (
+            self._tool_call_chunks(gen, head, call, script.lead)
+            if call is not None
+            else self._text_chunks(gen, head, chat)
+        )
         async for chunk in body:
             yield chunk
         opts = request.stream_options
@@ -454,8 +501,9 @@ class SimulatedEngine(LLMEngine):
         yield "data: [DONE]\n\n"
 
     @staticmethod
-    async def _text_chunks(gen: AsyncGenerator[tuple[str, int, str | None], None], head: dict[str, Any],
-                           chat: bool) -> AsyncGenerator[str, None]:
+    async def _text_chunks(
+        gen: AsyncGenerator[tuple[str, int, str | None], None], head: dict[str, Any], chat: bool
+    ) -> AsyncGenerator[str, None]:
         """Content deltas (chat) or text pieces (completions), the finish reason on the last."""
         async for text, _, fin in gen:
             if chat:
@@ -467,8 +515,9 @@ class SimulatedEngine(LLMEngine):
             yield _sse({**head, "choices": [choice]})
 
     @staticmethod
-    async def _tool_call_chunks(gen: AsyncGenerator[tuple[str, int, str | None], None], head: dict[str, Any],
-                                call: ToolCallAnswer, lead: int) -> AsyncGenerator[str, None]:
+    async def _tool_call_chunks(
+        gen: AsyncGenerator[tuple[str, int, str | None], None], head: dict[str, Any], call: ToolCallAnswer, lead: int
+    ) -> AsyncGenerator[str, None]:
         """A tool call as vLLM's deepseek_v3 parser streams it: once the opening markup and the name are
         out, a delta naming the call; then each arguments fragment; the finish reason on the last chunk."""
         announced = False
@@ -476,8 +525,13 @@ class SimulatedEngine(LLMEngine):
             deltas: list[dict[str, Any]] = []
             if not announced and tokens >= lead:
                 announced = True
-                deltas.append({"tool_calls": [{"id": _tool_call_id(), "type": "function", "index": 0,
-                                               "function": {"name": call.name}}]})
+                deltas.append(
+                    {
+                        "tool_calls": [
+                            {"id": _tool_call_id(), "type": "function", "index": 0, "function": {"name": call.name}}
+                        ]
+                    }
+                )
             if text:
                 deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
             if fin is None:
@@ -486,11 +540,19 @@ class SimulatedEngine(LLMEngine):
                 continue
             for delta in deltas[:-1]:
                 yield _chunk(head, delta, None)
-            yield _chunk(head, deltas[-1] if deltas else {},
-                         call.finish_reason if fin == "stop" and announced else fin)
+            yield _chunk(head, deltas[-1] if deltas else {}, call.finish_reason if fin == "stop" and announced else fin)
 
-    def _full_response(self, rid: str, created: int, chat: bool, text: str, reason: str, prompt: int,
-                       used: int, call: ToolCallAnswer | None = None) -> Any:
+    def _full_response(
+        self,
+        rid: str,
+        created: int,
+        chat: bool,
+        text: str,
+        reason: str,
+        prompt: int,
+        used: int,
+        call: ToolCallAnswer | None = None,
+    ) -> Any:
         from ray.llm._internal.serve.core.configs.openai_api_models import (
             ChatCompletionResponse,
             CompletionResponse,
@@ -501,14 +563,25 @@ class SimulatedEngine(LLMEngine):
             if call is not None:
                 message, reason = _tool_call_message(call, text, reason)
             return ChatCompletionResponse(
-                id=rid, object="chat.completion", created=created, model=self.model_id,
-                system_fingerprint=FINGERPRINT, usage=_usage(prompt, used),
-                choices=[{"index": 0, "message": message, "logprobs": None, "finish_reason": reason,
-                          "stop_reason": None}])
+                id=rid,
+                object="chat.completion",
+                created=created,
+                model=self.model_id,
+                system_fingerprint=FINGERPRINT,
+                usage=_usage(prompt, used),
+                choices=[
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": reason, "stop_reason": None}
+                ],
+            )
         return CompletionResponse(
-            id=rid, object="text_completion", created=created, model=self.model_id,
-            system_fingerprint=FINGERPRINT, usage=_usage(prompt, used),
-            choices=[{"index": 0, "text": text, "logprobs": None, "finish_reason": reason, "stop_reason": None}])
+            id=rid,
+            object="text_completion",
+            created=created,
+            model=self.model_id,
+            system_fingerprint=FINGERPRINT,
+            usage=_usage(prompt, used),
+            choices=[{"index": 0, "text": text, "logprobs": None, "finish_reason": reason, "stop_reason": None}],
+        )
 
     # unsupported endpoints: answer as a text-only vLLM model would
     async def embeddings(self, request: Any, raw_request_info: Any = None) -> AsyncGenerator[Any, None]:
@@ -545,6 +618,7 @@ def _tool_call_message(call: ToolCallAnswer, arguments: str, reason: str) -> tup
     message: dict[str, Any] = {"role": "assistant", "content": call.content, "tool_calls": []}
     if reason != "stop":
         return message, reason
-    message["tool_calls"] = [{"id": _tool_call_id(), "type": "function",
-                              "function": {"name": call.name, "arguments": arguments}}]
+    message["tool_calls"] = [
+        {"id": _tool_call_id(), "type": "function", "function": {"name": call.name, "arguments": arguments}}
+    ]
     return message, call.finish_reason

@@ -27,8 +27,16 @@ _FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 class SimMetrics:
     """One simulated engine's metric series (engine index 0, like a single-rank vLLM engine)."""
 
-    def __init__(self, model_name: str, *, max_model_len: int, block_tokens: int, kv_blocks: int,
-                 description: str, prefix_caching: bool = True) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        max_model_len: int,
+        block_tokens: int,
+        kv_blocks: int,
+        description: str,
+        prefix_caching: bool = True,
+    ) -> None:
         from vllm.v1.metrics.buckets import histogram_buckets
         from vllm.v1.metrics.ray_wrappers import RayCounterWrapper, RayGaugeWrapper, RayHistogramWrapper
 
@@ -42,13 +50,11 @@ class SimMetrics:
 
         def hist(name: str, doc: str, family: str) -> Any:
             buckets = histogram_buckets(family, max_model_len=max_model_len)
-            return RayHistogramWrapper(name=name, documentation=doc, labelnames=_LABELS,
-                                       buckets=buckets).labels(*lv)
+            return RayHistogramWrapper(name=name, documentation=doc, labelnames=_LABELS, buckets=buckets).labels(*lv)
 
         self.running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.").labels(*lv)
         self.waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.").labels(*lv)
-        by_reason = gauge("vllm:num_requests_waiting_by_reason",
-                          "Number of waiting requests by reason.", ["reason"])
+        by_reason = gauge("vllm:num_requests_waiting_by_reason", "Number of waiting requests by reason.", ["reason"])
         self.waiting_capacity = by_reason.labels(*lv, "capacity")
         self.waiting_deferred = by_reason.labels(*lv, "deferred")
         self.waiting_deferred.set(0)
@@ -59,11 +65,18 @@ class SimMetrics:
         for state, value in (("awake", 1), ("weights_offloaded", 0), ("discard_all", 0)):
             self.sleep_state[state] = sleep.labels(*lv, state)
             self.sleep_state[state].set(value)
-        info = {"block_size": str(block_tokens), "num_gpu_blocks": str(kv_blocks), "cache_dtype": "auto",
-                "simulated": "true", "simulated_hardware": description}
+        info = {
+            "block_size": str(block_tokens),
+            "num_gpu_blocks": str(kv_blocks),
+            "cache_dtype": "auto",
+            "simulated": "true",
+            "simulated_hardware": description,
+        }
         self.cache_config_info = RayGaugeWrapper(
-            name="vllm:cache_config_info", documentation="Information of the LLMEngine CacheConfig",
-            labelnames=[*info, "engine"]).labels(**info, engine="0")
+            name="vllm:cache_config_info",
+            documentation="Information of the LLMEngine CacheConfig",
+            labelnames=[*info, "engine"],
+        ).labels(**info, engine="0")
         self.cache_config_info.set(1)
 
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.").labels(*lv)
@@ -71,49 +84,80 @@ class SimMetrics:
         self.prompt_tokens_computed = by_source.labels(*lv, "local_compute")
         # vLLM counts every prompt token its prefix cache looks up (queries) and the ones it finds (hits); the
         # simulator models no cache contents, so it counts the lookups and no hits, like vLLM with unique prompts
-        self.prefix_cache_queries = (counter("vllm:prefix_cache_queries",
-                                             "Prefix cache queries, in terms of number of queried tokens.").labels(*lv)
-                                     if prefix_caching else None)
-        self.generation_tokens = counter("vllm:generation_tokens",
-                                         "Number of generation tokens processed.").labels(*lv)
-        self.num_preemptions = counter("vllm:num_preemptions",
-                                       "Cumulative number of preemption from the engine.").labels(*lv)
-        success = counter("vllm:request_success", "Count of successfully processed requests.",
-                          ["finished_reason"])
+        self.prefix_cache_queries = (
+            counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.").labels(
+                *lv
+            )
+            if prefix_caching
+            else None
+        )
+        self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.").labels(*lv)
+        self.num_preemptions = counter(
+            "vllm:num_preemptions", "Cumulative number of preemption from the engine."
+        ).labels(*lv)
+        success = counter("vllm:request_success", "Count of successfully processed requests.", ["finished_reason"])
         self.success = {r: success.labels(*lv, r) for r in _FINISH_REASONS}
 
-        self.iteration_tokens = hist("vllm:iteration_tokens_total",
-                                     "Histogram of number of tokens per engine_step.", "iteration_tokens")
+        self.iteration_tokens = hist(
+            "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", "iteration_tokens"
+        )
         self.req_prompt = hist("vllm:request_prompt_tokens", "Number of prefill tokens processed.", "request_tokens")
-        self.req_generation = hist("vllm:request_generation_tokens", "Number of generation tokens processed.",
-                                   "request_tokens")
-        self.req_max_gen = hist("vllm:request_max_num_generation_tokens",
-                                "Histogram of maximum number of requested generation tokens.", "request_tokens")
+        self.req_generation = hist(
+            "vllm:request_generation_tokens", "Number of generation tokens processed.", "request_tokens"
+        )
+        self.req_max_gen = hist(
+            "vllm:request_max_num_generation_tokens",
+            "Histogram of maximum number of requested generation tokens.",
+            "request_tokens",
+        )
         self.req_n = hist("vllm:request_params_n", "Histogram of the n request parameter.", "request_params_n")
-        self.req_max_tokens = hist("vllm:request_params_max_tokens",
-                                   "Histogram of the max_tokens request parameter.", "request_tokens")
-        self.ttft = hist("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-                         "time_to_first_token")
-        self.itl = hist("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
-                        "inter_token_latency")
-        self.tpot = hist("vllm:request_time_per_output_token_seconds",
-                         "Histogram of time_per_output_token_seconds per request.", "inter_token_latency")
-        self.e2e = hist("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
-                        "request_latency")
-        self.queue = hist("vllm:request_queue_time_seconds",
-                          "Histogram of time spent in WAITING phase for request.", "request_latency")
-        self.inference = hist("vllm:request_inference_time_seconds",
-                              "Histogram of time spent in RUNNING phase for request.", "request_latency")
-        self.prefill = hist("vllm:request_prefill_time_seconds",
-                            "Histogram of time spent in PREFILL phase for request.", "request_latency")
-        self.decode = hist("vllm:request_decode_time_seconds",
-                           "Histogram of time spent in DECODE phase for request.", "request_latency")
-        self.req_preemptions = hist("vllm:request_num_preemptions",
-                                    "Histogram of the number of times a request was preempted.",
-                                    "request_num_preemptions")
-        self.req_prefill_kv = hist("vllm:request_prefill_kv_computed_tokens",
-                                   "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
-                                   "request_tokens")
+        self.req_max_tokens = hist(
+            "vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", "request_tokens"
+        )
+        self.ttft = hist(
+            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", "time_to_first_token"
+        )
+        self.itl = hist(
+            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", "inter_token_latency"
+        )
+        self.tpot = hist(
+            "vllm:request_time_per_output_token_seconds",
+            "Histogram of time_per_output_token_seconds per request.",
+            "inter_token_latency",
+        )
+        self.e2e = hist(
+            "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", "request_latency"
+        )
+        self.queue = hist(
+            "vllm:request_queue_time_seconds",
+            "Histogram of time spent in WAITING phase for request.",
+            "request_latency",
+        )
+        self.inference = hist(
+            "vllm:request_inference_time_seconds",
+            "Histogram of time spent in RUNNING phase for request.",
+            "request_latency",
+        )
+        self.prefill = hist(
+            "vllm:request_prefill_time_seconds",
+            "Histogram of time spent in PREFILL phase for request.",
+            "request_latency",
+        )
+        self.decode = hist(
+            "vllm:request_decode_time_seconds",
+            "Histogram of time spent in DECODE phase for request.",
+            "request_latency",
+        )
+        self.req_preemptions = hist(
+            "vllm:request_num_preemptions",
+            "Histogram of the number of times a request was preempted.",
+            "request_num_preemptions",
+        )
+        self.req_prefill_kv = hist(
+            "vllm:request_prefill_kv_computed_tokens",
+            "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+            "request_tokens",
+        )
         self._preemptions_seen = 0
 
     def refresh_static(self) -> None:

@@ -87,8 +87,15 @@ class StepResult:
 class Scheduler:
     """Waiting and running queues, a paged KV cache and vLLM's scheduling order."""
 
-    def __init__(self, *, max_num_seqs: int, max_num_batched_tokens: int, kv_blocks: int,
-                 block_tokens: int, chunked_prefill: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        kv_blocks: int,
+        block_tokens: int,
+        chunked_prefill: bool = True,
+    ) -> None:
         if min(max_num_seqs, max_num_batched_tokens, kv_blocks, block_tokens) < 1:
             raise ValueError("scheduler limits must all be at least 1")
         self.max_num_seqs = max_num_seqs
@@ -200,12 +207,12 @@ class Scheduler:
         if not work:
             return None
         decodes = [r for r, n in work if r.output_tokens > 0 and r.num_computed + n == r.num_tokens and n == 1]
-        prefills = [(r, n) for r, n in work if not (r.output_tokens > 0 and n == 1
-                                                    and r.num_computed + 1 == r.num_tokens)]
+        prefills = [
+            (r, n) for r, n in work if not (r.output_tokens > 0 and n == 1 and r.num_computed + 1 == r.num_tokens)
+        ]
         prefill_tokens = sum(n for _, n in prefills)
         decode_ctx = sum(r.num_computed for r in decodes) / len(decodes) if decodes else 0.0
-        prefill_ctx = (sum(n * (r.num_computed + n / 2) for r, n in prefills) / prefill_tokens
-                       if prefill_tokens else 0.0)
+        prefill_ctx = sum(n * (r.num_computed + n / 2) for r, n in prefills) / prefill_tokens if prefill_tokens else 0.0
         return Step(tuple(work), len(decodes), prefill_tokens, decode_ctx, prefill_ctx, tuple(preempted))
 
     def complete(self, step: Step, now: float) -> StepResult:

@@ -68,8 +68,9 @@ class _Builder:
     def build(self, schema: Mapping[str, Any] | bool, variant: int, depth: int) -> Any:
         """The instance of ``schema``; ``variant`` > 0 asks for a different value where one is cheap (uniqueItems)."""
         if depth > MAX_DEPTH:
-            raise SchemaInstanceError(f"schema nests deeper than {MAX_DEPTH} levels (a $ref cycle through required "
-                                      "properties?)")
+            raise SchemaInstanceError(
+                f"schema nests deeper than {MAX_DEPTH} levels (a $ref cycle through required properties?)"
+            )
         schema = self.flatten(schema, depth)
         if "const" in schema:
             return schema["const"]
@@ -168,8 +169,11 @@ class _Builder:
         out = []
         for i in range(count):
             sub = prefix[i] if i < len(prefix) else items
-            out.append(self.build(sub if sub is not None else {}, variant + i if schema.get("uniqueItems") else variant,
-                                  depth + 1))
+            out.append(
+                self.build(
+                    sub if sub is not None else {}, variant + i if schema.get("uniqueItems") else variant, depth + 1
+                )
+            )
         return out
 
 
@@ -185,8 +189,9 @@ def _merge(a: Mapping[str, Any], b: Mapping[str, Any] | bool) -> dict[str, Any]:
     if "required" in a and "required" in b:
         out["required"] = list(dict.fromkeys([*a["required"], *b["required"]]))
     if "type" in a and "type" in b:
-        common = [t for t in _types(a["type"]) if t in _types(b["type"])
-                  or (t == "integer" and "number" in _types(b["type"]))]
+        common = [
+            t for t in _types(a["type"]) if t in _types(b["type"]) or (t == "integer" and "number" in _types(b["type"]))
+        ]
         out["type"] = common or _types(b["type"])
     return out
 
@@ -219,7 +224,7 @@ def _string(schema: Mapping[str, Any], variant: int) -> str:
     while len(text) < low:
         text += base
     if high is not None and len(text) > int(high):
-        text = text[-int(high):] if variant else text[:int(high)]  # keep the variant's digits distinct
+        text = text[-int(high) :] if variant else text[: int(high)]  # keep the variant's digits distinct
     return text
 
 

@@ -71,7 +71,7 @@ def timing_from_spec(spec: DeploymentSpec) -> SimTiming:
         max_num_batched_tokens=dep.max_num_batched_tokens,
         max_model_len=dep.max_model_len,
         description=f"{dep.arch.key} {dep.layout.label()} on {dep.accel.key}"
-                    + (f", steps x{spec.engine.sim_time_scale:g}" if spec.engine.sim_time_scale != 1.0 else ""),
+        + (f", steps x{spec.engine.sim_time_scale:g}" if spec.engine.sim_time_scale != 1.0 else ""),
         time_scale=spec.engine.sim_time_scale,
     )
 

@@ -100,8 +100,9 @@ def _start(key: StackKey) -> RunningStack:
     cmd = [sys.executable, "-m", "dsserve.cli", "up", str(path), "--port", str(port)]
     for item in overrides:
         cmd += ["--set", item]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     running = RunningStack(key=key, proc=proc, base_url=f"http://127.0.0.1:{port}", port=port)
     ready = threading.Event()
 
@@ -118,8 +119,10 @@ def _start(key: StackKey) -> RunningStack:
     threading.Thread(target=pump, daemon=True).start()
     if not ready.wait(STARTUP_TIMEOUT_S) or proc.poll() is not None:
         proc.kill()
-        pytest.fail(f"`dsserve up {' '.join(key)}` did not become ready in {STARTUP_TIMEOUT_S:.0f}s:\n"
-                    f"{running.output()[-4000:]}")
+        pytest.fail(
+            f"`dsserve up {' '.join(key)}` did not become ready in {STARTUP_TIMEOUT_S:.0f}s:\n"
+            f"{running.output()[-4000:]}"
+        )
     running.ready_after_s = time.monotonic() - started
     return running
 
@@ -156,8 +159,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     order: dict[StackKey, int] = {(DEFAULT_PROFILE,): 0}
     for item in items:
         order.setdefault(_profile_of(item), len(order))
-    items.sort(key=lambda it: (it.get_closest_marker("e2e") is not None, order[_profile_of(it)],
-                               it.get_closest_marker("shutdown") is not None))
+    items.sort(
+        key=lambda it: (
+            it.get_closest_marker("e2e") is not None,
+            order[_profile_of(it)],
+            it.get_closest_marker("shutdown") is not None,
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -201,8 +209,10 @@ def prompt_logprobs(client: httpx.Client, model: str) -> list[list[float]]:
     """
     out = []
     for prompt in COMPARE_PROMPTS:
-        r = client.post("/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": 1,
-                                                 "temperature": 0, "prompt_logprobs": 0})
+        r = client.post(
+            "/v1/completions",
+            json={"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0},
+        )
         assert r.status_code == 200, r.text
         entries = r.json()["choices"][0]["prompt_logprobs"]
         out.append([next(iter(e.values()))["logprob"] for e in entries if e])

@@ -24,15 +24,26 @@ from tests.e2e.conftest import RunningStack
 pytestmark = pytest.mark.e2e
 
 MODEL = "tiny-deepseek-v2"
-WEATHER = {"type": "object", "additionalProperties": False, "required": ["city", "unit", "days"],
-           "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo", "Lima"]},
-                          "unit": {"type": "string", "enum": ["c", "f"]},
-                          "days": {"type": "integer", "minimum": 1, "maximum": 7}}}
-SEARCH = {"type": "object", "required": ["query", "top_k"],
-          # a pattern, not only maxLength: the xgrammar installed lets a JSON string hold raw control characters
-          # (U+0000-U+001F), which JSON parsers refuse, and the random model writes them (docs/agents.md)
-          "properties": {"query": {"type": "string", "pattern": "^[a-z ]{1,12}$"},
-                         "top_k": {"type": "integer", "minimum": 1, "maximum": 5}}}
+WEATHER = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["city", "unit", "days"],
+    "properties": {
+        "city": {"type": "string", "enum": ["Paris", "Tokyo", "Lima"]},
+        "unit": {"type": "string", "enum": ["c", "f"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+    },
+}
+SEARCH = {
+    "type": "object",
+    "required": ["query", "top_k"],
+    # a pattern, not only maxLength: the xgrammar installed lets a JSON string hold raw control characters
+    # (U+0000-U+001F), which JSON parsers refuse, and the random model writes them (docs/agents.md)
+    "properties": {
+        "query": {"type": "string", "pattern": "^[a-z ]{1,12}$"},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+}
 TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_weather", "description": "Weather forecast", "parameters": WEATHER}},
     {"type": "function", "function": {"name": "search_docs", "description": "Search the docs", "parameters": SEARCH}},
@@ -69,8 +80,14 @@ def _streamed(chunks: Any) -> tuple[str, dict[int, dict[str, str]], str | None]:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_named_tool_choice_calls_that_function_with_valid_arguments(sdk: OpenAI, stream: bool) -> None:
-    kwargs: dict[str, Any] = dict(model=MODEL, messages=MESSAGES, tools=TOOLS, max_tokens=96, temperature=0,
-                                  tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    kwargs: dict[str, Any] = dict(
+        model=MODEL,
+        messages=MESSAGES,
+        tools=TOOLS,
+        max_tokens=96,
+        temperature=0,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
     # OpenAI (and vLLM) finish a named tool choice with "stop"; "tool_calls" is for required and auto
     if not stream:
         choice = sdk.chat.completions.create(**kwargs).choices[0]
@@ -88,8 +105,15 @@ def test_named_tool_choice_calls_that_function_with_valid_arguments(sdk: OpenAI,
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_required_tool_choice_returns_tool_calls(sdk: OpenAI, stream: bool) -> None:
-    kwargs: dict[str, Any] = dict(model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="required",
-                                  parallel_tool_calls=False, max_tokens=128, temperature=0)
+    kwargs: dict[str, Any] = dict(
+        model=MODEL,
+        messages=MESSAGES,
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=128,
+        temperature=0,
+    )
     if not stream:
         choice = sdk.chat.completions.create(**kwargs).choices[0]
         calls = choice.message.tool_calls or []
@@ -105,8 +129,9 @@ def test_required_tool_choice_returns_tool_calls(sdk: OpenAI, stream: bool) -> N
 def test_auto_tool_choice_is_served_by_the_parser(sdk: OpenAI) -> None:
     """local-cpu runs deepseek_v3 with auto tool choice on (model.parsers auto): `tool_choice: auto` is
     accepted, and whatever the random model writes comes back as an answer, a call only if well-formed."""
-    choice = sdk.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="auto",
-                                         max_tokens=16, temperature=0).choices[0]
+    choice = sdk.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="auto", max_tokens=16, temperature=0
+    ).choices[0]
     for call in choice.message.tool_calls or []:
         _assert_valid_call(call.function.name, call.function.arguments)
 
@@ -125,13 +150,19 @@ def test_json_schema_response_format_returns_a_valid_document(sdk: OpenAI, strea
     jsonschema.validate(json.loads(content), WEATHER)
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"tool_choice": "required"}, "tool_choice"),  # tool_choice without tools
-    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "book_flight"}}}, "tool_choice"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objectx"}}}},
-     "response_format"),
-    ({"tools": TOOLS * 65}, "tools"),  # 130 tools, past api.max_tools (128)
-], ids=["choice-without-tools", "unknown-tool", "invalid-schema", "too-many-tools"])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tool_choice": "required"}, "tool_choice"),  # tool_choice without tools
+        ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "book_flight"}}}, "tool_choice"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objectx"}}}},
+            "response_format",
+        ),
+        ({"tools": TOOLS * 65}, "tools"),  # 130 tools, past api.max_tools (128)
+    ],
+    ids=["choice-without-tools", "unknown-tool", "invalid-schema", "too-many-tools"],
+)
 def test_bad_agent_requests_are_400_naming_the_param(sdk: OpenAI, body: dict[str, Any], param: str) -> None:
     with pytest.raises(BadRequestError) as info:
         sdk.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8, **body)
@@ -152,21 +183,36 @@ def test_a_pathological_one_of_is_refused_before_the_engine_and_does_not_stall_i
 
     def send_plain() -> None:
         started = time.monotonic()
-        r = httpx.post(f"{stack.base_url}/v1/chat/completions", timeout=60,
-                       json={"model": MODEL, "messages": MESSAGES, "max_tokens": 8})
+        r = httpx.post(
+            f"{stack.base_url}/v1/chat/completions",
+            timeout=60,
+            json={"model": MODEL, "messages": MESSAGES, "max_tokens": 8},
+        )
         plain.update(status=r.status_code, seconds=time.monotonic() - started)
 
     thread = threading.Thread(target=send_plain)
     started = time.monotonic()
     with httpx.Client(base_url=stack.base_url, timeout=60) as c:
         thread.start()
-        r = c.post("/v1/chat/completions", json={
-            "model": MODEL, "messages": MESSAGES, "max_tokens": 8,
-            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
+        r = c.post(
+            "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": MESSAGES,
+                "max_tokens": 8,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+            },
+        )
         refused_after = time.monotonic() - started
-        deep = c.post("/v1/chat/completions", json={
-            "model": MODEL, "messages": MESSAGES, "max_tokens": 8,
-            "tools": [{"type": "function", "function": {"name": "f", "parameters": deep_schema}}]})
+        deep = c.post(
+            "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": MESSAGES,
+                "max_tokens": 8,
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": deep_schema}}],
+            },
+        )
     thread.join(60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "response_format", r.text
     assert "api.max_schema_bytes" in r.json()["error"]["message"]

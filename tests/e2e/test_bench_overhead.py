@@ -26,9 +26,19 @@ LOADS = ("light", "moderate", "saturation")
 
 def test_overhead_quick_measures_both_servers(stack: RunningStack, tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
-    cmd = [sys.executable, str(REPO / "bench" / "overhead.py"), "--quick", "--light-fraction", "0.1",
-           "--url-dsserve", stack.base_url,
-           "--out", str(out), "--log-dir", str(tmp_path / "logs")]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "overhead.py"),
+        "--quick",
+        "--light-fraction",
+        "0.1",
+        "--url-dsserve",
+        stack.base_url,
+        "--out",
+        str(out),
+        "--log-dir",
+        str(tmp_path / "logs"),
+    ]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -71,8 +81,7 @@ def test_overhead_quick_measures_both_servers(stack: RunningStack, tmp_path: Pat
     assert isinstance(rows[("dsserve", "moderate")]["ttft_p50_delta_ms"], float)
     assert isinstance(rows[("dsserve", "saturation")]["throughput_ratio"], float)
 
-    for header in ("TTFT p50", "TTFT p99", "E2E p50", "E2E p99", "out tok/s", "busy tok/s", "errors",
-                   "gen late p99"):
+    for header in ("TTFT p50", "TTFT p99", "E2E p50", "E2E p99", "out tok/s", "busy tok/s", "errors", "gen late p99"):
         assert header in run.stdout
     table_rows = [line.split() for line in run.stdout.splitlines()]
     for load in LOADS:

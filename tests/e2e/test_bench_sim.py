@@ -27,9 +27,23 @@ def _run(args: list[str]) -> str:
 
 def test_gateway_benchmark_runs_a_tiny_sweep(stack: RunningStack, tmp_path: Path) -> None:
     out = tmp_path / "gateway.json"
-    text = _run(["bench/gateway.py", "--url", stack.base_url, "--profile",
-                 "deploy/profiles/sim-h800x8-deepseek-v2.yaml", "--rates", "10,20", "--duration", "3",
-                 "--processes", "1", "--out", str(out)])
+    text = _run(
+        [
+            "bench/gateway.py",
+            "--url",
+            stack.base_url,
+            "--profile",
+            "deploy/profiles/sim-h800x8-deepseek-v2.yaml",
+            "--rates",
+            "10,20",
+            "--duration",
+            "3",
+            "--processes",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert "SIMULATED" in text
     data = json.loads(out.read_text())
     runs = data["results"]["dsserve"]["runs"]
@@ -39,9 +53,27 @@ def test_gateway_benchmark_runs_a_tiny_sweep(stack: RunningStack, tmp_path: Path
 
 def test_open_streams_benchmark_holds_a_few_streams(stack: RunningStack, tmp_path: Path) -> None:
     out = tmp_path / "streams.json"
-    text = _run(["bench/streams.py", "--url", stack.base_url, "--profile",
-                 "deploy/profiles/sim-h800x8-deepseek-v2.yaml", "--streams", "40", "--open-rate", "40",
-                 "--hold", "2", "--baseline", "2", "--probe-every", "0.5", "--out", str(out)])
+    text = _run(
+        [
+            "bench/streams.py",
+            "--url",
+            stack.base_url,
+            "--profile",
+            "deploy/profiles/sim-h800x8-deepseek-v2.yaml",
+            "--streams",
+            "40",
+            "--open-rate",
+            "40",
+            "--hold",
+            "2",
+            "--baseline",
+            "2",
+            "--probe-every",
+            "0.5",
+            "--out",
+            str(out),
+        ]
+    )
     assert "SIMULATED" in text
     res = json.loads(out.read_text())["results"]
     assert res["opened"] == 40 and res["errors"] == 0 and res["tokens_received"] > 0

@@ -22,9 +22,28 @@ pytestmark = pytest.mark.e2e
 
 def test_soak_reports_windows_trend_and_memory(stack: RunningStack, tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    cmd = [sys.executable, str(REPO / "bench" / "soak.py"), "--url", stack.base_url, "--pid", str(stack.proc.pid),
-           "--rate", "2", "--duration", "12", "--window", "4", "--mem-every", "3", "--warmup", "2",
-           "--max-errors", "0", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "soak.py"),
+        "--url",
+        stack.base_url,
+        "--pid",
+        str(stack.proc.pid),
+        "--rate",
+        "2",
+        "--duration",
+        "12",
+        "--window",
+        "4",
+        "--mem-every",
+        "3",
+        "--warmup",
+        "2",
+        "--max-errors",
+        "0",
+        "--out",
+        str(out),
+    ]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -40,8 +59,7 @@ def test_soak_reports_windows_trend_and_memory(stack: RunningStack, tmp_path: Pa
 
     memory = report["memory"]
     assert any("EngineCore" in name for name in memory), sorted(memory)
-    assert any("LLMServer" in name for name in memory) and any("gcs_server" in name for name in memory), \
-        sorted(memory)
+    assert any("LLMServer" in name for name in memory) and any("gcs_server" in name for name in memory), sorted(memory)
     for name, m in memory.items():
         assert m["samples"] >= 3 and m["last_mib"] > 0 and m["peak_mib"] >= m["last_mib"], (name, m)
         assert isinstance(m["second_half_growth_mib"], float), (name, m)

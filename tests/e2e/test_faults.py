@@ -27,10 +27,16 @@ import pytest
 from tests.e2e.conftest import RunningStack
 
 FAULTS = ("local-cpu", "description=fault-injection stack")
-pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("gateway", [
-    pytest.param("direct", marks=pytest.mark.profile(*FAULTS, "serving.gateway=direct")),
-    pytest.param("ingress", marks=pytest.mark.profile(*FAULTS, "serving.gateway=ingress")),
-])]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.parametrize(
+        "gateway",
+        [
+            pytest.param("direct", marks=pytest.mark.profile(*FAULTS, "serving.gateway=direct")),
+            pytest.param("ingress", marks=pytest.mark.profile(*FAULTS, "serving.gateway=ingress")),
+        ],
+    ),
+]
 
 MODEL = "tiny-deepseek-v2"
 RECOVERY_S = 240.0
@@ -95,16 +101,19 @@ def _traffic(stack: RunningStack, gateway: str) -> _Traffic:
     return _Traffic(stack.base_url, timeout_s=30.0 if gateway == "ingress" else RECOVERY_S)
 
 
-def _report(name: str, traffic: _Traffic, killed_at: float, recovered_s: float, gateway: str,
-            lost_in_flight: int = 0) -> None:
+def _report(
+    name: str, traffic: _Traffic, killed_at: float, recovered_s: float, gateway: str, lost_in_flight: int = 0
+) -> None:
     """Print what the clients saw after the kill, and assert it was a quick, clear refusal (module docstring).
 
     ``lost_in_flight``: how many requests may die with a killed process in direct mode (the one on it).
     """
     after = [r for r in traffic.results if r[0] >= killed_at]
     failed = [r for r in after if r[1] != 200]
-    print(f"\n[fault {name}, {gateway}] recovered in {recovered_s:.1f}s; {len(failed)} of {len(after)} requests "
-          f"after the kill failed; statuses {sorted({r[1] for r in failed})}")
+    print(
+        f"\n[fault {name}, {gateway}] recovered in {recovered_s:.1f}s; {len(failed)} of {len(after)} requests "
+        f"after the kill failed; statuses {sorted({r[1] for r in failed})}"
+    )
     for _, status, body, retry_after in failed[:5]:
         print(f"  {status} retry-after={retry_after} {body[:160]}")
     assert after, "no request was sent after the kill"
@@ -134,8 +143,9 @@ def test_killed_llm_replica_is_replaced(stack: RunningStack, client: httpx.Clien
     assert _procs(stack, r"ServeReplica:.*LLMServer"), "no LLMServer replica after recovery"
 
 
-def test_killed_engine_core_fails_health_and_is_replaced(stack: RunningStack, client: httpx.Client,
-                                                         gateway: str) -> None:
+def test_killed_engine_core_fails_health_and_is_replaced(
+    stack: RunningStack, client: httpx.Client, gateway: str
+) -> None:
     assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
     engines = _procs(stack, r"VLLM::EngineCore|EngineCore")
     assert engines, [p.name() for p in stack.descendants]
@@ -164,11 +174,13 @@ def _running_requests(stack: RunningStack) -> float | None:
 async def _hang_up_mid_stream(base_url: str, n: int) -> None:
     body = {**CHAT, "max_tokens": 1500, "stream": True}
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as c:
+
         async def one() -> None:
             async with c.stream("POST", "/v1/chat/completions", json=body) as r:
                 async for line in r.aiter_lines():
                     if line.startswith("data: "):
                         return  # leave mid-stream
+
         await asyncio.gather(*[one() for _ in range(n)])
 
 
@@ -193,8 +205,7 @@ def test_sigterm_during_traffic_finishes_in_flight_requests(stack: RunningStack,
 
     def one() -> None:
         try:
-            r = httpx.post(f"{stack.base_url}/v1/chat/completions", timeout=120,
-                           json={**CHAT, "max_tokens": 400})
+            r = httpx.post(f"{stack.base_url}/v1/chat/completions", timeout=120, json={**CHAT, "max_tokens": 400})
             results.append(r.status_code)
         except httpx.HTTPError:
             results.append(-1)

@@ -138,8 +138,9 @@ def _fuzz(stack: RunningStack, client: httpx.Client, auth: dict[str, str]) -> No
     from dsserve.serving.pipeline import PipelineSettings
     from dsserve.serving.routes import ROUTES
 
-    assert served.json() == openapi_for(PipelineSettings()), \
+    assert served.json() == openapi_for(PipelineSettings()), (
         "the stack serves dsserve/openapi.yaml with its api.* limits"
+    )
     schema = schemathesis.openapi.from_dict(_fuzzing_copy(served.json()))
     operations = [r.ok() for r in schema.get_all_operations()]
     # every route the pipeline serves, ray.serve.llm's extra ones included
@@ -157,8 +158,14 @@ def _fuzz(stack: RunningStack, client: httpx.Client, auth: dict[str, str]) -> No
                 deadline = time.monotonic() + per_case_budget_s
 
                 @seed(SEED)
-                @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
-                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+                @settings(
+                    max_examples=EXAMPLES,
+                    deadline=None,
+                    database=None,
+                    derandomize=False,
+                    phases=[Phase.explicit, Phase.generate],
+                    suppress_health_check=list(HealthCheck),
+                )
                 @given(case=op.as_strategy(generation_mode=mode))
                 def run(case: Any) -> None:  # called within this iteration, so the loop variables are current
                     nonlocal skipped
@@ -180,17 +187,21 @@ def _fuzz(stack: RunningStack, client: httpx.Client, auth: dict[str, str]) -> No
     elapsed = time.monotonic() - started
     summary = "\n".join(f"  {label} [{mode}] HTTP {code}: {n}" for (label, mode, code), n in sorted(statuses.items()))
     common = "\n".join(f"  {n:4d} x {why}" for why, n in reasons.most_common(12))
-    print(f"\nfuzzed {sum(statuses.values())} requests in {elapsed:.1f}s (skipped past the budget: {skipped})\n"
-          f"{summary}\ncommonest refusals:\n{common}")
+    print(
+        f"\nfuzzed {sum(statuses.values())} requests in {elapsed:.1f}s (skipped past the budget: {skipped})\n"
+        f"{summary}\ncommonest refusals:\n{common}"
+    )
     assert not failures, f"{len(failures)} bad responses:\n" + "\n".join(failures[:20])
     assert sum(statuses.values()) >= 100, "the budget let too few requests through to mean anything"
-    assert any(code == 200 for (label, mode, code) in statuses if label.startswith("POST")), \
+    assert any(code == 200 for (label, mode, code) in statuses if label.startswith("POST")), (
         "no generated request reached the engine"
+    )
     r = client.post("/v1/chat/completions", json=CHAT)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2, r.text
 
 
 # -- the odd inputs, stated one by one on the real engine ---------------------------------------------------------
+
 
 def _post(client: httpx.Client, raw: bytes | dict, path: str = "/v1/chat/completions") -> httpx.Response:
     if isinstance(raw, dict):
@@ -203,8 +214,9 @@ def _chat(**fields: Any) -> dict[str, Any]:
 
 
 def _content(text_json: str) -> bytes:
-    return ('{"model": "%s", "max_tokens": 2, "messages": [{"role": "user", "content": %s}]}'
-            % (MODEL, text_json)).encode()
+    return (
+        '{"model": "%s", "max_tokens": 2, "messages": [{"role": "user", "content": %s}]}' % (MODEL, text_json)
+    ).encode()
 
 
 COMPLETIONS = "/v1/completions"
@@ -247,13 +259,17 @@ def test_out_of_range_and_malformed_fields_are_400_naming_the_field(client: http
         assert leak not in err["message"], err["message"]
 
 
-@pytest.mark.parametrize("content_json", [
-    '""',
-    '"a\\u0000b\\u0001\\u001b[31mred\\u007f"',
-    '"\\u202eevil\\u202c \\ufeff \\u200d \\u0301\\u0301 \\ufffe"',
-    '"\\ud83d\\ude00 \\u4e2d\\u6587 \\u0627\\u0644\\u0639\\u0631\\u0628\\u064a\\u0629"',
-    "[]",
-], ids=["empty", "control-chars", "bidi-bom-zwj-combining", "astral-and-scripts", "no-parts"])
+@pytest.mark.parametrize(
+    "content_json",
+    [
+        '""',
+        '"a\\u0000b\\u0001\\u001b[31mred\\u007f"',
+        '"\\u202eevil\\u202c \\ufeff \\u200d \\u0301\\u0301 \\ufffe"',
+        '"\\ud83d\\ude00 \\u4e2d\\u6587 \\u0627\\u0644\\u0639\\u0631\\u0628\\u064a\\u0629"',
+        "[]",
+    ],
+    ids=["empty", "control-chars", "bidi-bom-zwj-combining", "astral-and-scripts", "no-parts"],
+)
 def test_odd_but_valid_text_is_answered(client: httpx.Client, content_json: str) -> None:
     r = _post(client, _content(content_json))
     assert r.status_code == 200, r.text

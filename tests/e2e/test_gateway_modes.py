@@ -18,24 +18,46 @@ import pytest
 
 from tests.e2e.conftest import E2E_KEYS, RunningStack, assert_clean_shutdown
 
-SECURE = ("local-cpu", "api.api_keys_env=DSSERVE_E2E_KEYS", "serving.max_ongoing_requests=2",
-          "serving.max_queued_requests=2", "api.max_body_bytes=65536",
-          "api.rate_limit={requests_per_second: 20, burst: 30}", "api.max_tokens=512",
-          "api.http_request_timeout_s=2")
-pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("gateway", [
-    pytest.param("direct", marks=pytest.mark.profile(*SECURE, "serving.gateway=direct")),
-    pytest.param("ingress", marks=pytest.mark.profile(*SECURE, "serving.gateway=ingress")),
-])]
+SECURE = (
+    "local-cpu",
+    "api.api_keys_env=DSSERVE_E2E_KEYS",
+    "serving.max_ongoing_requests=2",
+    "serving.max_queued_requests=2",
+    "api.max_body_bytes=65536",
+    "api.rate_limit={requests_per_second: 20, burst: 30}",
+    "api.max_tokens=512",
+    "api.http_request_timeout_s=2",
+)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.parametrize(
+        "gateway",
+        [
+            pytest.param("direct", marks=pytest.mark.profile(*SECURE, "serving.gateway=direct")),
+            pytest.param("ingress", marks=pytest.mark.profile(*SECURE, "serving.gateway=ingress")),
+        ],
+    ),
+]
 
 MODEL = "tiny-deepseek-v2"
 AUTH = {"Authorization": f"Bearer {E2E_KEYS[0]}"}
 #: the key the rate-limit test exhausts (the other tests use the first)
 LIMITED = {"Authorization": f"Bearer {E2E_KEYS[1]}"}
 #: every route the API serves, ray.serve.llm's extra ones included, and two it does not
-ROUTES = [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/tokenize"),
-          ("POST", "/detokenize"), ("POST", "/v1/embeddings"), ("POST", "/v1/score"),
-          ("POST", "/v1/audio/transcriptions"), ("GET", "/v1/models"), ("GET", f"/v1/models/{MODEL}"),
-          ("GET", "/openapi.json"), ("GET", "/metrics"), ("GET", "/no/such/route")]
+ROUTES = [
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("POST", "/tokenize"),
+    ("POST", "/detokenize"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/v1/score"),
+    ("POST", "/v1/audio/transcriptions"),
+    ("GET", "/v1/models"),
+    ("GET", f"/v1/models/{MODEL}"),
+    ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/no/such/route"),
+]
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "ignore_eos": True}
 
 
@@ -46,12 +68,15 @@ def _err(r: httpx.Response, status: int) -> dict:
     return err
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": E2E_KEYS[0]},
-                                     {"Authorization": f"Basic {E2E_KEYS[0]}"}],
-                         ids=["missing", "wrong-key", "no-scheme", "basic-scheme"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": E2E_KEYS[0]}, {"Authorization": f"Basic {E2E_KEYS[0]}"}],
+    ids=["missing", "wrong-key", "no-scheme", "basic-scheme"],
+)
 @pytest.mark.parametrize("method,path", ROUTES)
-def test_requests_without_a_valid_key_get_401(client: httpx.Client, gateway: str, headers: dict, method: str,
-                                              path: str) -> None:
+def test_requests_without_a_valid_key_get_401(
+    client: httpx.Client, gateway: str, headers: dict, method: str, path: str
+) -> None:
     r = client.request(method, path, headers=headers, json=CHAT if method == "POST" else None)
     err = _err(r, 401)
     assert err["code"] == "invalid_api_key" and r.headers["www-authenticate"] == "Bearer"
@@ -72,34 +97,81 @@ def test_oversized_body_is_413(client: httpx.Client, gateway: str) -> None:
         assert err["code"] == "request_too_large" and "65536" in err["message"]
 
 
-@pytest.mark.parametrize("method,path,body,status,code", [
-    ("POST", "/v1/chat/completions", b'{"model": ', 400, "invalid_json"),
-    ("POST", "/v1/chat/completions", {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, 404,
-     "model_not_found"),
-    ("POST", "/v1/chat/completions", {"model": f"{MODEL}:zz", "messages": [{"role": "user", "content": "x"}]}, 404,
-     "model_not_found"),
-    ("POST", "/v1/completions", {"model": MODEL, "prompt": ["x"] * 65, "max_tokens": 1}, 400, "invalid_parameter"),
-    ("POST", "/v1/chat/completions", {**CHAT, "n": 17}, 400, "invalid_parameter"),
-    ("POST", "/v1/completions", {"model": MODEL, "prompt": ["x"] * 64, "n": 16, "max_tokens": 1}, 400,
-     "invalid_parameter"),
-    ("POST", "/v1/completions", {"model": MODEL, "prompt": ["x"] * 4, "n": 8, "max_tokens": 1}, 400,
-     "invalid_parameter"),
-    ("POST", "/v1/chat/completions", {**CHAT, "max_tokens": 513}, 400, "invalid_parameter"),
-    ("POST", "/v1/chat/completions", {**CHAT, "model": "m" * 300}, 400, "invalid_parameter"),
-    ("POST", "/v1/chat/completions", ('{"model": "%s", "messages": [{"role": "user", "content": "x"}], '
-                                      '"vllm_xargs": {"a": %s}}' % (MODEL, "[" * 70 + "]" * 70)).encode(),
-     400, "invalid_json"),
-    ("POST", "/tokenize", b"[1, 2]", 400, "invalid_body"),
-    ("POST", "/tokenize", {"model": "gpt-4", "prompt": "x"}, 404, "model_not_found"),
-    ("POST", "/v1/embeddings", {"model": f"{MODEL}:zz", "input": "x"}, 404, "unsupported_route"),
-    ("POST", "/v1/score", {"model": MODEL, "text_1": "a", "text_2": "b"}, 404, "unsupported_route"),
-    ("GET", "/metrics", None, 404, "unknown_route"),
-    ("GET", "/v1/chat/completions", None, 405, "method_not_allowed"),
-], ids=["bad-json", "unknown-model", "unknown-adapter", "too-many-prompts", "n-over-max", "64-prompts-x-n16",
-        "sequences-over-max-n", "max-tokens-over-cap", "model-name-too-long", "nested-too-deep", "tokenize-not-object",
-        "tokenize-unknown-model", "embeddings", "score", "engine-metrics-route", "wrong-method"])
-def test_client_mistakes_are_openai_errors_never_5xx(client: httpx.Client, gateway: str, method: str, path: str,
-                                                    body: object, status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    "method,path,body,status,code",
+    [
+        ("POST", "/v1/chat/completions", b'{"model": ', 400, "invalid_json"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]},
+            404,
+            "model_not_found",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"model": f"{MODEL}:zz", "messages": [{"role": "user", "content": "x"}]},
+            404,
+            "model_not_found",
+        ),
+        ("POST", "/v1/completions", {"model": MODEL, "prompt": ["x"] * 65, "max_tokens": 1}, 400, "invalid_parameter"),
+        ("POST", "/v1/chat/completions", {**CHAT, "n": 17}, 400, "invalid_parameter"),
+        (
+            "POST",
+            "/v1/completions",
+            {"model": MODEL, "prompt": ["x"] * 64, "n": 16, "max_tokens": 1},
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "POST",
+            "/v1/completions",
+            {"model": MODEL, "prompt": ["x"] * 4, "n": 8, "max_tokens": 1},
+            400,
+            "invalid_parameter",
+        ),
+        ("POST", "/v1/chat/completions", {**CHAT, "max_tokens": 513}, 400, "invalid_parameter"),
+        ("POST", "/v1/chat/completions", {**CHAT, "model": "m" * 300}, 400, "invalid_parameter"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            (
+                '{"model": "%s", "messages": [{"role": "user", "content": "x"}], '
+                '"vllm_xargs": {"a": %s}}' % (MODEL, "[" * 70 + "]" * 70)
+            ).encode(),
+            400,
+            "invalid_json",
+        ),
+        ("POST", "/tokenize", b"[1, 2]", 400, "invalid_body"),
+        ("POST", "/tokenize", {"model": "gpt-4", "prompt": "x"}, 404, "model_not_found"),
+        ("POST", "/v1/embeddings", {"model": f"{MODEL}:zz", "input": "x"}, 404, "unsupported_route"),
+        ("POST", "/v1/score", {"model": MODEL, "text_1": "a", "text_2": "b"}, 404, "unsupported_route"),
+        ("GET", "/metrics", None, 404, "unknown_route"),
+        ("GET", "/v1/chat/completions", None, 405, "method_not_allowed"),
+    ],
+    ids=[
+        "bad-json",
+        "unknown-model",
+        "unknown-adapter",
+        "too-many-prompts",
+        "n-over-max",
+        "64-prompts-x-n16",
+        "sequences-over-max-n",
+        "max-tokens-over-cap",
+        "model-name-too-long",
+        "nested-too-deep",
+        "tokenize-not-object",
+        "tokenize-unknown-model",
+        "embeddings",
+        "score",
+        "engine-metrics-route",
+        "wrong-method",
+    ],
+)
+def test_client_mistakes_are_openai_errors_never_5xx(
+    client: httpx.Client, gateway: str, method: str, path: str, body: object, status: int, code: str
+) -> None:
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
     r = client.request(method, path, headers={**AUTH, "content-type": "application/json"}, **kwargs)
     err = _err(r, status)
@@ -108,8 +180,9 @@ def test_client_mistakes_are_openai_errors_never_5xx(client: httpx.Client, gatew
         assert leak not in r.text, r.text
 
 
-def test_a_slow_header_client_is_cut_and_admin_listeners_keep_to_the_api_host(stack: RunningStack,
-                                                                              gateway: str) -> None:
+def test_a_slow_header_client_is_cut_and_admin_listeners_keep_to_the_api_host(
+    stack: RunningStack, gateway: str
+) -> None:
     """api.http_request_timeout_s (2 s here) closes a connection whose headers never finish: a few thousand
     such clients cannot hold every maxconn slot. HAProxy's stats page and exporter listen on api.host."""
     import psutil
@@ -123,8 +196,11 @@ def test_a_slow_header_client_is_cut_and_admin_listeners_keep_to_the_api_host(st
         held = time.monotonic() - t0
     assert 1.5 <= held < 20, f"the half-sent request was held {held:.1f} s"
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
-    listening = {c.laddr.port: c.laddr.ip for c in psutil.net_connections("tcp")
-                 if c.status == psutil.CONN_LISTEN and c.laddr.port in (8404, 9101)}
+    listening = {
+        c.laddr.port: c.laddr.ip
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port in (8404, 9101)
+    }
     assert listening == {8404: "127.0.0.1", 9101: "127.0.0.1"}, listening
     assert httpx.post(f"{stack.base_url}/v1/chat/completions", json=CHAT, headers=AUTH, timeout=60).status_code == 200
 
@@ -141,7 +217,7 @@ def test_failed_keys_from_one_address_are_throttled(stack: RunningStack, gateway
         refused = next(r for r in (c.get("/v1/models", headers=bad) for _ in range(5)) if r.status_code == 429)
     # (earlier tests of this stack spent some of the address's 60, so where the 429s start varies)
     assert set(statuses) == {401, 429} and statuses[0] == 401, statuses
-    throttled = statuses[statuses.index(429):]
+    throttled = statuses[statuses.index(429) :]
     assert throttled.count(401) <= elapsed + 1, (statuses, elapsed)
     assert _err(refused, 429)["code"] == "too_many_failed_keys"
     time.sleep(int(refused.headers["retry-after"]) + 1)
@@ -149,8 +225,12 @@ def test_failed_keys_from_one_address_are_throttled(stack: RunningStack, gateway
 
 
 def test_streaming_tokenize_and_the_live_layout(client: httpx.Client, gateway: str) -> None:
-    with client.stream("POST", "/v1/chat/completions", headers=AUTH,
-                       json={**CHAT, "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True}}) as r:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        headers=AUTH,
+        json={**CHAT, "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True}},
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and json.loads(events[-2])["usage"]["completion_tokens"] == 4

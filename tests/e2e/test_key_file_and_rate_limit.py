@@ -46,14 +46,27 @@ def test_proxy_health_endpoints_stay_open(client: httpx.Client) -> None:
     assert client.get("/-/routes").status_code == 200
 
 
-@pytest.mark.parametrize("method,path", [("POST", "/tokenize"), ("POST", "/v1/embeddings"), ("POST", "/v1/score"),
-                                         ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/no/such/route")])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("POST", "/tokenize"),
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/score"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+        ("GET", "/no/such/route"),
+    ],
+)
 def test_every_other_route_needs_the_key_too(client: httpx.Client, method: str, path: str) -> None:
     r = client.request(method, path, json={"model": MODEL, "prompt": "x", "input": "x"} if method == "POST" else None)
     assert r.status_code == 401, r.text
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
-    ok = client.request(method, path, headers=_auth("key-rotated-out-5b2e"),
-                        json={"model": MODEL, "prompt": "x", "input": "x"} if method == "POST" else None)
+    ok = client.request(
+        method,
+        path,
+        headers=_auth("key-rotated-out-5b2e"),
+        json={"model": MODEL, "prompt": "x", "input": "x"} if method == "POST" else None,
+    )
     assert ok.status_code != 401 and ok.status_code < 500, ok.text
 
 

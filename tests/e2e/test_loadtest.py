@@ -32,8 +32,21 @@ MODEL = "tiny-deepseek-v2"
 
 
 def _loadtest(stack: RunningStack, out: Path, *extra: str) -> tuple[int, dict[str, Any], list[dict[str, str]]]:
-    rc = main(["loadtest", "smoke", "--host", stack.base_url,  # no --engine: the server says what it runs
-               "--tokenizer", "tiny:tiny-deepseek-v2", "--out", str(out), "--timeout-s", "300", *extra])
+    rc = main(
+        [
+            "loadtest",
+            "smoke",
+            "--host",
+            stack.base_url,  # no --engine: the server says what it runs
+            "--tokenizer",
+            "tiny:tiny-deepseek-v2",
+            "--out",
+            str(out),
+            "--timeout-s",
+            "300",
+            *extra,
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     rows = list(csv.DictReader((out / "requests.csv").open()))
     return rc, results, rows
@@ -102,10 +115,29 @@ AGENT_SIM = "sim-h800x8-deepseek-v3-awq"
 
 
 def _agent_loadtest(stack: RunningStack, out: Path, *extra: str) -> tuple[int, dict[str, Any], list[dict[str, str]]]:
-    rc = main(["loadtest", "agent-tools", "--host", stack.base_url, "--rate", "4",
-               "--duration", "8",
-               "--set", "load.ramp_up_s=0", "--set", "load.arrivals=constant", "--set",
-               "generator.max_lag_p99_ms=250", "--out", str(out), "--timeout-s", "300", *extra])
+    rc = main(
+        [
+            "loadtest",
+            "agent-tools",
+            "--host",
+            stack.base_url,
+            "--rate",
+            "4",
+            "--duration",
+            "8",
+            "--set",
+            "load.ramp_up_s=0",
+            "--set",
+            "load.arrivals=constant",
+            "--set",
+            "generator.max_lag_p99_ms=250",
+            "--out",
+            str(out),
+            "--timeout-s",
+            "300",
+            *extra,
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     rows = list(csv.DictReader((out / "requests.csv").open()))
     return rc, results, rows

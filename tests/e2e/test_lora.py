@@ -71,8 +71,12 @@ class TestLoraAdapters:
         assert _max_diff(prompt_logprobs(client, f"{BASE}:sql-adapter"), per_adapter["sql-adapter"]) < 0.02
 
     def test_chat_and_stream_through_an_adapter(self, client: httpx.Client) -> None:
-        body = {"model": f"{BASE}:chat-adapter", "messages": [{"role": "user", "content": "Hello"}],
-                "max_tokens": 8, "temperature": 0}
+        body = {
+            "model": f"{BASE}:chat-adapter",
+            "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 8,
+            "temperature": 0,
+        }
         r = client.post("/v1/chat/completions", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["model"] == f"{BASE}:chat-adapter" and r.json()["usage"]["completion_tokens"] > 0
@@ -85,17 +89,24 @@ class TestLoraAdapters:
         """Ray Serve registered the adapter as a multiplexed model on the LLMServer replica that loaded it."""
         r = client.post("/v1/completions", json={"model": f"{BASE}:sql-adapter", "prompt": "SELECT", "max_tokens": 2})
         assert r.status_code == 200, r.text
-        pattern = re.compile(r'^ray_serve_registered_multiplexed_model_id\{[^}]*deployment="LLMServer:'
-                             + re.escape(BASE) + r'"[^}]*model_id="' + re.escape(f"{BASE}:sql-adapter")
-                             + r'"[^}]*\} 1(\.0)?$', re.M)
+        pattern = re.compile(
+            r'^ray_serve_registered_multiplexed_model_id\{[^}]*deployment="LLMServer:'
+            + re.escape(BASE)
+            + r'"[^}]*model_id="'
+            + re.escape(f"{BASE}:sql-adapter")
+            + r'"[^}]*\} 1(\.0)?$',
+            re.M,
+        )
         deadline, text = time.monotonic() + 90, ""
         while time.monotonic() < deadline:  # Ray exports replica metrics every few seconds
             text = httpx.get(METRICS_URL, timeout=10).text
             if pattern.search(text):
                 break
             time.sleep(3)
-        assert pattern.search(text), "no ray_serve_registered_multiplexed_model_id for the adapter:\n" + "\n".join(
-            line for line in text.splitlines() if "multiplexed" in line)[:3000]
+        assert pattern.search(text), (
+            "no ray_serve_registered_multiplexed_model_id for the adapter:\n"
+            + "\n".join(line for line in text.splitlines() if "multiplexed" in line)[:3000]
+        )
         log = _engine_log(stack)
         assert f"dsserve LoRA: multiplexed model {BASE}:sql-adapter -> " in log  # dsserve's local loader
         # vLLM's own "Loaded new LoRA adapter" INFO line is not asserted: under Serve's throughput-optimized
@@ -104,8 +115,10 @@ class TestLoraAdapters:
         # adapter is shown by the log-probability test below.
 
     def test_unknown_adapter_is_an_openai_404(self, client: httpx.Client) -> None:
-        for path, body in (("/v1/completions", {"prompt": "x", "max_tokens": 1}),
-                           ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})):
+        for path, body in (
+            ("/v1/completions", {"prompt": "x", "max_tokens": 1}),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),
+        ):
             err = _openai_404(client.post(path, json={"model": f"{BASE}:no-such-adapter", **body}))
             assert f"'{BASE}:no-such-adapter' does not exist" in err["message"]
             assert f"{BASE}:sql-adapter" in err["message"], "the error should list the adapters served"

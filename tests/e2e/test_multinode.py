@@ -69,13 +69,17 @@ DRIVER_TIMEOUT_S = 240.0
 RESULT_PREFIX = "DSSERVE_MULTINODE_RESULT "
 
 pytestmark = [
-    pytest.mark.skipif(not PROFILE.is_file(), reason=f"{PROFILE.relative_to(REPO)} is absent: "
-                       "the two-node DeepSeek-V3 profile has not been added to deploy/profiles yet"),
+    pytest.mark.skipif(
+        not PROFILE.is_file(),
+        reason=f"{PROFILE.relative_to(REPO)} is absent: "
+        "the two-node DeepSeek-V3 profile has not been added to deploy/profiles yet",
+    ),
     pytest.mark.timeout(600),
 ]
 
 
 # --- rendering -------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def spec():
@@ -150,6 +154,7 @@ def test_helm_values_give_one_worker_pod_per_node(spec) -> None:
 
 
 # --- a real two-node Ray cluster -------------------------------------------------------------------------
+
 
 def _free_ports(n: int) -> list[int]:
     """n distinct ports free on every interface right now (held open together, so no duplicates)."""
@@ -226,16 +231,24 @@ class TwoNodeCluster:
         cmd = [str(ray_cli)] if ray_cli.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
         with log.open("wb") as out:
             # Its own session: `ray start --block` then leads a process group holding all its children.
-            proc = subprocess.Popen([*cmd, "start", "--block", *args], stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=self.env, cwd=self.temp_dir,
-                                    start_new_session=True, preexec_fn=_die_with_parent())
+            proc = subprocess.Popen(
+                [*cmd, "start", "--block", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.temp_dir,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
         node = RayNode(name, proc, log)
         self.nodes.append(node)
         deadline = time.monotonic() + START_TIMEOUT_S
         while "Ray runtime started" not in node.output():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"`ray start` for the {name} node did not come up "
-                                     f"(rc={proc.poll()}):\n{self.logs()}")
+                raise AssertionError(
+                    f"`ray start` for the {name} node did not come up (rc={proc.poll()}):\n{self.logs()}"
+                )
             time.sleep(0.2)
         self.remember_processes()
         return node
@@ -260,8 +273,7 @@ class TwoNodeCluster:
         return [f"{p.pid} {p.name()}" for p in alive]
 
 
-def _node_args(ports: list[int], worker_ports: tuple[int, int], resources: dict[str, float],
-               gpus: int) -> list[str]:
+def _node_args(ports: list[int], worker_ports: tuple[int, int], resources: dict[str, float], gpus: int) -> list[str]:
     node_manager, object_manager, runtime_env, agent_grpc, agent_http, metrics = ports
     return [
         f"--num-cpus={NODE_CPUS}",
@@ -327,7 +339,11 @@ class Driver:
         with log.open("wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from tests.e2e.test_multinode import _driver; _driver()"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                cwd=REPO,
                 env=dict(env, CUDA_VISIBLE_DEVICES=""),  # the driver needs no device, and gets none
                 preexec_fn=_die_with_parent(),
             )
@@ -338,7 +354,7 @@ class Driver:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:  # Ray and vLLM may print too: keep only our result lines
             if line.startswith(RESULT_PREFIX):
-                self.results.put(line[len(RESULT_PREFIX):])
+                self.results.put(line[len(RESULT_PREFIX) :])
         self.results.put(None)
 
     def ask(self, request: dict[str, Any], timeout_s: float = DRIVER_TIMEOUT_S) -> dict[str, Any]:
@@ -384,19 +400,31 @@ def cluster(spec, llm_config) -> Iterator[TwoNodeCluster]:
         gcs, dashboard, client, *ports = _free_ports(3 + 12)
         first, last = _free_port_range(128)
         head_workers, node_workers = (first, first + 63), (first + 64, last)
-        c.start_node("head", [
-            "--head", f"--port={gcs}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
-            f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-            *_node_args(ports[:6], head_workers, resources, hw.gpus_per_node),
-        ])
+        c.start_node(
+            "head",
+            [
+                "--head",
+                f"--port={gcs}",
+                f"--temp-dir={temp_dir}",
+                "--include-dashboard=false",
+                f"--dashboard-port={dashboard}",
+                f"--ray-client-server-port={client}",
+                *_node_args(ports[:6], head_workers, resources, hw.gpus_per_node),
+            ],
+        )
         # The head's address as `ray start --head` wrote it (Ray turns loopback into the machine's IP).
         c.address = (temp_dir / "ray_current_cluster").read_text().strip()
-        c.start_node("worker", [
-            f"--address={c.address}", f"--temp-dir={temp_dir}",
-            *_node_args(ports[6:], node_workers, resources, hw.gpus_per_node),
-        ])
-        c.node_table = c.driver.ask({"mode": "nodes", "address": c.address, "expect_nodes": hw.nodes,
-                                     "timeout_s": START_TIMEOUT_S})["nodes"]
+        c.start_node(
+            "worker",
+            [
+                f"--address={c.address}",
+                f"--temp-dir={temp_dir}",
+                *_node_args(ports[6:], node_workers, resources, hw.gpus_per_node),
+            ],
+        )
+        c.node_table = c.driver.ask(
+            {"mode": "nodes", "address": c.address, "expect_nodes": hw.nodes, "timeout_s": START_TIMEOUT_S}
+        )["nodes"]
         c.remember_processes()
         yield c
     finally:
@@ -463,9 +491,11 @@ def test_no_worker_process_ran_anywhere(placement, cluster: TwoNodeCluster) -> N
     cluster.remember_processes()
     procs = [p for p in cluster.started.values() if p.is_running()]
     # A raylet's children are its two agents plus any worker it started (titled ray::IDLE, ray::<task>).
-    workers = [f"{p.pid} {p.cmdline()[:1]}" for p in procs
-               if _parent_name(p) == "raylet" and p.cmdline()[:1] not in (["ray::DashboardAgent"],
-                                                                           ["ray::RuntimeEnvAgent"])]
+    workers = [
+        f"{p.pid} {p.cmdline()[:1]}"
+        for p in procs
+        if _parent_name(p) == "raylet" and p.cmdline()[:1] not in (["ray::DashboardAgent"], ["ray::RuntimeEnvAgent"])
+    ]
     assert not workers, workers
     assert {"gcs_server", "raylet"} <= {p.name() for p in cluster.started.values()}  # we see the real tree
 
@@ -479,6 +509,7 @@ def _parent_name(p: psutil.Process) -> str:
 
 
 # --- the driver, run in its own interpreter by Driver -----------------------------------------------
+
 
 def _driver() -> None:
     """A Ray driver for the tests above: one JSON request per stdin line, one result line per request.
@@ -497,11 +528,18 @@ def _driver() -> None:
         deadline = time.monotonic() + req["timeout_s"]
         while len([n for n in ray.nodes() if n["Alive"]]) < req["expect_nodes"] and time.monotonic() < deadline:
             time.sleep(0.5)
-        return {"nodes": [
-            {"node_id": n["NodeID"], "alive": n["Alive"], "address": n["NodeManagerAddress"],
-             "is_head": "node:__internal_head__" in n["Resources"], "resources": n["Resources"]}
-            for n in ray.nodes()
-        ]}
+        return {
+            "nodes": [
+                {
+                    "node_id": n["NodeID"],
+                    "alive": n["Alive"],
+                    "address": n["NodeManagerAddress"],
+                    "is_head": "node:__internal_head__" in n["Resources"],
+                    "resources": n["Resources"],
+                }
+                for n in ray.nodes()
+            ]
+        }
 
     def place(bundles: list[dict[str, float]], strategy: str, wait_s: float) -> dict[str, Any]:
         pg = placement_group(bundles, strategy=strategy, name=f"dsserve-multinode-{strategy.lower()}")
@@ -512,18 +550,25 @@ def _driver() -> None:
         while (gpus_left := ray.available_resources().get("GPU", 0.0)) and placed and time.monotonic() < deadline:
             time.sleep(0.2)
         remove_placement_group(pg)
-        return {"placed": placed, "state": table["state"], "strategy": table["strategy"],
-                "bundles_to_node_id": table["bundles_to_node_id"],
-                "scheduling_state": table.get("stats", {}).get("scheduling_state"),
-                "gpus_available_while_held": gpus_left}
+        return {
+            "placed": placed,
+            "state": table["state"],
+            "strategy": table["strategy"],
+            "bundles_to_node_id": table["bundles_to_node_id"],
+            "scheduling_state": table.get("stats", {}).get("scheduling_state"),
+            "gpus_available_while_held": gpus_left,
+        }
 
     def placement(req: dict[str, Any]) -> dict[str, Any]:
         # What Serve will request for this LLM config: ray.serve.llm's own deployment options.
         options = LLMServer.get_deployment_options(LLMConfig(**req["llm_config"]))
         bundles, strategy = options["placement_group_bundles"], options["placement_group_strategy"]
-        return {"bundles": bundles, "strategy": strategy,
-                "placement_group": place(bundles, strategy, 60),
-                "strict_pack": place(bundles, "STRICT_PACK", 5)}
+        return {
+            "bundles": bundles,
+            "strategy": strategy,
+            "placement_group": place(bundles, strategy, 60),
+            "strict_pack": place(bundles, "STRICT_PACK", 5),
+        }
 
     for line in sys.stdin:
         req = json.loads(line)

@@ -37,16 +37,17 @@ from tests.e2e.conftest import PROFILE, RunningStack
 pytestmark = pytest.mark.e2e
 
 MODEL = "tiny-deepseek-v2"
-CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 8,
-        "ignore_eos": True}
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 8, "ignore_eos": True}
 COMPLETION = {"model": MODEL, "prompt": "One, two,", "max_tokens": 8, "ignore_eos": True}
 DATA_DEADLINE_S = 180.0
 
 #: (dashboard file, panel title) -> why the panel may legitimately show nothing on this stack.
 ALLOWED_EMPTY = {
-    ("dsserve-engine.json", "Prefix-cache hit rate"):
-        "vLLM turns prefix caching off for the MLA model on CPU (ray_vllm_cache_config_info "
-        "enable_prefix_caching=False), so there is no source=\"local_cache_hit\" series",
+    (
+        "dsserve-engine.json",
+        "Prefix-cache hit rate",
+    ): "vLLM turns prefix caching off for the MLA model on CPU (ray_vllm_cache_config_info "
+    'enable_prefix_caching=False), so there is no source="local_cache_hit" series',
 }
 
 
@@ -84,8 +85,12 @@ def _drive_traffic(client: httpx.Client) -> dict[str, int]:
         for usage in (False, True):
             # 64 tokens span several of ray.serve.llm's 50 ms stream batches; an 8-token answer arrives in one
             # chunk, where the ingress cannot see a gap between tokens and records no inter-token latency.
-            req = {**body, "max_tokens": 64, "stream": True,
-                   **({"stream_options": {"include_usage": True}} if usage else {})}
+            req = {
+                **body,
+                "max_tokens": 64,
+                "stream": True,
+                **({"stream_options": {"include_usage": True}} if usage else {}),
+            }
             with client.stream("POST", path, json=req) as r:
                 assert r.status_code == 200
                 text = "".join(r.iter_text())
@@ -142,16 +147,22 @@ def observed(stack: RunningStack, client: httpx.Client, _close_observed: None) -
     prom.start()
     obs = Observed(prom, {})
     _OBSERVED[key] = obs
-    assert not _wait_for(prom, ['up{job="dsserve-ray"} == 1'], 60), \
+    assert not _wait_for(prom, ['up{job="dsserve-ray"} == 1'], 60), (
         f"Prometheus cannot scrape 127.0.0.1:{spec.observability.metrics_export_port}:\n{prom.log_tail()}"
+    )
     obs.sent = _drive_traffic(client)
     obs.keepalive = threading.Thread(target=_keepalive, args=(stack.base_url, obs.stop), daemon=True)
     obs.keepalive.start()
-    needed = ['ray_dsserve_requests_total{status="404"}', "ray_dsserve_rejected_requests_total",
-              "ray_dsserve_inter_token_latency_seconds_count", "ray_vllm_num_requests_running",
-              "model_name:dsserve_requests:rate5m", "reason:dsserve_rejected_requests:rate5m",
-              "model_name:dsserve_ttft_slo:error_budget_remaining_ratio30d",
-              "model_name:dsserve_inter_token_latency_seconds:p99_5m"]
+    needed = [
+        'ray_dsserve_requests_total{status="404"}',
+        "ray_dsserve_rejected_requests_total",
+        "ray_dsserve_inter_token_latency_seconds_count",
+        "ray_vllm_num_requests_running",
+        "model_name:dsserve_requests:rate5m",
+        "reason:dsserve_rejected_requests:rate5m",
+        "model_name:dsserve_ttft_slo:error_budget_remaining_ratio30d",
+        "model_name:dsserve_inter_token_latency_seconds:p99_5m",
+    ]
     late = _wait_for(prom, needed, DATA_DEADLINE_S)
     assert not late, f"no data within {DATA_DEADLINE_S:.0f}s for {late}"
     return obs
@@ -172,9 +183,11 @@ def _used_names() -> dict[str, list[str]]:
 
 
 def test_every_metric_the_rules_and_dashboards_use_is_exported(observed: Observed) -> None:
-    missing = [f"{name} (used by {', '.join(sorted(set(where))[:3])})"
-               for name, where in sorted(_used_names().items())
-               if not observed.prom.query(f'count({{__name__="{name}"}})')]
+    missing = [
+        f"{name} (used by {', '.join(sorted(set(where))[:3])})"
+        for name, where in sorted(_used_names().items())
+        if not observed.prom.query(f'count({{__name__="{name}"}})')
+    ]
     assert not missing, "series the stack does not export:\n" + "\n".join(missing)
 
 
@@ -205,7 +218,7 @@ def test_every_dashboard_query_returns_data(observed: Observed) -> None:
             (allowed_and_empty if (name, title) in ALLOWED_EMPTY else empty).append(f"{name}: {title}: {expr}")
         for var, query in variable_queries(dash):
             # label_values(metric{sel}, label) -> the series it reads from
-            series = for_prometheus(query.strip()[len("label_values("):].rsplit(",", 1)[0])
+            series = for_prometheus(query.strip()[len("label_values(") :].rsplit(",", 1)[0])
             if not observed.prom.query(series):
                 empty.append(f"{name}: variable {var}: {query}")
     for line in allowed_and_empty:
@@ -227,8 +240,7 @@ def test_dsserve_metrics_count_what_was_sent(observed: Observed) -> None:
     assert _value(p, 'sum(ray_dsserve_requests_total{status="404",model_name="unknown"})') >= sent["404"]
     assert _value(p, 'sum(ray_dsserve_rejected_requests_total{reason="too_large"})') >= sent["413"]
     assert _value(p, f'sum(ray_dsserve_time_to_first_token_seconds_count{{model_name="{MODEL}"}})') >= sent["ok"]
-    assert _value(p, f'sum(ray_dsserve_inter_token_latency_seconds_count{{model_name="{MODEL}"}})') \
-        >= sent["streamed"]
+    assert _value(p, f'sum(ray_dsserve_inter_token_latency_seconds_count{{model_name="{MODEL}"}})') >= sent["streamed"]
     # the SLO bucket is exported with exactly le="0.5"
     assert p.query('ray_dsserve_time_to_first_token_seconds_bucket{le="0.5"}')
     # the tiny model answers in well under 0.5 s to the first token on two cores
@@ -236,11 +248,24 @@ def test_dsserve_metrics_count_what_was_sent(observed: Observed) -> None:
     # each ingress replica's admission limit: replicas x max_ongoing_requests + max_queued_requests
     assert _value(p, "max(ray_dsserve_admission_limit)") == admission_limit(load_spec(PROFILE))
     # labels stay bounded: no request ids or prompts
-    series = httpx.get(f"{p.url}/api/v1/series", params={"match[]": '{__name__=~"ray_dsserve_.*"}'},
-                       timeout=10).json()["data"]
+    series = httpx.get(f"{p.url}/api/v1/series", params={"match[]": '{__name__=~"ray_dsserve_.*"}'}, timeout=10).json()[
+        "data"
+    ]
     labels = {k for s in series for k in s}
-    ours = labels - {"__name__", "instance", "job", "le", "Component", "NodeAddress", "SessionName", "Version",
-                     "WorkerId", "otel_scope_name", "otel_scope_schema_url", "otel_scope_version"}
+    ours = labels - {
+        "__name__",
+        "instance",
+        "job",
+        "le",
+        "Component",
+        "NodeAddress",
+        "SessionName",
+        "Version",
+        "WorkerId",
+        "otel_scope_name",
+        "otel_scope_schema_url",
+        "otel_scope_version",
+    }
     assert ours <= {"model_name", "route", "status", "reason"}, ours
     assert {s["model_name"] for s in series if "model_name" in s} <= {MODEL, "unknown"}
     assert {s["status"] for s in series if "status" in s} <= {"200", "400", "401", "404", "413", "499", "500", "503"}

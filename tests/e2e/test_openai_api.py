@@ -19,7 +19,7 @@ MODEL = "tiny-deepseek-v2"
 
 def _sse_events(response: httpx.Response) -> list[str]:
     """The data payloads of an SSE stream, in order."""
-    return [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
 
 
 def _assert_openai_error(r: httpx.Response, status: int, *, param: str | None = None) -> dict:
@@ -51,9 +51,16 @@ def test_models_lists_the_tiny_model(client: httpx.Client) -> None:
 
 def test_chat_completion_with_usage(client: httpx.Client, tokenizer) -> None:
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    r = client.post("/v1/chat/completions", json={
-        "model": MODEL, "messages": messages, "max_tokens": 8, "ignore_eos": True, "temperature": 0,
-    })
+    r = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": messages,
+            "max_tokens": 8,
+            "ignore_eos": True,
+            "temperature": 0,
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "chat.completion" and body["model"] == MODEL
@@ -61,15 +68,28 @@ def test_chat_completion_with_usage(client: httpx.Client, tokenizer) -> None:
     assert choice["message"]["role"] == "assistant" and choice["message"]["content"]
     assert choice["finish_reason"] == "length"
     usage = body["usage"]
-    expected_prompt = len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                        return_dict=True)["input_ids"])
-    assert usage == {**usage, "prompt_tokens": expected_prompt, "completion_tokens": 8,
-                     "total_tokens": expected_prompt + 8}
+    expected_prompt = len(
+        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
+    assert usage == {
+        **usage,
+        "prompt_tokens": expected_prompt,
+        "completion_tokens": 8,
+        "total_tokens": expected_prompt + 8,
+    }
 
 
 def test_chat_completion_streamed_ends_with_done(client: httpx.Client) -> None:
-    req = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6,
-           "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    req = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 6,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with client.stream("POST", "/v1/chat/completions", json=req) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -85,8 +105,7 @@ def test_chat_completion_streamed_ends_with_done(client: httpx.Client) -> None:
 
 def test_completion_with_usage(client: httpx.Client, tokenizer) -> None:
     prompt = "The quick brown fox"
-    r = client.post("/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": 5,
-                                             "ignore_eos": True})
+    r = client.post("/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": 5, "ignore_eos": True})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "text_completion" and body["choices"][0]["text"]
@@ -97,8 +116,14 @@ def test_completion_with_usage(client: httpx.Client, tokenizer) -> None:
 
 
 def test_completion_streamed_ends_with_done(client: httpx.Client) -> None:
-    req = {"model": MODEL, "prompt": "Hello", "max_tokens": 4, "ignore_eos": True, "stream": True,
-           "stream_options": {"include_usage": True}}
+    req = {
+        "model": MODEL,
+        "prompt": "Hello",
+        "max_tokens": 4,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with client.stream("POST", "/v1/completions", json=req) as r:
         assert r.status_code == 200
         events = _sse_events(r)
@@ -113,13 +138,19 @@ def test_completion_streamed_ends_with_done(client: httpx.Client) -> None:
 LONG = "hello world " * 3000  # ~6000 tokens against max_model_len 2048
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": LONG}], "max_tokens": 4}),
-    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": LONG}], "max_tokens": 4,
-                              "stream": True}),
-    ("/v1/completions", {"model": MODEL, "prompt": LONG, "max_tokens": 4}),
-    ("/v1/completions", {"model": MODEL, "prompt": LONG, "max_tokens": 4, "stream": True}),
-], ids=["chat", "chat-stream", "completions", "completions-stream"])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": LONG}], "max_tokens": 4}),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": LONG}], "max_tokens": 4, "stream": True},
+        ),
+        ("/v1/completions", {"model": MODEL, "prompt": LONG, "max_tokens": 4}),
+        ("/v1/completions", {"model": MODEL, "prompt": LONG, "max_tokens": 4, "stream": True}),
+    ],
+    ids=["chat", "chat-stream", "completions", "completions-stream"],
+)
 def test_prompt_over_max_model_len_is_400(client: httpx.Client, path: str, body: dict) -> None:
     err = _assert_openai_error(client.post(path, json=body), 400)
     assert "maximum context length is 2048" in err["message"]
@@ -136,8 +167,13 @@ def test_max_tokens_over_context_is_400(client: httpx.Client) -> None:
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_unknown_model_is_404(client: httpx.Client, path: str, stream: bool) -> None:
-    body = {"model": "no-such-model", "max_tokens": 4, "stream": stream,
-            "messages": [{"role": "user", "content": "hi"}], "prompt": "hi"}
+    body = {
+        "model": "no-such-model",
+        "max_tokens": 4,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}],
+        "prompt": "hi",
+    }
     if path.endswith("/completions") and "chat" not in path:
         body.pop("messages")
     else:
@@ -150,25 +186,40 @@ def test_unknown_model_card_is_404(client: httpx.Client) -> None:
     _assert_openai_error(client.get("/v1/models/no-such-model"), 404, param="model")
 
 
-@pytest.mark.parametrize("name,kwargs,fragment", [
-    ("truncated-json", {"content": b'{"model":', "headers": {"content-type": "application/json"}}, "not valid JSON"),
-    ("form-encoded-garbage", {"content": b"garbage", "headers": {"content-type": "application/x-www-form-urlencoded"}},
-     "not valid JSON"),
-    ("binary", {"content": b"\xff\xfe\x00", "headers": {"content-type": "application/json"}}, "not valid JSON"),
-    ("empty", {"content": b""}, "body is empty"),
-    ("array", {"json": [1, 2]}, "must be a JSON object"),
-    ("missing-messages", {"json": {"model": MODEL}}, "messages: Field required"),
-    ("wrong-types", {"json": {"model": MODEL, "messages": "hi", "max_tokens": "x"}}, "messages"),
-    ("negative-max-tokens", {"json": {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-                                      "max_tokens": -1}}, "max_tokens"),
-])
+@pytest.mark.parametrize(
+    "name,kwargs,fragment",
+    [
+        (
+            "truncated-json",
+            {"content": b'{"model":', "headers": {"content-type": "application/json"}},
+            "not valid JSON",
+        ),
+        (
+            "form-encoded-garbage",
+            {"content": b"garbage", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+            "not valid JSON",
+        ),
+        ("binary", {"content": b"\xff\xfe\x00", "headers": {"content-type": "application/json"}}, "not valid JSON"),
+        ("empty", {"content": b""}, "body is empty"),
+        ("array", {"json": [1, 2]}, "must be a JSON object"),
+        ("missing-messages", {"json": {"model": MODEL}}, "messages: Field required"),
+        ("wrong-types", {"json": {"model": MODEL, "messages": "hi", "max_tokens": "x"}}, "messages"),
+        (
+            "negative-max-tokens",
+            {"json": {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}},
+            "max_tokens",
+        ),
+    ],
+)
 def test_malformed_chat_body_is_400(client: httpx.Client, name: str, kwargs: dict, fragment: str) -> None:
     err = _assert_openai_error(client.post("/v1/chat/completions", **kwargs), 400)
     assert fragment in err["message"], err
 
 
-@pytest.mark.parametrize("method,path,status", [("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405),
-                                                ("DELETE", "/v1/models", 405)])
+@pytest.mark.parametrize(
+    "method,path,status",
+    [("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405), ("DELETE", "/v1/models", 405)],
+)
 def test_routing_errors_are_openai_shaped(client: httpx.Client, method: str, path: str, status: int) -> None:
     _assert_openai_error(client.request(method, path), status)
 
@@ -176,14 +227,21 @@ def test_routing_errors_are_openai_shaped(client: httpx.Client, method: str, pat
 def test_service_keeps_serving_after_errors(client: httpx.Client) -> None:
     for _ in range(3):
         client.post("/v1/chat/completions", content=b"{", headers={"content-type": "application/json"})
-    r = client.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-                                                  "max_tokens": 2, "ignore_eos": True})
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "ignore_eos": True},
+    )
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
 
 
 def test_second_start_on_a_busy_port_fails_fast(stack: RunningStack) -> None:
-    r = subprocess.run([sys.executable, "-m", "dsserve.cli", "up", str(PROFILE), "--port", str(stack.port)],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "dsserve.cli", "up", str(PROFILE), "--port", str(stack.port)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1
     assert f"PortInUseError: port {stack.port}" in r.stderr and "--port" in r.stderr
     assert "Traceback" not in r.stderr

@@ -25,8 +25,13 @@ class TestTensorPlusExpertParallel:
         # vLLM itself (rank 0 logs it): EP is on and a rank holds 4 of the 8 routed experts
         assert re.search(r"\[EP Rank 0/2\] Expert parallelism is enabled.*Local/global number of experts: 4/8", log)
         # each rank's MoE kernel, at its first forward pass, reports the experts it actually computes
-        held = dict(re.findall(r"dsserve EP: TP rank (\d) computes 4/8 routed experts locally, "
-                               r"global ids (\[[\d, ]+\])", log))
+        held = dict(
+            re.findall(
+                r"dsserve EP: TP rank (\d) computes 4/8 routed experts locally, "
+                r"global ids (\[[\d, ]+\])",
+                log,
+            )
+        )
         assert held == {"0": "[0, 1, 2, 3]", "1": "[4, 5, 6, 7]"}, held
         assert re.search(r"Worker_TP1", log), "expected a second tensor-parallel worker process"
 
@@ -35,8 +40,13 @@ class TestTensorPlusExpertParallel:
         card = next(c for c in client.get("/v1/models").json()["data"] if c["id"] == "tiny-deepseek-v2")
         live = card["metadata"]["dsserve"]
         assert live.get("source", "").startswith("live"), live
-        assert (live["engine"], live["tensor_parallel_size"], live["pipeline_parallel_size"],
-                live["data_parallel_size"], live["expert_parallel"]) == ("vllm", 2, 1, 1, True)
+        assert (
+            live["engine"],
+            live["tensor_parallel_size"],
+            live["pipeline_parallel_size"],
+            live["data_parallel_size"],
+            live["expert_parallel"],
+        ) == ("vllm", 2, 1, 1, True)
         assert live["replicas_running"] == 1
 
     def test_same_model_as_the_single_rank_layout(self, client: httpx.Client, stacks: StackManager) -> None:

@@ -37,17 +37,26 @@ def _metrics_port(profile: str) -> int:
 
 
 def _traffic(client: httpx.Client, model: str) -> None:
-    chat = {"model": model, "messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 6,
-            "ignore_eos": True}
-    for body, path in ((chat, "/v1/chat/completions"), ({**chat, "stream": True}, "/v1/chat/completions"),
-                       ({"model": model, "prompt": "One, two,", "max_tokens": 6, "ignore_eos": True},
-                        "/v1/completions")):
+    chat = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Count to ten."}],
+        "max_tokens": 6,
+        "ignore_eos": True,
+    }
+    for body, path in (
+        (chat, "/v1/chat/completions"),
+        ({**chat, "stream": True}, "/v1/chat/completions"),
+        ({"model": model, "prompt": "One, two,", "max_tokens": 6, "ignore_eos": True}, "/v1/completions"),
+    ):
         r = client.post(path, json=body)
         assert r.status_code == 200, r.text
 
 
-PREFIX_CACHE_HIT_COUNTERS = {"ray_vllm_prefix_cache_hits_total", "ray_vllm_prompt_tokens_cached_total",
-                             "ray_vllm_prompt_tokens_cached_by_source_total"}
+PREFIX_CACHE_HIT_COUNTERS = {
+    "ray_vllm_prefix_cache_hits_total",
+    "ray_vllm_prompt_tokens_cached_total",
+    "ray_vllm_prompt_tokens_cached_by_source_total",
+}
 
 
 def _vllm_names(port: int, settle_s: float = 90.0) -> set[str]:
@@ -58,12 +67,14 @@ def _vllm_names(port: int, settle_s: float = 90.0) -> set[str]:
     an idle engine would miss them.
     """
     deadline, names = time.monotonic() + settle_s, set()
-    wanted = {"ray_vllm_e2e_request_latency_seconds", "ray_vllm_request_success_total",
-              "ray_vllm_cache_config_info"}
+    wanted = {"ray_vllm_e2e_request_latency_seconds", "ray_vllm_request_success_total", "ray_vllm_cache_config_info"}
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        names |= {re.sub(r"_(bucket|sum|count)$", "", line.split("{")[0].split(" ")[0])
-                  for line in text.splitlines() if line.startswith("ray_vllm_")}
+        names |= {
+            re.sub(r"_(bucket|sum|count)$", "", line.split("{")[0].split(" ")[0])
+            for line in text.splitlines()
+            if line.startswith("ray_vllm_")
+        }
         if wanted <= names:
             break
         time.sleep(2)
@@ -89,8 +100,11 @@ def test_the_sim_exports_exactly_the_real_engines_vllm_metric_names(client: http
     # Counters vLLM creates at the first prefix-cache hit: the simulator models no cache contents (every
     # lookup misses, docs/performance.md), and whether the real engine hit depends on this run's traffic.
     real = (recorded | (live or set())) - PREFIX_CACHE_HIT_COUNTERS
-    where = ("a live scrape of the real engine in this run + deploy/prometheus/exported-metrics.txt"
-             if live is not None else "the real scrape in deploy/prometheus/exported-metrics.txt")
+    where = (
+        "a live scrape of the real engine in this run + deploy/prometheus/exported-metrics.txt"
+        if live is not None
+        else "the real scrape in deploy/prometheus/exported-metrics.txt"
+    )
     assert not real - sim, f"missing vs {where}: {sorted(real - sim)}"
     assert not sim - real, f"extra vs {where}: {sorted(sim - real)}"
 
@@ -98,22 +112,33 @@ def test_the_sim_exports_exactly_the_real_engines_vllm_metric_names(client: http
 @pytest.mark.profile(SIM)
 def test_the_sim_says_it_is_simulated(stack: RunningStack, client: httpx.Client) -> None:
     assert "SIMULATED engine" in stack.output()
-    r = client.post("/v1/chat/completions", json={"model": SIM_MODEL, "max_tokens": 4,
-                                                   "messages": [{"role": "user", "content": "hi"}]})
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": SIM_MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 200 and r.json()["system_fingerprint"] == "dsserve-simulated"
     text = httpx.get(f"http://127.0.0.1:{_metrics_port(SIM)}/metrics", timeout=10).text
     assert re.search(r'ray_vllm_cache_config_info\{[^}]*simulated="true"', text)
     card = client.get("/v1/models").json()["data"][0]
     live = card["metadata"]["dsserve"]
-    assert (live["engine"], live["tensor_parallel_size"], live["expert_parallel"], live["modelled_accelerator"]) \
-        == ("simulated", 8, True, "h800")
+    assert (live["engine"], live["tensor_parallel_size"], live["expert_parallel"], live["modelled_accelerator"]) == (
+        "simulated",
+        8,
+        True,
+        "h800",
+    )
     assert live["replicas_running"] == 1
 
 
 @pytest.mark.profile(SIM)
 def test_streamed_chat_through_serve_has_usage_and_exact_max_tokens(client: httpx.Client) -> None:
-    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "Tell me a story."}],
-            "max_tokens": 24, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": SIM_MODEL,
+        "messages": [{"role": "user", "content": "Tell me a story."}],
+        "max_tokens": 24,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with client.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -135,13 +160,19 @@ def test_a_prompt_over_the_context_is_a_400_naming_the_limit(client: httpx.Clien
 
 @pytest.mark.profile(SIM)
 def test_concurrent_requests_all_finish_and_leave_no_running_sequences(stack: RunningStack) -> None:
-    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "go " * 100}], "max_tokens": 32,
-            "stream": True}
+    body = {
+        "model": SIM_MODEL,
+        "messages": [{"role": "user", "content": "go " * 100}],
+        "max_tokens": 32,
+        "stream": True,
+    }
 
     def one(_: int) -> int:
         """Words received: one per token (a slow reader may get several tokens in one chunk, as from vLLM)."""
-        with httpx.Client(base_url=stack.base_url, timeout=60) as c, \
-                c.stream("POST", "/v1/chat/completions", json=body) as r:
+        with (
+            httpx.Client(base_url=stack.base_url, timeout=60) as c,
+            c.stream("POST", "/v1/chat/completions", json=body) as r,
+        ):
             if r.status_code != 200:
                 return -1
             text = ""
@@ -158,13 +189,15 @@ def test_concurrent_requests_all_finish_and_leave_no_running_sequences(stack: Ru
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        running = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("ray_vllm_num_requests_running{")]
+        running = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("ray_vllm_num_requests_running{")
+        ]
         if running and sum(running) == 0:
             return
         time.sleep(1)
     pytest.fail(f"vllm:num_requests_running did not return to 0: {running}")
-
 
 
 @pytest.mark.profile(SIM)
@@ -183,17 +216,35 @@ def test_a_prompt_with_no_text_is_answered_on_the_prefix_affinity_router(client:
 
 AGENT_SIM = "sim-h800x8-deepseek-v3-awq"  # DeepSeek-V3: the deepseek_v3 tool parser, so every tool_choice is served
 AGENT_MODEL = "deepseek-v3"
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "London"]},
-                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-           "required": ["city", "days"], "additionalProperties": False}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
-         {"type": "function", "function": {"name": "search", "parameters": {
-             "type": "object", "properties": {"query": {"type": "string", "maxLength": 64}}, "required": ["query"]}}}]
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "enum": ["Paris", "London"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+    },
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "maxLength": 64}},
+                "required": ["query"],
+            },
+        },
+    },
+]
 
 
 def _stream_events(client: httpx.Client, body: dict) -> list[dict]:
-    with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True,
-                                                             "stream_options": {"include_usage": True}}) as r:
+    with client.stream(
+        "POST", "/v1/chat/completions", json={**body, "stream": True, "stream_options": {"include_usage": True}}
+    ) as r:
         assert r.status_code == 200, r.read()
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -203,12 +254,20 @@ def _stream_events(client: httpx.Client, body: dict) -> list[dict]:
 @pytest.mark.profile(SIM)
 def test_tool_choices_without_a_tool_parser_get_vllms_400(client: httpx.Client) -> None:
     """DeepSeek-V2 has no tool-call parser: vLLM refuses auto (and tools without a choice), required and named."""
-    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS,
-            "max_tokens": 4}
-    for extra, message in (({}, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser'),
-                           ({"tool_choice": "required"}, 'tool_choice="required" requires --tool-call-parser'),
-                           ({"tool_choice": {"type": "function", "function": {"name": "search"}}},
-                            'tool_choice=function "search" requires --tool-call-parser')):
+    body = {
+        "model": SIM_MODEL,
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": TOOLS,
+        "max_tokens": 4,
+    }
+    for extra, message in (
+        ({}, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser'),
+        ({"tool_choice": "required"}, 'tool_choice="required" requires --tool-call-parser'),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "search"}}},
+            'tool_choice=function "search" requires --tool-call-parser',
+        ),
+    ):
         r = client.post("/v1/chat/completions", json={**body, **extra})
         assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
     r = client.post("/v1/chat/completions", json={**body, "tool_choice": "none"})
@@ -219,8 +278,11 @@ def test_tool_choices_without_a_tool_parser_get_vllms_400(client: httpx.Client) 
 def test_a_json_schema_response_format_gets_a_valid_document(client: httpx.Client) -> None:
     import jsonschema
 
-    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "Weather report, as JSON."}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER}}}
+    body = {
+        "model": SIM_MODEL,
+        "messages": [{"role": "user", "content": "Weather report, as JSON."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER}},
+    }
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
@@ -232,16 +294,20 @@ def test_a_json_schema_response_format_gets_a_valid_document(client: httpx.Clien
     assert events[-1]["usage"]["completion_tokens"] == r.json()["usage"]["completion_tokens"]
 
 
-@pytest.mark.parametrize("gateway", [
-    pytest.param("direct", marks=pytest.mark.profile(AGENT_SIM)),  # the stack tests/e2e/test_loadtest.py uses too
-    pytest.param("ingress", marks=pytest.mark.profile(AGENT_SIM, "serving.gateway=ingress")),
-])
+@pytest.mark.parametrize(
+    "gateway",
+    [
+        pytest.param("direct", marks=pytest.mark.profile(AGENT_SIM)),  # the stack tests/e2e/test_loadtest.py uses too
+        pytest.param("ingress", marks=pytest.mark.profile(AGENT_SIM, "serving.gateway=ingress")),
+    ],
+)
 def test_tool_calls_come_in_vllms_shape_through_serve(client: httpx.Client, gateway: str) -> None:
     import jsonschema
 
     body = {"model": AGENT_MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS}
-    r = client.post("/v1/chat/completions", json={**body, "tool_choice": {"type": "function",
-                                                                         "function": {"name": "search"}}})
+    r = client.post(
+        "/v1/chat/completions", json={**body, "tool_choice": {"type": "function", "function": {"name": "search"}}}
+    )
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
     assert choice["finish_reason"] == "stop", "a named tool choice finishes stop (OpenAI, vLLM)"
@@ -270,14 +336,19 @@ def test_sigterm_during_a_long_stream_lets_it_reach_done(stack: RunningStack) ->
 
     import psutil
 
-    body = {"model": SIM_MODEL, "messages": [{"role": "user", "content": "Write at length."}], "max_tokens": 3500,
-            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": SIM_MODEL,
+        "messages": [{"role": "user", "content": "Write at length."}],
+        "max_tokens": 3500,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     descendants = stack.snapshot_descendants()
     events: list[str] = []
     signalled_at = None
     t0 = time.monotonic()
-    with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", json=body,
-                      timeout=httpx.Timeout(60.0)) as r:
+    with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", json=body, timeout=httpx.Timeout(60.0)) as r:
         assert r.status_code == 200, r.read()
         for line in r.iter_lines():
             if line.startswith("data: "):

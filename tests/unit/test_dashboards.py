@@ -48,20 +48,26 @@ def unknown_metrics(expressions: list[tuple[str, str]]) -> list[str]:
 
 # -- generated ---------------------------------------------------------------------------------------------
 
+
 def test_dashboards_are_generated_from_code() -> None:
     assert sorted(p.name for p in DASH_DIR.iterdir()) == sorted(DASHBOARDS)
     for name, dash in dashboards().items():
-        assert (DASH_DIR / name).read_text() == render_dashboard(dash), \
+        assert (DASH_DIR / name).read_text() == render_dashboard(dash), (
             f"deploy/grafana/dashboards/{name} drifted from dsserve/render/dashboards.py; run `make render`"
+        )
 
 
 def test_stable_uids_and_titles() -> None:
     uids = {name: json.loads((DASH_DIR / name).read_text())["uid"] for name in DASHBOARDS}
-    assert uids == {"dsserve-overview.json": "dsserve-overview", "dsserve-engine.json": "dsserve-engine",
-                    "dsserve-slo.json": "dsserve-slo"}
+    assert uids == {
+        "dsserve-overview.json": "dsserve-overview",
+        "dsserve-engine.json": "dsserve-engine",
+        "dsserve-slo.json": "dsserve-slo",
+    }
 
 
 # -- well-formed ---------------------------------------------------------------------------------------------
+
 
 def _committed() -> dict[str, dict[str, Any]]:
     return {name: json.loads((DASH_DIR / name).read_text()) for name in DASHBOARDS}
@@ -77,8 +83,9 @@ def test_every_panel_has_unit_description_and_query(name: str) -> None:
         assert p.get("description", "").strip(), f"{where} has no description"
         assert p["fieldConfig"]["defaults"].get("unit"), f"{where} has no unit"
         assert p.get("targets") and all(t.get("expr", "").strip() for t in p["targets"]), f"{where} has no query"
-        assert p["datasource"] == DS and all(t["datasource"] == DS for t in p["targets"]), \
+        assert p["datasource"] == DS and all(t["datasource"] == DS for t in p["targets"]), (
             f"{where} does not use the $datasource variable"
+        )
         assert len({t["refId"] for t in p["targets"]}) == len(p["targets"]), where
 
 
@@ -116,14 +123,20 @@ def test_slo_threshold_lines_are_drawn() -> None:
 
 # -- every metric known ---------------------------------------------------------------------------------------
 
+
 def test_every_dashboard_query_uses_known_metrics() -> None:
-    exprs = [(f"{name}: {title}", expr) for name, dash in _committed().items()
-             for title, expr in panel_queries(dash) + variable_queries(dash)]
+    exprs = [
+        (f"{name}: {title}", expr)
+        for name, dash in _committed().items()
+        for title, expr in panel_queries(dash) + variable_queries(dash)
+    ]
     assert len(exprs) > 40
     assert all(metric_names(e) for _, e in exprs), [w for w, e in exprs if not metric_names(e)]
     bad = unknown_metrics(exprs)
-    assert not bad, "metrics the stack does not export (deploy/prometheus/exported-metrics.txt) and no " \
-                    "recording rule makes:\n" + "\n".join(bad)
+    assert not bad, (
+        "metrics the stack does not export (deploy/prometheus/exported-metrics.txt) and no "
+        "recording rule makes:\n" + "\n".join(bad)
+    )
 
 
 def test_every_rule_uses_known_metrics() -> None:
@@ -135,8 +148,12 @@ def test_every_rule_uses_known_metrics() -> None:
 
 
 def test_the_unknown_metric_check_names_the_culprit() -> None:
-    bad = unknown_metrics([("panel X", 'sum(rate(ray_vllm_gpu_cache_usage_perc{a="b"}[5m])) / up'),
-                           ("panel Y", "model_name:dsserve_requests:rate5m")])
+    bad = unknown_metrics(
+        [
+            ("panel X", 'sum(rate(ray_vllm_gpu_cache_usage_perc{a="b"}[5m])) / up'),
+            ("panel Y", "model_name:dsserve_requests:rate5m"),
+        ]
+    )
     assert bad == ["panel X: ray_vllm_gpu_cache_usage_perc"]
 
 
@@ -147,8 +164,9 @@ def test_panels_read_recording_rules_where_they_exist() -> None:
     for name, dash in _committed().items():
         for title, expr in panel_queries(dash):
             for body, record in rule_exprs.items():
-                assert body not in squash(for_prometheus(expr).replace('{model_name=~".*"}', "")), \
+                assert body not in squash(for_prometheus(expr).replace('{model_name=~".*"}', "")), (
                     f"{name}: {title!r} recomputes {record}; read the recorded series"
+                )
 
 
 def test_grafana_variables_are_substituted_for_prometheus() -> None:
@@ -157,6 +175,7 @@ def test_grafana_variables_are_substituted_for_prometheus() -> None:
 
 
 # -- provisioning ----------------------------------------------------------------------------------------------
+
 
 def test_provisioning_files() -> None:
     prov = REPO / "deploy" / "grafana" / "provisioning"
@@ -171,6 +190,7 @@ def test_provisioning_files() -> None:
 
 
 # -- push --------------------------------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -206,8 +226,11 @@ class _FakeGrafana(http.server.BaseHTTPRequestHandler):
             return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path == "/api/folders":
-            folder = {"id": len(self.state["folders"]) + 1, "uid": f"f{len(self.state['folders']) + 1}",
-                      "title": body["title"]}
+            folder = {
+                "id": len(self.state["folders"]) + 1,
+                "uid": f"f{len(self.state['folders']) + 1}",
+                "title": body["title"],
+            }
             self.state["folders"][folder["uid"]] = folder
             self._reply(200, folder)
         elif self.path == "/api/dashboards/db":
@@ -217,10 +240,14 @@ class _FakeGrafana(http.server.BaseHTTPRequestHandler):
                 self._reply(412, {"message": "version-mismatch", "status": "version-mismatch"})
                 return
             version = (known["version"] + 1) if known else 1
-            self.state["dashboards"][dash["uid"]] = {"version": version, "folderUid": body.get("folderUid"),
-                                                     "dashboard": dash}
-            self._reply(200, {"status": "success", "uid": dash["uid"], "version": version,
-                              "url": f"/d/{dash['uid']}/x"})
+            self.state["dashboards"][dash["uid"]] = {
+                "version": version,
+                "folderUid": body.get("folderUid"),
+                "dashboard": dash,
+            }
+            self._reply(
+                200, {"status": "success", "uid": dash["uid"], "version": version, "url": f"/d/{dash['uid']}/x"}
+            )
         else:
             self._reply(404, {"message": "not found"})
 
@@ -264,7 +291,10 @@ def test_push_creates_then_updates_in_place(fake_grafana: tuple[str, dict[str, A
     push_dashboards(url, "good-token", "dsserve", progress=lines.append)
     assert len(state["folders"]) == 1
     assert {uid: d["version"] for uid, d in state["dashboards"].items()} == {
-        "dsserve-overview": 2, "dsserve-engine": 2, "dsserve-slo": 2}
+        "dsserve-overview": 2,
+        "dsserve-engine": 2,
+        "dsserve-slo": 2,
+    }
     stored = state["dashboards"]["dsserve-slo"]
     assert stored["folderUid"] == "f1" and stored["dashboard"]["id"] is None
     assert stored["dashboard"]["panels"] == dashboards()["dsserve-slo.json"]["panels"]
@@ -275,8 +305,14 @@ def test_cli_push_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     from dsserve.cli import main
 
     monkeypatch.delenv("DSSERVE_TEST_GRAFANA_TOKEN", raising=False)
-    args = ["dashboards", "push", "--grafana-url", f"http://127.0.0.1:{_free_port()}",
-            "--token-env", "DSSERVE_TEST_GRAFANA_TOKEN"]
+    args = [
+        "dashboards",
+        "push",
+        "--grafana-url",
+        f"http://127.0.0.1:{_free_port()}",
+        "--token-env",
+        "DSSERVE_TEST_GRAFANA_TOKEN",
+    ]
     assert main(args) == 1
     assert "$DSSERVE_TEST_GRAFANA_TOKEN is unset or empty" in capsys.readouterr().err
     monkeypatch.setenv("DSSERVE_TEST_GRAFANA_TOKEN", "t")
@@ -291,8 +327,9 @@ def test_cli_renders_rules_and_dashboards(tmp_path: Path, capsys: pytest.Capture
     assert main(["render", "dashboards", "-o", str(tmp_path / "d")]) == 0
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted(DASHBOARDS)
     assert main(["render", "prometheus-rules", "-o", str(tmp_path / "r")]) == 0
-    assert (tmp_path / "r" / "dsserve-alerts.yaml").read_text() == \
-        (REPO / "deploy/prometheus/rules/dsserve-alerts.yaml").read_text()
+    assert (tmp_path / "r" / "dsserve-alerts.yaml").read_text() == (
+        REPO / "deploy/prometheus/rules/dsserve-alerts.yaml"
+    ).read_text()
     capsys.readouterr()
     assert main(["render", "prometheus-rules"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
@@ -307,8 +344,11 @@ def test_every_query_is_valid_promql_for_prometheus() -> None:
     prom.start()
     try:
         exprs = [(f"{n}: {t}", for_prometheus(e)) for n, d in dashboards().items() for t, e in panel_queries(d)]
-        exprs += [(f"{n}: variable {v}", for_prometheus(q[len("label_values("):].rsplit(",", 1)[0]))
-                  for n, d in dashboards().items() for v, q in variable_queries(d)]
+        exprs += [
+            (f"{n}: variable {v}", for_prometheus(q[len("label_values(") :].rsplit(",", 1)[0]))
+            for n, d in dashboards().items()
+            for v, q in variable_queries(d)
+        ]
         exprs += [(r.record, r.expr) for r in recording_rules()]
         errors = []
         for where, expr in exprs:

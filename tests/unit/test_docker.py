@@ -92,8 +92,8 @@ def pip_installs(instrs: list[Instruction]) -> list[str]:
             continue
         for command in re.split(r"&&|;", i.args):
             tokens = shlex.split(command)
-            if "pip" in tokens and "install" in tokens[tokens.index("pip"):]:
-                rest = tokens[tokens.index("install", tokens.index("pip")) + 1:]
+            if "pip" in tokens and "install" in tokens[tokens.index("pip") :]:
+                rest = tokens[tokens.index("install", tokens.index("pip")) + 1 :]
                 skip = False
                 for tok in rest:
                     if skip:
@@ -131,11 +131,21 @@ def _hadolint() -> str:
 @pytest.mark.parametrize("image", IMAGES, ids=IDS)
 def test_hadolint_is_clean(image: Image) -> None:
     result = subprocess.run(
-        [_hadolint(), "--no-color", "--format", "json",
-         "--require-label", "org.opencontainers.image.title:text",
-         "--require-label", "org.opencontainers.image.licenses:spdx",
-         str(DOCKER / image.dockerfile)],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        [
+            _hadolint(),
+            "--no-color",
+            "--format",
+            "json",
+            "--require-label",
+            "org.opencontainers.image.title:text",
+            "--require-label",
+            "org.opencontainers.image.licenses:spdx",
+            str(DOCKER / image.dockerfile),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     findings = json.loads(result.stdout or "[]")
     assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
@@ -147,10 +157,11 @@ def test_every_hadolint_ignore_says_why(image: Image) -> None:
     for n, line in enumerate(text):
         m = re.match(r"#\s*hadolint ignore=(\S+)", line.strip())
         if m:
-            reason = " ".join(text[max(0, n - 3):n])
+            reason = " ".join(text[max(0, n - 3) : n])
             for rule in m.group(1).split(","):
                 assert rule in reason and "ignored" in reason, (
-                    f"{image.dockerfile}:{n + 1}: `hadolint ignore={rule}` needs a comment above saying why")
+                    f"{image.dockerfile}:{n + 1}: `hadolint ignore={rule}` needs a comment above saying why"
+                )
 
 
 # ---------------------------------------------------------------------------------------------- what they install
@@ -268,7 +279,7 @@ def _dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
                 rx += "[^/]"
             elif c == "[":
                 end = pattern.index("]", i)
-                rx += pattern[i:end + 1]
+                rx += pattern[i : end + 1]
                 i = end + 1
                 continue
             else:
@@ -290,9 +301,17 @@ def excluded(path: str) -> bool:
 
 
 def test_dockerignore_keeps_out_git_tests_and_caches() -> None:
-    for path in (".git/config", "tests/unit/test_docker.py", ".venv/bin/python", ".pytest_cache/README.md",
-                 "dsserve/__pycache__/cli.cpython-311.pyc", "bench/foundation.py", "helm/dsserve/Chart.yaml",
-                 "dsserve.egg-info/PKG-INFO", "docs/kubernetes.md"):
+    for path in (
+        ".git/config",
+        "tests/unit/test_docker.py",
+        ".venv/bin/python",
+        ".pytest_cache/README.md",
+        "dsserve/__pycache__/cli.cpython-311.pyc",
+        "bench/foundation.py",
+        "helm/dsserve/Chart.yaml",
+        "dsserve.egg-info/PKG-INFO",
+        "docs/kubernetes.md",
+    ):
         assert excluded(path), f".dockerignore lets {path} into the build context"
 
 
@@ -304,9 +323,15 @@ def test_dockerignore_lets_in_what_the_image_copies(image: Image) -> None:
         *sources, _dest = i.args.split()
         for source in sources:
             source = source.rstrip("/")
-            found = [source] if (REPO / source).is_file() else [
-                str(p.relative_to(REPO)) for p in (REPO / source).rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts]
+            found = (
+                [source]
+                if (REPO / source).is_file()
+                else [
+                    str(p.relative_to(REPO))
+                    for p in (REPO / source).rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts
+                ]
+            )
             assert found, f"{image.dockerfile}: COPY {source}: nothing there"
             shut_out = [f for f in found if excluded(f)]
             assert not shut_out, f"{image.dockerfile}: .dockerignore excludes {shut_out[:3]} that COPY {source} needs"
@@ -324,7 +349,7 @@ def test_images_run_as_the_charts_user_with_the_charts_home() -> None:
         instrs = instructions(DOCKER / image.dockerfile)
         users = [i.args for i in instrs if i.keyword == "USER"]
         assert users and users[-1].split(":")[0] not in ("0", "root"), image.dockerfile
-        runtime = instrs[max(n for n, i in enumerate(instrs) if i.keyword == "FROM"):]
+        runtime = instrs[max(n for n, i in enumerate(instrs) if i.keyword == "FROM") :]
         homes = [m.group(1) for i in runtime if i.keyword == "ENV" for m in [re.search(r"\bHOME=(\S+)", i.args)] if m]
         assert homes == [chart_home], f"{image.dockerfile}: ENV HOME must be {chart_home} (the chart's emptyDir)"
         useradd = " ".join(i.args for i in runtime if i.keyword == "RUN" and "useradd" in i.args)
@@ -360,7 +385,7 @@ def test_locust_image_carries_the_scenarios() -> None:
     """The chart's job mode runs `dsserve loadtest <scenario>` in /opt/dsserve: the image must copy loadtest/
     (locustfile.py, scenarios/*.yaml, incluster.py) there and check the scenarios at build time."""
     instrs = instructions(DOCKER / "Dockerfile.locust")
-    runtime = instrs[max(n for n, i in enumerate(instrs) if i.keyword == "FROM"):]
+    runtime = instrs[max(n for n, i in enumerate(instrs) if i.keyword == "FROM") :]
     workdirs = [i.args for i in runtime if i.keyword == "WORKDIR"]
     assert workdirs[-1] == "/opt/dsserve"
     copies = [i.args.split() for i in runtime if i.keyword == "COPY" and not i.args.startswith("--from")]
@@ -403,9 +428,14 @@ def _run_pin(*args: str, path: str | None = None, **env: str) -> subprocess.Comp
     full_env = {**os.environ, **env}
     if path is not None:
         full_env["PATH"] = path
-    return subprocess.run([shutil.which("bash") or "/bin/bash", str(PIN_SCRIPT), *args], capture_output=True,
-                          text=True, timeout=60,
-                          env=full_env, cwd=REPO)
+    return subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(PIN_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        cwd=REPO,
+    )
 
 
 def test_pin_script_is_executable_and_names_every_from_image() -> None:
@@ -426,16 +456,19 @@ def test_each_dockerfile_says_how_its_bases_are_pinned(image: Image) -> None:
     if all("@sha256:" in ref for ref in _from_images(DOCKER / image.dockerfile)):
         return
     assert "pinned by tag only" in text and "scripts/pin-image-digests.sh" in text, (
-        f"{image.dockerfile}: say that the bases are pinned by tag only, and how to pin them by digest")
+        f"{image.dockerfile}: say that the bases are pinned by tag only, and how to pin them by digest"
+    )
 
 
 def _fake_resolver(tmp_path: Path, digest: str = FAKE_DIGEST, fail: bool = False) -> str:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     crane = bin_dir / "crane"
-    crane.write_text("#!/bin/sh\n"
-                     f'echo "$@" >> "{tmp_path}/calls"\n'
-                     + ("echo 'UNAUTHORIZED' >&2; exit 1\n" if fail else f'[ "$1" = digest ] && echo {digest}\n'))
+    crane.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> "{tmp_path}/calls"\n'
+        + ("echo 'UNAUTHORIZED' >&2; exit 1\n" if fail else f'[ "$1" = digest ] && echo {digest}\n')
+    )
     crane.chmod(0o755)
     return f"{bin_dir}:/usr/bin:/bin"
 
@@ -446,8 +479,10 @@ def test_pin_script_writes_digests_with_a_resolver(tmp_path: Path) -> None:
     work = tmp_path / "docker"
     shutil.copytree(DOCKER, work)
     literal = work / "Dockerfile.literal"
-    literal.write_text("FROM python:3.12-slim-bookworm AS build\nRUN true\n"
-                       "FROM --platform=linux/amd64 debian:bookworm-slim\nCOPY --from=build /etc/hostname /x\n")
+    literal.write_text(
+        "FROM python:3.12-slim-bookworm AS build\nRUN true\n"
+        "FROM --platform=linux/amd64 debian:bookworm-slim\nCOPY --from=build /etc/hostname /x\n"
+    )
     files = [str(work / i.dockerfile) for i in IMAGES] + [str(literal)]
     path = _fake_resolver(tmp_path)
     run = _run_pin(*files, path=path)
@@ -455,8 +490,9 @@ def test_pin_script_writes_digests_with_a_resolver(tmp_path: Path) -> None:
     for image in IMAGES:
         before, after = _from_images(DOCKER / image.dockerfile), _from_images(work / image.dockerfile)
         assert after == {f"{ref.partition('@')[0]}@{FAKE_DIGEST}" for ref in before}, image.dockerfile
-        lint = subprocess.run([_hadolint(), "--no-color", str(work / image.dockerfile)], capture_output=True,
-                              text=True, timeout=60)
+        lint = subprocess.run(
+            [_hadolint(), "--no-color", str(work / image.dockerfile)], capture_output=True, text=True, timeout=60
+        )
         assert lint.returncode == 0, lint.stdout
     assert _from_images(literal) == {f"python:3.12-slim-bookworm@{FAKE_DIGEST}", f"debian:bookworm-slim@{FAKE_DIGEST}"}
     assert "--platform=linux/amd64" in literal.read_text()
@@ -557,10 +593,14 @@ def test_incluster_waits_for_tcp() -> None:
 
 def test_incluster_summary_fits_a_termination_message(tmp_path: Path) -> None:
     incluster = _incluster()
-    results = {"verdict": "fail", "exit_code": 1, "scenario": {"name": "smoke"},
-               "target": {"host": "http://x-serve-svc:8000", "model": "m"},
-               "checks": [{"name": f"c{n}", "passed": n % 2 == 0, "detail": "d" * 200} for n in range(40)],
-               "invalid_reasons": []}
+    results = {
+        "verdict": "fail",
+        "exit_code": 1,
+        "scenario": {"name": "smoke"},
+        "target": {"host": "http://x-serve-svc:8000", "model": "m"},
+        "checks": [{"name": f"c{n}", "passed": n % 2 == 0, "detail": "d" * 200} for n in range(40)],
+        "invalid_reasons": [],
+    }
     (tmp_path / "results.json").write_text(json.dumps(results))
     text = incluster.summary(tmp_path, 1)
     assert text.startswith("dsserve loadtest exit status 1 (fail: the SLO was missed)\nverdict FAIL: scenario smoke")

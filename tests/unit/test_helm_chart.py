@@ -97,8 +97,11 @@ def _strict_crd_schema(node: Any) -> Any:
     """KubeRay's openAPIV3Schema as JSON Schema, with unknown fields rejected (as --validate=strict does)."""
     if isinstance(node, dict):
         out = {k: _strict_crd_schema(v) for k, v in node.items()}
-        if ("properties" in out and "additionalProperties" not in out
-                and not out.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
             out["additionalProperties"] = False
         return out
     if isinstance(node, list):
@@ -121,8 +124,10 @@ def crd_validator() -> jsonschema.Draft7Validator | None:
 @pytest.fixture(scope="module")
 def rayservice_validator(crd_validator) -> jsonschema.Draft7Validator:
     if crd_validator is None:
-        pytest.skip(f"KubeRay CRD schemas not found at {CRDS} (shared/crds beside the checkout, as in CI); "
-                    "the RayService cannot be checked against KubeRay's schema without them")
+        pytest.skip(
+            f"KubeRay CRD schemas not found at {CRDS} (shared/crds beside the checkout, as in CI); "
+            "the RayService cannot be checked against KubeRay's schema without them"
+        )
     return crd_validator
 
 
@@ -139,8 +144,10 @@ def validation_problems(obj: dict, crd_validator: jsonschema.Draft7Validator | N
     kind, name = obj["kind"], obj["metadata"]["name"]
     where = f"{kind}/{name}"
     if kind == "RayService":
-        problems = [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
-                    for e in (crd_validator.iter_errors(obj) if crd_validator else ())]
+        problems = [
+            f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in (crd_validator.iter_errors(obj) if crd_validator else ())
+        ]
         from ray.serve.schema import ServeDeploySchema
 
         try:
@@ -208,11 +215,24 @@ def test_default_values_render_valid_objects(chart, crd_validator) -> None:
     kinds = sorted(o["kind"] for o in objects)
     # The PrometheusRule and one ConfigMap per dashboard come from files/ (make render); the load test is
     # off by default.
-    assert kinds == ["ConfigMap", "ConfigMap", "ConfigMap", "NetworkPolicy", "NetworkPolicy", "Pod", "PodMonitor",
-                     "PodMonitor", "PrometheusRule", "RayService", "ServiceAccount"]
+    assert kinds == [
+        "ConfigMap",
+        "ConfigMap",
+        "ConfigMap",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "Pod",
+        "PodMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "RayService",
+        "ServiceAccount",
+    ]
     (rs,) = by_kind(objects, "RayService")
-    assert rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
-        "image"] == f"dsserve:{chart.metadata['appVersion']}"
+    assert (
+        rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["image"]
+        == f"dsserve:{chart.metadata['appVersion']}"
+    )
 
 
 def test_default_values_are_the_default_profile(chart) -> None:
@@ -237,7 +257,8 @@ def test_profile_values_render_valid_objects(chart, crd_validator, profile: Path
     (rs,) = by_kind(objects, "RayService")
     # One YAML drives both: the RayService's serveConfigV2 is `dsserve render serve-config` of the profile.
     assert yaml.safe_load(rs["spec"]["serveConfigV2"]) == yaml.safe_load(
-        render_serve_config(spec, source=_rel(profile)))
+        render_serve_config(spec, source=_rel(profile))
+    )
     (group,) = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     container = group["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == spec.hardware.gpus_per_node
@@ -265,9 +286,11 @@ CRD_CASES = {
     "defaults": None,
     **{p.stem: p for p in GPU_PROFILES},  # read at run time: a missing values file fails one test, not collection
     "autoscaling-incremental": {
-        "autoscaling": {"enabled": True}, "worker": {"minReplicas": 0, "replicas": 0, "maxReplicas": 4},
+        "autoscaling": {"enabled": True},
+        "worker": {"minReplicas": 0, "replicas": 0, "maxReplicas": 4},
         "upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade", "gatewayClassName": "istio"},
-        "modelStorage": {"type": "hostPath"}, "haproxy": {"enabled": False},
+        "modelStorage": {"type": "hostPath"},
+        "haproxy": {"enabled": False},
     },
 }
 
@@ -296,10 +319,12 @@ def test_no_stray_helm_values() -> None:
 def test_notes_give_port_forward_and_curl(chart) -> None:
     text = notes(chart)
     assert f"port-forward svc/{RELEASE}-dsserve-serve-svc 8000:8000" in text
-    assert "curl http://127.0.0.1:8000/v1/models -H \"Authorization: Bearer $DSSERVE_API_KEY\"" in text
+    assert 'curl http://127.0.0.1:8000/v1/models -H "Authorization: Bearer $DSSERVE_API_KEY"' in text
     assert "helm test ds" in text
-    open_text = notes(chart, {"apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
-                              "serveConfigV2": _no_auth_serve_config()})
+    open_text = notes(
+        chart,
+        {"apiKeys": {"envName": "", "existingSecret": "", "filePath": ""}, "serveConfigV2": _no_auth_serve_config()},
+    )
     assert "curl http://127.0.0.1:8000/v1/models\n" in open_text
 
 
@@ -309,8 +334,12 @@ def test_api_key_file_is_a_mounted_secret_on_every_ray_pod(chart) -> None:
     data = yaml.safe_load(DEFAULT_PROFILE.read_text())
     data["api"].update(api_keys_env=None, api_keys_file="/etc/dsserve/api-keys/keys")
     values = helm_values(parse_spec(data), source="x")
-    assert values["apiKeys"] == {"envName": "", "existingSecret": "dsserve-api-keys", "secretKey": "api-keys",
-                                 "filePath": "/etc/dsserve/api-keys/keys"}
+    assert values["apiKeys"] == {
+        "envName": "",
+        "existingSecret": "dsserve-api-keys",
+        "secretKey": "api-keys",
+        "filePath": "/etc/dsserve/api-keys/keys",
+    }
     (rs,) = by_kind(render(chart, values), "RayService")
     cluster = rs["spec"]["rayClusterConfig"]
     for pod in (cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]):
@@ -325,12 +354,24 @@ def test_api_key_file_is_a_mounted_secret_on_every_ray_pod(chart) -> None:
     cluster = rs["spec"]["rayClusterConfig"]
     for pod in (cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]):
         assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-keys"] == [
-            "/etc/dsserve/api-keys"]
-        assert not [e for e in pod["containers"][0].get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
-                    and e["valueFrom"]["secretKeyRef"]["name"] == "dsserve-api-keys"]
+            "/etc/dsserve/api-keys"
+        ]
+        assert not [
+            e
+            for e in pod["containers"][0].get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {}) and e["valueFrom"]["secretKeyRef"]["name"] == "dsserve-api-keys"
+        ]
     # without a key file, no such volume
-    (rs,) = by_kind(render(chart, {"apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
-                                   "serveConfigV2": _no_auth_serve_config()}), "RayService")
+    (rs,) = by_kind(
+        render(
+            chart,
+            {
+                "apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
+                "serveConfigV2": _no_auth_serve_config(),
+            },
+        ),
+        "RayService",
+    )
     head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
     assert not [v for v in head["volumes"] if v["name"] == "api-keys"]
 
@@ -349,8 +390,13 @@ def test_labels_follow_the_house_style(chart) -> None:
     objects = render(chart, values)
     for o in objects:
         labels = o["metadata"]["labels"]
-        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
-                    "app.kubernetes.io/managed-by", "helm.sh/chart"):
+        for key in (
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ):
             assert key in labels, f"{o['kind']}/{o['metadata']['name']} lacks {key}"
         if o["kind"] in ("PodMonitor", "PrometheusRule"):
             assert labels["app.kubernetes.io/component"] == "monitoring"
@@ -364,10 +410,11 @@ def test_labels_follow_the_house_style(chart) -> None:
 
 #: Every kind of pod the chart can create: autoscaler on, both load-test modes (job mode with worker pods).
 HARDENING_CASES = {
-    "locust-mode": {"autoscaling": {"enabled": True, "upscalingMode": "Conservative"},
-                    "worker": {"minReplicas": 0, "replicas": 1, "maxReplicas": 2},
-                    "loadtest": {"enabled": True, "mode": "locust", "workers": 2,
-                                 "scenarios": {"locustfile.py": "pass\n"}}},
+    "locust-mode": {
+        "autoscaling": {"enabled": True, "upscalingMode": "Conservative"},
+        "worker": {"minReplicas": 0, "replicas": 1, "maxReplicas": 2},
+        "loadtest": {"enabled": True, "mode": "locust", "workers": 2, "scenarios": {"locustfile.py": "pass\n"}},
+    },
     "job-mode": {"loadtest": {"enabled": True, "workers": 2, "results": {"existingClaim": "lt-results"}}},
 }
 
@@ -431,8 +478,12 @@ def test_network_policy_opens_only_the_gateway_to_outside(chart) -> None:
     assert open_rules == [{"ports": [{"protocol": "TCP", "port": 8000}]}]
     # 3. Prometheus, from the monitoring namespace only, to the metrics ports only: never GCS, client, dashboard
     (metrics,) = [r for r in rules[1:] if "from" in r]
-    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-                                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    assert metrics["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
     ports = {p["port"] for p in metrics["ports"]}
     assert ports == {8080, 44227, 44217, 9101} and not ports & {6379, 8265, 10001}
     # 4. the operator, from its namespace, to the head's dashboard only
@@ -440,8 +491,12 @@ def test_network_policy_opens_only_the_gateway_to_outside(chart) -> None:
     assert head["spec"]["podSelector"]["matchLabels"] == {**selector, "ray.io/node-type": "head"}
     (op,) = head["spec"]["ingress"]
     assert op["ports"] == [{"protocol": "TCP", "port": 8265}]
-    assert op["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
-                           "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}]
+    assert op["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}},
+        }
+    ]
     for rule in rules + head["spec"]["ingress"]:
         _outside_peers_name_their_namespace(rule)
     # With gatewayFrom set, nothing at all is open to every peer.
@@ -524,10 +579,19 @@ def test_rayservice_name_fits_kuberay(chart) -> None:
 
 
 def test_loadtest_renders_master_workers_and_scenario(chart, crd_validator) -> None:
-    scenario = ("from locust import HttpUser, task\n\n\nclass U(HttpUser):\n    @task\n    def models(self):\n"
-                "        self.client.get('/v1/models')\n")
-    values = {"loadtest": {"enabled": True, "mode": "locust", "workers": 3, "scenarios": {"locustfile.py": scenario},
-                           "masterArgs": ["--headless", "--users", "8"]}}
+    scenario = (
+        "from locust import HttpUser, task\n\n\nclass U(HttpUser):\n    @task\n    def models(self):\n"
+        "        self.client.get('/v1/models')\n"
+    )
+    values = {
+        "loadtest": {
+            "enabled": True,
+            "mode": "locust",
+            "workers": 3,
+            "scenarios": {"locustfile.py": scenario},
+            "masterArgs": ["--headless", "--users", "8"],
+        }
+    }
     objects = render(chart, values)
     assert_all_valid(objects, crd_validator)
     deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
@@ -563,10 +627,12 @@ def test_chart_monitoring_files_are_copies_of_deploy() -> None:
         src, dst = _dir_files(source), _dir_files(copy_dir)
         assert sorted(src) == sorted(dst), (
             f"{_rel(source)} has {sorted(src)} but {_rel(copy_dir)} has {sorted(dst)}; run `make render` "
-            "(only *.yaml rules and *.json dashboards are copied)")
+            "(only *.yaml rules and *.json dashboards are copied)"
+        )
         for name in src:
             assert src[name] == dst[name], (
-                f"{_rel(copy_dir)}/{name} differs from {_rel(source)}/{name}; run `make render`")
+                f"{_rel(copy_dir)}/{name} differs from {_rel(source)}/{name}; run `make render`"
+            )
 
 
 def test_monitoring_templates_render_nothing_without_files(chart) -> None:
@@ -574,8 +640,10 @@ def test_monitoring_templates_render_nothing_without_files(chart) -> None:
     has_rules = any(_dir_files(MONITORING_DIRS[0][1]))
     has_dashboards = any(_dir_files(MONITORING_DIRS[1][1]))
     assert bool(by_kind(objects, "PrometheusRule")) == has_rules
-    assert bool([c for c in by_kind(objects, "ConfigMap")
-                 if c["metadata"]["labels"].get("grafana_dashboard") == "1"]) == has_dashboards
+    assert (
+        bool([c for c in by_kind(objects, "ConfigMap") if c["metadata"]["labels"].get("grafana_dashboard") == "1"])
+        == has_dashboards
+    )
 
 
 _SAMPLE_RULES = """\
@@ -607,8 +675,10 @@ def test_monitoring_templates_render_files_when_present(tmp_path: Path, crd_vali
     (scratch / "files/grafana/dashboards").mkdir(parents=True, exist_ok=True)
     (scratch / "files/prometheus/rules/sample.yaml").write_text(_SAMPLE_RULES)
     (scratch / "files/grafana/dashboards/sample_overview.json").write_text(_SAMPLE_DASHBOARD)
-    values = {"prometheusRule": {"additionalRuleLabels": {"team": "llm", "severity": "page"}},
-              "dashboards": {"annotations": {"grafana_folder": "dsserve"}}}
+    values = {
+        "prometheusRule": {"additionalRuleLabels": {"team": "llm", "severity": "page"}},
+        "dashboards": {"annotations": {"grafana_folder": "dsserve"}},
+    }
     with helm_python.Chart.load(scratch) as c:
         objects = render(c, values)
         text = notes(c, values)
@@ -648,36 +718,51 @@ def _with(path: str, value: Any) -> dict[str, Any]:
 SCHEMA_REJECTS = {
     # id: (values, what the message must say); each message names the offending path
     "unknown-key": (_with("imge", {"repository": "x"}), "at '': additional properties 'imge' not allowed"),
-    "digest-format": (_with("image.digest", "sha256:abc"),
-                      "at '/image/digest': 'sha256:abc' does not match pattern"),
-    "upgrade-strategy": (_with("upgradeStrategy.type", "BlueGreen"),
-                         "at '/upgradeStrategy/type': value must be one of 'NewCluster', "
-                         "'NewClusterWithIncrementalUpgrade', 'None'"),
-    "incremental-needs-gateway": (_with("upgradeStrategy.type", "NewClusterWithIncrementalUpgrade"),
-                                  "at '/upgradeStrategy/gatewayClassName': minLength: got 0, want 1"),
+    "digest-format": (_with("image.digest", "sha256:abc"), "at '/image/digest': 'sha256:abc' does not match pattern"),
+    "upgrade-strategy": (
+        _with("upgradeStrategy.type", "BlueGreen"),
+        "at '/upgradeStrategy/type': value must be one of 'NewCluster', 'NewClusterWithIncrementalUpgrade', 'None'",
+    ),
+    "incremental-needs-gateway": (
+        _with("upgradeStrategy.type", "NewClusterWithIncrementalUpgrade"),
+        "at '/upgradeStrategy/gatewayClassName': minLength: got 0, want 1",
+    ),
     "gpus-type": (_with("worker.gpusPerPod", "8"), "at '/worker/gpusPerPod': got string, want integer"),
     "gpus-range": (_with("worker.gpusPerPod", 32), "at '/worker/gpusPerPod': maximum: got 32, want 16"),
     "port-range": (_with("serve.port", 70000), "at '/serve/port': maximum: got 70,000, want 65,535"),
-    "pvc-needs-claim": (_with("modelStorage.existingClaim", ""),
-                        "at '/modelStorage/existingClaim': minLength: got 0, want 1"),
-    "storage-type": (_with("modelStorage.type", "s3"),
-                     "at '/modelStorage/type': value must be one of 'pvc', 'hostPath', 'none'"),
+    "pvc-needs-claim": (
+        _with("modelStorage.existingClaim", ""),
+        "at '/modelStorage/existingClaim': minLength: got 0, want 1",
+    ),
+    "storage-type": (
+        _with("modelStorage.type", "s3"),
+        "at '/modelStorage/type': value must be one of 'pvc', 'hostPath', 'none'",
+    ),
     "quantity": (_with("worker.shmSizeLimit", "64GB"), "at '/worker/shmSizeLimit': '64GB' does not match pattern"),
     "env-name": (_with("apiKeys.envName", "my-keys"), "at '/apiKeys/envName': 'my-keys' does not match pattern"),
-    "keys-need-secret": (_with("apiKeys.existingSecret", ""),
-                         "at '/apiKeys/existingSecret': minLength: got 0, want 1"),
-    "key-file-needs-secret": ({"apiKeys": {"envName": "", "existingSecret": "", "filePath": "/etc/keys/k"}},
-                              "at '/apiKeys/existingSecret': minLength: got 0, want 1"),
+    "keys-need-secret": (_with("apiKeys.existingSecret", ""), "at '/apiKeys/existingSecret': minLength: got 0, want 1"),
+    "key-file-needs-secret": (
+        {"apiKeys": {"envName": "", "existingSecret": "", "filePath": "/etc/keys/k"}},
+        "at '/apiKeys/existingSecret': minLength: got 0, want 1",
+    ),
     "key-file-absolute": (_with("apiKeys.filePath", "keys.txt"), "at '/apiKeys/filePath': 'keys.txt' does not match"),
-    "serve-config-is-text": (_with("serveConfigV2", {"applications": []}),
-                             "at '/serveConfigV2': got object, want string"),
+    "serve-config-is-text": (
+        _with("serveConfigV2", {"applications": []}),
+        "at '/serveConfigV2': got object, want string",
+    ),
     "duration": (_with("podMonitor.interval", "15"), "at '/podMonitor/interval': '15' does not match pattern"),
-    "loadtest-scenario": (_with("loadtest.scenario", "slo"),
-                          "at '/loadtest/scenario': value must be one of 'agent-tools', 'burst', "),
-    "loadtest-mode": (_with("loadtest.mode", "deployment"),
-                      "at '/loadtest/mode': value must be one of 'job', 'locust'"),
-    "loadtest-prometheus-url": (_with("loadtest.prometheusUrl", "prom:9090"),
-                                "at '/loadtest/prometheusUrl': 'prom:9090' does not match pattern"),
+    "loadtest-scenario": (
+        _with("loadtest.scenario", "slo"),
+        "at '/loadtest/scenario': value must be one of 'agent-tools', 'burst', ",
+    ),
+    "loadtest-mode": (
+        _with("loadtest.mode", "deployment"),
+        "at '/loadtest/mode': value must be one of 'job', 'locust'",
+    ),
+    "loadtest-prometheus-url": (
+        _with("loadtest.prometheusUrl", "prom:9090"),
+        "at '/loadtest/prometheusUrl': 'prom:9090' does not match pattern",
+    ),
 }
 
 
@@ -699,26 +784,42 @@ def test_schema_accepts_every_profile_and_the_defaults(chart) -> None:
 
 TEMPLATE_REFUSES = [
     (_with("image.tag", "latest"), "image.tag: `latest` is not allowed"),
-    (_with("loadtest", {"enabled": True, "image": {"tag": "latest"}, "scenarios": {"locustfile.py": "x"}}),
-     "loadtest.image.tag: `latest` is not allowed"),
+    (
+        _with("loadtest", {"enabled": True, "image": {"tag": "latest"}, "scenarios": {"locustfile.py": "x"}}),
+        "loadtest.image.tag: `latest` is not allowed",
+    ),
     (_with("serve.port", 9000), "serve.port is 9000 but serveConfigV2's http_options.port is 8000"),
-    (_with("apiKeys.envName", "OTHER_KEYS"),
-     'apiKeys.envName is "OTHER_KEYS" but the Serve config\'s request pipeline reads API keys from ""'),
-    (_with("apiKeys.filePath", "/etc/dsserve/api-keys/keys"),
-     'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s request pipeline reads API keys from '
-     'the file "/etc/dsserve/api-keys/api-keys"'),
+    (
+        _with("apiKeys.envName", "OTHER_KEYS"),
+        'apiKeys.envName is "OTHER_KEYS" but the Serve config\'s request pipeline reads API keys from ""',
+    ),
+    (
+        _with("apiKeys.filePath", "/etc/dsserve/api-keys/keys"),
+        'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s request pipeline reads API keys from '
+        'the file "/etc/dsserve/api-keys/api-keys"',
+    ),
     (_with("serveConfigV2", "applications: []\n"), "serveConfigV2 has no applications"),
     (_with("serveConfigV2", "applications: [\n"), "serveConfigV2 is not valid YAML"),
-    ({"autoscaling": {"enabled": True}, "worker": {"minReplicas": 3, "maxReplicas": 2, "replicas": 2}},
-     "worker.replicas (2) must lie between worker.minReplicas (3) and worker.maxReplicas (2)"),
-    (_with("loadtest", {"enabled": True, "mode": "locust", "workers": 1}),
-     "loadtest.mode is locust but loadtest.scenarios is empty"),
-    (_with("loadtest", {"enabled": True, "mode": "locust", "workers": 1, "scenarios": {"slo.py": "x"}}),
-     'loadtest.locustfile is "locustfile.py" but loadtest.scenarios has only slo.py'),
-    (_with("loadtest", {"enabled": True, "mode": "locust", "workers": 0, "scenarios": {"locustfile.py": "x"}}),
-     "loadtest.mode locust needs loadtest.workers >= 1"),
-    (_with("loadtest", {"enabled": True, "workers": 2, "processes": 4}),
-     "loadtest.processes (4) and loadtest.workers (2) exclude each other"),
+    (
+        {"autoscaling": {"enabled": True}, "worker": {"minReplicas": 3, "maxReplicas": 2, "replicas": 2}},
+        "worker.replicas (2) must lie between worker.minReplicas (3) and worker.maxReplicas (2)",
+    ),
+    (
+        _with("loadtest", {"enabled": True, "mode": "locust", "workers": 1}),
+        "loadtest.mode is locust but loadtest.scenarios is empty",
+    ),
+    (
+        _with("loadtest", {"enabled": True, "mode": "locust", "workers": 1, "scenarios": {"slo.py": "x"}}),
+        'loadtest.locustfile is "locustfile.py" but loadtest.scenarios has only slo.py',
+    ),
+    (
+        _with("loadtest", {"enabled": True, "mode": "locust", "workers": 0, "scenarios": {"locustfile.py": "x"}}),
+        "loadtest.mode locust needs loadtest.workers >= 1",
+    ),
+    (
+        _with("loadtest", {"enabled": True, "workers": 2, "processes": 4}),
+        "loadtest.processes (4) and loadtest.workers (2) exclude each other",
+    ),
 ]
 
 
@@ -758,6 +859,7 @@ def test_every_value_is_documented_and_in_the_schema() -> None:
     paths = _value_paths(values)
     assert len(params) == len(set(params)), "a key is documented twice"
     assert not set(params) - set(paths), f"@param for keys that do not exist: {sorted(set(params) - set(paths))}"
+
     def documented(path: str) -> bool:
         return any(path == q or path.startswith(q + ".") for q in params)
 
@@ -865,8 +967,11 @@ def test_loadtest_job_runs_a_shipped_scenario_against_the_serve_service(chart, c
     objects = render(chart, {"loadtest": {"enabled": True, "scenario": scenario}})
     assert_all_valid(objects, crd_validator)
     assert not by_kind(objects, "Deployment") and not by_kind(objects, "Service")  # no worker pods, no web UI
-    assert not [c for c in by_kind(objects, "ConfigMap") if c["metadata"]["labels"].get(
-        "app.kubernetes.io/component") == "loadtest"]
+    assert not [
+        c
+        for c in by_kind(objects, "ConfigMap")
+        if c["metadata"]["labels"].get("app.kubernetes.io/component") == "loadtest"
+    ]
     (job,) = by_kind(objects, "Job")
     assert job["metadata"]["name"].startswith(f"{RELEASE}-dsserve-loadtest-{scenario}-")
     assert job["spec"]["backoffLimit"] == 0  # one run, one verdict
@@ -905,17 +1010,26 @@ def test_loadtest_job_runs_a_shipped_scenario_against_the_serve_service(chart, c
 
 def test_loadtest_job_with_worker_pods(chart, crd_validator) -> None:
     """workers: N makes the Job a Locust master beside a Job of N workers that reach it through a Service."""
-    values = {"loadtest": {"enabled": True, "scenario": "slo-1200qps", "workers": 3,
-                           "prometheusUrl": "http://kube-prometheus-stack-prometheus.monitoring:9090",
-                           "args": ["--duration", "300", "--set", "load.max_in_flight=4096"],
-                           "apiKey": {"existingSecret": "loadtest-key", "secretKey": "key"},
-                           "activeDeadlineSeconds": 7200}}
+    values = {
+        "loadtest": {
+            "enabled": True,
+            "scenario": "slo-1200qps",
+            "workers": 3,
+            "prometheusUrl": "http://kube-prometheus-stack-prometheus.monitoring:9090",
+            "args": ["--duration", "300", "--set", "load.max_in_flight=4096"],
+            "apiKey": {"existingSecret": "loadtest-key", "secretKey": "key"},
+            "activeDeadlineSeconds": 7200,
+        }
+    }
     objects = render(chart, values)
     assert_all_valid(objects, crd_validator)
     master, workers = _job(objects, "master"), _job(objects, "worker")
     args = master["spec"]["template"]["spec"]["containers"][0]["args"]
     assert (_arg(args, "--expect-workers"), _arg(args, "--master-bind-host"), _arg(args, "--master-bind-port")) == (
-        "3", "0.0.0.0", "5557")
+        "3",
+        "0.0.0.0",
+        "5557",
+    )
     assert "--processes" not in args
     assert _arg(args, "--prometheus") == "http://kube-prometheus-stack-prometheus.monitoring:9090"
     assert args[-4:] == ["--duration", "300", "--set", "load.max_in_flight=4096"]
@@ -948,9 +1062,11 @@ def test_loadtest_job_with_worker_pods(chart, crd_validator) -> None:
 
 
 def test_loadtest_job_processes_and_no_key_without_auth(chart) -> None:
-    values = {"loadtest": {"enabled": True, "processes": 4},
-              "apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
-              "serveConfigV2": _no_auth_serve_config()}
+    values = {
+        "loadtest": {"enabled": True, "processes": 4},
+        "apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
+        "serveConfigV2": _no_auth_serve_config(),
+    }
     (job,) = by_kind(render(chart, values), "Job")
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert _arg(c["args"], "--processes") == "4"
@@ -971,14 +1087,29 @@ def test_loadtest_job_exit_status_is_the_verdict(chart, tmp_path: Path, status: 
     script = c["command"][2].replace("/opt/dsserve/", f"{REPO}/").replace("/dev/termination-log", str(term))
     results = tmp_path / "results"
     verdict = {0: "pass", 1: "fail", 3: "invalid"}.get(status)
-    stand_in = (f'echo "$DSSERVE_LOADTEST_API_KEY" > {tmp_path}/key-seen; mkdir -p "$RESULTS_DIR"; '
-                + (f"""printf '{{"verdict": "{verdict}", "checks": [], "invalid_reasons": []}}' """
-                   f'> "$RESULTS_DIR/results.json"; ' if verdict else "")
-                + f"exit {status}")
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "RESULTS_DIR": str(results),
-           "DSSERVE_LOADTEST_API_KEY": "# ops keys\nk-first, k-second\nk-third\n", "HOLD_SECONDS": "0"}
-    run = subprocess.run([*c["command"][:2], script, c["command"][3], "sh", "-c", stand_in],
-                         env=env, capture_output=True, text=True, timeout=60)
+    stand_in = (
+        f'echo "$DSSERVE_LOADTEST_API_KEY" > {tmp_path}/key-seen; mkdir -p "$RESULTS_DIR"; '
+        + (
+            f"""printf '{{"verdict": "{verdict}", "checks": [], "invalid_reasons": []}}' """
+            f'> "$RESULTS_DIR/results.json"; '
+            if verdict
+            else ""
+        )
+        + f"exit {status}"
+    )
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "RESULTS_DIR": str(results),
+        "DSSERVE_LOADTEST_API_KEY": "# ops keys\nk-first, k-second\nk-third\n",
+        "HOLD_SECONDS": "0",
+    }
+    run = subprocess.run(
+        [*c["command"][:2], script, c["command"][3], "sh", "-c", stand_in],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == status, run.stderr
     assert (tmp_path / "key-seen").read_text() == "k-first\n"
     summary = term.read_text()
@@ -1034,8 +1165,10 @@ def test_every_writable_path_the_doc_lists_is_a_volume(chart) -> None:
         (rs,) = by_kind(objects, "RayService")
         cluster = rs["spec"]["rayClusterConfig"]
         targets: list[tuple[str, dict, dict]] = []
-        for kind, spec in (("head", cluster["headGroupSpec"]["template"]["spec"]),
-                           *(("worker", g["template"]["spec"]) for g in cluster["workerGroupSpecs"])):
+        for kind, spec in (
+            ("head", cluster["headGroupSpec"]["template"]["spec"]),
+            *(("worker", g["template"]["spec"]) for g in cluster["workerGroupSpecs"]),
+        ):
             targets.append((kind, spec["containers"][0], {v["name"]: v for v in spec["volumes"]}))
             head_volumes = {v["name"]: v for v in cluster["headGroupSpec"]["template"]["spec"]["volumes"]}
         if "autoscalerOptions" in cluster:
@@ -1090,10 +1223,14 @@ def test_secrets_are_only_referenced(chart) -> None:
             continue  # a group such as apiKeys or hfToken: its leaves are checked
         if re.search(r"(?i)(keys?|token|passw(or)?d|secrets?|credentials?)$", leaf):
             assert leaf in {"secretKey", "existingSecret", "pullSecrets"}, (
-                f"values.yaml: {path} looks like it would hold a secret; take a Secret's name and key instead")
+                f"values.yaml: {path} looks like it would hold a secret; take a Secret's name and key instead"
+            )
     cases = [
-        {"hfToken": {"existingSecret": "hf"}, "autoscaling": {"enabled": True},
-         "loadtest": {"enabled": True, "workers": 2}},
+        {
+            "hfToken": {"existingSecret": "hf"},
+            "autoscaling": {"enabled": True},
+            "loadtest": {"enabled": True, "workers": 2},
+        },
         {"loadtest": {"enabled": True, "mode": "locust", "workers": 1, "scenarios": {"locustfile.py": "pass\n"}}},
     ]
     for values in cases:
@@ -1102,14 +1239,18 @@ def test_secrets_are_only_referenced(chart) -> None:
         assert not by_kind(objects, "Secret")
         for where, spec in pod_specs(objects):
             for c in _containers(spec):
-                secret_mounts = [m["mountPath"] for m in c.get("volumeMounts", [])
-                                 if any(v["name"] == m["name"] and "secret" in v for v in spec.get("volumes", []))]
+                secret_mounts = [
+                    m["mountPath"]
+                    for m in c.get("volumeMounts", [])
+                    if any(v["name"] == m["name"] and "secret" in v for v in spec.get("volumes", []))
+                ]
                 for name, e in _env(c).items():
                     if name.endswith("_PATH") and "value" in e:  # a secret's file: must lie on a Secret mount
                         assert any(e["value"].startswith(mp + "/") for mp in secret_mounts), f"{where}: {name}"
                     elif _SECRETISH.search(name) or name == chart.values["apiKeys"]["envName"]:
-                        assert "value" not in e and set(e["valueFrom"]) == {"secretKeyRef"}, \
+                        assert "value" not in e and set(e["valueFrom"]) == {"secretKeyRef"}, (
                             f"{where}/{c['name']}: {name}"
+                        )
             for v in spec.get("volumes", []):
                 assert "secret" not in v or set(v["secret"]) <= {"secretName", "items", "defaultMode", "optional"}
         for path, text in manifests.items():

@@ -43,13 +43,17 @@ def test_moderately_nested_extra_field_is_a_field_error() -> None:
     assert invalid(ChatCompletionRequest, {**MSG, "user": [[[["x"]]]]}).param == "user"
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"model": "m", "messages": True, "max_tokens": 1}, "messages"),
-    ({"model": "m", "messages": None, "max_tokens": 1}, "messages"),
-    ({"model": "m", "stream_options": -0.5, "temperature": 0.5}, "stream_options"),
-    ({**MSG, "structured_outputs": 5}, "structured_outputs"),
-    ({"stream_options": False, "messages": True, "model": "m", "max_tokens": 1, "top_p": True}, "stream_options"),
-], ids=["messages-true", "messages-null", "no-messages-odd-options", "structured-outputs-int", "fuzzer-found"])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"model": "m", "messages": True, "max_tokens": 1}, "messages"),
+        ({"model": "m", "messages": None, "max_tokens": 1}, "messages"),
+        ({"model": "m", "stream_options": -0.5, "temperature": 0.5}, "stream_options"),
+        ({**MSG, "structured_outputs": 5}, "structured_outputs"),
+        ({"stream_options": False, "messages": True, "model": "m", "max_tokens": 1, "top_p": True}, "stream_options"),
+    ],
+    ids=["messages-true", "messages-null", "no-messages-odd-options", "structured-outputs-int", "fuzzer-found"],
+)
 def test_wrong_types_that_crash_vllm_validators_are_400_naming_a_field(body: dict, param: str) -> None:
     """Found by the fuzzer: vLLM's "before" validators iterate ``messages`` and call ``.get`` on nested
     options without checking types, so a wrong type raised TypeError/AttributeError: upstream answered 500."""
@@ -58,17 +62,30 @@ def test_wrong_types_that_crash_vllm_validators_are_400_naming_a_field(body: dic
     assert "iterable" not in err.message and "attribute" not in err.message, err.message
 
 
-@pytest.mark.parametrize("field,value", [("max_tokens", 1.5), ("max_tokens", "ten"), ("temperature", "hot"),
-                                         ("n", 2.5), ("seed", 2**70), ("stop", ["a"] * 5)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("max_tokens", 1.5),
+        ("max_tokens", "ten"),
+        ("temperature", "hot"),
+        ("n", 2.5),
+        ("seed", 2**70),
+        ("stop", ["a"] * 5),
+    ],
+)
 def test_wrong_types_and_ranges_pydantic_catches_are_400_with_the_field(field: str, value: Any) -> None:
     err = invalid(ChatCompletionRequest, {**MSG, field: value})
     assert err.param == field or (err.param or "").startswith(field + "."), err.message
 
 
-@pytest.mark.parametrize("body,param", [
-    ({**MSG, "stream_options": {"include_usage": True}}, "stream_options"),
-    ({**MSG, "cache_salt": ""}, "cache_salt"),
-], ids=["stream-options-without-stream", "empty-cache-salt"])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({**MSG, "stream_options": {"include_usage": True}}, "stream_options"),
+        ({**MSG, "cache_salt": ""}, "cache_salt"),
+    ],
+    ids=["stream-options-without-stream", "empty-cache-salt"],
+)
 def test_vllm_validators_raising_vllm_errors_are_400_with_the_field(body: dict, param: str) -> None:
     """vLLM's request models raise VLLMValidationError (not a ValueError) from validators: upstream's
     middleware turned it into a 400 with its wrapped "Message: ... Internal exception: ..." text."""
@@ -82,22 +99,28 @@ def test_an_empty_completions_prompt_names_prompt() -> None:
 
 # -- engine errors ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("message,param", [
-    ("max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)", "max_tokens"),
-    ("temperature must be in [0, 2], got 3.0. (parameter=temperature, value=3.0)", "temperature"),
-    ("n must be at least 1, got 0.", "n"),
-    ("presence_penalty must be in [-2, 2], got 5.0.", "presence_penalty"),
-    ("top_k must be 0 (disable), or at least 1, got -5.", "top_k"),
-    ("Cannot apply chat template to an empty conversation.", None),
-    ("nothing must be named here", None),  # not a request field
-])
+
+@pytest.mark.parametrize(
+    "message,param",
+    [
+        ("max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)", "max_tokens"),
+        ("temperature must be in [0, 2], got 3.0. (parameter=temperature, value=3.0)", "temperature"),
+        ("n must be at least 1, got 0.", "n"),
+        ("presence_penalty must be in [-2, 2], got 5.0.", "presence_penalty"),
+        ("top_k must be 0 (disable), or at least 1, got -5.", "top_k"),
+        ("Cannot apply chat template to an empty conversation.", None),
+        ("nothing must be named here", None),  # not a request field
+    ],
+)
 def test_engine_reported_range_errors_name_the_field(message: str, param: str | None) -> None:
     """Range checks vLLM makes (max_tokens, temperature, n, ...) come back as OpenAIHTTPException."""
     from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
 
     wrapped = f"Message: {message} (Request ID: abc), Internal exception: x, original exception: y"
-    err = engine_error(OpenAIHTTPException(message=wrapped, status_code=400, type="BadRequestError"),
-                       ChatCompletionRequest.model_fields)
+    err = engine_error(
+        OpenAIHTTPException(message=wrapped, status_code=400, type="BadRequestError"),
+        ChatCompletionRequest.model_fields,
+    )
     assert err.status == 400 and err.message == message and err.param == param
 
 
@@ -107,7 +130,7 @@ def test_client_errors_raised_in_the_engine_replica_are_400_with_the_field() -> 
     from vllm.exceptions import VLLMValidationError
 
     cause = VLLMValidationError("Either prompt or prompt_embeds must be provided and non-empty.", parameter="prompt")
-    raised = RayTaskError("completions", "Traceback (most recent call last):\n  File \"/secret/path.py\"", cause)
+    raised = RayTaskError("completions", 'Traceback (most recent call last):\n  File "/secret/path.py"', cause)
     err = engine_error(raised.as_instanceof_cause(), CompletionRequest.model_fields)
     assert err.status == 400 and err.param == "prompt" and err.message.startswith("Either prompt or prompt_embeds")
     assert "Traceback" not in err.message and "/secret" not in err.message
@@ -116,8 +139,11 @@ def test_client_errors_raised_in_the_engine_replica_are_400_with_the_field() -> 
 def test_an_internal_failure_is_a_bare_500_without_the_traceback() -> None:
     from ray.exceptions import RayTaskError
 
-    raised = RayTaskError("completions", "Traceback:\n  File \"/work/x.py\", pid=123, ip=10.0.0.1",
-                          TypeError("TextEncodeInput must be Union[...]"))
+    raised = RayTaskError(
+        "completions",
+        'Traceback:\n  File "/work/x.py", pid=123, ip=10.0.0.1',
+        TypeError("TextEncodeInput must be Union[...]"),
+    )
     err = engine_error(raised.as_instanceof_cause(), CompletionRequest.model_fields)
     assert err.status == 500 and err.code == "internal_error"
     for leak in ("Traceback", "/work/", "pid=", "TextEncodeInput", "10.0.0.1"):
@@ -143,6 +169,7 @@ def test_an_engine_that_died_is_a_503_with_retry_after_not_a_500() -> None:
 
 
 # -- the OpenAPI document -----------------------------------------------------------------------------------------
+
 
 def test_openapi_document_lists_our_routes_and_this_servers_n_limit() -> None:
     from dsserve.serving.openapi import openapi_spec

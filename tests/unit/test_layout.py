@@ -24,15 +24,23 @@ def test_a_real_engine_reports_its_engine_arguments() -> None:
 
 def test_a_simulated_engine_reports_the_layout_it_models_not_its_cpu_bundle() -> None:
     live = layout_from_config(_running("sim-h800x8-deepseek-v2"))
-    assert (live["engine"], live["tensor_parallel_size"], live["expert_parallel"],
-            live["modelled_accelerator"]) == ("simulated", 8, True, "h800")
+    assert (live["engine"], live["tensor_parallel_size"], live["expert_parallel"], live["modelled_accelerator"]) == (
+        "simulated",
+        8,
+        True,
+        "h800",
+    )
 
 
 def test_no_running_replica_reads_the_routers_replica_set_and_counts_unknown_as_up() -> None:
     """Down only when the router has had replicas and has none now; anything it cannot read counts as up."""
+
     def handle(populated: bool, replicas: dict[str, object] | None, pending: list[object] | None = None) -> Any:
-        inner = SimpleNamespace(running_replicas_populated=lambda: populated, _running_replicas=pending,
-                                _request_router=None if replicas is None else SimpleNamespace(curr_replicas=replicas))
+        inner = SimpleNamespace(
+            running_replicas_populated=lambda: populated,
+            _running_replicas=pending,
+            _request_router=None if replicas is None else SimpleNamespace(curr_replicas=replicas),
+        )
         return SimpleNamespace(_router=SimpleNamespace(_asyncio_router=inner))
 
     assert no_running_replica(handle(True, {}))  # the only replica died: the controller pushed an empty set
@@ -65,12 +73,13 @@ def test_the_ray_router_internals_it_reads_are_still_there() -> None:
     assert "_internal_request_id=request_metadata.internal_request_id" in inspect.getsource(Replica._wrap_request)
 
 
-
 def test_only_a_request_still_queued_in_the_router_counts_as_waiting() -> None:
     """Queued (future not set) -> waiting; assigned to a replica (future set) or unknown id -> not."""
+
     def pending(request_id: str, assigned: bool) -> SimpleNamespace:
-        return SimpleNamespace(metadata=SimpleNamespace(internal_request_id=request_id),
-                               future=SimpleNamespace(done=lambda: assigned))
+        return SimpleNamespace(
+            metadata=SimpleNamespace(internal_request_id=request_id), future=SimpleNamespace(done=lambda: assigned)
+        )
 
     queue = [pending("on-a-draining-replica", True), pending("queued", False)]
     router = SimpleNamespace(_request_router=SimpleNamespace(_pending_requests_to_fulfill=queue))

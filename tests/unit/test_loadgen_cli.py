@@ -41,8 +41,10 @@ def test_a_failing_server_fails_the_gate(tmp_path: Path) -> None:
 
 def test_a_hung_server_times_out_into_failures(tmp_path: Path) -> None:
     with NullServer("--ttft-ms", "3000") as s:  # first token after 3 s; the scenario waits 0.5 s
-        rc, r = _run(["smoke", "--host", s.url, "--rate", "4", "--duration", "1", "--set",
-                      "load.request_timeout_s=0.5"], tmp_path)
+        rc, r = _run(
+            ["smoke", "--host", s.url, "--rate", "4", "--duration", "1", "--set", "load.request_timeout_s=0.5"],
+            tmp_path,
+        )
     assert rc == 1 and r is not None
     req = r["figures"]["requests"]
     assert req["failed"] == req["arrivals"] == 4 and req["ok"] == 0
@@ -53,9 +55,24 @@ def test_a_hung_server_times_out_into_failures(tmp_path: Path) -> None:
 def test_a_saturated_generator_is_invalid_not_a_server_failure(tmp_path: Path) -> None:
     # 10000 req/s from one Locust process on this machine (it manages ~2000): the generator is the limit
     with NullServer() as s:
-        rc, r = _run(["smoke", "--host", s.url, "--rate", "10000", "--duration", "1.5", "--set",
-                      "load.max_in_flight=512", "--set", "load.drain_timeout_s=3", "--set",
-                      "generator.max_lag_p99_ms=25"], tmp_path)
+        rc, r = _run(
+            [
+                "smoke",
+                "--host",
+                s.url,
+                "--rate",
+                "10000",
+                "--duration",
+                "1.5",
+                "--set",
+                "load.max_in_flight=512",
+                "--set",
+                "load.drain_timeout_s=3",
+                "--set",
+                "generator.max_lag_p99_ms=25",
+            ],
+            tmp_path,
+        )
     assert r is not None
     assert rc == 3 and r["verdict"] == "invalid" and r["exit_code"] == 3
     assert any("fell behind its schedule" in x or "% CPU" in x for x in r["invalid_reasons"]), r["invalid_reasons"]
@@ -72,17 +89,21 @@ def test_lora_mix_needs_a_lora_deployment(tmp_path: Path, capsys: pytest.Capture
     assert "TargetError" in err and "'null-model:sql-adapter'" in err and "LoRA-enabled deployment" in err
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["nosuch", "--host", "http://127.0.0.1:9"], "ScenarioError: scenario 'nosuch'"),
-    (["smoke", "--host", "http://127.0.0.1:9"], "TargetError: --host http://127.0.0.1:9: nothing answers"),
-    (["smoke", "--host", "http://127.0.0.1:9", "--processes", "2", "--expect-workers", "2"], "exclude each other"),
-    (["burst", "--host", "http://127.0.0.1:9", "--duration", "5"], "is made of rate stages"),
-    (["smoke", "--host", "http://127.0.0.1:9", "--set", "load.rate_rps=fast"], "load.rate_rps: got 'fast'"),
-    (["smoke", "--host", "http://127.0.0.1:9", "--rate", "0"], "--rate 0: must be above 0"),
-    (["smoke", "--host", "http://127.0.0.1:9", "--tokenizer", "/no/such"], "--tokenizer /no/such: no such file"),
-])
-def test_bad_input_exits_2_with_one_line(args: list[str], fragment: str, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["nosuch", "--host", "http://127.0.0.1:9"], "ScenarioError: scenario 'nosuch'"),
+        (["smoke", "--host", "http://127.0.0.1:9"], "TargetError: --host http://127.0.0.1:9: nothing answers"),
+        (["smoke", "--host", "http://127.0.0.1:9", "--processes", "2", "--expect-workers", "2"], "exclude each other"),
+        (["burst", "--host", "http://127.0.0.1:9", "--duration", "5"], "is made of rate stages"),
+        (["smoke", "--host", "http://127.0.0.1:9", "--set", "load.rate_rps=fast"], "load.rate_rps: got 'fast'"),
+        (["smoke", "--host", "http://127.0.0.1:9", "--rate", "0"], "--rate 0: must be above 0"),
+        (["smoke", "--host", "http://127.0.0.1:9", "--tokenizer", "/no/such"], "--tokenizer /no/such: no such file"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    args: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc = main(["loadtest", *args, "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2, err
@@ -134,8 +155,10 @@ def test_prometheus_queries_and_parsing(prometheus: str) -> None:
     s = server_side(prometheus, start_epoch=1000.0, end_epoch=1060.4, model="m")
     assert "error" not in s
     exprs = [q["query"][0] for q in _FakePrometheus.queries]
-    assert ('histogram_quantile(0.99, sum by (le) (increase(ray_vllm_time_to_first_token_seconds_bucket'
-            '{model_name="m"}[61s])))') in exprs
+    assert (
+        "histogram_quantile(0.99, sum by (le) (increase(ray_vllm_time_to_first_token_seconds_bucket"
+        '{model_name="m"}[61s])))'
+    ) in exprs
     assert any("ray_vllm_e2e_request_latency_seconds_bucket" in e for e in exprs)
     assert all(q["time"] == ["1060.400"] for q in _FakePrometheus.queries)
     v = s["quantiles"]
@@ -150,20 +173,50 @@ def test_prometheus_unreachable_is_reported_not_fatal() -> None:
     assert "cannot reach Prometheus" in s["error"]
 
 
-def test_api_key_results_schema_and_client_vs_server(tmp_path: Path, prometheus: str,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_api_key_results_schema_and_client_vs_server(
+    tmp_path: Path, prometheus: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with NullServer("--api-key", "sekret") as s:
         rc, r = _run(["smoke", "--host", s.url, "--rate", "20", "--duration", "2"], tmp_path / "nokey")
         assert rc == 2 and r is None and "answered 401" in capsys.readouterr().err
         monkeypatch.setenv("LT_KEY", "sekret")
-        rc, r = _run(["smoke", "--host", s.url, "--rate", "20", "--duration", "2", "--api-key-env", "LT_KEY",
-                      "--engine", "real", "--prometheus", prometheus, "--prometheus-lag-s", "0"],
-                     tmp_path / "key")
+        rc, r = _run(
+            [
+                "smoke",
+                "--host",
+                s.url,
+                "--rate",
+                "20",
+                "--duration",
+                "2",
+                "--api-key-env",
+                "LT_KEY",
+                "--engine",
+                "real",
+                "--prometheus",
+                prometheus,
+                "--prometheus-lag-s",
+                "0",
+            ],
+            tmp_path / "key",
+        )
     assert rc == 0 and r is not None
     assert r["schema"] == SCHEMA and r["verdict"] == "pass"
-    for key in ("scenario", "target", "load", "prompts", "environment", "figures", "timeline", "distributions",
-                "server_side", "checks", "invalid_reasons", "files", "command"):
+    for key in (
+        "scenario",
+        "target",
+        "load",
+        "prompts",
+        "environment",
+        "figures",
+        "timeline",
+        "distributions",
+        "server_side",
+        "checks",
+        "invalid_reasons",
+        "files",
+        "command",
+    ):
         assert key in r, key
     # the flag labels the engine, and what the server said is kept beside it
     assert r["target"]["engine"] == {"kind": "real", "source": "flag: --engine", "server_says": "null"}
@@ -198,18 +251,37 @@ def test_server_side_quantiles_from_a_real_prometheus(tmp_path: Path) -> None:
     if binary is None:
         pytest.skip("no prometheus binary (scripts/install-system-deps.sh installs it)")
     reg = CollectorRegistry()
-    ttft = Histogram("ray_vllm_time_to_first_token_seconds", "TTFT", ["model_name"], registry=reg,
-                     buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5))
+    ttft = Histogram(
+        "ray_vllm_time_to_first_token_seconds",
+        "TTFT",
+        ["model_name"],
+        registry=reg,
+        buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5),
+    )
     series = ttft.labels(model_name="m")  # zero-valued buckets from the first scrape on
     exporter, thread = start_http_server(_free_port(), addr="127.0.0.1", registry=reg)
     prom_port = _free_port()
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [{"job_name": "fake-vllm",
-                            "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_port}"]}]}]}))
-    prom = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    (tmp_path / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                "scrape_configs": [
+                    {"job_name": "fake-vllm", "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_port}"]}]}
+                ],
+            }
+        )
+    )
+    prom = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{prom_port}"
     try:
         deadline = time.monotonic() + 30

@@ -16,14 +16,16 @@ from dsserve.loadgen.scenario import GeneratorSpec, LoadSpec, SloGate, Threshold
 
 
 def test_sse_parser_handles_any_split() -> None:
-    stream = ('data: {"a": 1}\n\n: keep-alive comment\n\nevent: x\ndata: first\r\ndata: second\r\n\r\n'
-              'data:no-space\n\ndata: caf\u00e9\n\ndata: [DONE]\n\n').encode()
+    stream = (
+        'data: {"a": 1}\n\n: keep-alive comment\n\nevent: x\ndata: first\r\ndata: second\r\n\r\n'
+        "data:no-space\n\ndata: caf\u00e9\n\ndata: [DONE]\n\n"
+    ).encode()
     expected = ['{"a": 1}', "first\nsecond", "no-space", "caf\u00e9", "[DONE]"]
     for step in (1, 2, 3, 7, len(stream)):  # every split point, including inside the two-byte "é"
         p = SSEParser()
         got = []
         for i in range(0, len(stream), step):
-            got += p.feed(stream[i:i + step])
+            got += p.feed(stream[i : i + step])
         got += p.flush()
         assert got == expected, step
 
@@ -130,8 +132,11 @@ def test_ramp_profile_by_hand() -> None:
 
 
 def test_burst_stages_by_hand() -> None:
-    p = RateProfile.from_load(_load(duration_s=None, stages=[{"duration_s": 10, "rate_multiplier": 1},
-                                                            {"duration_s": 5, "rate_multiplier": 2}]))
+    p = RateProfile.from_load(
+        _load(
+            duration_s=None, stages=[{"duration_s": 10, "rate_multiplier": 1}, {"duration_s": 5, "rate_multiplier": 2}]
+        )
+    )
     assert [s.phase for s in p.segments] == ["stage-1", "stage-2"]
     assert p.expected(0, 10) == pytest.approx(1000) and p.expected(10, 15) == pytest.approx(1000)
     assert p.rate_at(12.0) == 200.0
@@ -166,24 +171,54 @@ def test_poisson_arrivals_split_keeps_the_total_rate() -> None:
 # ------------------------------------------------------------------------------------------- gate
 
 
-def _row(sent_s: float, *, ttft: float | None = 10.0, e2e: float = 100.0, error: str | None = None,
-         share: int = 0, sched_s: float | None = None) -> RequestResult:
-    return RequestResult(cls="c", share=share, sched_s=sent_s if sched_s is None else sched_s, sent_s=sent_s,
-                         status=200 if error is None else 500, error=error, ttft_ms=ttft, e2e_ms=e2e,
-                         tpot_ms=5.0, output_tokens=8, prompt_tokens=20, prompt_tokens_client=18, max_tokens=8)
+def _row(
+    sent_s: float,
+    *,
+    ttft: float | None = 10.0,
+    e2e: float = 100.0,
+    error: str | None = None,
+    share: int = 0,
+    sched_s: float | None = None,
+) -> RequestResult:
+    return RequestResult(
+        cls="c",
+        share=share,
+        sched_s=sent_s if sched_s is None else sched_s,
+        sent_s=sent_s,
+        status=200 if error is None else 500,
+        error=error,
+        ttft_ms=ttft,
+        e2e_ms=e2e,
+        tpot_ms=5.0,
+        output_tokens=8,
+        prompt_tokens=20,
+        prompt_tokens_client=18,
+        max_tokens=8,
+    )
 
 
 def _data(rows: list[RequestResult], **kw) -> RunData:
     profile = RateProfile([Segment(0.0, 2.0, 0.0, 10.0, "ramp"), Segment(2.0, 12.0, 10.0, 10.0, "steady")])
-    base = dict(profile=profile, arrivals="constant", share_count=1, rows=rows,
-                scheduled={0: {"window": 100, "total": 110}}, cpu={0: [(5.0, 20.0, 30.0), (6.0, 30.0, 40.0)]})
+    base = dict(
+        profile=profile,
+        arrivals="constant",
+        share_count=1,
+        rows=rows,
+        scheduled={0: {"window": 100, "total": 110}},
+        cpu={0: [(5.0, 20.0, 30.0), (6.0, 30.0, 40.0)]},
+    )
     base.update(kw)
     return RunData(**base)
 
 
-SLO = SloGate(thresholds=[Threshold(metric="ttft", percentile=99, max_ms=96.5),
-                          Threshold(metric="e2e", percentile=50, max_ms=100.0)],
-              max_error_ratio=0.05, min_rate_fraction=0.98)
+SLO = SloGate(
+    thresholds=[
+        Threshold(metric="ttft", percentile=99, max_ms=96.5),
+        Threshold(metric="e2e", percentile=50, max_ms=100.0),
+    ],
+    max_error_ratio=0.05,
+    min_rate_fraction=0.98,
+)
 GEN = GeneratorSpec(max_lag_p99_ms=25, max_cpu_percent=90)
 
 
@@ -217,8 +252,9 @@ def test_gate_fails_each_check_at_its_boundary() -> None:
     rows = [_row(2.0 + i * 0.1, ttft=float(i + 1)) for i in range(97)] + [_row(11.95, error="HTTP 500: x")]
     data = _data(rows, overflow=[(0, 3.3), (0, 7.7)])
     f = compute_figures(data)
-    strict = SloGate(thresholds=[Threshold(metric="ttft", percentile=99, max_ms=96.0)],
-                     max_error_ratio=0.02, min_rate_fraction=0.99)
+    strict = SloGate(
+        thresholds=[Threshold(metric="ttft", percentile=99, max_ms=96.0)], max_error_ratio=0.02, min_rate_fraction=0.99
+    )
     v = evaluate(f, strict, GEN, data=data)
     assert v.verdict == "fail" and v.exit_code == EXIT_CODES["fail"] == 1
     assert {c.name: c.passed for c in v.checks} == {"rate": False, "error_ratio": False, "ttft_p99": False}
@@ -240,13 +276,16 @@ def test_gate_percentile_outside_the_standard_set() -> None:
     assert v.checks[-1].measured == pytest.approx(75.25)  # 1 + 0.75 * 99
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("lag", "fell behind its schedule"),
-    ("cpu", "% CPU on average"),
-    ("missing", "never reported"),
-    ("schedule", "a pacing fault"),
-    ("problem", "was stopped"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("lag", "fell behind its schedule"),
+        ("cpu", "% CPU on average"),
+        ("missing", "never reported"),
+        ("schedule", "a pacing fault"),
+        ("problem", "was stopped"),
+    ],
+)
 def test_gate_invalid_generator(case: str, reason: str) -> None:
     rows = [_row(2.0 + i * 0.1, sched_s=2.0 + i * 0.1 - (0.03 if case == "lag" else 0.0)) for i in range(100)]
     kw: dict = {}

@@ -49,15 +49,35 @@ def _server_rate(server: NullServer, before: int, results: dict[str, Any]) -> fl
 
 def test_pacing_accuracy_at_500_rps(server: NullServer, tmp_path: Path) -> None:
     before = server.stats()["count"]
-    rc = main(["loadtest", "smoke", "--host", server.url, "--rate", "500", "--duration", "8", *LOOSE,
-               "--tokenizer", "tiny:tiny-deepseek-v2", "--out", str(tmp_path), "-q", "--timeout-s", "120"])
+    rc = main(
+        [
+            "loadtest",
+            "smoke",
+            "--host",
+            server.url,
+            "--rate",
+            "500",
+            "--duration",
+            "8",
+            *LOOSE,
+            "--tokenizer",
+            "tiny:tiny-deepseek-v2",
+            "--out",
+            str(tmp_path),
+            "-q",
+            "--timeout-s",
+            "120",
+        ]
+    )
     r = _results(tmp_path)
     f = r["figures"]
     served = _server_rate(server, before, r)
     lag = f["generator"]["pacing_lag_ms"]
     cpu = f["generator"]["cpu_percent"]["max_process_mean"]
-    measured = (f"server saw {served:.1f} req/s, generator sent {f['rate']['achieved_rps']:.1f} req/s; pacing lag "
-                f"p50 {lag['p50']:.2f} ms, p99 {lag['p99']:.2f} ms; CPU {cpu}%")
+    measured = (
+        f"server saw {served:.1f} req/s, generator sent {f['rate']['achieved_rps']:.1f} req/s; pacing lag "
+        f"p50 {lag['p50']:.2f} ms, p99 {lag['p99']:.2f} ms; CPU {cpu}%"
+    )
     assert rc == 0, (measured, r["verdict"], r["checks"], r["invalid_reasons"])
     assert abs(served / 500 - 1) <= 0.05, measured
     assert abs(f["rate"]["achieved_rps"] / 500 - 1) <= 0.05, measured
@@ -92,12 +112,32 @@ def _shares(out: Path) -> Counter[str]:
 
 def test_processes_2_split_the_rate(server: NullServer, tmp_path: Path) -> None:
     before = server.stats()["count"]
-    rc = main(["loadtest", "smoke", "--host", server.url, "--rate", "500", "--duration", "5", "--processes", "2",
-               *LOOSE, "--out", str(tmp_path), "-q", "--timeout-s", "120"])
+    rc = main(
+        [
+            "loadtest",
+            "smoke",
+            "--host",
+            server.url,
+            "--rate",
+            "500",
+            "--duration",
+            "5",
+            "--processes",
+            "2",
+            *LOOSE,
+            "--out",
+            str(tmp_path),
+            "-q",
+            "--timeout-s",
+            "120",
+        ]
+    )
     r = _results(tmp_path)
     served = _server_rate(server, before, r)
-    measured = (f"server saw {served:.1f} req/s, shares {dict(_shares(tmp_path))}, pacing lag p99 "
-                f"{r['figures']['generator']['pacing_lag_ms']['p99']:.2f} ms")
+    measured = (
+        f"server saw {served:.1f} req/s, shares {dict(_shares(tmp_path))}, pacing lag p99 "
+        f"{r['figures']['generator']['pacing_lag_ms']['p99']:.2f} ms"
+    )
     assert rc == 0, (measured, r["checks"], r["invalid_reasons"])
     assert r["load"]["generator_processes"] == 2
     assert abs(served / 500 - 1) <= 0.05, measured  # split, not 2 x 500
@@ -114,14 +154,55 @@ def _free_port() -> int:
 def test_master_and_two_workers_on_loopback_split_the_rate(server: NullServer, tmp_path: Path) -> None:
     port = _free_port()
     before = server.stats()["count"]
-    master = subprocess.Popen([sys.executable, "-m", "dsserve.cli", "loadtest", "smoke", "--host", server.url,
-                               "--rate", "200", "--duration", "5", "--expect-workers", "2", "--master-bind-port",
-                               str(port), *LOOSE, "--out", str(tmp_path), "-q", "--timeout-s", "120"],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    workers = [subprocess.Popen([sys.executable, "-m", "locust", "-f", str(REPO / "loadtest/locustfile.py"),
-                                 "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
-                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for _ in range(2)]
+    master = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dsserve.cli",
+            "loadtest",
+            "smoke",
+            "--host",
+            server.url,
+            "--rate",
+            "200",
+            "--duration",
+            "5",
+            "--expect-workers",
+            "2",
+            "--master-bind-port",
+            str(port),
+            *LOOSE,
+            "--out",
+            str(tmp_path),
+            "-q",
+            "--timeout-s",
+            "120",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(REPO / "loadtest/locustfile.py"),
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
     try:
         out, _ = master.communicate(timeout=120)
         worker_rcs = [w.wait(timeout=30) for w in workers]
@@ -152,8 +233,11 @@ def test_the_engine_kind_is_read_from_what_dsserve_publishes() -> None:
 
     for profile, kind in (("local-cpu", "real"), ("sim-h800x8-deepseek-v2", "simulated")):
         cfg = llm_config(load_spec(REPO / "deploy/profiles" / f"{profile}.yaml"))
-        card = {"id": cfg["model_loading_config"]["model_id"], "object": "model",
-                "metadata": {"dsserve": layout_from_config(SimpleNamespace(**cfg))}}
+        card = {
+            "id": cfg["model_loading_config"]["model_id"],
+            "object": "model",
+            "metadata": {"dsserve": layout_from_config(SimpleNamespace(**cfg))},
+        }
         info = server_info([card])
         assert (info.engine_kind, info.engine_source) == (kind, "server: GET /v1/models metadata.dsserve.engine")
     assert server_info([{"id": "m", "metadata": {"engine_kind": "null"}}]).engine_kind == "null"

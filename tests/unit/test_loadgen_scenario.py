@@ -81,35 +81,65 @@ def _error(mutate) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda d: d["load"].update(rate=5), "s.yaml: load.rate: unknown key; did you mean 'rate_rps'?"),
-    (lambda d: d["load"].update(rate_rps="1200"), "s.yaml: load.rate_rps: got '1200'; must be a number"),
-    (lambda d: d["workload"]["requests"][0].update(output_tokens={"dist": "normal", "mean": 5}),
-     "workload.requests[0].output_tokens: got {'dist': 'normal', 'mean': 5}; dist normal needs stdev; e.g."),
-    (lambda d: d["workload"]["requests"][0].update(prompt_tokens=3000),
-     "workload.requests[0]: got 'short-chat'; prompt up to 3000 + output up to 8 tokens exceed the context window"),
-    (lambda d: d["workload"]["requests"][0].update(stream=False),
-     "slo.thresholds[0].metric: got 'ttft'; needs at least one streamed request class"),
-    (lambda d: d["workload"].update(context_window="big"),
-     "workload.context_window: got 'big'; must be a whole number of tokens between 16 and 10000000, or auto"),
-    (lambda d: d["load"].update(stages=[{"duration_s": 5}]),
-     "load.duration_s: got 10.0; the stages last 5 s; remove duration_s or make it 5"),
-    (lambda d: d["load"].pop("duration_s"), "load.duration_s: required unless load.stages is given; e.g. 60"),
-    (lambda d: d.update(requires=["lora"]), "requires: got ['lora']; a LoRA scenario needs request classes"),
-    (lambda d: d["slo"]["thresholds"][0].update(metric="tbt"),
-     "slo.thresholds[0].metric: got 'tbt'; choose one of: 'ttft', 'e2e', 'itl' or 'tpot'"),
-    (lambda d: d["workload"]["requests"].append(dict(d["workload"]["requests"][0])),
-     "workload.requests[1].name: got 'short-chat'; names must be unique"),
-    (lambda d: d["workload"]["prompts"].update(tokenizr="x"),
-     "workload.prompts.tokenizr: unknown key; did you mean 'tokenizer'?"),
-    (lambda d: d["workload"]["requests"][0].pop("output_tokens"),
-     "workload.requests[0].output_tokens: required but missing"),
-    (lambda d: (d["workload"].pop("context_window"), d["workload"]["requests"][0].update(
-        output_tokens={"dist": "constant", "value": 0.1, "unit": "context"})),
-     "workload.requests[0].output_tokens.unit: got 'context'; needs workload.context_window"),
-    (lambda d: d["workload"]["prompts"].update(source="sharegpt"),
-     "workload.prompts.path: source: sharegpt needs the JSON file; set path or pass --sharegpt FILE"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda d: d["load"].update(rate=5), "s.yaml: load.rate: unknown key; did you mean 'rate_rps'?"),
+        (lambda d: d["load"].update(rate_rps="1200"), "s.yaml: load.rate_rps: got '1200'; must be a number"),
+        (
+            lambda d: d["workload"]["requests"][0].update(output_tokens={"dist": "normal", "mean": 5}),
+            "workload.requests[0].output_tokens: got {'dist': 'normal', 'mean': 5}; dist normal needs stdev; e.g.",
+        ),
+        (
+            lambda d: d["workload"]["requests"][0].update(prompt_tokens=3000),
+            "workload.requests[0]: got 'short-chat'; prompt up to 3000 + output up to 8 tokens exceed the context "
+            "window",
+        ),
+        (
+            lambda d: d["workload"]["requests"][0].update(stream=False),
+            "slo.thresholds[0].metric: got 'ttft'; needs at least one streamed request class",
+        ),
+        (
+            lambda d: d["workload"].update(context_window="big"),
+            "workload.context_window: got 'big'; must be a whole number of tokens between 16 and 10000000, or auto",
+        ),
+        (
+            lambda d: d["load"].update(stages=[{"duration_s": 5}]),
+            "load.duration_s: got 10.0; the stages last 5 s; remove duration_s or make it 5",
+        ),
+        (lambda d: d["load"].pop("duration_s"), "load.duration_s: required unless load.stages is given; e.g. 60"),
+        (lambda d: d.update(requires=["lora"]), "requires: got ['lora']; a LoRA scenario needs request classes"),
+        (
+            lambda d: d["slo"]["thresholds"][0].update(metric="tbt"),
+            "slo.thresholds[0].metric: got 'tbt'; choose one of: 'ttft', 'e2e', 'itl' or 'tpot'",
+        ),
+        (
+            lambda d: d["workload"]["requests"].append(dict(d["workload"]["requests"][0])),
+            "workload.requests[1].name: got 'short-chat'; names must be unique",
+        ),
+        (
+            lambda d: d["workload"]["prompts"].update(tokenizr="x"),
+            "workload.prompts.tokenizr: unknown key; did you mean 'tokenizer'?",
+        ),
+        (
+            lambda d: d["workload"]["requests"][0].pop("output_tokens"),
+            "workload.requests[0].output_tokens: required but missing",
+        ),
+        (
+            lambda d: (
+                d["workload"].pop("context_window"),
+                d["workload"]["requests"][0].update(
+                    output_tokens={"dist": "constant", "value": 0.1, "unit": "context"}
+                ),
+            ),
+            "workload.requests[0].output_tokens.unit: got 'context'; needs workload.context_window",
+        ),
+        (
+            lambda d: d["workload"]["prompts"].update(source="sharegpt"),
+            "workload.prompts.path: source: sharegpt needs the JSON file; set path or pass --sharegpt FILE",
+        ),
+    ],
+)
 def test_scenario_errors_name_path_value_and_fix(mutate, expected: str) -> None:
     msg = _error(mutate)
     assert expected in msg, msg
@@ -123,14 +153,17 @@ def test_several_problems_one_line_each() -> None:
 
 
 def test_overrides_reach_lists_and_reject_bad_paths() -> None:
-    data = apply_overrides(_smoke(), ["workload.requests.0.output_tokens=4", "load.rate_rps=7.5",
-                                      "slo.thresholds.1.max_ms=900"], where="s")
+    data = apply_overrides(
+        _smoke(), ["workload.requests.0.output_tokens=4", "load.rate_rps=7.5", "slo.thresholds.1.max_ms=900"], where="s"
+    )
     s = parse_scenario(data)
     assert s.workload.requests[0].output_tokens.value == 4 and s.load.rate_rps == 7.5
     assert s.slo.thresholds[1].max_ms == 900
-    for bad, fragment in [("load.rate_rps", "expected PATH=VALUE"),
-                          ("workload.requests.3.output_tokens=4", "index it with 0..0"),
-                          ("load.rate_rps.x=1", "is a value, not a section")]:
+    for bad, fragment in [
+        ("load.rate_rps", "expected PATH=VALUE"),
+        ("workload.requests.3.output_tokens=4", "index it with 0..0"),
+        ("load.rate_rps.x=1", "is a value, not a section"),
+    ]:
         with pytest.raises(ScenarioError, match=fragment):
             apply_overrides(_smoke(), [bad], where="s")
 
@@ -144,12 +177,15 @@ def test_bare_number_is_a_constant_distribution() -> None:
     assert Dist.model_validate(16) == Dist(dist="constant", value=16)
 
 
-@pytest.mark.parametrize("spec, lo, hi", [
-    ({"dist": "uniform", "min": 10, "max": 20}, 10, 20),
-    ({"dist": "normal", "mean": 100, "stdev": 30, "min": 50, "max": 150}, 50, 150),
-    ({"dist": "lognormal", "mean": 100, "stdev": 80, "max": 400}, 1, 400),
-    ({"dist": "exponential", "mean": 50, "max": 300}, 1, 300),
-])
+@pytest.mark.parametrize(
+    "spec, lo, hi",
+    [
+        ({"dist": "uniform", "min": 10, "max": 20}, 10, 20),
+        ({"dist": "normal", "mean": 100, "stdev": 30, "min": 50, "max": 150}, 50, 150),
+        ({"dist": "lognormal", "mean": 100, "stdev": 80, "max": 400}, 1, 400),
+        ({"dist": "exponential", "mean": 50, "max": 300}, 1, 300),
+    ],
+)
 def test_length_distributions_have_their_mean_and_bounds(spec: dict, lo: int, hi: int) -> None:
     d = Dist.model_validate(spec)
     rng = random.Random(1)
@@ -162,8 +198,10 @@ def test_length_distributions_have_their_mean_and_bounds(spec: dict, lo: int, hi
 
 
 def test_synthetic_prompts_are_measured_with_the_tokenizer() -> None:
-    s = load_scenario("smoke", ["workload.prompts.pool_size=40",
-                                "workload.requests.0.prompt_tokens={dist: uniform, min: 50, max: 1500}"])
+    s = load_scenario(
+        "smoke",
+        ["workload.prompts.pool_size=40", "workload.requests.0.prompt_tokens={dist: uniform, min: 50, max: 1500}"],
+    )
     counter = load_token_counter("tiny:tiny-deepseek-v2")
     assert counter.method == "tokenizer"
     pool = build_pools(s, counter)["short-chat"]
@@ -195,8 +233,15 @@ def test_tokenizer_errors_say_what_to_pass(tmp_path: Path) -> None:
 
 
 def test_sharegpt_prompts_and_dataset_output_lengths(tmp_path: Path) -> None:
-    convs = [{"conversations": [{"from": "human", "value": f"question {i} " * (i + 1)},
-                                {"from": "gpt", "value": "answer " * (3 * i + 2)}]} for i in range(30)]
+    convs = [
+        {
+            "conversations": [
+                {"from": "human", "value": f"question {i} " * (i + 1)},
+                {"from": "gpt", "value": "answer " * (3 * i + 2)},
+            ]
+        }
+        for i in range(30)
+    ]
     convs.append({"conversations": [{"from": "human", "value": "only one turn"}]})
     path = tmp_path / "sharegpt.json"
     path.write_text(json.dumps(convs))
@@ -211,8 +256,9 @@ def test_sharegpt_prompts_and_dataset_output_lengths(tmp_path: Path) -> None:
     assert pool.tokens == [counter.count(t) for t in pool.texts]
     assert all(r is not None and r >= 1 for r in pool.reply_tokens)
     i = 3
-    assert sample_length(s.workload.requests[0].output_tokens, random.Random(0), None,
-                         pool.reply_tokens[i]) == min(64, pool.reply_tokens[i])
+    assert sample_length(s.workload.requests[0].output_tokens, random.Random(0), None, pool.reply_tokens[i]) == min(
+        64, pool.reply_tokens[i]
+    )
     bad = copy.deepcopy(data)
     bad["workload"]["prompts"]["path"] = str(tmp_path / "missing.json")
     with pytest.raises(ScenarioError, match="cannot read it"):
@@ -227,7 +273,9 @@ def test_public_surface_and_no_locust_at_import() -> None:
     import dsserve.loadgen as lg
 
     assert all(hasattr(lg, name) for name in lg.__all__)
-    code = ("import sys, dsserve.loadgen, dsserve.cli; "
-            "bad = [m for m in ('locust', 'gevent', 'ray') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, dsserve.loadgen, dsserve.cli; "
+        "bad = [m for m in ('locust', 'gevent', 'ray') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -111,54 +111,110 @@ def _req(d: dict[str, Any], name: str) -> dict[str, Any]:
     return next(r for r in d["workload"]["requests"] if r["name"] == name)
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda d: _req(d, "tool-required").update(tools="agent-basik"),
-     ("a.yaml: workload.requests[1].tools: got 'agent-basik'; no built-in tool set of that name; "
-     "did you mean 'agent-basic'?")),
-    (lambda d: _req(d, "tool-required").update(tools=[]),
-     "workload.requests[1].tools: got []; an empty list (servers reject tools: [])"),
-    (lambda d: _req(d, "chat").update(api="completions", stream=True, tools="agent-basic", tool_choice="none"),
-     "workload.requests[0].api: got 'completions'; tools and tool_choice need the chat API; use api: chat"),
-    (lambda d: _req(d, "chat").update(tool_choice="auto"),
-     "workload.requests[0].tool_choice: got 'auto'; needs tools: a built-in set (agent-basic)"),
-    (lambda d: _req(d, "chat").update(parallel_tool_calls=False),
-     "workload.requests[0].parallel_tool_calls: got False; needs tools"),
-    (lambda d: _req(d, "tool-required").update(tool_choice="any"),
-     ("workload.requests[1].tool_choice: got 'any'; choose one of: auto, required, none, or a named function "
-     "{type: function, function: {name: get_weather}}")),
-    (lambda d: _req(d, "tool-named").update(tool_choice={"function": "get_weather"}),
-     "workload.requests[2].tool_choice: got {'function': 'get_weather'}; choose one of"),
-    (lambda d: _req(d, "tool-named").update(tool_choice={"type": "function", "function": {"name": "get_time"}}),
-     ("workload.requests[2].tool_choice.function.name: got 'get_time'; names no tool of this class; choose one "
-     "of: get_weather, search_docs")),
-    (lambda d: _req(d, "tool-required").update(ignore_eos=True),
-     "workload.requests[1].ignore_eos: got True; a tool call or JSON answer ends when it is complete"),
-    (lambda d: _req(d, "json-answer").pop("ignore_eos"),
-     "workload.requests[4].ignore_eos: got True; a tool call or JSON answer ends when it is complete"),
-    (lambda d: _req(d, "tool-required").update(response_format={"type": "json_object"}),
-     ("workload.requests[1].response_format: got 'json_object'; a forced tool call (tool_choice required or "
-     "named) answers with the call, not content")),
-    (lambda d: _req(d, "json-answer").update(response_format={"type": "json_schema"}),
-     "workload.requests[4].response_format: got {'type': 'json_schema'}; type json_schema needs json_schema"),
-    (lambda d: _req(d, "json-answer").update(response_format={"type": "text"}),
-     "workload.requests[4].response_format.type: got 'text'; choose one of: 'json_schema' or 'json_object'"),
-    (lambda d: _req(d, "json-answer")["response_format"]["json_schema"].update(schem={}),
-     "workload.requests[4].response_format.json_schema.schem: unknown key; did you mean 'schema'?"),
-    (lambda d: _req(d, "json-answer")["response_format"]["json_schema"]["schema"]["properties"]["city"].update(
-        maxLength=-1),
-     ("workload.requests[4].response_format.json_schema.schema.properties.city.maxLength: got -1; not valid "
-     "JSON Schema: -1 is less than the minimum of 0; fix the schema")),
-    (lambda d: _req(d, "tool-required").update(tools=[{"function": {"name": "f", "paramters": {}}}]),
-     "workload.requests[1].tools[0].function.paramters: unknown key; did you mean 'parameters'?"),
-    (lambda d: _req(d, "tool-required").update(tools=[{"function": {"name": "get weather"}}]),
-     "workload.requests[1].tools[0].function.name: got 'get weather'; must be 1-64 letters, digits"),
-    (lambda d: _req(d, "tool-required").update(tools=[{"function": {"name": "f", "parameters": {"type": "string"}}}]),
-     "workload.requests[1].tools[0].function.parameters.type: got 'string'; arguments are a JSON object"),
-    (lambda d: _req(d, "tool-required").update(tools=[{"function": {"name": "f"}}, {"function": {"name": "f"}}]),
-     "workload.requests[1].tools[1].function.name: got 'f'; tool names must be unique"),
-    (lambda d: _req(d, "tool-required").update(tools=[{"type": "retrieval", "function": {"name": "f"}}]),
-     "workload.requests[1].tools[0].type: got 'retrieval'; choose one of: 'function'"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (
+            lambda d: _req(d, "tool-required").update(tools="agent-basik"),
+            (
+                "a.yaml: workload.requests[1].tools: got 'agent-basik'; no built-in tool set of that name; "
+                "did you mean 'agent-basic'?"
+            ),
+        ),
+        (
+            lambda d: _req(d, "tool-required").update(tools=[]),
+            "workload.requests[1].tools: got []; an empty list (servers reject tools: [])",
+        ),
+        (
+            lambda d: _req(d, "chat").update(api="completions", stream=True, tools="agent-basic", tool_choice="none"),
+            "workload.requests[0].api: got 'completions'; tools and tool_choice need the chat API; use api: chat",
+        ),
+        (
+            lambda d: _req(d, "chat").update(tool_choice="auto"),
+            "workload.requests[0].tool_choice: got 'auto'; needs tools: a built-in set (agent-basic)",
+        ),
+        (
+            lambda d: _req(d, "chat").update(parallel_tool_calls=False),
+            "workload.requests[0].parallel_tool_calls: got False; needs tools",
+        ),
+        (
+            lambda d: _req(d, "tool-required").update(tool_choice="any"),
+            (
+                "workload.requests[1].tool_choice: got 'any'; choose one of: auto, required, none, or a named function "
+                "{type: function, function: {name: get_weather}}"
+            ),
+        ),
+        (
+            lambda d: _req(d, "tool-named").update(tool_choice={"function": "get_weather"}),
+            "workload.requests[2].tool_choice: got {'function': 'get_weather'}; choose one of",
+        ),
+        (
+            lambda d: _req(d, "tool-named").update(tool_choice={"type": "function", "function": {"name": "get_time"}}),
+            (
+                "workload.requests[2].tool_choice.function.name: got 'get_time'; names no tool of this class; "
+                "choose one of: get_weather, search_docs"
+            ),
+        ),
+        (
+            lambda d: _req(d, "tool-required").update(ignore_eos=True),
+            "workload.requests[1].ignore_eos: got True; a tool call or JSON answer ends when it is complete",
+        ),
+        (
+            lambda d: _req(d, "json-answer").pop("ignore_eos"),
+            "workload.requests[4].ignore_eos: got True; a tool call or JSON answer ends when it is complete",
+        ),
+        (
+            lambda d: _req(d, "tool-required").update(response_format={"type": "json_object"}),
+            (
+                "workload.requests[1].response_format: got 'json_object'; a forced tool call (tool_choice required or "
+                "named) answers with the call, not content"
+            ),
+        ),
+        (
+            lambda d: _req(d, "json-answer").update(response_format={"type": "json_schema"}),
+            "workload.requests[4].response_format: got {'type': 'json_schema'}; type json_schema needs json_schema",
+        ),
+        (
+            lambda d: _req(d, "json-answer").update(response_format={"type": "text"}),
+            "workload.requests[4].response_format.type: got 'text'; choose one of: 'json_schema' or 'json_object'",
+        ),
+        (
+            lambda d: _req(d, "json-answer")["response_format"]["json_schema"].update(schem={}),
+            "workload.requests[4].response_format.json_schema.schem: unknown key; did you mean 'schema'?",
+        ),
+        (
+            lambda d: _req(d, "json-answer")["response_format"]["json_schema"]["schema"]["properties"]["city"].update(
+                maxLength=-1
+            ),
+            (
+                "workload.requests[4].response_format.json_schema.schema.properties.city.maxLength: got -1; not valid "
+                "JSON Schema: -1 is less than the minimum of 0; fix the schema"
+            ),
+        ),
+        (
+            lambda d: _req(d, "tool-required").update(tools=[{"function": {"name": "f", "paramters": {}}}]),
+            "workload.requests[1].tools[0].function.paramters: unknown key; did you mean 'parameters'?",
+        ),
+        (
+            lambda d: _req(d, "tool-required").update(tools=[{"function": {"name": "get weather"}}]),
+            "workload.requests[1].tools[0].function.name: got 'get weather'; must be 1-64 letters, digits",
+        ),
+        (
+            lambda d: _req(d, "tool-required").update(
+                tools=[{"function": {"name": "f", "parameters": {"type": "string"}}}]
+            ),
+            "workload.requests[1].tools[0].function.parameters.type: got 'string'; arguments are a JSON object",
+        ),
+        (
+            lambda d: _req(d, "tool-required").update(tools=[{"function": {"name": "f"}}, {"function": {"name": "f"}}]),
+            "workload.requests[1].tools[1].function.name: got 'f'; tool names must be unique",
+        ),
+        (
+            lambda d: _req(d, "tool-required").update(tools=[{"type": "retrieval", "function": {"name": "f"}}]),
+            "workload.requests[1].tools[0].type: got 'retrieval'; choose one of: 'function'",
+        ),
+    ],
+)
 def test_tool_field_errors_name_path_value_and_fix(mutate: Callable[[dict[str, Any]], Any], expected: str) -> None:
     msg = _error(mutate)
     assert expected in msg, msg
@@ -166,9 +222,15 @@ def test_tool_field_errors_name_path_value_and_fix(mutate: Callable[[dict[str, A
 
 
 def test_tool_fields_take_overrides() -> None:
-    data = apply_overrides(_data(), ["workload.requests.1.tool_choice=auto",
-                                     "workload.requests.2.tool_choice.function.name=search_docs",
-                                     "workload.requests.1.tools=agent-basic"], where="a")
+    data = apply_overrides(
+        _data(),
+        [
+            "workload.requests.1.tool_choice=auto",
+            "workload.requests.2.tool_choice.function.name=search_docs",
+            "workload.requests.1.tools=agent-basic",
+        ],
+        where="a",
+    )
     s = parse_scenario(data)
     assert s.workload.requests[1].tool_choice == "auto"
     assert s.workload.requests[2].tool_choice == {"type": "function", "function": {"name": "search_docs"}}
@@ -179,7 +241,8 @@ def test_inline_tools_need_only_a_name() -> None:
     _req(data, "tool-required")["tools"] = [{"function": {"name": "ping"}}]
     rc = parse_scenario(data).workload.requests[1]
     assert rc.openai_fields()["tools"] == [
-        {"type": "function", "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}}}]
+        {"type": "function", "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}}}
+    ]
 
 
 # -------------------------------------------------------------------------------------- the request body
@@ -193,10 +256,18 @@ def _bodies() -> dict[str, dict[str, Any]]:
 
     s = load_scenario("agent-tools")
     pools = build_pools(s, load_token_counter(None))
-    config = RunConfig(scenario=s.model_dump(mode="json"), host="http://127.0.0.1:1", model="m",
-                       models={r.name: "m" for r in s.workload.requests}, context_window=2048,
-                       pools={k: v.to_dict() for k, v in pools.items()}, prompt_counter={}, api_key_env=None,
-                       out_dir=".", engine={})
+    config = RunConfig(
+        scenario=s.model_dump(mode="json"),
+        host="http://127.0.0.1:1",
+        model="m",
+        models={r.name: "m" for r in s.workload.requests},
+        context_window=2048,
+        pools={k: v.to_dict() for k, v in pools.items()},
+        prompt_counter={},
+        api_key_env=None,
+        out_dir=".",
+        engine={},
+    )
     pacer = ProcessPacer(config, 0, 1, send=lambda *_: None)
     out = {}
     for i, rc in enumerate(s.workload.requests):
@@ -243,67 +314,155 @@ def _message(*calls: dict[str, Any], content: str | None = None) -> dict[str, An
     return msg
 
 
-@pytest.mark.parametrize("cls, message, finish", [
-    ("tool-required", _message(_call()), "tool_calls"),
-    ("tool-required", _message(_call("search_docs", {"query": "ray serve", "top_k": 3})), "tool_calls"),
-    ("tool-required", _message(_call(), _call("search_docs", {"query": "x", "top_k": 10}, "call-2")), "tool_calls"),
-    ("tool-named", _message(_call()), "stop"),  # OpenAI and vLLM: "stop" for a named choice
-    ("tool-named", _message(_call(), content=""), "tool_calls"),
-    ("tool-auto", _message(content="It is sunny."), "stop"),  # auto: text is a fine answer
-    ("tool-auto", _message(_call()), "tool_calls"),
-    ("json-answer", _message(content='{"city": "Paris", "temperature_c": -3, "conditions": "snow"}'), "stop"),
-    ("json-answer", _message(content=' {"city": "London", "temperature_c": 50, "conditions": "fog"}\n'), "stop"),
-])
+@pytest.mark.parametrize(
+    "cls, message, finish",
+    [
+        ("tool-required", _message(_call()), "tool_calls"),
+        ("tool-required", _message(_call("search_docs", {"query": "ray serve", "top_k": 3})), "tool_calls"),
+        ("tool-required", _message(_call(), _call("search_docs", {"query": "x", "top_k": 10}, "call-2")), "tool_calls"),
+        ("tool-named", _message(_call()), "stop"),  # OpenAI and vLLM: "stop" for a named choice
+        ("tool-named", _message(_call(), content=""), "tool_calls"),
+        ("tool-auto", _message(content="It is sunny."), "stop"),  # auto: text is a fine answer
+        ("tool-auto", _message(_call()), "tool_calls"),
+        ("json-answer", _message(content='{"city": "Paris", "temperature_c": -3, "conditions": "snow"}'), "stop"),
+        ("json-answer", _message(content=' {"city": "London", "temperature_c": 50, "conditions": "fog"}\n'), "stop"),
+    ],
+)
 def test_well_formed_answers_pass(cls: str, message: dict[str, Any], finish: str) -> None:
     assert _check(cls).check_message(message, finish) is None
 
 
-@pytest.mark.parametrize("cls, message, finish, expected", [
-    ("tool-required", _message(content="I would call get_weather."), "stop",
-     "malformed_tool_call: no tool call in the answer (tool_choice required)"),
-    ("tool-named", _message(), "length",
-     "malformed_tool_call: no tool call in the answer (tool_choice names 'get_weather') (finish_reason length"),
-    ("tool-required", _message(_call("get_time")), "tool_calls",
-     "malformed_tool_call: tool call 0 names 'get_time', not a declared tool (get_weather, search_docs)"),
-    ("tool-named", _message(_call("search_docs", {"query": "x", "top_k": 1})), "stop",
-     "malformed_tool_call: tool call 0 calls 'search_docs', but tool_choice names 'get_weather'"),
-    ("tool-required", _message(_call(args='{"city": "Paris", "unit": "cel')), "length",
-     "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: Unterminated string"),
-    ("tool-required", _message(_call(args="")), "tool_calls",
-     "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: empty"),
-    ("tool-required", _message(_call(args='{"city": NaN}')), "tool_calls",
-     "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: NaN is not JSON"),
-    ("tool-required", _message(_call(args={"city": "Paris", "unit": "kelvin"})), "tool_calls",
-     ("malformed_tool_call: tool call 0 (get_weather) arguments do not match its parameters: 'kelvin' is not "
-     "one of ['celsius', 'fahrenheit'] at $.unit")),
-    ("tool-required", _message(_call(args={"city": "Paris"})), "tool_calls",
-     "arguments do not match its parameters: 'unit' is a required property at $"),
-    ("tool-required", _message(_call("search_docs", {"query": "q" * 65, "top_k": 3})), "tool_calls",
-     "tool call 0 (search_docs) arguments do not match its parameters: "),
-    ("tool-required", _message(_call("search_docs", {"query": "q", "top_k": 11})), "tool_calls",
-     "11 is greater than the maximum of 10 at $.top_k"),
-    ("tool-required", _message(_call(args={**WEATHER, "country": "FR"})), "tool_calls",
-     "Additional properties are not allowed ('country' was unexpected) at $"),
-    ("tool-required", _message(_call(args="[1, 2]")), "tool_calls", "[1, 2] is not of type 'object' at $"),
-    ("tool-required", _message(_call(), _call("nope", call_id="c2")), "tool_calls",
-     "malformed_tool_call: tool call 1 names 'nope'"),
-    ("tool-required", _message(_call(call_id=None)), "tool_calls",
-     "malformed_tool_call: tool call 0 (get_weather) has no id"),
-    ("tool-required", {"role": "assistant", "tool_calls": [{"id": "c", "type": "function"}]}, "tool_calls",
-     "malformed_tool_call: tool call 0 has no function object"),
-    ("tool-required", {"role": "assistant", "tool_calls": {"id": "c"}}, "tool_calls",
-     "malformed_tool_call: message.tool_calls is not a list"),
-    ("tool-required", None, "tool_calls", "malformed_tool_call: the choice has no message object"),
-    ("tool-auto", _message(_call(args="{")), "tool_calls",
-     "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON"),
-    ("json-answer", _message(content="The weather in Paris is fine."), "stop",
-     "malformed_json: the answer is not JSON: Expecting value"),
-    ("json-answer", _message(content='{"city": "Paris", "temperature_c": 20'), "length",
-     "malformed_json: the answer is not JSON: Expecting ',' delimiter"),
-    ("json-answer", _message(content=None), "stop", "malformed_json: the answer is not JSON: empty"),
-    ("json-answer", _message(content='{"city": "Rome", "temperature_c": 20, "conditions": "fog"}'), "stop",
-     "malformed_json: the answer does not match json_schema 'weather_report': 'Rome' is not one of"),
-])
+@pytest.mark.parametrize(
+    "cls, message, finish, expected",
+    [
+        (
+            "tool-required",
+            _message(content="I would call get_weather."),
+            "stop",
+            "malformed_tool_call: no tool call in the answer (tool_choice required)",
+        ),
+        (
+            "tool-named",
+            _message(),
+            "length",
+            "malformed_tool_call: no tool call in the answer (tool_choice names 'get_weather') (finish_reason length",
+        ),
+        (
+            "tool-required",
+            _message(_call("get_time")),
+            "tool_calls",
+            "malformed_tool_call: tool call 0 names 'get_time', not a declared tool (get_weather, search_docs)",
+        ),
+        (
+            "tool-named",
+            _message(_call("search_docs", {"query": "x", "top_k": 1})),
+            "stop",
+            "malformed_tool_call: tool call 0 calls 'search_docs', but tool_choice names 'get_weather'",
+        ),
+        (
+            "tool-required",
+            _message(_call(args='{"city": "Paris", "unit": "cel')),
+            "length",
+            "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: Unterminated string",
+        ),
+        (
+            "tool-required",
+            _message(_call(args="")),
+            "tool_calls",
+            "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: empty",
+        ),
+        (
+            "tool-required",
+            _message(_call(args='{"city": NaN}')),
+            "tool_calls",
+            "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: NaN is not JSON",
+        ),
+        (
+            "tool-required",
+            _message(_call(args={"city": "Paris", "unit": "kelvin"})),
+            "tool_calls",
+            (
+                "malformed_tool_call: tool call 0 (get_weather) arguments do not match its parameters: 'kelvin' is not "
+                "one of ['celsius', 'fahrenheit'] at $.unit"
+            ),
+        ),
+        (
+            "tool-required",
+            _message(_call(args={"city": "Paris"})),
+            "tool_calls",
+            "arguments do not match its parameters: 'unit' is a required property at $",
+        ),
+        (
+            "tool-required",
+            _message(_call("search_docs", {"query": "q" * 65, "top_k": 3})),
+            "tool_calls",
+            "tool call 0 (search_docs) arguments do not match its parameters: ",
+        ),
+        (
+            "tool-required",
+            _message(_call("search_docs", {"query": "q", "top_k": 11})),
+            "tool_calls",
+            "11 is greater than the maximum of 10 at $.top_k",
+        ),
+        (
+            "tool-required",
+            _message(_call(args={**WEATHER, "country": "FR"})),
+            "tool_calls",
+            "Additional properties are not allowed ('country' was unexpected) at $",
+        ),
+        ("tool-required", _message(_call(args="[1, 2]")), "tool_calls", "[1, 2] is not of type 'object' at $"),
+        (
+            "tool-required",
+            _message(_call(), _call("nope", call_id="c2")),
+            "tool_calls",
+            "malformed_tool_call: tool call 1 names 'nope'",
+        ),
+        (
+            "tool-required",
+            _message(_call(call_id=None)),
+            "tool_calls",
+            "malformed_tool_call: tool call 0 (get_weather) has no id",
+        ),
+        (
+            "tool-required",
+            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function"}]},
+            "tool_calls",
+            "malformed_tool_call: tool call 0 has no function object",
+        ),
+        (
+            "tool-required",
+            {"role": "assistant", "tool_calls": {"id": "c"}},
+            "tool_calls",
+            "malformed_tool_call: message.tool_calls is not a list",
+        ),
+        ("tool-required", None, "tool_calls", "malformed_tool_call: the choice has no message object"),
+        (
+            "tool-auto",
+            _message(_call(args="{")),
+            "tool_calls",
+            "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON",
+        ),
+        (
+            "json-answer",
+            _message(content="The weather in Paris is fine."),
+            "stop",
+            "malformed_json: the answer is not JSON: Expecting value",
+        ),
+        (
+            "json-answer",
+            _message(content='{"city": "Paris", "temperature_c": 20'),
+            "length",
+            "malformed_json: the answer is not JSON: Expecting ',' delimiter",
+        ),
+        ("json-answer", _message(content=None), "stop", "malformed_json: the answer is not JSON: empty"),
+        (
+            "json-answer",
+            _message(content='{"city": "Rome", "temperature_c": 20, "conditions": "fog"}'),
+            "stop",
+            "malformed_json: the answer does not match json_schema 'weather_report': 'Rome' is not one of",
+        ),
+    ],
+)
 def test_malformed_answers_fail_with_their_kind(cls: str, message: Any, finish: str, expected: str) -> None:
     error = _check(cls).check_message(message, finish)
     assert error is not None and expected in error, error
@@ -337,8 +496,9 @@ def _chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **ext
     return json.dumps({"object": "chat.completion.chunk", "choices": choices, **extra})
 
 
-def _tool_delta(index: int | None, call_id: str | None = None, name: str | None = None,
-                args: str | None = None) -> dict[str, Any]:
+def _tool_delta(
+    index: int | None, call_id: str | None = None, name: str | None = None, args: str | None = None
+) -> dict[str, Any]:
     fn: dict[str, Any] = {}
     if name is not None:
         fn["name"] = name
@@ -361,9 +521,8 @@ def _stream(events: list[str]) -> StreamState:
 
 def _vllm_call_stream(args: str, finish: str = "tool_calls", name: str = "get_weather") -> list[str]:
     """vLLM's shape: a role chunk, the call's id and name with empty arguments, then argument fragments."""
-    events = [_chunk({"role": "assistant", "content": ""}),
-              _chunk(_tool_delta(0, "chatcmpl-tool-1", name, ""))]
-    events += [_chunk(_tool_delta(0, args=args[i:i + 4])) for i in range(0, len(args), 4)]
+    events = [_chunk({"role": "assistant", "content": ""}), _chunk(_tool_delta(0, "chatcmpl-tool-1", name, ""))]
+    events += [_chunk(_tool_delta(0, args=args[i : i + 4])) for i in range(0, len(args), 4)]
     return [*events, _chunk({"content": ""}, finish)]
 
 
@@ -385,9 +544,13 @@ def test_streamed_named_call_finishing_with_stop_passes() -> None:
 
 def test_parallel_streamed_calls_are_grouped_by_index() -> None:
     a, b = json.dumps(WEATHER), json.dumps({"query": "q", "top_k": 2})
-    events = [_chunk(_tool_delta(0, "c0", "get_weather", a[:5])), _chunk(_tool_delta(1, "c1", "search_docs", "")),
-              _chunk(_tool_delta(1, args=b[:7])), _chunk(_tool_delta(0, args=a[5:])),
-              _chunk(_tool_delta(1, args=b[7:]))]
+    events = [
+        _chunk(_tool_delta(0, "c0", "get_weather", a[:5])),
+        _chunk(_tool_delta(1, "c1", "search_docs", "")),
+        _chunk(_tool_delta(1, args=b[:7])),
+        _chunk(_tool_delta(0, args=a[5:])),
+        _chunk(_tool_delta(1, args=b[7:])),
+    ]
     st = _stream(events)
     assert st.answer is not None
     calls = st.answer.tool_calls()
@@ -395,27 +558,61 @@ def test_parallel_streamed_calls_are_grouped_by_index() -> None:
     assert _check("tool-required").check_stream(st.answer, "tool_calls") is None
 
 
-@pytest.mark.parametrize("cls, events, expected", [
-    ("tool-required", _vllm_call_stream('{"city": "Paris", "unit": "celsius"')[:-1] + [_chunk({}, "length")],
-     "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: Expecting ',' delimiter"),
-    ("tool-required", _vllm_call_stream('{"city": "Paris", "unit": "kelvin"}'),
-     "'kelvin' is not one of ['celsius', 'fahrenheit'] at $.unit"),
-    ("tool-required", [_chunk({"content": "no call"}), _chunk({}, "stop")],
-     "malformed_tool_call: no tool call in the answer (tool_choice required)"),
-    ("tool-named", _vllm_call_stream('{"query": "q", "top_k": 1}', "stop", name="search_docs"),
-     "tool call 0 calls 'search_docs', but tool_choice names 'get_weather'"),
-    ("tool-required", [_chunk(_tool_delta(None, "c0", "get_weather", json.dumps(WEATHER)))],
-     "malformed_tool_call: a delta.tool_calls entry has no index"),
-    ("tool-required", [_chunk(_tool_delta(0, None, "get_weather", json.dumps(WEATHER)))],
-     "malformed_tool_call: tool call 0 (get_weather) has no id"),
-    ("tool-auto", _vllm_call_stream('{"city": "Paris", "unit": "celsius", "x": 1}'),
-     "Additional properties are not allowed ('x' was unexpected)"),
-    ("json-answer", [_chunk({"content": '{"city": "Paris", '}), _chunk({"content": '"temperature_c": 99, '}),
-                     _chunk({"content": '"conditions": "fog"}'}), _chunk({}, "stop")],
-     "malformed_json: the answer does not match json_schema 'weather_report': 99 is greater than the maximum"),
-    ("json-answer", [_chunk({"content": '{"city": '}), _chunk({}, "length")],
-     "malformed_json: the answer is not JSON: Expecting value"),
-])
+@pytest.mark.parametrize(
+    "cls, events, expected",
+    [
+        (
+            "tool-required",
+            _vllm_call_stream('{"city": "Paris", "unit": "celsius"')[:-1] + [_chunk({}, "length")],
+            "malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: Expecting ',' delimiter",
+        ),
+        (
+            "tool-required",
+            _vllm_call_stream('{"city": "Paris", "unit": "kelvin"}'),
+            "'kelvin' is not one of ['celsius', 'fahrenheit'] at $.unit",
+        ),
+        (
+            "tool-required",
+            [_chunk({"content": "no call"}), _chunk({}, "stop")],
+            "malformed_tool_call: no tool call in the answer (tool_choice required)",
+        ),
+        (
+            "tool-named",
+            _vllm_call_stream('{"query": "q", "top_k": 1}', "stop", name="search_docs"),
+            "tool call 0 calls 'search_docs', but tool_choice names 'get_weather'",
+        ),
+        (
+            "tool-required",
+            [_chunk(_tool_delta(None, "c0", "get_weather", json.dumps(WEATHER)))],
+            "malformed_tool_call: a delta.tool_calls entry has no index",
+        ),
+        (
+            "tool-required",
+            [_chunk(_tool_delta(0, None, "get_weather", json.dumps(WEATHER)))],
+            "malformed_tool_call: tool call 0 (get_weather) has no id",
+        ),
+        (
+            "tool-auto",
+            _vllm_call_stream('{"city": "Paris", "unit": "celsius", "x": 1}'),
+            "Additional properties are not allowed ('x' was unexpected)",
+        ),
+        (
+            "json-answer",
+            [
+                _chunk({"content": '{"city": "Paris", '}),
+                _chunk({"content": '"temperature_c": 99, '}),
+                _chunk({"content": '"conditions": "fog"}'}),
+                _chunk({}, "stop"),
+            ],
+            "malformed_json: the answer does not match json_schema 'weather_report': 99 is greater than the maximum",
+        ),
+        (
+            "json-answer",
+            [_chunk({"content": '{"city": '}), _chunk({}, "length")],
+            "malformed_json: the answer is not JSON: Expecting value",
+        ),
+    ],
+)
 def test_malformed_streams_fail_with_their_kind(cls: str, events: list[str], expected: str) -> None:
     st = _stream(events)
     assert st.answer is not None
@@ -424,11 +621,16 @@ def test_malformed_streams_fail_with_their_kind(cls: str, events: list[str], exp
 
 
 def test_streamed_auto_text_and_json_content_pass() -> None:
-    st = _stream([_chunk({"role": "assistant", "content": ""}), _chunk({"content": "Sunny"}),
-                  _chunk({"content": " today."}, "stop")])
+    st = _stream(
+        [
+            _chunk({"role": "assistant", "content": ""}),
+            _chunk({"content": "Sunny"}),
+            _chunk({"content": " today."}, "stop"),
+        ]
+    )
     assert st.answer is not None and _check("tool-auto").check_stream(st.answer, "stop") is None
     doc = '{"city": "Beijing", "temperature_c": 31, "conditions": "sunny"}'
-    st = _stream([_chunk({"content": doc[i:i + 9]}) for i in range(0, len(doc), 9)] + [_chunk({}, "stop")])
+    st = _stream([_chunk({"content": doc[i : i + 9]}) for i in range(0, len(doc), 9)] + [_chunk({}, "stop")])
     assert st.answer is not None and st.answer.text() == doc
     assert _check("json-answer").check_stream(st.answer, "stop") is None
 
@@ -443,20 +645,41 @@ def test_plain_streams_collect_nothing() -> None:
 
 
 def _row(error: str | None, sent_s: float) -> RequestResult:
-    return RequestResult(cls="tool-required", share=0, sched_s=sent_s, sent_s=sent_s, status=200, error=error,
-                         ttft_ms=10.0, e2e_ms=20.0, tpot_ms=1.0, output_tokens=9, prompt_tokens=5,
-                         prompt_tokens_client=4, max_tokens=48)
+    return RequestResult(
+        cls="tool-required",
+        share=0,
+        sched_s=sent_s,
+        sent_s=sent_s,
+        status=200,
+        error=error,
+        ttft_ms=10.0,
+        e2e_ms=20.0,
+        tpot_ms=1.0,
+        output_tokens=9,
+        prompt_tokens=5,
+        prompt_tokens_client=4,
+        max_tokens=48,
+    )
 
 
 def test_malformed_answers_count_in_the_error_ratio() -> None:
-    s = load_scenario("agent-tools", ["load.ramp_up_s=0", "load.duration_s=10", "load.arrivals=constant",
-                                      "load.rate_rps=10"])
+    s = load_scenario(
+        "agent-tools", ["load.ramp_up_s=0", "load.duration_s=10", "load.arrivals=constant", "load.rate_rps=10"]
+    )
     rows = [_row(None, i * 0.1) for i in range(96)]
-    rows += [_row("malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: empty", 9.6),
-             _row("malformed_tool_call: no tool call in the answer (tool_choice required)", 9.7),
-             _row("malformed_json: the answer is not JSON: empty", 9.8), _row("HTTP 500: boom", 9.9)]
-    data = RunData(profile=RateProfile.from_load(s.load), arrivals="constant", share_count=1, rows=rows,
-                   scheduled={0: {"window": 100, "total": 100}})
+    rows += [
+        _row("malformed_tool_call: tool call 0 (get_weather) arguments are not JSON: empty", 9.6),
+        _row("malformed_tool_call: no tool call in the answer (tool_choice required)", 9.7),
+        _row("malformed_json: the answer is not JSON: empty", 9.8),
+        _row("HTTP 500: boom", 9.9),
+    ]
+    data = RunData(
+        profile=RateProfile.from_load(s.load),
+        arrivals="constant",
+        share_count=1,
+        rows=rows,
+        scheduled={0: {"window": 100, "total": 100}},
+    )
     fig = compute_figures(data)
     req = fig["requests"]
     assert req["errors"] == {"malformed_tool_call": 2, "malformed_json": 1, "HTTP 500": 1}
@@ -476,9 +699,29 @@ def _run(server_args: list[str], out: Path) -> tuple[int, dict[str, Any], list[d
     from dsserve.loadgen.null_server import NullServer
 
     with NullServer(*server_args) as server:
-        rc = main(["loadtest", "agent-tools", "--host", server.url, "--rate", "25", "--duration", "2",
-                   "--set", "load.ramp_up_s=0", "--set", "load.arrivals=constant", "--set",
-                   "generator.max_lag_p99_ms=250", "--out", str(out), "-q", "--timeout-s", "120"])
+        rc = main(
+            [
+                "loadtest",
+                "agent-tools",
+                "--host",
+                server.url,
+                "--rate",
+                "25",
+                "--duration",
+                "2",
+                "--set",
+                "load.ramp_up_s=0",
+                "--set",
+                "load.arrivals=constant",
+                "--set",
+                "generator.max_lag_p99_ms=250",
+                "--out",
+                str(out),
+                "-q",
+                "--timeout-s",
+                "120",
+            ]
+        )
     results = json.loads((out / "results.json").read_text())
     rows = list(csv.DictReader((out / "requests.csv").open()))
     return rc, results, rows

@@ -75,7 +75,8 @@ def test_peft_loads_every_tensor(built: dict[str, Path]) -> None:
 
     base = TINY_MODELS["tiny-deepseek-llm"]
     model = transformers.AutoModelForCausalLM.from_config(
-        transformers.LlamaConfig(**base.config, vocab_size=base.vocab_size))
+        transformers.LlamaConfig(**base.config, vocab_size=base.vocab_size)
+    )
     path = built["tiny-deepseek-llm-sql"]
     cfg = peft.PeftConfig.from_pretrained(path)
     assert cfg.r == 8 and set(cfg.target_modules) == LLAMA_TARGETS
@@ -145,38 +146,59 @@ def _error(data: dict[str, Any]) -> str:
 def test_profile_serves_two_tiny_adapters() -> None:
     spec = load_spec(PROFILE)
     assert spec.model.lora is not None
-    assert spec.model.lora.adapters == {"sql-adapter": "tiny-lora:tiny-deepseek-llm-sql",
-                                        "chat-adapter": "tiny-lora:tiny-deepseek-llm-chat"}
+    assert spec.model.lora.adapters == {
+        "sql-adapter": "tiny-lora:tiny-deepseek-llm-sql",
+        "chat-adapter": "tiny-lora:tiny-deepseek-llm-chat",
+    }
     assert (spec.model.lora.max_loras, spec.model.lora.max_lora_rank) == (2, 8)
 
 
 def test_local_adapter_directory_validates(built: dict[str, Path], tmp_path: Path) -> None:
-    spec = parse_spec(_lora_spec(adapters={"a": str(built["tiny-deepseek-llm-sql"])}, dynamic_dir=str(tmp_path),
-                                 max_lora_rank=8))
+    spec = parse_spec(
+        _lora_spec(adapters={"a": str(built["tiny-deepseek-llm-sql"])}, dynamic_dir=str(tmp_path), max_lora_rank=8)
+    )
     assert spec.model.lora.dynamic_dir == str(tmp_path)
 
 
 BAD_LORA = [
-    ("missing-path", {"adapters": {"a": "/nonexistent/adapter"}},
-     ["model.lora.adapters.a", "/nonexistent/adapter", "is not a directory", "PEFT adapter directory"]),
-    ("relative-path", {"adapters": {"a": "adapters/a"}},
-     ["model.lora.adapters.a", "must be an absolute path"]),
-    ("unknown-tiny", {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sq"}},
-     ["model.lora.adapters.a", "unknown tiny LoRA adapter", "did you mean 'tiny-deepseek-llm-sql'"]),
-    ("name-with-colon", {"adapters": {"a:b": "tiny-lora:tiny-deepseek-llm-sql"}},
-     ["model.lora.adapters.a:b", "no ':' or '/'"]),
-    ("rank-not-vllm", {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sql"}, "max_lora_rank": 12},
-     ["model.lora.max_lora_rank", "got 12", "vLLM accepts only 1, 8, 16", "use 16"]),
-    ("rank-below-adapter", {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sql"}, "max_lora_rank": 1},
-     ["model.lora.max_lora_rank", "rank 8", "at least 8"]),
-    ("zero-max-loras", {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sql"}, "max_loras": 0},
-     ["model.lora.max_loras", "greater than or equal to 1"]),
-    ("cache-below-batch", {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sql"}, "max_loras": 4,
-                           "max_adapters_per_replica": 2},
-     ["model.lora.max_adapters_per_replica", "max_loras (4)", "raise it to 4"]),
+    (
+        "missing-path",
+        {"adapters": {"a": "/nonexistent/adapter"}},
+        ["model.lora.adapters.a", "/nonexistent/adapter", "is not a directory", "PEFT adapter directory"],
+    ),
+    ("relative-path", {"adapters": {"a": "adapters/a"}}, ["model.lora.adapters.a", "must be an absolute path"]),
+    (
+        "unknown-tiny",
+        {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sq"}},
+        ["model.lora.adapters.a", "unknown tiny LoRA adapter", "did you mean 'tiny-deepseek-llm-sql'"],
+    ),
+    (
+        "name-with-colon",
+        {"adapters": {"a:b": "tiny-lora:tiny-deepseek-llm-sql"}},
+        ["model.lora.adapters.a:b", "no ':' or '/'"],
+    ),
+    (
+        "rank-not-vllm",
+        {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sql"}, "max_lora_rank": 12},
+        ["model.lora.max_lora_rank", "got 12", "vLLM accepts only 1, 8, 16", "use 16"],
+    ),
+    (
+        "rank-below-adapter",
+        {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sql"}, "max_lora_rank": 1},
+        ["model.lora.max_lora_rank", "rank 8", "at least 8"],
+    ),
+    (
+        "zero-max-loras",
+        {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sql"}, "max_loras": 0},
+        ["model.lora.max_loras", "greater than or equal to 1"],
+    ),
+    (
+        "cache-below-batch",
+        {"adapters": {"a": "tiny-lora:tiny-deepseek-llm-sql"}, "max_loras": 4, "max_adapters_per_replica": 2},
+        ["model.lora.max_adapters_per_replica", "max_loras (4)", "raise it to 4"],
+    ),
     ("nothing-served", {}, ["model.lora", "serves no adapter", "dynamic_dir"]),
-    ("missing-dynamic-dir", {"dynamic_dir": "/nonexistent/loras"},
-     ["model.lora.dynamic_dir", "no such directory"]),
+    ("missing-dynamic-dir", {"dynamic_dir": "/nonexistent/loras"}, ["model.lora.dynamic_dir", "no such directory"]),
     ("typo", {"adapterz": {}}, ["model.lora.adapterz", "did you mean 'adapters'"]),
 ]
 
@@ -311,8 +333,15 @@ def _models(built: dict[str, Path], dynamic: Path) -> Any:
 
     from dsserve.serving.ingress import IngressModels
 
-    cards = {"base": ModelCard(id="base", object="model", owned_by="o", permission=[],
-                               metadata={"model_id": "base", "max_request_context_length": 2048})}
+    cards = {
+        "base": ModelCard(
+            id="base",
+            object="model",
+            owned_by="o",
+            permission=[],
+            metadata={"model_id": "base", "max_request_context_length": 2048},
+        )
+    }
 
     async def layout(model: str) -> dict:
         return {"engine": "vllm"}

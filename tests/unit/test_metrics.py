@@ -47,8 +47,9 @@ class Recorder:
 
 def _metrics(limit: int | None = 4, inflight: int = 0) -> tuple[RequestMetrics, dict[str, list]]:
     sink: dict[str, list[tuple[float, dict[str, str]]]] = defaultdict(list)
-    return RequestMetrics(["m"], factory=lambda spec: Recorder(spec, sink), inflight=lambda: inflight,
-                          limit=lambda: limit), sink
+    return RequestMetrics(
+        ["m"], factory=lambda spec: Recorder(spec, sink), inflight=lambda: inflight, limit=lambda: limit
+    ), sink
 
 
 # -- names ----------------------------------------------------------------------------------------------------
@@ -86,8 +87,7 @@ def test_exported_names_are_what_rays_metrics_agent_exports() -> None:
 
     The worker-to-agent hop (OTLP, names unchanged) is not exercised here; the e2e test sees the names live.
     """
-    out = subprocess.run([sys.executable, "-c", _AGENT_SCRIPT], capture_output=True, text=True, timeout=120,
-                         cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", _AGENT_SCRIPT], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["names"] == sorted(exported_names())
@@ -98,7 +98,7 @@ def test_exported_names_are_what_rays_metrics_agent_exports() -> None:
 def test_committed_exported_metrics_list_has_ours() -> None:
     lines = (REPO / "deploy/prometheus/exported-metrics.txt").read_text().splitlines()
     at = lines.index("# -- part 2: dsserve (dsserve/serving/metrics.py) --")
-    ours = [ln for ln in lines[at + 1:] if ln.strip() and not ln.startswith("#")]
+    ours = [ln for ln in lines[at + 1 :] if ln.strip() and not ln.startswith("#")]
     assert ours == exported_names(), "deploy/prometheus/exported-metrics.txt part 2 is stale"
     scraped = [ln for ln in lines[:at] if ln.strip() and not ln.startswith("#")]
     assert scraped == sorted(set(scraped)) and not set(scraped) & set(ours)
@@ -122,9 +122,11 @@ def test_labels_are_bounded() -> None:
 
 # -- what one request records ----------------------------------------------------------------------------------
 
+
 def _sse(*events: Any) -> list[bytes]:
-    return ["".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in batch).encode()
-            for batch in events]
+    return [
+        "".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in batch).encode() for batch in events
+    ]
 
 
 ROLE = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
@@ -161,8 +163,15 @@ def test_non_streamed_200_records_status_latency_ttft_and_usage() -> None:
     t = m.track(CHAT, time.perf_counter())
     t.model = "m"
     t.start(200, streaming=False)
-    t.body(json.dumps({"id": "x", "choices": [{"message": {"content": 'say "usage":{"prompt_tokens": 999}'}}],
-                       "usage": {"prompt_tokens": 7, "completion_tokens": 5}}).encode())
+    t.body(
+        json.dumps(
+            {
+                "id": "x",
+                "choices": [{"message": {"content": 'say "usage":{"prompt_tokens": 999}'}}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 5},
+            }
+        ).encode()
+    )
     t.finish()
     t.finish()  # recorded once
     assert sink["dsserve_requests"] == [(1, {"model_name": "m", "route": CHAT, "status": "200"})]
@@ -201,9 +210,9 @@ def test_completed_stream_records_ttft_itl_and_usage_tokens() -> None:
     _stream(m, chunks, client_gone=True)
     wall = time.perf_counter() - t0
     assert sink["dsserve_requests"] == [(1, {"model_name": "m", "route": CHAT, "status": "200"})]
-    (ttft, _), = sink["dsserve_time_to_first_token_seconds"]
-    (e2e, _), = sink["dsserve_request_duration_seconds"]
-    (itl, _), = sink["dsserve_inter_token_latency_seconds"]
+    ((ttft, _),) = sink["dsserve_time_to_first_token_seconds"]
+    ((e2e, _),) = sink["dsserve_request_duration_seconds"]
+    ((itl, _),) = sink["dsserve_inter_token_latency_seconds"]
     assert 0.015 < ttft < e2e <= wall  # the first token came with the second chunk, 2 gaps in
     assert 0 < itl < e2e / 2  # (last - first token event) / (4 usage tokens - 1)
     assert sink["dsserve_output_tokens"] == [(4, {"model_name": "m", "route": CHAT})]

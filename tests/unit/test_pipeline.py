@@ -40,6 +40,7 @@ MSG = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_token
 
 # -- the stand-in engine app and the model directory -------------------------------------------------------------
 
+
 class EngineApp:
     """vLLM's OpenAI app, as far as the pipeline can tell. ``mode`` picks the answer to generate requests."""
 
@@ -49,10 +50,14 @@ class EngineApp:
         self.mode = "ok"
         self.tokens = 3
         self.gate: asyncio.Event | None = None  # a stream waits on it after its first token
-        self.app = Starlette(routes=[Route(CHAT, self.generate, methods=["POST"]),
-                                     Route(COMPLETIONS, self.generate, methods=["POST"]),
-                                     Route("/tokenize", self.tokenize, methods=["POST"]),
-                                     Route("/metrics", self.metrics, methods=["GET"])])
+        self.app = Starlette(
+            routes=[
+                Route(CHAT, self.generate, methods=["POST"]),
+                Route(COMPLETIONS, self.generate, methods=["POST"]),
+                Route("/tokenize", self.tokenize, methods=["POST"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
+            ]
+        )
 
     async def generate(self, request: Request) -> Response:
         from pydantic import ValidationError
@@ -64,12 +69,30 @@ class EngineApp:
             body = cls.model_validate_json(raw)
         except ValidationError as exc:  # vLLM's own 400
             e = exc.errors(include_url=False)[0]
-            return JSONResponse({"error": {"message": f"1 validation error: {e['msg']}", "type": "BadRequestError",
-                                           "param": None, "code": 400}}, status_code=400)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": f"1 validation error: {e['msg']}",
+                        "type": "BadRequestError",
+                        "param": None,
+                        "code": 400,
+                    }
+                },
+                status_code=400,
+            )
         except Exception as exc:  # a validator crashed: vLLM answers 500 with the exception text
-            return JSONResponse({"error": {"message": f"Traceback (most recent call last):\n  File \"/opt/vllm/x.py\""
-                                           f", line 1\n{type(exc).__name__}: {exc}", "type": "InternalServerError",
-                                           "param": None, "code": 500}}, status_code=500)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": f'Traceback (most recent call last):\n  File "/opt/vllm/x.py"'
+                        f", line 1\n{type(exc).__name__}: {exc}",
+                        "type": "InternalServerError",
+                        "param": None,
+                        "code": 500,
+                    }
+                },
+                status_code=500,
+            )
         self.bodies.append(body)
         self.headers.append(dict(request.headers))
         if self.mode == "hang":  # accepted, and never a first byte
@@ -77,12 +100,29 @@ class EngineApp:
         if self.mode == "raise":
             raise RuntimeError("engine bug at /opt/vllm/engine.py pid=42")
         if self.mode == "500":
-            return JSONResponse({"error": {"message": "EngineCore died; Traceback ... File \"/opt/x.py\"",
-                                           "type": "InternalServerError", "param": None, "code": 500}}, status_code=500)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": 'EngineCore died; Traceback ... File "/opt/x.py"',
+                        "type": "InternalServerError",
+                        "param": None,
+                        "code": 500,
+                    }
+                },
+                status_code=500,
+            )
         if self.mode == "400":
-            return JSONResponse({"error": {"message": "max_tokens must be at least 1, got 0. (parameter=max_tokens, "
-                                           "value=0)", "type": "BadRequestError", "param": None, "code": 400}},
-                                status_code=400)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)",
+                        "type": "BadRequestError",
+                        "param": None,
+                        "code": 400,
+                    }
+                },
+                status_code=400,
+            )
         usage = {"prompt_tokens": 5, "completion_tokens": self.tokens, "total_tokens": 5 + self.tokens}
         if not getattr(body, "stream", False):
             return JSONResponse({"id": "x", "choices": [{"message": {"content": "abc"}}], "usage": usage})
@@ -140,8 +180,15 @@ class Recorder:
 class Stack:
     """A pipeline in front of the stand-in, and what it recorded."""
 
-    def __init__(self, *, keys: KeyStore | None = None, replicas: int = 1, clock: Any = None,
-                 engine_down: Any = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        keys: KeyStore | None = None,
+        replicas: int = 1,
+        clock: Any = None,
+        engine_down: Any = None,
+        **settings: Any,
+    ) -> None:
         self.engine = EngineApp()
         self.sink: dict[str, list] = defaultdict(list)
         self.settings = PipelineSettings(**{"max_body_bytes": 64 * 1024, **settings})
@@ -150,14 +197,31 @@ class Stack:
         if engine_down is not None:
             extra["engine_down"] = engine_down
         self.pipeline = RequestPipeline(
-            self.engine.app, self.settings, models, replicas=LiveReplicas(replicas), keys=keys,
-            metrics=RequestMetrics(models.served_ids(), factory=lambda spec: Recorder(spec, self.sink),
-                                   inflight=lambda: self.pipeline.gate.inflight,
-                                   limit=lambda: self.pipeline.gate.limit),
-            openapi={"openapi": "3.0.3"}, **extra)
+            self.engine.app,
+            self.settings,
+            models,
+            replicas=LiveReplicas(replicas),
+            keys=keys,
+            metrics=RequestMetrics(
+                models.served_ids(),
+                factory=lambda spec: Recorder(spec, self.sink),
+                inflight=lambda: self.pipeline.gate.inflight,
+                limit=lambda: self.pipeline.gate.limit,
+            ),
+            openapi={"openapi": "3.0.3"},
+            **extra,
+        )
 
-    async def call(self, path: str, body: Any = None, *, method: str = "POST", headers: dict[str, str] | None = None,
-                   chunks: list[bytes] | None = None, disconnect_after: int | None = None) -> tuple[int, dict, bytes]:
+    async def call(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        method: str = "POST",
+        headers: dict[str, str] | None = None,
+        chunks: list[bytes] | None = None,
+        disconnect_after: int | None = None,
+    ) -> tuple[int, dict, bytes]:
         """One request over raw ASGI: (status, headers, body). ``disconnect_after`` body messages, the client leaves."""
         raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
         parts = chunks if chunks is not None else [raw]
@@ -165,9 +229,19 @@ class Stack:
         if chunks is None:
             hdrs.append((b"content-length", str(len(raw)).encode()))
         hdrs += [(k.lower().encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
-        scope = {"type": "http", "method": method, "path": path, "root_path": "", "query_string": b"",
-                 "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 1), "headers": hdrs,
-                 "http_version": "1.1", "asgi": {"version": "3.0"}}
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "root_path": "",
+            "query_string": b"",
+            "scheme": "http",
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 1),
+            "headers": hdrs,
+            "http_version": "1.1",
+            "asgi": {"version": "3.0"},
+        }
         queue = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
         gone = asyncio.Event()
         sent: list[dict] = []
@@ -219,6 +293,7 @@ def raw_chat(content_json: str) -> bytes:
 
 # -- answers that pass ----------------------------------------------------------------------------------------------
 
+
 def test_a_chat_reaches_the_engine_and_is_recorded() -> None:
     s = Stack()
     status, headers, body = s.run(CHAT, MSG)
@@ -263,15 +338,21 @@ def test_a_client_leaving_mid_stream_frees_the_slot_and_is_499() -> None:
     assert s.run(CHAT, MSG)[0] == 200
 
 
-@pytest.mark.parametrize("content_json,expected", [
-    ('"\\ud83d\\ude00 pair"', "\U0001F600 pair"),  # a surrogate *pair* is one astral character: fine
-    ('""', ""),
-    ('"a\\u0000b\\u0001\\u001b[31m\\u007f"', "a\x00b\x01\x1b[31m\x7f"),  # control characters are text
-    ('"\\u202eevil\\u202c \\ufeff \\u200d \\u0301\\u0301 \\ufffe \\uffff"',
-     "\u202eevil\u202c \ufeff \u200d \u0301\u0301 \ufffe \uffff"),  # bidi, BOM, ZWJ, combining, nonchars
-    (json.dumps("𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文 العربية"), "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文 العربية"),
-    ("[]", []),  # no content parts: an empty turn
-], ids=["surrogate-pair", "empty", "control", "bidi-bom-zwj-combining", "scripts", "no-parts"])
+@pytest.mark.parametrize(
+    "content_json,expected",
+    [
+        ('"\\ud83d\\ude00 pair"', "\U0001f600 pair"),  # a surrogate *pair* is one astral character: fine
+        ('""', ""),
+        ('"a\\u0000b\\u0001\\u001b[31m\\u007f"', "a\x00b\x01\x1b[31m\x7f"),  # control characters are text
+        (
+            '"\\u202eevil\\u202c \\ufeff \\u200d \\u0301\\u0301 \\ufffe \\uffff"',
+            "\u202eevil\u202c \ufeff \u200d \u0301\u0301 \ufffe \uffff",
+        ),  # bidi, BOM, ZWJ, combining, nonchars
+        (json.dumps("𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文 العربية"), "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文 العربية"),
+        ("[]", []),  # no content parts: an empty turn
+    ],
+    ids=["surrogate-pair", "empty", "control", "bidi-bom-zwj-combining", "scripts", "no-parts"],
+)
 def test_odd_but_valid_text_reaches_the_engine_unchanged(content_json: str, expected: Any) -> None:
     s = Stack()
     assert s.run(CHAT, raw_chat(content_json))[0] == 200
@@ -282,12 +363,17 @@ def test_odd_but_valid_text_reaches_the_engine_unchanged(content_json: str, expe
 
 # -- bodies the pipeline refuses ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw,param", [
-    (raw_chat('"\\ud800"'), "messages.0.content"),
-    (raw_chat('"ok \\udfff tail"'), "messages.0.content"),
-    (raw_chat('[{"type": "text", "text": "\\uDBFF"}]'), "messages.0.content.0.text"),
-    (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "\\ud800": 1}', "\\ud800"),
-], ids=["lone-high", "lone-low", "in-a-part", "in-a-key"])
+
+@pytest.mark.parametrize(
+    "raw,param",
+    [
+        (raw_chat('"\\ud800"'), "messages.0.content"),
+        (raw_chat('"ok \\udfff tail"'), "messages.0.content"),
+        (raw_chat('[{"type": "text", "text": "\\uDBFF"}]'), "messages.0.content.0.text"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "\\ud800": 1}', "\\ud800"),
+    ],
+    ids=["lone-high", "lone-low", "in-a-part", "in-a-key"],
+)
 def test_lone_surrogates_are_400_naming_the_field(raw: bytes, param: str) -> None:
     s = Stack()
     err = error_of(s.run(CHAT, raw), 400)
@@ -348,8 +434,9 @@ def test_a_batch_of_prompts_is_bounded_and_weighs_prompts_times_n() -> None:
     err = error_of(s.run(COMPLETIONS, {"model": "m", "prompt": ["a"] * 5}), 400)
     assert err["param"] == "prompt" and "api.max_prompts" in err["message"]
     assert s.run(COMPLETIONS, {"model": "m", "prompt": ["a"] * 4, "n": 2, "max_tokens": 1})[0] == 200
-    assert s.run(COMPLETIONS, {"model": "m", "prompt": [1, 2, 3], "n": 8, "max_tokens": 1})[0] == 200, \
+    assert s.run(COMPLETIONS, {"model": "m", "prompt": [1, 2, 3], "n": 8, "max_tokens": 1})[0] == 200, (
         "a list of token ids is one prompt"
+    )
     assert s.pipeline.gate.inflight == 0
 
 
@@ -386,8 +473,10 @@ def test_nesting_is_capped_below_any_recursion_limit(depth: int, status: int) ->
     """The body object and ``vllm_xargs`` are two levels: 62 more is 64, the cap; 65 levels is far under
     Python's recursion limit, so the cap itself (not a RecursionError) refuses it."""
     nested = "[" * depth + "]" * depth
-    raw = ('{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "user": "x", '
-           '"vllm_xargs": {"a": %s}}' % nested).encode()
+    raw = (
+        '{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "user": "x", '
+        '"vllm_xargs": {"a": %s}}' % nested
+    ).encode()
     result = Stack().run(CHAT, raw)
     if status == 400:
         err = error_of(result, 400)
@@ -426,12 +515,16 @@ def test_the_engines_own_400_keeps_its_message_and_names_the_field() -> None:
     assert err["message"].startswith("max_tokens must be at least 1")
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"model": "m", "messages": True, "max_tokens": 1}, "messages"),
-    ({"model": "m", "messages": None, "max_tokens": 1}, "messages"),
-    ({**MSG, "structured_outputs": 5}, "structured_outputs"),
-    ({"stream_options": False, "messages": True, "model": "m", "max_tokens": 1, "top_p": True}, "stream_options"),
-], ids=["messages-true", "messages-null", "structured-outputs-int", "fuzzer-found"])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"model": "m", "messages": True, "max_tokens": 1}, "messages"),
+        ({"model": "m", "messages": None, "max_tokens": 1}, "messages"),
+        ({**MSG, "structured_outputs": 5}, "structured_outputs"),
+        ({"stream_options": False, "messages": True, "model": "m", "max_tokens": 1, "top_p": True}, "stream_options"),
+    ],
+    ids=["messages-true", "messages-null", "structured-outputs-int", "fuzzer-found"],
+)
 def test_a_body_the_engine_app_crashes_on_is_400_naming_the_field(body: dict, param: str) -> None:
     """vLLM's "before" validators iterate ``messages`` and call ``.get`` on nested options without checking
     types; its app answers 500 with the exception text. The pipeline turns that into the 400 naming the field."""
@@ -488,10 +581,18 @@ def test_body_over_the_limit_is_413_declared_or_streamed() -> None:
 
 # -- routes ---------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,path,status", [
-    ("GET", "/nothing", 404), ("GET", "/metrics", 404), ("POST", "/v1/responses", 404), ("GET", "/docs", 404),
-    ("GET", CHAT, 405), ("DELETE", "/v1/models", 405),
-])
+
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("GET", "/nothing", 404),
+        ("GET", "/metrics", 404),
+        ("POST", "/v1/responses", 404),
+        ("GET", "/docs", 404),
+        ("GET", CHAT, 405),
+        ("DELETE", "/v1/models", 405),
+    ],
+)
 def test_paths_the_api_does_not_serve_are_openai_errors(method: str, path: str, status: int) -> None:
     result = Stack().run(path, method=method)
     error_of(result, status)
@@ -523,16 +624,28 @@ def test_tokenize_goes_through_with_the_same_checks() -> None:
 
 # -- keys and rate limits, on every route ------------------------------------------------------------------------------
 
+
 def _key_file(tmp_path: Path, *keys: str) -> Path:
     f = tmp_path / "api-keys"
     f.write_text("# test keys\n" + "\n".join(keys) + "\n")
     return f
 
 
-ALL_ROUTES = [("POST", CHAT), ("POST", COMPLETIONS), ("POST", "/tokenize"), ("POST", "/detokenize"),
-              ("POST", "/v1/embeddings"), ("POST", "/v1/score"), ("POST", "/v1/audio/transcriptions"),
-              ("GET", "/v1/models"), ("GET", "/v1/models/m"), ("GET", "/openapi.json"), ("GET", "/docs"),
-              ("GET", "/metrics"), ("GET", "/nothing")]
+ALL_ROUTES = [
+    ("POST", CHAT),
+    ("POST", COMPLETIONS),
+    ("POST", "/tokenize"),
+    ("POST", "/detokenize"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/v1/score"),
+    ("POST", "/v1/audio/transcriptions"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/m"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/metrics"),
+    ("GET", "/nothing"),
+]
 
 
 @pytest.mark.parametrize("method,path", ALL_ROUTES)
@@ -553,8 +666,11 @@ def test_every_route_needs_the_key(tmp_path: Path, method: str, path: str) -> No
 @pytest.mark.parametrize("path", [CHAT, "/tokenize", "/v1/models"])
 def test_rate_limit_is_per_key_with_retry_after_on_every_route(path: str) -> None:
     now = [100.0]
-    s = Stack(keys=KeyStore(env="KEYS", environ={"KEYS": "key-a,key-b"}), clock=lambda: now[0],
-              rate_limit={"requests_per_second": 0.4, "burst": 2})
+    s = Stack(
+        keys=KeyStore(env="KEYS", environ={"KEYS": "key-a,key-b"}),
+        clock=lambda: now[0],
+        rate_limit={"requests_per_second": 0.4, "burst": 2},
+    )
     a, b = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
     method = "GET" if path == "/v1/models" else "POST"
     body = None if method == "GET" else MSG
@@ -570,8 +686,11 @@ def test_rate_limit_is_per_key_with_retry_after_on_every_route(path: str) -> Non
 
 def test_a_batch_takes_as_many_tokens_as_sequences() -> None:
     now = [0.0]
-    s = Stack(keys=KeyStore(env="KEYS", environ={"KEYS": "k"}), clock=lambda: now[0],
-              rate_limit={"requests_per_second": 1, "burst": 4})
+    s = Stack(
+        keys=KeyStore(env="KEYS", environ={"KEYS": "k"}),
+        clock=lambda: now[0],
+        rate_limit={"requests_per_second": 1, "burst": 4},
+    )
     k = {"Authorization": "Bearer k"}
     assert s.run(COMPLETIONS, {"model": "m", "prompt": ["a", "b", "c"], "max_tokens": 1}, headers=k)[0] == 200
     assert error_of(s.run(CHAT, {**MSG, "n": 2}, headers=k), 429)["code"] == "rate_limit_exceeded"
@@ -580,8 +699,9 @@ def test_a_batch_takes_as_many_tokens_as_sequences() -> None:
 
 
 def test_a_wrong_key_is_401_before_any_rate_limit() -> None:
-    s = Stack(keys=KeyStore(env="KEYS", environ={"KEYS": "key-a"}),
-              rate_limit={"requests_per_second": 0.001, "burst": 1})
+    s = Stack(
+        keys=KeyStore(env="KEYS", environ={"KEYS": "key-a"}), rate_limit={"requests_per_second": 0.001, "burst": 1}
+    )
     for _ in range(3):
         error_of(s.run(CHAT, MSG, headers={"Authorization": "Bearer nope"}), 401)
     assert s.run(CHAT, MSG, headers={"Authorization": "Bearer key-a"})[0] == 200
@@ -601,9 +721,14 @@ def test_rotation_drops_removed_keys_buckets(tmp_path: Path) -> None:
 
 # -- the deployment's limits, shared across replicas ----------------------------------------------------------
 
+
 def test_each_replica_enforces_its_share_of_the_limits() -> None:
-    s = Stack(replicas=4, max_inflight=10, rate_limit={"requests_per_second": 8, "burst": 6},
-              keys=KeyStore(env="KEYS", environ={"KEYS": "k"}))
+    s = Stack(
+        replicas=4,
+        max_inflight=10,
+        rate_limit={"requests_per_second": 8, "burst": 6},
+        keys=KeyStore(env="KEYS", environ={"KEYS": "k"}),
+    )
     assert s.pipeline.gate.limit == 3  # ceil(10 / 4)
     assert s.pipeline.limiter is not None
     assert (s.pipeline.limiter.rate, s.pipeline.limiter.burst) == (2.0, 2)  # 8/4 per second, ceil(6/4)
@@ -654,8 +779,14 @@ def test_a_request_cancelled_while_its_body_arrives_gives_its_slot_back() -> Non
         async def send(msg: dict) -> None:
             pass
 
-        scope = {"type": "http", "method": "POST", "path": CHAT, "root_path": "", "query_string": b"",
-                 "headers": [(b"content-type", b"application/json")]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": CHAT,
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+        }
         task = asyncio.ensure_future(s.pipeline(scope, receive, send))
         await asyncio.sleep(0.05)
         assert s.pipeline.gate.inflight == 1
@@ -691,8 +822,12 @@ def test_a_stream_that_never_starts_gives_its_slot_and_gauge_back_when_the_clien
 
 def test_headers_that_steer_the_engine_do_not_reach_it() -> None:
     s = Stack()
-    headers = {"X-data-parallel-rank": "3", "X-Vllm-Priority": "-100", "endpoint-load-metrics-format": "text",
-               "X-Request-Id": "abc"}
+    headers = {
+        "X-data-parallel-rank": "3",
+        "X-Vllm-Priority": "-100",
+        "endpoint-load-metrics-format": "text",
+        "X-Request-Id": "abc",
+    }
     assert s.run(CHAT, MSG, headers=headers)[0] == 200
     seen = {k.lower() for k in s.engine.headers[-1]}
     assert not seen & {"x-data-parallel-rank", "x-vllm-priority", "endpoint-load-metrics-format"}

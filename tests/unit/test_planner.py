@@ -47,6 +47,7 @@ def mem(*args, **kw):
 
 # --- published facts: memory ---------------------------------------------------------------------
 
+
 def test_v3_fp8_does_not_fit_8xh800_at_any_utilization() -> None:
     # Reference §3.2: ~627 GiB of FP8 weights on 8 x 79.1 GiB; vLLM recipe vram_minimum_gb 805 [V];
     # LMDeploy #2960 OOM on 8xH800 [S]. Exact claim: no fit, so no tolerance.
@@ -137,6 +138,7 @@ def test_every_gpu_profile_fits_and_meets_its_slo(profile: str) -> None:
 # separates "the model explains the number" from "it is off by the architecture" (the TP8 row below is
 # off by 3x, and that is the point of it).
 
+
 def test_67b_max_generation_throughput_near_v2_paper() -> None:
     # V2 paper §3.2.3: V2's >50K tok/s is 5.76x the 67B's maximum -> ~8.7k tok/s on 8xH800 [C from V].
     ratio = P.max_gen_67b_h800() / 8700
@@ -192,6 +194,7 @@ def test_published_table_lists_every_comparison_with_its_ratio() -> None:
 
 # --- memory mechanics (vLLM behaviour, reference §2) -----------------------------------------------
 
+
 def test_mla_kv_is_replicated_across_tp_but_gqa_is_split() -> None:
     v2_tp1, v2_tp8 = mem("deepseek-v2", "h200", tp=1), mem("deepseek-v2", "h800", tp=8)
     assert v2_tp1.kv_bytes_per_token == v2_tp8.kv_bytes_per_token == 69_120
@@ -200,6 +203,7 @@ def test_mla_kv_is_replicated_across_tp_but_gqa_is_split() -> None:
     # TP16 over 2 nodes: fewer KV heads than ranks, so vLLM replicates: still one head per GPU.
     dep = P.deployment("deepseek-llm-67b", "h800", tp=16, replicas=1)
     from dataclasses import replace
+
     assert plan_memory(replace(dep, nodes=2)).kv_bytes_per_token == 48_640
 
 
@@ -241,8 +245,9 @@ def test_kv_must_hold_one_max_len_sequence() -> None:
 
 
 def test_nearest_layouts_for_v3_on_h800_all_fit() -> None:
-    plan = build_plan(P.deployment("deepseek-v3", "h800", tp=8),
-                      RequestMix(1, TokenDist("const", 512), TokenDist("const", 256)))
+    plan = build_plan(
+        P.deployment("deepseek-v3", "h800", tp=8), RequestMix(1, TokenDist("const", 512), TokenDist("const", 256))
+    )
     assert not plan.fits and plan.alternatives
     assert all(a.memory.fits for a in plan.alternatives)
     changes = " | ".join(a.change for a in plan.alternatives)
@@ -251,6 +256,7 @@ def test_nearest_layouts_for_v3_on_h800_all_fit() -> None:
 
 
 # --- performance model invariants -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def perf67() -> PerfModel:
@@ -269,8 +275,7 @@ def test_small_batch_decode_is_bounded_by_reading_the_weights(perf67: PerfModel)
     # Reference §7: 67B BF16 TP8 reads 134.8 GB / (8 x 3.35 TB/s) >= 5.03 ms per step at 100% bandwidth.
     assert perf67.decode_step_time_s(1, 128) > 5.03e-3
     b = perf67.step_breakdown(1, 0, 128)
-    assert b.total_s == pytest.approx(b.weights_s + b.experts_s + b.attention_s + b.comm_s + b.kernels_s
-                                      + b.overhead_s)
+    assert b.total_s == pytest.approx(b.weights_s + b.experts_s + b.attention_s + b.comm_s + b.kernels_s + b.overhead_s)
 
 
 def test_moe_decode_reads_only_the_experts_it_touches() -> None:
@@ -296,9 +301,11 @@ def test_plan_exposes_the_simulated_engine_interface() -> None:
 
 # --- queueing and the SLO ---------------------------------------------------------------------------
 
+
 def _mix(qps: float = 1.0, inp: str = "512", out: str = "256", metric: str = "ttft") -> RequestMix:
-    return RequestMix(qps, TokenDist.parse(inp, flag="--input-tokens"), TokenDist.parse(out, flag="--output-tokens"),
-                      metric=metric)  # type: ignore[arg-type]
+    return RequestMix(
+        qps, TokenDist.parse(inp, flag="--input-tokens"), TokenDist.parse(out, flag="--output-tokens"), metric=metric
+    )  # type: ignore[arg-type]
 
 
 def test_latency_grows_with_load_and_diverges_past_capacity(perf67: PerfModel) -> None:
@@ -338,8 +345,18 @@ def test_erlang_c_known_values() -> None:
     assert 0 < erlang_c(5000, 4900) < 1  # large-c approximation stays a probability
 
 
-@pytest.mark.parametrize("text,ok", [("512", True), ("128:1024", True), ("exp:300", True), ("0", False),
-                                     ("10:5", False), ("lots", False), ("exp:0", False)])
+@pytest.mark.parametrize(
+    "text,ok",
+    [
+        ("512", True),
+        ("128:1024", True),
+        ("exp:300", True),
+        ("0", False),
+        ("10:5", False),
+        ("lots", False),
+        ("exp:0", False),
+    ],
+)
 def test_token_distribution_syntax(text: str, ok: bool) -> None:
     if ok:
         d = TokenDist.parse(text, flag="--input-tokens")
@@ -350,6 +367,7 @@ def test_token_distribution_syntax(text: str, ok: bool) -> None:
 
 
 # --- the CLI contract: 0 fits and meets, 1 does not, 2 bad input -------------------------------------
+
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     rc = main(["plan", *argv])
@@ -365,8 +383,9 @@ def test_cli_fits_and_meets(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_does_not_fit_exits_1_with_reason_and_alternatives(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = _run([str(PROFILES / "h800x8-deepseek-v2.yaml"), "--architecture", "deepseek-v3",
-                       "--quantization", "none"], capsys)
+    rc, out, _ = _run(
+        [str(PROFILES / "h800x8-deepseek-v2.yaml"), "--architecture", "deepseek-v3", "--quantization", "none"], capsys
+    )
     assert rc == 1
     assert "DOES NOT FIT: weights need 79.3 GiB per GPU" in out and "Nearest layouts that fit" in out
 
@@ -384,14 +403,17 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["slo"]["qps"] == 5 and data["performance"]["decode"] and data["assumptions"]
 
 
-@pytest.mark.parametrize("argv,fragments", [
-    (["--qps", "-3"], ["SpecError", "--qps", "positive"]),
-    (["--input-tokens", "many"], ["SpecError", "--input-tokens: got 'many'"]),
-    (["--input-tokens", "4000", "--output-tokens", "200"], ["exceed engine.max_model_len 4096"]),
-    (["--architecture", "deepseek-v9"], ["SpecError", "model.architecture", "deepseek-v9", "choose one of"]),
-    (["--tp", "16"], ["engine.tensor_parallel_size", "cluster has 8"]),
-    (["--hf-config", "/nonexistent/config.json"], ["ModelBuildError", "no such file"]),
-])
+@pytest.mark.parametrize(
+    "argv,fragments",
+    [
+        (["--qps", "-3"], ["SpecError", "--qps", "positive"]),
+        (["--input-tokens", "many"], ["SpecError", "--input-tokens: got 'many'"]),
+        (["--input-tokens", "4000", "--output-tokens", "200"], ["exceed engine.max_model_len 4096"]),
+        (["--architecture", "deepseek-v9"], ["SpecError", "model.architecture", "deepseek-v9", "choose one of"]),
+        (["--tp", "16"], ["engine.tensor_parallel_size", "cluster has 8"]),
+        (["--hf-config", "/nonexistent/config.json"], ["ModelBuildError", "no such file"]),
+    ],
+)
 def test_cli_bad_input_exits_2(argv: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = _run([str(PROFILES / "h800x8-deepseek-llm-67b-tp8.yaml"), *argv], capsys)
     assert rc == 2
@@ -411,8 +433,9 @@ def test_cli_missing_profile_and_no_profile_exit_2(capsys: pytest.CaptureFixture
 
 def test_cli_plans_a_local_llama_config_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "config.json").write_text(json.dumps(P.LLAMA_33_70B_CONFIG))
-    rc, out, _ = _run([str(PROFILES / "h800x8-deepseek-llm-67b.yaml"), "--hf-config", str(tmp_path),
-                       "--qps", "2"], capsys)
+    rc, out, _ = _run(
+        [str(PROFILES / "h800x8-deepseek-llm-67b.yaml"), "--hf-config", str(tmp_path), "--qps", "2"], capsys
+    )
     assert rc == 0 and "70.6B params" in out
 
 
@@ -427,9 +450,11 @@ def test_plan_is_fast_and_imports_no_engine() -> None:
     t0 = time.monotonic()
     plan_profile(PROFILES / "h800x8-deepseek-llm-67b-tp8.yaml", mix_args={"qps": 10})
     assert time.monotonic() - t0 < 1.0
-    code = ("import sys; from dsserve.cli import main; "
-            "rc = main(['plan', 'deploy/profiles/h800x8-deepseek-llm-67b-tp8.yaml', '--qps', '5']); "
-            "bad = [m for m in ('ray', 'vllm', 'torch') if m in sys.modules]; print(bad); sys.exit(3 if bad else 0)")
+    code = (
+        "import sys; from dsserve.cli import main; "
+        "rc = main(['plan', 'deploy/profiles/h800x8-deepseek-llm-67b-tp8.yaml', '--qps', '5']); "
+        "bad = [m for m in ('ray', 'vllm', 'torch') if m in sys.modules]; print(bad); sys.exit(3 if bad else 0)"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout[-500:] + r.stderr[-2000:]
 
@@ -449,8 +474,9 @@ def test_every_generated_table_in_the_doc_is_current(capsys: pytest.CaptureFixtu
         assert words[:2] == [".venv/bin/dsserve", "plan"], m.group("cmd")
         argv: list[str] = []
         for w in words[1:]:
-            argv.extend(sorted(glob.glob(str(REPO / w))) if "*" in w else
-                        [str(REPO / w)] if w.startswith("deploy/") else [w])
+            argv.extend(
+                sorted(glob.glob(str(REPO / w))) if "*" in w else [str(REPO / w)] if w.startswith("deploy/") else [w]
+            )
         assert main(argv) in (0, 1)  # 1 = a plan that does not fit or misses its SLO: still output
         out = capsys.readouterr().out
         lines = m.group("body").splitlines(keepends=True)

@@ -52,12 +52,15 @@ def _recording() -> list[dict]:
 
 # -- generated, valid ---------------------------------------------------------------------------------------
 
+
 def test_rule_files_are_generated_from_code() -> None:
     assert sorted(p.name for p in RULES.iterdir()) == sorted([pr.RECORDING_FILE, pr.ALERTS_FILE])
-    assert (RULES / pr.RECORDING_FILE).read_text() == pr.render_recording(), \
+    assert (RULES / pr.RECORDING_FILE).read_text() == pr.render_recording(), (
         "deploy/prometheus/rules/dsserve-recording.yaml drifted from dsserve/render/queries.py; run `make render`"
-    assert (RULES / pr.ALERTS_FILE).read_text() == pr.render_alerts(), \
+    )
+    assert (RULES / pr.ALERTS_FILE).read_text() == pr.render_alerts(), (
         "deploy/prometheus/rules/dsserve-alerts.yaml drifted from dsserve/render/prometheus_rules.py; run `make render`"
+    )
 
 
 def test_rendered_yaml_is_the_intended_data() -> None:
@@ -93,6 +96,7 @@ def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
 
 # -- coverage of the promtool tests ------------------------------------------------------------------------
 
+
 def test_every_alert_has_a_firing_and_a_silent_test() -> None:
     firing: set[str] = set()
     silent: set[str] = set()
@@ -109,8 +113,12 @@ def test_every_alert_has_a_firing_and_a_silent_test() -> None:
 
 
 def test_every_recording_rule_has_a_promql_expr_test() -> None:
-    tested = {case["expr"].strip() for doc in _test_docs() for test in doc.get("tests", [])
-              for case in test.get("promql_expr_test", []) or []}
+    tested = {
+        case["expr"].strip()
+        for doc in _test_docs()
+        for test in doc.get("tests", [])
+        for case in test.get("promql_expr_test", []) or []
+    }
     recorded = [r["record"] for r in _recording()]
     missing = [name for name in recorded if name not in tested]
     assert not missing, f"recording rules with no promql_expr_test in deploy/prometheus/tests: {missing}"
@@ -143,6 +151,7 @@ def test_for_boundary_is_pinned(alert: str, tmp_path: Path) -> None:
 
 
 # -- house style --------------------------------------------------------------------------------------------
+
 
 def _anchors(markdown: str) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
@@ -189,12 +198,14 @@ def test_slo_bucket_edge_is_exported() -> None:
 
     assert SLO_THRESHOLD_S in LATENCY_BUCKETS_S and SLO_THRESHOLD_S in ITL_BUCKETS_S
     text = (RULES / pr.RECORDING_FILE).read_text()
-    assert 'le="0.5"' in text and "le=\"0.50\"" not in text
+    assert 'le="0.5"' in text and 'le="0.50"' not in text
 
 
 def test_metric_names_lexer() -> None:
-    expr = ('sum by (model_name, le) (rate(ray_a_bucket{status=~"5..", le="0.5"}[5m])) / on (x) group_left '
-            'count(b:c:d offset 1h) and histogram_quantile(0.99, rate(x_total[$__rate_interval])) > bool 2')
+    expr = (
+        'sum by (model_name, le) (rate(ray_a_bucket{status=~"5..", le="0.5"}[5m])) / on (x) group_left '
+        "count(b:c:d offset 1h) and histogram_quantile(0.99, rate(x_total[$__rate_interval])) > bool 2"
+    )
     assert metric_names(expr) == {"ray_a_bucket", "b:c:d", "x_total"}
     assert metric_names('label_values(ray_x{model_name=~"$model_name"}, ReplicaId)') == {"ray_x"}
     assert {r.record for r in recording_rules()} == recorded_names()
@@ -255,8 +266,7 @@ def test_local_prometheus_scrapes_and_evaluates_the_rules(fake_exporter: int) ->
 
     from dsserve.local_prometheus import LocalPrometheus
 
-    prom = LocalPrometheus({"dsserve-ray": [f"127.0.0.1:{fake_exporter}"]}, port=_free_port(),
-                           scrape_interval_s=1.0)
+    prom = LocalPrometheus({"dsserve-ray": [f"127.0.0.1:{fake_exporter}"]}, port=_free_port(), scrape_interval_s=1.0)
     prom.start()
     pid, data_dir = prom._proc.pid, prom._dir  # type: ignore[union-attr]
     try:
@@ -293,7 +303,9 @@ def test_local_prometheus_scrapes_haproxy_only_behind_haproxy(local_cpu_data: di
 
     assert local_cpu_data["serving"]["proxy"] == "haproxy"  # the default
     assert LocalPrometheus.for_spec(parse_spec(local_cpu_data)).targets == {
-        "dsserve-ray": ["127.0.0.1:8080"], "dsserve-haproxy": ["127.0.0.1:9101"]}
+        "dsserve-ray": ["127.0.0.1:8080"],
+        "dsserve-haproxy": ["127.0.0.1:9101"],
+    }
     local_cpu_data["serving"].update(proxy="python", gateway="ingress")
     local_cpu_data["observability"]["metrics_export_port"] = 8181
     assert LocalPrometheus.for_spec(parse_spec(local_cpu_data)).targets == {"dsserve-ray": ["127.0.0.1:8181"]}
@@ -355,8 +367,9 @@ def test_observability_doc_covers_every_metric_rule_and_alert() -> None:
     assert not missing, f"docs/observability.md does not describe: {missing}"
 
 
-def test_up_with_prometheus_fails_fast_without_the_binary(monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_up_with_prometheus_fails_fast_without_the_binary(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`dsserve up --prometheus` checks for the binary before anything starts (no Ray is started here)."""
     import signal
 

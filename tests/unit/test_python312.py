@@ -20,8 +20,9 @@ PY312 = REPO / ".venv-py312" / "bin" / "python"
 def test_request_body_tests_pass_under_python_312() -> None:
     if not PY312.exists():
         pytest.skip("no .venv-py312: `make install` builds it where python3.12 is on PATH")
-    version = subprocess.run([str(PY312), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
-                             text=True, timeout=60).stdout.strip()
+    version = subprocess.run(
+        [str(PY312), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True, timeout=60
+    ).stdout.strip()
     assert version == "(3, 12)", version
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [str(PY312), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_request_body.py"]

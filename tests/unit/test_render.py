@@ -143,11 +143,11 @@ def test_dp_attention_uses_ray_dp_builder_with_one_replica_per_rank() -> None:
     # admission counts every rank's engine slots; each rank's pipeline takes an eighth
     settings = cfg.experimental_configs["dsserve_api"]
     assert settings["max_inflight"] == 8 * 256 + 2048 and settings["replicas"] == 8
-    ingress = serve_config(load_spec(REPO / "deploy/profiles/h800x8-deepseek-v2-lite-dp8-ep.yaml",
-                                     overrides=["serving.gateway=ingress"]))["applications"][0]
+    ingress = serve_config(
+        load_spec(REPO / "deploy/profiles/h800x8-deepseek-v2-lite-dp8-ep.yaml", overrides=["serving.gateway=ingress"])
+    )["applications"][0]
     assert ingress["import_path"] == "dsserve.app:build_dp_openai_app"
     assert DPOpenAiServingArgs.model_validate(ingress["args"]).llm_config.model_id == spec.model.id
-
 
 
 # ---------------------------------------------------------------------------------------------- multi-node
@@ -163,8 +163,7 @@ def test_two_node_tp8_pp2_places_16_gpu_bundles_with_pack() -> None:
     assert (spec.hardware.nodes, spec.hardware.gpus_per_node) == (2, 8)
     doc = yaml.safe_load(render_serve_config(spec, source="x"))
     cfg = rendered_llm_config(doc["applications"][0])
-    assert cfg.placement_group_config == {
-        "bundles": [{"GPU": 1}] * 16, "strategy": "PACK"}
+    assert cfg.placement_group_config == {"bundles": [{"GPU": 1}] * 16, "strategy": "PACK"}
     assert cfg.engine_kwargs["tensor_parallel_size"] == 8 and cfg.engine_kwargs["pipeline_parallel_size"] == 2
     # Ray's own reading of it: the placement group the Serve replica asks for is those 16 bundles, PACK
     # (the replica actor's CPU merged into bundle 0).

@@ -19,14 +19,22 @@ from hypothesis import strategies as st
 from dsserve.serving.body import MAX_NESTING, ShapeLimits, _first_bad_string, parse_json, request_shape
 from dsserve.serving.errors import BodyTooLarge, InvalidRequest
 
-LIMITS = ShapeLimits(max_n=16, max_prompts=16, max_tokens=8192, max_messages=2048, max_tools=128,
-                     max_schema_bytes=32768, max_schema_depth=32)
+LIMITS = ShapeLimits(
+    max_n=16,
+    max_prompts=16,
+    max_tokens=8192,
+    max_messages=2048,
+    max_tools=128,
+    max_schema_bytes=32768,
+    max_schema_depth=32,
+)
 
 
 @pytest.mark.parametrize("depth", [MAX_NESTING + 1, 1_000, 100_000])
 def test_deep_nesting_is_400_on_this_python(depth: int) -> None:
-    raw = ('{"model": "m", "messages": [{"role": "user", "content": "x"}], "x": %s}'
-           % ("[" * depth + "]" * depth)).encode()
+    raw = (
+        '{"model": "m", "messages": [{"role": "user", "content": "x"}], "x": %s}' % ("[" * depth + "]" * depth)
+    ).encode()
     with pytest.raises(InvalidRequest) as info:
         parse_json(raw)
     assert info.value.status == 400 and "deep" in info.value.body().decode()
@@ -61,14 +69,17 @@ def test_a_lone_surrogate_in_a_body_is_400_naming_the_field() -> None:
     assert info.value.param == "messages.0.content"
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"prompt": ["a"] * 64, "n": 16}, "prompt"),  # past max_prompts first
-    ({"prompt": ["a"] * 4, "n": 8}, "n"),
-    ({"prompt": ["a"] * 16, "n": 1}, None),
-    ({"prompt": "a", "n": 17}, "n"),
-    ({"prompt": "a", "max_tokens": 8193}, "max_tokens"),
-    ({"prompt": "a", "max_completion_tokens": 9000}, "max_completion_tokens"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"prompt": ["a"] * 64, "n": 16}, "prompt"),  # past max_prompts first
+        ({"prompt": ["a"] * 4, "n": 8}, "n"),
+        ({"prompt": ["a"] * 16, "n": 1}, None),
+        ({"prompt": "a", "n": 17}, "n"),
+        ({"prompt": "a", "max_tokens": 8193}, "max_tokens"),
+        ({"prompt": "a", "max_completion_tokens": 9000}, "max_completion_tokens"),
+    ],
+)
 def test_completion_shapes(body: dict, param: str | None) -> None:
     if param is None:
         assert request_shape({"model": "m", **body}, chat=False, limits=LIMITS).weight == 16
@@ -86,9 +97,11 @@ def test_chat_message_count_is_capped() -> None:
     assert request_shape({"messages": msgs * 2048, "n": 3}, chat=True, limits=LIMITS).weight == 3
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=40)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=40,
+)
 
 
 def _check(raw: bytes) -> None:

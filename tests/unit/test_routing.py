@@ -51,10 +51,13 @@ def _request(text: str) -> SimpleNamespace:
 def _router_with(tree: Any) -> tuple[NonBlockingPrefixCacheAffinityRouter, list[Any]]:
     dep = DeploymentID(name="LLMServer:m", app_name="app")
     router = NonBlockingPrefixCacheAffinityRouter(
-        deployment_id=dep, handle_source=DeploymentHandleSource.REPLICA, use_replica_queue_len_cache=True)
+        deployment_id=dep, handle_source=DeploymentHandleSource.REPLICA, use_replica_queue_len_cache=True
+    )
     router.initialize_state(tree_actor=tree)
-    replicas = [SimpleNamespace(replica_id=ReplicaID(unique_id=u, deployment_id=dep), max_ongoing_requests=8)
-                for u in ("a", "b")]
+    replicas = [
+        SimpleNamespace(replica_id=ReplicaID(unique_id=u, deployment_id=dep), max_ongoing_requests=8)
+        for u in ("a", "b")
+    ]
     for r in replicas:
         router._replicas[r.replica_id] = r
         router._replica_queue_len_cache.update(r.replica_id, 0)
@@ -74,8 +77,12 @@ def test_routes_to_the_replica_holding_the_prefix_and_otherwise_to_the_smallest(
         tree.tree.insert("x" * 500, replicas[1].replica_id.to_full_id_str(), 1.0)
         unrelated = await router._prefix_match_best_replicas(_request("Translate 'cat' to French."), replicas)
         empty = await router._prefix_match_best_replicas(_request(""), replicas)
-        return ([r.replica_id.unique_id for r in same_prefix[0]], [r.replica_id.unique_id for r in unrelated[0]],
-                [r.replica_id.unique_id for r in empty[0]], tree.calls)
+        return (
+            [r.replica_id.unique_id for r in same_prefix[0]],
+            [r.replica_id.unique_id for r in unrelated[0]],
+            [r.replica_id.unique_id for r in empty[0]],
+            tree.calls,
+        )
 
     same_prefix, unrelated, empty, calls = asyncio.run(scenario())
     assert same_prefix == ["b"]  # b served the shared system prompt
@@ -146,9 +153,20 @@ def _tree_bytes(tree: PrefixTree) -> tuple[int, int]:
     while stack:
         node = stack.pop()
         nodes += 1
-        size += sys.getsizeof(node) + sys.getsizeof(node.text) + sum(
-            sys.getsizeof(d) for d in (node.__dict__, node.edge_label_to_child, node.tenant_to_last_access_time,
-                                       node.tenant_to_older_node, node.tenant_to_newer_node))
+        size += (
+            sys.getsizeof(node)
+            + sys.getsizeof(node.text)
+            + sum(
+                sys.getsizeof(d)
+                for d in (
+                    node.__dict__,
+                    node.edge_label_to_child,
+                    node.tenant_to_last_access_time,
+                    node.tenant_to_older_node,
+                    node.tenant_to_newer_node,
+                )
+            )
+        )
         stack.extend(node.edge_label_to_child.values())
     return nodes, size
 
@@ -184,8 +202,10 @@ def test_10k_unique_prompts_leave_the_tree_within_its_bound() -> None:
     nodes, size = _tree_bytes(tree)
     assert held <= max_chars, held
     assert size < 2 * max_chars, f"{size / 2**20:.1f} MiB for {held:,} characters"
-    print(f"\n[prefix tree] {held:,} characters held after 10,000 unique prompts, {nodes} nodes, "
-          f"{size / 2**20:.1f} MiB ({size / max(held, 1):.2f} B per character)")
+    print(
+        f"\n[prefix tree] {held:,} characters held after 10,000 unique prompts, {nodes} nodes, "
+        f"{size / 2**20:.1f} MiB ({size / max(held, 1):.2f} B per character)"
+    )
 
 
 def test_every_prefix_profile_renders_a_bounded_tree() -> None:
@@ -197,5 +217,6 @@ def test_every_prefix_profile_renders_a_bounded_tree() -> None:
         if spec.serving.router != "prefix_cache_affinity":
             continue
         rc = llm_config(spec)["deployment_config"]["request_router_config"]
-        assert rc["request_router_kwargs"] == eviction_kwargs(spec.serving.prefix_tree_max_chars,
-                                                             engine_replicas(spec, at_most=True)), profile.name
+        assert rc["request_router_kwargs"] == eviction_kwargs(
+            spec.serving.prefix_tree_max_chars, engine_replicas(spec, at_most=True)
+        ), profile.name

@@ -39,8 +39,9 @@ def _sim_spec(**engine: Any) -> Any:
 
 
 def _engine(spec: Any) -> SimulatedEngine:
-    cfg = SimpleNamespace(model_id=spec.model.id, log_engine_metrics=False,
-                          experimental_configs={SIM_CONFIG_KEY: sim_inputs(spec)})
+    cfg = SimpleNamespace(
+        model_id=spec.model.id, log_engine_metrics=False, experimental_configs={SIM_CONFIG_KEY: sim_inputs(spec)}
+    )
     return SimulatedEngine(cfg)
 
 
@@ -104,7 +105,8 @@ def test_a_streamed_chat_has_vllm_chunks_usage_and_done_and_takes_at_least_the_m
     assert bodies[-1]["usage"] == {"prompt_tokens": prompt, "completion_tokens": 8, "total_tokens": prompt + 8}
     # Never faster than the model: one prefill step, then 7 decode steps of one sequence.
     modelled = timing.step_time_s(0, prompt, 0, prompt / 2) + sum(
-        timing.step_time_s(1, 0, prompt + i, 0) for i in range(7))
+        timing.step_time_s(1, 0, prompt + i, 0) for i in range(7)
+    )
     assert elapsed >= modelled * 0.99
     assert eng.steps == 8
 
@@ -178,16 +180,27 @@ def test_every_sim_profile_mirrors_its_gpu_twin() -> None:
     (host, keys)."""
     sims = sorted((REPO / "deploy/profiles").glob("sim-*.yaml"))
     assert sims, "no sim-*.yaml profiles"
-    allowed = {("name",), ("description",), ("engine", "backend"), ("api", "host"), ("api", "api_keys_env"),
-               ("api", "api_keys_file")}
+    allowed = {
+        ("name",),
+        ("description",),
+        ("engine", "backend"),
+        ("api", "host"),
+        ("api", "api_keys_env"),
+        ("api", "api_keys_file"),
+    }
     for path in sims:
         twin = REPO / "deploy/profiles" / path.name.removeprefix("sim-")
         assert twin.is_file(), f"{path.name} has no GPU twin {twin.name}"
         a = load_spec(path).model_dump()
         b = load_spec(twin).model_dump()
         assert a["engine"]["backend"] == "simulated"
-        diffs = {(sec, key) for sec in a if isinstance(a[sec], dict)
-                 for key in set(a[sec]) | set(b[sec]) if a[sec].get(key) != b[sec].get(key)}
+        diffs = {
+            (sec, key)
+            for sec in a
+            if isinstance(a[sec], dict)
+            for key in set(a[sec]) | set(b[sec])
+            if a[sec].get(key) != b[sec].get(key)
+        }
         diffs |= {(sec,) for sec in a if not isinstance(a[sec], dict) and a[sec] != b[sec]}
         assert diffs <= allowed, f"{path.name} differs from {twin.name} in {sorted(diffs - allowed)}"
 
@@ -205,14 +218,29 @@ def test_sim_time_scale_multiplies_every_step_and_is_refused_on_the_real_engine(
 
 # -- agent traffic: tools, tool_choice, response_format (dsserve/sim/answer.py) -----------------------------
 
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "minLength": 2},
-                                            "unit": {"enum": ["celsius", "fahrenheit"]},
-                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-           "required": ["city", "unit", "days"]}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
-         {"type": "function", "function": {"name": "search", "parameters": {
-             "type": "object", "properties": {"query": {"type": "string"}, "top_k": {"type": "integer"}},
-             "required": ["query"]}}}]
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "minLength": 2},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+    },
+    "required": ["city", "unit", "days"],
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}, "top_k": {"type": "integer"}},
+                "required": ["query"],
+            },
+        },
+    },
+]
 NAMED = {"type": "function", "function": {"name": "search"}}
 TOOL_CALL_ID = re.compile(r"^chatcmpl-tool-[0-9a-f]{32}$")
 
@@ -228,6 +256,7 @@ def _parser_spec() -> Any:
 
 def _answers(spec: Any, *requests: Any) -> list[list[Any]]:
     """Every request's outputs from one started engine."""
+
     async def go() -> list[list[Any]]:
         eng = _engine(spec)
         await eng.start()
@@ -261,14 +290,18 @@ def test_the_engine_reads_the_specs_tool_parser_from_the_sim_inputs() -> None:
     assert not off.enabled, "DeepSeek-V2 has no tool-call parser of its own"
 
 
-@pytest.mark.parametrize("choice, name, finish, content", [
-    (NAMED, "search", "stop", ""),  # OpenAI and vLLM: a named choice finishes "stop"
-    ("required", "get_weather", "tool_calls", ""),
-    ("auto", "get_weather", "tool_calls", None),
-    (None, "get_weather", "tool_calls", None),  # tools without tool_choice mean auto
-])
+@pytest.mark.parametrize(
+    "choice, name, finish, content",
+    [
+        (NAMED, "search", "stop", ""),  # OpenAI and vLLM: a named choice finishes "stop"
+        ("required", "get_weather", "tool_calls", ""),
+        ("auto", "get_weather", "tool_calls", None),
+        (None, "get_weather", "tool_calls", None),  # tools without tool_choice mean auto
+    ],
+)
 def test_a_tool_choice_gets_one_call_with_arguments_valid_against_the_tools_schema(
-        choice: Any, name: str, finish: str, content: str | None) -> None:
+    choice: Any, name: str, finish: str, content: str | None
+) -> None:
     import jsonschema
 
     kw: dict[str, Any] = {"tools": TOOLS, "max_tokens": 200}
@@ -283,28 +316,41 @@ def test_a_tool_choice_gets_one_call_with_arguments_valid_against_the_tools_sche
     assert TOOL_CALL_ID.match(call["id"]) and call["type"] == "function" and call["function"]["name"] == name
     jsonschema.validate(json.loads(call["function"]["arguments"]), _schema_of(name))
     # tokens: the call's markup and name, ~4 characters of arguments per token, closing markup, EOS
-    expected = (TOOL_CALL_OPEN_TOKENS + estimate_tokens(name) + estimate_tokens(call["function"]["arguments"])
-                + TOOL_CALL_CLOSE_TOKENS + 1)
+    expected = (
+        TOOL_CALL_OPEN_TOKENS
+        + estimate_tokens(name)
+        + estimate_tokens(call["function"]["arguments"])
+        + TOOL_CALL_CLOSE_TOKENS
+        + 1
+    )
     assert resp.usage.completion_tokens == expected
 
 
 def test_auto_answers_a_tool_result_in_text_so_an_agent_loop_ends() -> None:
-    call = {"id": "chatcmpl-tool-" + "0" * 32, "type": "function",
-            "function": {"name": "get_weather", "arguments": "{}"}}
-    turn = [{"role": "user", "content": "weather in Paris?"},
-            {"role": "assistant", "content": None, "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": "chatcmpl-tool-" + "0" * 32, "content": "18 C, sunny"}]
+    call = {
+        "id": "chatcmpl-tool-" + "0" * 32,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"},
+    }
+    turn = [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "chatcmpl-tool-" + "0" * 32, "content": "18 C, sunny"},
+    ]
     ((resp,),) = _answers(_parser_spec(), _chat(messages=turn, tools=TOOLS, max_tokens=5))
     choice = resp.model_dump()["choices"][0]
     assert not choice["message"].get("tool_calls") and len(choice["message"]["content"].split()) == 5
 
 
-@pytest.mark.parametrize("choice, message", [
-    ("auto", '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'),
-    (None, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'),
-    ("required", 'tool_choice="required" requires --tool-call-parser to be set'),
-    (NAMED, 'tool_choice=function "search" requires --tool-call-parser to be set'),
-])
+@pytest.mark.parametrize(
+    "choice, message",
+    [
+        ("auto", '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'),
+        (None, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'),
+        ("required", 'tool_choice="required" requires --tool-call-parser to be set'),
+        (NAMED, 'tool_choice=function "search" requires --tool-call-parser to be set'),
+    ],
+)
 def test_without_a_tool_parser_tool_choices_get_vllms_400(choice: Any, message: str) -> None:
     kw: dict[str, Any] = {"tools": TOOLS}
     if choice is not None:
@@ -335,8 +381,10 @@ def _streamed_call(events: list[dict[str, Any]]) -> tuple[dict[str, Any], list[s
     return calls[0], fragments, [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1]
 
 
-@pytest.mark.parametrize("choice, name, finish", [(NAMED, "search", "stop"), ("required", "get_weather", "tool_calls"),
-                                                  ("auto", "get_weather", "tool_calls")])
+@pytest.mark.parametrize(
+    "choice, name, finish",
+    [(NAMED, "search", "stop"), ("required", "get_weather", "tool_calls"), ("auto", "get_weather", "tool_calls")],
+)
 def test_a_streamed_tool_call_has_vllms_deltas_one_fragment_per_token(choice: Any, name: str, finish: str) -> None:
     import jsonschema
 
@@ -372,9 +420,13 @@ def test_response_format_json_object_and_json_schema_stream_json_content_then_st
 
     schema_fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER}}
     obj_fmt = {"type": "json_object"}
-    outs = _answers(_sim_spec(), _chat(response_format=obj_fmt), _chat(response_format=schema_fmt),
-                    _chat(response_format=schema_fmt, stream=True, stream_options={"include_usage": True}),
-                    _chat(response_format=schema_fmt, max_tokens=3))
+    outs = _answers(
+        _sim_spec(),
+        _chat(response_format=obj_fmt),
+        _chat(response_format=schema_fmt),
+        _chat(response_format=schema_fmt, stream=True, stream_options={"include_usage": True}),
+        _chat(response_format=schema_fmt, max_tokens=3),
+    )
     (obj,), (doc,), stream, (cut,) = outs
     obj_choice = obj.model_dump()["choices"][0]
     assert obj_choice["finish_reason"] == "stop" and isinstance(json.loads(obj_choice["message"]["content"]), dict)
@@ -397,9 +449,15 @@ def test_structured_outputs_and_completions_follow_the_schema_too() -> None:
         eng = _engine(_sim_spec())
         await eng.start()
         chat = await _collect(eng.chat(_chat(structured_outputs={"json": WEATHER})))
-        comp = await _collect(eng.completions(CompletionRequest(
-            model="deepseek-v2-lite-chat", prompt="Weather:", response_format={
-                "type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER}})))
+        comp = await _collect(
+            eng.completions(
+                CompletionRequest(
+                    model="deepseek-v2-lite-chat",
+                    prompt="Weather:",
+                    response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER}},
+                )
+            )
+        )
         return chat, comp
 
     (chat,), (comp,) = _run(go())

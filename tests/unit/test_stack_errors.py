@@ -21,8 +21,9 @@ TypeError: --tool-call-parser deepseek_v3 cannot be used with the tokenizer of '
 
 
 def test_the_last_exception_of_the_traceback_is_the_cause() -> None:
-    assert last_exception_line(SERVE_MESSAGE) == ("TypeError: --tool-call-parser deepseek_v3 cannot be used with the "
-                                                  "tokenizer of '/m': no tool tokens!")
+    assert last_exception_line(SERVE_MESSAGE) == (
+        "TypeError: --tool-call-parser deepseek_v3 cannot be used with the tokenizer of '/m': no tool tokens!"
+    )
     assert last_exception_line("Deploying: 1 replica starting") is None
     assert last_exception_line("vllm.v1.engine.exceptions.EngineDeadError: x" + "y" * 2000).endswith("y" * 10)
     assert len(last_exception_line("ValueError: " + "z" * 5000) or "") < 600

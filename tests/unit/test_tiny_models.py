@@ -77,9 +77,11 @@ def _weather_call_text(tok) -> str:  # noqa: ANN001 - a transformers tokenizer
     """The assistant turn the chat template writes for one call: the text vLLM's parser reads."""
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     call = {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
-    text = tok.apply_chat_template([{"role": "user", "content": "x"},
-                                    {"role": "assistant", "content": "Sure.", "tool_calls": [call]}],
-                                   tools=tools, tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": "Sure.", "tool_calls": [call]}],
+        tools=tools,
+        tokenize=False,
+    )
     assert "- get_weather: " in text  # the tools are listed for the model
     return text.split("Assistant: ", 1)[1].removesuffix(tok.eos_token)
 
@@ -107,19 +109,24 @@ def test_vllms_deepseek_v3_parser_reads_the_tiny_models_calls(built: dict[str, P
 
     tok = AutoTokenizer.from_pretrained(built["tiny-deepseek-v2"])
     text = _weather_call_text(tok)
-    request = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=[
-        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])
+    request = ChatCompletionRequest(
+        model="m",
+        messages=[{"role": "user", "content": "x"}],
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+    )
     whole = DeepSeekV3ToolParser(tok).extract_tool_calls(text, request)
     assert whole.tools_called and whole.content == "Sure."
     assert [(c.function.name, json.loads(c.function.arguments)) for c in whole.tool_calls] == [
-        ("get_weather", {"city": "Paris"})]
+        ("get_weather", {"city": "Paris"})
+    ]
 
     parser, ids = DeepSeekV3ToolParser(tok), tok(text, add_special_tokens=False)["input_ids"]
     names, args, previous = [], "", ""
     for i in range(len(ids)):
         current = tok.decode(ids[: i + 1])
-        delta = parser.extract_tool_calls_streaming(previous, current, current[len(previous):], ids[:i],
-                                                    ids[: i + 1], ids[i:i + 1], request)
+        delta = parser.extract_tool_calls_streaming(
+            previous, current, current[len(previous) :], ids[:i], ids[: i + 1], ids[i : i + 1], request
+        )
         previous = current
         for call in (delta.tool_calls if delta is not None else None) or []:
             if call.function is not None and call.function.name:

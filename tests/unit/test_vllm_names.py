@@ -45,10 +45,21 @@ def test_parsers_default_to_the_architectures_own() -> None:
 
 
 def test_a_profile_can_set_each_parser_and_turn_them_off() -> None:
-    spec = load_spec(LOCAL, ["model.parsers.tool_call_parser=deepseek_v3", "model.parsers.reasoning_parser=deepseek_r1",
-                             "model.parsers.enable_auto_tool_choice=false", "model.parsers.chat_template=/t.jinja"])
-    assert spec.model.frontend_kwargs() == {"tool_call_parser": "deepseek_v3", "enable_auto_tool_choice": False,
-                                            "reasoning_parser": "deepseek_r1", "chat_template": "/t.jinja"}
+    spec = load_spec(
+        LOCAL,
+        [
+            "model.parsers.tool_call_parser=deepseek_v3",
+            "model.parsers.reasoning_parser=deepseek_r1",
+            "model.parsers.enable_auto_tool_choice=false",
+            "model.parsers.chat_template=/t.jinja",
+        ],
+    )
+    assert spec.model.frontend_kwargs() == {
+        "tool_call_parser": "deepseek_v3",
+        "enable_auto_tool_choice": False,
+        "reasoning_parser": "deepseek_r1",
+        "chat_template": "/t.jinja",
+    }
     off = load_spec(REPO / "deploy/profiles/h800x16-deepseek-v3.yaml", ["model.parsers.tool_call_parser=null"])
     assert off.model.frontend_kwargs() == {}
 
@@ -62,26 +73,55 @@ def test_tool_grammar_settings_reach_vllm() -> None:
     assert "VLLM_ENFORCE_STRICT_TOOL_CALLING" not in cfg["runtime_env"]["env_vars"]
     local = llm_config(load_spec(LOCAL))
     assert local["runtime_env"]["env_vars"]["VLLM_ENFORCE_STRICT_TOOL_CALLING"] == "0"
-    assert local["engine_kwargs"]["structured_outputs_config"] == {"backend": "xgrammar",
-                                                                   "disable_any_whitespace": True}
+    assert local["engine_kwargs"]["structured_outputs_config"] == {
+        "backend": "xgrammar",
+        "disable_any_whitespace": True,
+    }
     with pytest.raises(SpecError, match="model.parsers.tool_strict_level"):
         load_spec(LOCAL, ["model.parsers.tool_strict_level=strictest"])
 
 
-@pytest.mark.parametrize("sets,fragments", [
-    (["model.parsers.tool_call_parser=deepseek_v33"],
-     ["model.parsers.tool_call_parser", "did you mean 'deepseek_v3'", "DeepSeek's are deepseek_v3, deepseek_v31",
-      "vllm/tool_parsers/__init__.py"]),
-    (["model.parsers.reasoning_parser=r1"], ["model.parsers.reasoning_parser", "deepseek_r1", "vllm/reasoning"]),
-    (["model.parsers.tool_call_parser=null", "model.parsers.enable_auto_tool_choice=true"],
-     ["model.parsers.enable_auto_tool_choice", "tool-call parser"]),
-    (["engine.extra_args.enable_auto_tool_choice=true"],
-     ["owned by the spec", "model.parsers.enable_auto_tool_choice"]),
-    (["engine.extra_args.port=9000"], ["owned by the spec", "api.port"]),
-    (["engine.extra_args.max_log_lenn=3"],
-     ["neither a vLLM engine argument nor a frontend argument", "'max_log_len'", "FrontendArgs", "vllm serve --help"]),
-], ids=["tool-parser", "reasoning-parser", "auto-choice-without-parser", "owned-frontend-arg", "owned-port",
-        "unknown-arg"])
+@pytest.mark.parametrize(
+    "sets,fragments",
+    [
+        (
+            ["model.parsers.tool_call_parser=deepseek_v33"],
+            [
+                "model.parsers.tool_call_parser",
+                "did you mean 'deepseek_v3'",
+                "DeepSeek's are deepseek_v3, deepseek_v31",
+                "vllm/tool_parsers/__init__.py",
+            ],
+        ),
+        (["model.parsers.reasoning_parser=r1"], ["model.parsers.reasoning_parser", "deepseek_r1", "vllm/reasoning"]),
+        (
+            ["model.parsers.tool_call_parser=null", "model.parsers.enable_auto_tool_choice=true"],
+            ["model.parsers.enable_auto_tool_choice", "tool-call parser"],
+        ),
+        (
+            ["engine.extra_args.enable_auto_tool_choice=true"],
+            ["owned by the spec", "model.parsers.enable_auto_tool_choice"],
+        ),
+        (["engine.extra_args.port=9000"], ["owned by the spec", "api.port"]),
+        (
+            ["engine.extra_args.max_log_lenn=3"],
+            [
+                "neither a vLLM engine argument nor a frontend argument",
+                "'max_log_len'",
+                "FrontendArgs",
+                "vllm serve --help",
+            ],
+        ),
+    ],
+    ids=[
+        "tool-parser",
+        "reasoning-parser",
+        "auto-choice-without-parser",
+        "owned-frontend-arg",
+        "owned-port",
+        "unknown-arg",
+    ],
+)
 def test_bad_parser_and_argument_names_are_refused_briefly(sets: list[str], fragments: list[str]) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(LOCAL, sets)

@@ -21,8 +21,19 @@ ISA = "vec"  # CPUUnquantizedExperts.isa, the portable kernel vLLM picks without
 
 def _moe(hidden, w13, w2, weights, ids) -> torch.Tensor:
     out = torch.empty_like(hidden)
-    ops.cpu_fused_moe(out, hidden, ops.cpu_prepack_moe_weight(w13, ISA), ops.cpu_prepack_moe_weight(w2, ISA),
-                      None, None, weights, ids, "silu", ISA, False)
+    ops.cpu_fused_moe(
+        out,
+        hidden,
+        ops.cpu_prepack_moe_weight(w13, ISA),
+        ops.cpu_prepack_moe_weight(w2, ISA),
+        None,
+        None,
+        weights,
+        ids,
+        "silu",
+        ISA,
+        False,
+    )
     return out
 
 
@@ -41,7 +52,7 @@ def _expert_map(rank: int) -> torch.Tensor:
     """vLLM's linear placement: rank r holds experts [r*E/R, (r+1)*E/R), -1 elsewhere."""
     per = E // RANKS
     m = torch.full((E,), -1, dtype=torch.int32)
-    m[rank * per:(rank + 1) * per] = torch.arange(per, dtype=torch.int32)
+    m[rank * per : (rank + 1) * per] = torch.arange(per, dtype=torch.int32)
     return m
 
 
@@ -64,6 +75,7 @@ def test_ep_ranks_sum_to_the_full_moe(problem: dict) -> None:
 
 def test_without_zeroing_remote_experts_the_sum_is_wrong(problem: dict) -> None:
     """The check above can fail: mapping remote experts to local id 0 without zeroing their weight is off."""
+
     def unzeroed(weights, ids, expert_map):
         local = expert_map[ids.long()]
         return weights, local.clamp_min(0).to(ids.dtype)
