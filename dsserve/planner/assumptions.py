@@ -104,6 +104,12 @@ SCALEOUT_LATENCY_S = 10e-6
 #: (NVLink) and scale-out (one 400 Gb/s NIC per GPU) figures.
 KV_TRANSFER_LATENCY_S = 1e-3
 
+#: Acceptance of DeepSeek-V3's MTP draft token when serving: "between 85% and 90% across various
+#: generation topics", giving 1.8x tokens per second [V] (V3 technical report, arXiv:2412.19437 §5.4.3).
+#: We take the low end. Further draft tokens (the one module applied again) are assumed accepted at the
+#: same rate given their predecessors [U]; DeepSeek and vLLM's recipes use one.
+MTP_ACCEPTANCE = 0.85
+
 #: Activation element size in bytes: BF16 hidden states on the wire and in attention [V] (DeepSeek:
 #: "combine transmissions use the BF16 format"; dispatch is FP8 when the weights are FP8).
 ACT_BYTES = 2

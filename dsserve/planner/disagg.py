@@ -107,9 +107,14 @@ class DecodeLoad:
     stable: bool
     reason: str
     batch: float = 0.0  # decoding sequences per unit
-    step_s: float = math.inf  # = inter-token latency (no prefill chunks on this side)
+    step_s: float = math.inf  # no prefill chunks on this side
     slot_wait_s: float = 0.0  # at the mix's percentile
     slot_wait_mean_s: float = 0.0
+    tokens_per_step: float = 1.0  # above 1 with MTP speculative decoding
+
+    @property
+    def tpot_s(self) -> float:
+        return self.step_s / self.tokens_per_step
 
 
 def _decode_context(mix: RequestMix) -> float:
@@ -123,7 +128,8 @@ def decode_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) -> D
     qps = mix.qps if qps is None else qps
     if not mem.fits:
         return DecodeLoad(qps, False, f"does not fit: {mem.reason}")
-    lam, o_mean, ctx = qps / dep.units, mix.output.mean, _decode_context(mix)
+    # with MTP a sequence gains tokens_per_step tokens a step, so it holds its slot for fewer steps
+    lam, o_mean, ctx = qps / dep.units, mix.output.mean / perf.tokens_per_step, _decode_context(mix)
     seq_cap = min(dep.max_num_seqs, mem.kv_tokens / max(ctx, 1.0))
     t = perf.step_time_s(0.0, 0.0, ctx)
     if lam > 0:
@@ -157,7 +163,7 @@ def decode_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) -> D
     rate = (slots - b) / hold
     q = 1 - mix.percentile / 100
     wait_p = math.log(p_wait / q) / rate if p_wait > q else 0.0
-    return DecodeLoad(qps, True, "", b, t, wait_p, p_wait / rate)
+    return DecodeLoad(qps, True, "", b, t, wait_p, p_wait / rate, perf.tokens_per_step)
 
 
 def decode_capacity_qps(perf: PerfModel, mix: RequestMix) -> float:
@@ -166,7 +172,7 @@ def decode_capacity_qps(perf: PerfModel, mix: RequestMix) -> float:
 
     def ok(q: float) -> bool:
         d = decode_load(perf, mix, q)
-        return d.stable and (mix.metric != "itl" or d.step_s <= mix.threshold_s)
+        return d.stable and (mix.metric != "itl" or d.tpot_s <= mix.threshold_s)
 
     if not perf.mem.fits or not ok(1e-3):
         return 0.0
@@ -232,7 +238,7 @@ class DisaggLoad:
     transfer_s: float = math.inf  # for the percentile prompt
     decode_join_s: float = math.inf  # percentile slot wait + half a step + the first step
     ttft_s: float = math.inf
-    itl_s: float = math.inf
+    itl_s: float = math.inf  # time per output token on the decode side
     e2e_s: float = math.inf
     decode_batch: float = 0.0
     output_tok_s: float = 0.0
@@ -265,8 +271,8 @@ def evaluate_disagg(
     xfer = transfer.seconds(_quantile(mix.input, mix.percentile))
     join = dec.slot_wait_s + 1.5 * dec.step_s
     ttft = pre.ttft_s + xfer + join
-    e2e = ttft + (_quantile(mix.output, mix.percentile) - 1) * dec.step_s
-    return DisaggLoad(qps, True, "", pre.ttft_s, xfer, join, ttft, dec.step_s, e2e, dec.batch, qps * mix.output.mean)
+    e2e = ttft + (_quantile(mix.output, mix.percentile) - 1) * dec.tpot_s
+    return DisaggLoad(qps, True, "", pre.ttft_s, xfer, join, ttft, dec.tpot_s, e2e, dec.batch, qps * mix.output.mean)
 
 
 @dataclass(frozen=True)

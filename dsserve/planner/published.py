@@ -167,6 +167,18 @@ def v3_awq_h100_tpot_ms(batch: int, context: float) -> float:
     return perf_of(dep).decode_step_time_s(batch, context) * 1e3
 
 
+def v3_mtp_speedup(batch: int = 128, context: int = 4096) -> float:
+    """Decode tokens/s with one MTP draft token (acceptance MTP_ACCEPTANCE) over without, V3 on 8 x H200
+    TP8 + EP, ``batch`` sequences at ``context``."""
+    from dataclasses import replace as _replace
+
+    from dsserve.planner.assumptions import MTP_ACCEPTANCE
+
+    dep = deployment("deepseek-v3", "h200", tp=8, ep=True, max_model_len=8192)
+    mtp = _replace(dep, speculative_tokens=1, mtp_acceptance=MTP_ACCEPTANCE)
+    return perf_of(dep).tpot_s(batch, context) / perf_of(mtp).tpot_s(batch, context)
+
+
 def llmd_wide_ep_output_tok_s() -> float:
     """llm-d's wide-EP guide: R1 (V3 architecture) FP8 on 32 x H200, a prefill pool of DP16 + EP16 and a
     decode pool of DP16 + EP16, 2k prompts / 2k outputs at 2,048 concurrent requests. In that closed loop
@@ -374,6 +386,23 @@ COMPARISONS: list[Comparison] = [
         "TensorRT-LLM perf-overview [V]",
         lambda: llama70b_trtllm_tok_s(5000, 500),
         "config.json path; TensorRT-LLM, not vLLM",
+    ),
+    Comparison(
+        "MTP layer parameters, DeepSeek-V3",
+        11.5,
+        "B params",
+        "V3 technical report / model card: 11.5B MTP module weights [V]",
+        lambda: MODEL_ARCHS["deepseek-v3"].mtp_params / 1e9,
+        "embedding and LM head shared with the main model, as vLLM loads it",
+    ),
+    Comparison(
+        "V3 decode speed-up from MTP (one draft token)",
+        1.8,
+        "×",
+        "V3 technical report §5.4.3: 85-90 % acceptance, 1.8× TPS [V]",
+        v3_mtp_speedup,
+        "8×H200 TP8+EP, 128 sequences at 4K context, acceptance 0.85; DeepSeek's own serving layout is not "
+        "published with the figure",
     ),
     Comparison(
         "R1 P/D wide-EP output tok/s, 32×H200 (decode DP16+EP16), 2k/2k at 2,048 concurrent",
