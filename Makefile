@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsserve-installed
 PROFILES := $(wildcard deploy/profiles/*.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: help install up lint format test test-unit test-e2e render tiny-model clean
+.PHONY: help install up lint format images test-images test test-unit test-e2e render tiny-model clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -63,6 +63,12 @@ test: install lint  ## install, lint, and run the whole suite (unit + e2e agains
 test-unit: install  ## fast unit tests only
 	@scripts/install-system-deps.sh
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+images:  ## build the CPU and Locust images (docker, else buildah/podman; scripts/build-images.sh --help)
+	scripts/build-images.sh $(IMAGES_ARGS)
+
+test-images: install  ## opt-in: run the built images (CPU image under the chart's hardening, Locust image as the chart's Job)
+	$(BIN)/python -m pytest tests/images $(PYTEST_ARGS)
 
 test-e2e: install  ## e2e tests only (starts Ray Serve + vLLM CPU once)
 	@scripts/install-system-deps.sh
