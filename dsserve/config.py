@@ -456,14 +456,18 @@ class HardwareSpec(_Strict):
         "others a GPU layout (Ray accelerator_type).",
         json_schema_extra=_allowed(sorted(ACCELERATORS)),
     )
-    gpus_per_node: int = Field(0, ge=0, le=16, description="GPUs per node; 0 for cpu.")
+    gpus_per_node: int = Field(
+        0, ge=0, le=16, description="GPUs per node (the Helm worker pod's nvidia.com/gpu); 0 for cpu."
+    )
     nodes: int = Field(
         1,
         ge=1,
         le=1024,
         description="Nodes of the Ray cluster (GPU worker pods under Helm); the layout must fit nodes x gpus_per_node.",
     )
-    cpus_per_node: int | None = Field(None, ge=1, description="Logical CPUs Ray may use per node.")
+    cpus_per_node: int | None = Field(
+        None, ge=1, description="Logical CPUs Ray may use per node (the Helm worker's rayCpus); unset: Ray counts them."
+    )
 
     @field_validator("accelerator")
     @classmethod
@@ -501,7 +505,13 @@ class AutoscalingSpec(_Strict):
 
 
 class ServingSpec(_Strict):
-    replicas: int = Field(1, ge=1, le=1024, description="Fixed replica count when autoscaling is unset.")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Engine replicas, each one whole TP x PP x DP layout, when serving.autoscaling is unset "
+        "(Ray Serve num_replicas).",
+    )
     autoscaling: AutoscalingSpec | None = Field(
         None,
         description="Ray Serve autoscaling of the engine replicas between two bounds; unset: serving.replicas, fixed.",
@@ -584,7 +594,9 @@ class ApiSpec(_Strict):
     port: int = Field(
         8000, ge=1, le=65535, description="Port of the OpenAI-compatible HTTP endpoint (Ray Serve http_options.port)."
     )
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3, description="Larger request bodies get 413.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=1024**3, description="Largest request body, in bytes; larger ones get 413."
+    )
     api_keys_env: str | None = Field(
         None,
         description="Name of an environment variable holding comma-separated API keys; unset = no auth.",
@@ -727,8 +739,15 @@ class SloSpec(_Strict):
 
 
 class ObservabilitySpec(_Strict):
-    metrics_export_port: int = Field(8080, ge=1, le=65535, description="Ray's Prometheus export port.")
-    log_engine_metrics: bool = Field(True, description="Export vLLM engine metrics (ray_vllm_*).")
+    metrics_export_port: int = Field(
+        8080,
+        ge=1,
+        le=65535,
+        description="Port of Ray's Prometheus metrics endpoint on each node (ray.init _metrics_export_port).",
+    )
+    log_engine_metrics: bool = Field(
+        True, description="Export vLLM engine metrics as ray_vllm_* (ray.serve.llm log_engine_metrics)."
+    )
 
 
 class DeploymentSpec(_Strict):
