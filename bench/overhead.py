@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
 
     from dsserve.app import admission_limit, llm_config, uses_data_parallel
-    from dsserve.config import TINY_SOURCE_PREFIX, load_spec
+    from dsserve.config import load_spec
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per warmup request
 
@@ -622,13 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     if uses_data_parallel(spec):
         ap.error(f"{profile}: the benchmark needs one plain engine (no data-parallel attention)")
     cfg = llm_config(spec)
-    source = spec.model.source
-    if source.startswith(TINY_SOURCE_PREFIX):
-        from dsserve.tiny_models import build_tiny_model
-
-        model_path = str(build_tiny_model(source[len(TINY_SOURCE_PREFIX) :])[0])
-    else:
-        model_path = os.path.expanduser(source)
+    source = str(spec.model.source)
+    model_path = spec.model.source.engine_model()
     model = spec.model.id
     engine_kwargs = cfg["engine_kwargs"]
     env_vars = dict(cfg.get("runtime_env", {}).get("env_vars", {}))
