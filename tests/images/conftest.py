@@ -141,14 +141,15 @@ class Container:
     def exit_code(self) -> int:
         return int(podman("inspect", "--format", "{{.State.ExitCode}}", self.name).stdout.strip())
 
-    def wait_ready(self, url: str, timeout_s: float = 600) -> float:
-        """Seconds from start until ``url`` answers 200."""
+    def wait_ready(self, url: str, timeout_s: float = 600, headers: dict[str, str] | None = None) -> float:
+        """Seconds from start until ``url`` answers 200 (the models list: the application is up, not only
+        the proxy)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.running():
                 raise AssertionError(f"container {self.name} exited; logs:\n{self.logs()[-6000:]}")
             try:
-                if httpx.get(url, timeout=5).status_code == 200:
+                if httpx.get(url, timeout=5, headers=headers).status_code == 200:
                     return time.monotonic() - self.started_at
             except httpx.HTTPError:
                 pass

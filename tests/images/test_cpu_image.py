@@ -11,7 +11,7 @@ import pytest
 
 from tests.images.conftest import Container, free_port, head_hardening, record, render_chart, require_image
 
-KEY = "sk-image-test"
+KEY = "sk-image-test-0123456789abcdef0123456789abcdef"
 
 
 def _grace_s() -> int:
@@ -33,7 +33,7 @@ def test_cpu_image_serves_hardened_and_stops_cleanly(containers: list[Container]
     )
     containers.append(c.start())
     base = f"http://127.0.0.1:{port}"
-    ready_s = c.wait_ready(f"{base}/-/healthz")
+    ready_s = c.wait_ready(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
 
     sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=120)
     checks: dict[str, bool] = {}

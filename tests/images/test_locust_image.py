@@ -48,7 +48,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     c.start()
     try:
-        c.wait_ready(f"http://127.0.0.1:{port}/-/healthz")
+        c.wait_ready(f"http://127.0.0.1:{port}/v1/models")
         yield f"http://127.0.0.1:{port}"
     finally:
         c.remove()
