@@ -19,7 +19,8 @@ if [ -z "${PYTHON:-}" ]; then
     PYTHON=python3
     [ -x "$ROOT/.venv/bin/python" ] && PYTHON="$ROOT/.venv/bin/python"
 fi
-CHARTS=(dsserve dsserve/charts/loadtest)
+# Subcharts first: the parent's schema embeds theirs (scripts/helm_schema.py, "$subchart").
+CHARTS=(dsserve/charts/loadtest dsserve)
 TOOL="$HELM/node_modules/.bin/readme-generator"
 
 check=0

@@ -11,6 +11,8 @@ The overlay is laid over the base: ``properties`` merge key by key, any other ke
 base's, and where the overlay gives a node its own alternatives (anyOf/oneOf) the inferred ``type`` goes. Every
 ``@param`` node then takes its description from that line and its default from the value in values.yaml
 (readme-generator 2.7.2 emits no object-valued parameter, and a ``[default: ...]`` modifier's text for others).
+An overlay node ``{"$subchart": "charts/<name>"}`` stands for that subchart's built values.schema.json, so that
+the parent refuses a bad subchart value even while the subchart is disabled.
 scripts/helm-docs.sh runs this; its --check mode (tests/unit/test_helm_docs.py runs it) fails when the committed
 file differs, so a hand edit of values.schema.json cannot survive.
 
@@ -90,9 +92,28 @@ def _value(values: Any, key: str) -> Any:
     return values
 
 
+_HEAD = ("$schema", "title", "$comment")
+
+
+def _embed_subcharts(chart: Path, node: Any) -> Any:
+    """Replace each ``{"$subchart": "charts/<name>", ...}`` by that subchart's (already built) schema with the
+    node's other keywords laid over it: Helm checks a disabled subchart's values against nothing, so the
+    parent describes them itself, from the subchart's one source."""
+    if isinstance(node, list):
+        return [_embed_subcharts(chart, v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _embed_subcharts(chart, v) for k, v in node.items()}
+    if "$subchart" not in node:
+        return node
+    sub = json.loads((chart / node.pop("$subchart") / "values.schema.json").read_text())
+    return merge({k: v for k, v in sub.items() if k not in _HEAD}, node)
+
+
 def build(chart: Path, generated: dict[str, Any]) -> dict[str, Any]:
     overlay = json.loads((chart / OVERLAY).read_text())
     _check_overlay(overlay, "")
+    overlay = _embed_subcharts(chart, overlay)
     base = {k: v for k, v in generated.items() if k not in ("title", "type", "properties")}
     schema = merge({"type": "object", "properties": generated.get("properties", {}), **base}, overlay)
     text = (chart / "values.yaml").read_text()
@@ -105,7 +126,7 @@ def build(chart: Path, generated: dict[str, Any]) -> dict[str, Any]:
         # the value itself: the generator writes none for objects, and a placeholder for `[default: ...]`
         node["default"] = _value(values, key)
     name = chart.name
-    head = {
+    head = {  # the keys of _HEAD
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": f"Values of the {name} chart",
         "$comment": (

@@ -416,12 +416,18 @@ SCHEMA_REJECTS = {
 }
 
 
+@pytest.mark.parametrize("enabled", [True, False], ids=["enabled", "disabled"])
 @pytest.mark.parametrize("case", SCHEMA_REJECTS)
-def test_schema_rejects_bad_load_test_values(chart, case: str) -> None:
-    values, message = SCHEMA_REJECTS[case]
-    values = {"loadtest": {"enabled": True, **values}}
+def test_schema_rejects_bad_load_test_values(chart, case: str, enabled: bool) -> None:
+    """Refused by the subchart's schema, and by the parent's, which embeds it: also while the load test is off
+    (Helm checks a disabled subchart's values against nothing)."""
+    bad, message = SCHEMA_REJECTS[case]
+    values = {"loadtest": {"enabled": enabled, **bad}}
     with pytest.raises(helm_python.HelmValuesError) as err:
         chart.validate_schema(values)
-    assert "loadtest:" in str(err.value) and message in str(err.value)
+    assert message.replace("at '", "at '/loadtest", 1) in str(err.value)  # the parent's path to the value
     with pytest.raises(helm_python.HelmValuesError):  # an install (render) refuses them too
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    with pytest.raises(helm_python.HelmValuesError) as err:
+        ChartUnderTest(LOADTEST_CHART).validate_schema(bad)
+    assert message in str(err.value)
