@@ -2,8 +2,9 @@
 
 The values carry the Ray Serve config as a *string* (``serveConfigV2``), exactly the text
 `dsserve render serve-config` writes, plus the sizing the chart cannot guess: GPUs per worker pod, worker
-pods (one per node), autoscaling bounds, the gateway and metrics ports, the HAProxy switches and the
-name of the API-key variable. So one YAML file drives `dsserve up`, `serve deploy` and `helm install`.
+pods (one per node), autoscaling bounds, the gateway and metrics ports, the HAProxy switches, the
+name of the API-key variable, and what the load-test subchart must know of them (``loadtest.target``,
+``loadtest.apiKey``). So one YAML file drives `dsserve up`, `serve deploy` and `helm install`.
 
 Why a string and not a YAML mapping: Helm decodes values into float64 and prints large numbers in
 exponent form (``2000000`` becomes ``2e+06``), which would silently change engine arguments on their way
@@ -112,6 +113,15 @@ def helm_values(spec: DeploymentSpec, *, source: str) -> dict[str, Any]:
         },
         "worker": worker,
         "autoscaling": autoscaling,
+        # the loadtest subchart sees only its own values: tell it the port, the model and the key to send
+        # (the chart's dsserve.validateValues refuses a load test aimed elsewhere)
+        "loadtest": {
+            "target": {"port": spec.api.port, "model": spec.model.id},
+            "apiKey": {
+                "existingSecret": API_KEYS_SECRET if spec.api.api_keys_env or spec.api.api_keys_file else "",
+                "envName": spec.api.api_keys_env or "",
+            },
+        },
         # above the replicas' drain: Ray's HAProxy holds a stopping replica 30 s + 5 s for balancers first
         "terminationGracePeriodSeconds": termination_grace_period_s(spec),
     }

@@ -390,7 +390,7 @@ def test_locust_image_carries_the_scenarios() -> None:
     assert workdirs[-1] == "/opt/dsserve"
     copies = [i.args.split() for i in runtime if i.keyword == "COPY" and not i.args.startswith("--from")]
     assert ["loadtest/", "loadtest/"] in copies
-    job = (REPO / "helm/dsserve/templates/job-loadtest.yaml").read_text()
+    job = (REPO / "helm/dsserve/charts/loadtest/templates/job.yaml").read_text()
     assert "workingDir: /opt/dsserve" in job and "/opt/dsserve/loadtest/incluster.py" in job
     assert "/opt/dsserve/loadtest/locustfile.py" in job
     for rel in ("loadtest/locustfile.py", "loadtest/incluster.py"):

@@ -1,14 +1,7 @@
-"""helm/dsserve, rendered offline by Helm's own template engine (helm-python-sdk), and every object it
-renders checked against the schema that the cluster would apply:
-
-- built-in kinds against Kubernetes' OpenAPI schemas (kubernetes-validate, strict: unknown fields fail),
-  at the oldest Kubernetes the chart supports and the newest the package knows;
-- the RayService against KubeRay's CRD schema (``../shared/crds``; skipped where that folder is absent),
-  made strict the way ``kubectl --validate=strict`` is, and its ``serveConfigV2`` against Ray Serve's
-  ``ServeDeploySchema`` and against `dsserve render serve-config` of the same profile;
-- PodMonitor and PrometheusRule against the prometheus-operator models of cloudcoil, also strict.
-
-No cluster is involved: what KubeRay, Prometheus and Grafana then do with these objects is not tested here.
+"""helm/dsserve, the chart of a dsserve release: a KubeRay RayService, its monitoring, NetworkPolicy and the
+`helm test` pod, rendered offline and checked against the schemas the cluster would apply (tests/unit/
+helm_support.py says how). The load-test subchart (charts/loadtest) has its own tests in test_helm_loadtest.py,
+and the generated README and values.schema.json theirs in test_helm_docs.py.
 """
 
 from __future__ import annotations
@@ -19,31 +12,42 @@ import re
 import shutil
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import helm_python
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
-from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule
 
 from dsserve.config import load_spec, parse_spec
 from dsserve.errors import SpecError
 from dsserve.render.helm_values import helm_values, render_helm_values, worker_nodes_for
 from dsserve.render.serve_config import haproxy_maxconn_wanted, render_serve_config
 from tests.conftest import REPO
+from tests.unit.helm_support import (
+    CHART,
+    DEFAULT_PROFILE,
+    GPU_PROFILES,
+    NAMESPACE,
+    RELEASE,
+    VALUES_DIR,
+    ChartUnderTest,
+    assert_all_valid,
+    by_kind,
+    containers,
+    env_of,
+    lookup,
+    module_fixtures,
+    no_auth_serve_config,
+    notes,
+    pod_specs,
+    profile_values,
+    refused,
+    rel,
+    render,
+    value_paths,
+    with_value,
+)
 
-CHART = REPO / "helm" / "dsserve"
-VALUES_DIR = REPO / "helm" / "values"
-CRDS = REPO.parent / "shared" / "crds"
-GPU_PROFILES = sorted((REPO / "deploy" / "profiles").glob("h800x*.yaml"))
-#: The profile whose values are the chart's defaults (values.yaml and files/serve-config.yaml); `make render`
-#: writes files/serve-config.yaml from it.
-DEFAULT_PROFILE = REPO / "deploy" / "profiles" / "h800x8-deepseek-v2-lite.yaml"
-#: The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
-KUBE_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
-RELEASE, NAMESPACE = "ds", "llm"
 # Monitoring files: deploy/ (the source, written by the observability work) -> the chart's copies.
 MONITORING_DIRS = (
     (REPO / "deploy" / "prometheus" / "rules", CHART / "files" / "prometheus" / "rules"),
@@ -51,141 +55,17 @@ MONITORING_DIRS = (
 )
 
 
-def _rel(path: Path) -> str:
-    return str(path.relative_to(REPO))
-
-
-def _profile_values(profile: Path) -> dict[str, Any]:
-    return yaml.safe_load((VALUES_DIR / profile.name).read_text())
-
-
-# ---------------------------------------------------------------------------------------------- rendering
-
-
-@pytest.fixture(scope="module")
-def chart():
-    c = helm_python.Chart.load(CHART)
-    yield c
-    c.close()
-
-
-def render(chart: helm_python.Chart, values: dict[str, Any] | None = None, *, name: str = RELEASE) -> list[dict]:
-    """Every object the chart renders for ``values`` (hooks included, NOTES.txt not)."""
-    manifests = chart.render(values, name=name, namespace=NAMESPACE)
-    objects = []
-    for path, text in sorted(manifests.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        for doc in yaml.safe_load_all(text):
-            if doc is not None:
-                objects.append(doc)
-    return objects
-
-
-def by_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [o for o in objects if o["kind"] == kind]
-
-
-def notes(chart: helm_python.Chart, values: dict[str, Any] | None = None) -> str:
-    return chart.render(values, name=RELEASE, namespace=NAMESPACE)["dsserve/templates/NOTES.txt"]
-
-
-# ---------------------------------------------------------------------------------------------- validation
-
-
-def _strict_crd_schema(node: Any) -> Any:
-    """KubeRay's openAPIV3Schema as JSON Schema, with unknown fields rejected (as --validate=strict does)."""
-    if isinstance(node, dict):
-        out = {k: _strict_crd_schema(v) for k, v in node.items()}
-        if (
-            "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(node, list):
-        return [_strict_crd_schema(v) for v in node]
-    return node
-
-
-@pytest.fixture(scope="module")
-def crd_validator() -> jsonschema.Draft7Validator | None:
-    """KubeRay's RayService schema, or None where shared/crds is absent (then only that check is left out)."""
-    crd_file = CRDS / "ray.io_rayservices.yaml"
-    if not crd_file.is_file():
-        return None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load(crd_file.read_text(), Loader=loader)
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
-    return jsonschema.Draft7Validator(_strict_crd_schema(version["schema"]["openAPIV3Schema"]))
+chart, crd_validator = module_fixtures(CHART)
 
 
 @pytest.fixture(scope="module")
 def rayservice_validator(crd_validator) -> jsonschema.Draft7Validator:
     if crd_validator is None:
         pytest.skip(
-            f"KubeRay CRD schemas not found at {CRDS} (shared/crds beside the checkout, as in CI); "
+            "KubeRay CRD schemas not found at ../shared/crds (beside the checkout, as in CI); "
             "the RayService cannot be checked against KubeRay's schema without them"
         )
     return crd_validator
-
-
-def _strict_model_problems(model: Any, obj: dict) -> list[str]:
-    """cloudcoil's models ignore unknown keys; a lossless round trip proves there were none."""
-    try:
-        dumped = model.model_validate(obj).model_dump(by_alias=True, exclude_unset=True, mode="json")
-    except Exception as exc:  # pydantic's ValidationError names the path and the allowed values
-        return [str(exc)]
-    return [] if dumped == obj else [f"unknown or altered fields: rendered {obj!r}, model kept {dumped!r}"]
-
-
-def validation_problems(obj: dict, crd_validator: jsonschema.Draft7Validator | None) -> list[str]:
-    kind, name = obj["kind"], obj["metadata"]["name"]
-    where = f"{kind}/{name}"
-    if kind == "RayService":
-        problems = [
-            f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in (crd_validator.iter_errors(obj) if crd_validator else ())
-        ]
-        from ray.serve.schema import ServeDeploySchema
-
-        try:
-            ServeDeploySchema.model_validate(yaml.safe_load(obj["spec"]["serveConfigV2"]))
-        except Exception as exc:
-            problems.append(f"{where}: serveConfigV2 rejected by Ray Serve: {exc}")
-        return problems
-    if kind == "PodMonitor":
-        return [f"{where}: {p}" for p in _strict_model_problems(PodMonitor, obj)]
-    if kind == "PrometheusRule":
-        return [f"{where}: {p}" for p in _strict_model_problems(PrometheusRule, obj)]
-    problems = []
-    for version in KUBE_VERSIONS:
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            problems.append(f"{where} (Kubernetes {version}): {'.'.join(map(str, exc.path))}: {exc.message}")
-    return problems
-
-
-def assert_all_valid(objects: list[dict], crd_validator: jsonschema.Draft7Validator | None) -> None:
-    problems = [p for o in objects for p in validation_problems(o, crd_validator)]
-    assert not problems, "\n".join(problems)
-
-
-def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
-    """(where, pod spec) for every pod the release creates: Ray head and workers, Deployments, Jobs, hook pods."""
-    out = []
-    for o in objects:
-        if o["kind"] == "RayService":
-            cluster = o["spec"]["rayClusterConfig"]
-            out.append(("head", cluster["headGroupSpec"]["template"]["spec"]))
-            out += [(f"worker/{g['groupName']}", g["template"]["spec"]) for g in cluster["workerGroupSpecs"]]
-        elif o["kind"] in ("Deployment", "Job"):
-            out.append((o["metadata"]["name"], o["spec"]["template"]["spec"]))
-        elif o["kind"] == "Pod":
-            out.append((o["metadata"]["name"], o["spec"]))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- chart
@@ -203,7 +83,7 @@ def test_chart_metadata_matches_pyproject(chart) -> None:
 
 
 def test_lint_is_clean() -> None:
-    for values in [None, *(_profile_values(p) for p in GPU_PROFILES), *HARDENING_CASES.values()]:
+    for values in [None, *(profile_values(p) for p in GPU_PROFILES), *HARDENING_CASES.values()]:
         report = helm_python.lint(CHART, values, strict=True, namespace=NAMESPACE)
         bad = [m for m in report["messages"] if m["severity"] >= 2]
         assert not report["errors"] and not bad, json.dumps(report, indent=2)
@@ -237,28 +117,26 @@ def test_default_values_render_valid_objects(chart, crd_validator) -> None:
 
 def test_default_values_are_the_default_profile(chart) -> None:
     """values.yaml and files/serve-config.yaml are exactly what `render helm-values` gives the default profile."""
-    assert render(chart) == render(chart, _profile_values(DEFAULT_PROFILE))
+    assert render(chart) == render(chart, profile_values(DEFAULT_PROFILE))
 
 
 def test_chart_default_serve_config_is_in_sync() -> None:
     committed = CHART / "files" / "serve-config.yaml"
     assert committed.is_file(), "helm/dsserve/files/serve-config.yaml is missing; run `make render`"
-    expected = render_serve_config(load_spec(DEFAULT_PROFILE), source=_rel(DEFAULT_PROFILE))
+    expected = render_serve_config(load_spec(DEFAULT_PROFILE), source=rel(DEFAULT_PROFILE))
     assert committed.read_text() == expected, "helm/dsserve/files/serve-config.yaml drifted; run `make render`"
 
 
 @pytest.mark.parametrize("profile", GPU_PROFILES, ids=lambda p: p.stem)
 def test_profile_values_render_valid_objects(chart, crd_validator, profile: Path) -> None:
-    values = _profile_values(profile)
+    values = profile_values(profile)
     chart.validate_schema(values)
     objects = render(chart, values)
     assert_all_valid(objects, crd_validator)
     spec = load_spec(profile)
     (rs,) = by_kind(objects, "RayService")
     # One YAML drives both: the RayService's serveConfigV2 is `dsserve render serve-config` of the profile.
-    assert yaml.safe_load(rs["spec"]["serveConfigV2"]) == yaml.safe_load(
-        render_serve_config(spec, source=_rel(profile))
-    )
+    assert yaml.safe_load(rs["spec"]["serveConfigV2"]) == yaml.safe_load(render_serve_config(spec, source=rel(profile)))
     (group,) = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     container = group["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == spec.hardware.gpus_per_node
@@ -299,7 +177,7 @@ CRD_CASES = {
 def test_rayservice_matches_kuberay_crd(chart, rayservice_validator, case: str) -> None:
     """The RayService against KubeRay's own CRD schema, strict (skipped where ../shared/crds is absent)."""
     values = CRD_CASES[case]
-    (rs,) = by_kind(render(chart, _profile_values(values) if isinstance(values, Path) else values), "RayService")
+    (rs,) = by_kind(render(chart, profile_values(values) if isinstance(values, Path) else values), "RayService")
     problems = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in rayservice_validator.iter_errors(rs)]
     assert not problems, "\n".join(problems)
 
@@ -308,7 +186,7 @@ def test_rayservice_matches_kuberay_crd(chart, rayservice_validator, case: str) 
 def test_helm_values_dir_is_in_sync_with_profiles(profile: Path) -> None:
     committed = VALUES_DIR / profile.name
     assert committed.is_file(), f"helm/values/{profile.name} is missing; run `make render`"
-    rendered = render_helm_values(load_spec(profile), source=_rel(profile))
+    rendered = render_helm_values(load_spec(profile), source=rel(profile))
     assert committed.read_text() == rendered, f"helm/values/{profile.name} drifted from its profile; run `make render`"
 
 
@@ -323,7 +201,7 @@ def test_notes_give_port_forward_and_curl(chart) -> None:
     assert "helm test ds" in text
     open_text = notes(
         chart,
-        {"apiKeys": {"envName": "", "existingSecret": "", "filePath": ""}, "serveConfigV2": _no_auth_serve_config()},
+        {"apiKeys": {"envName": "", "existingSecret": "", "filePath": ""}, "serveConfigV2": no_auth_serve_config()},
     )
     assert "curl http://127.0.0.1:8000/v1/models\n" in open_text
 
@@ -367,19 +245,13 @@ def test_api_key_file_is_a_mounted_secret_on_every_ray_pod(chart) -> None:
             chart,
             {
                 "apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
-                "serveConfigV2": _no_auth_serve_config(),
+                "serveConfigV2": no_auth_serve_config(),
             },
         ),
         "RayService",
     )
     head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
     assert not [v for v in head["volumes"] if v["name"] == "api-keys"]
-
-
-def _no_auth_serve_config() -> str:
-    data = yaml.safe_load((REPO / "deploy/profiles/h800x8-deepseek-v2-lite.yaml").read_text())
-    data["api"]["api_keys_env"] = data["api"]["api_keys_file"] = None
-    return render_serve_config(parse_spec(data), source="x")
 
 
 # ---------------------------------------------------------------------------------------------- objects
@@ -419,10 +291,6 @@ HARDENING_CASES = {
 }
 
 
-def _containers(spec: dict) -> list[dict]:
-    return [*spec.get("initContainers", []), *spec["containers"]]
-
-
 @pytest.mark.parametrize("case", HARDENING_CASES)
 def test_every_container_runs_non_root_read_only_without_privileges(chart, case: str) -> None:
     """Every container of every pod (init containers and the autoscaler sidecar included): non-root, no
@@ -435,7 +303,7 @@ def test_every_container_runs_non_root_read_only_without_privileges(chart, case:
         pod_sc = spec["securityContext"]
         assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] != 0, where
         assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
-        for c in _containers(spec):
+        for c in containers(spec):
             sc, name = c["securityContext"], f"{where}/{c['name']}"
             assert sc.get("runAsNonRoot", pod_sc["runAsNonRoot"]) is True, name
             assert sc.get("runAsUser", pod_sc["runAsUser"]) != 0, name
@@ -506,14 +374,6 @@ def test_network_policy_opens_only_the_gateway_to_outside(chart) -> None:
     assert not by_kind(render(chart, {"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
-@pytest.mark.parametrize("which", ["metricsFrom", "operatorFrom", "gatewayFrom"])
-def test_a_peer_that_admits_every_namespace_is_refused(chart, which: str) -> None:
-    peer = [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
-    with pytest.raises(Exception) as info:
-        render(chart, {"networkPolicy": {which: peer}})
-    assert f"networkPolicy.{which}[0]" in str(info.value) and "kubernetes.io/metadata.name" in str(info.value)
-
-
 def test_ray_token_auth_is_on_through_kuberay(chart, crd_validator) -> None:
     """KubeRay's authOptions (mode token): the operator generates the Secret and injects RAY_AUTH_MODE and
     RAY_AUTH_TOKEN into every Ray container (kuberay ray-operator/controllers/ray/common/pod.go)."""
@@ -578,37 +438,6 @@ def test_rayservice_name_fits_kuberay(chart) -> None:
     assert len(name) <= 47 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)
 
 
-def test_loadtest_renders_master_workers_and_scenario(chart, crd_validator) -> None:
-    scenario = (
-        "from locust import HttpUser, task\n\n\nclass U(HttpUser):\n    @task\n    def models(self):\n"
-        "        self.client.get('/v1/models')\n"
-    )
-    values = {
-        "loadtest": {
-            "enabled": True,
-            "mode": "locust",
-            "workers": 3,
-            "scenarios": {"locustfile.py": scenario},
-            "masterArgs": ["--headless", "--users", "8"],
-        }
-    }
-    objects = render(chart, values)
-    assert_all_valid(objects, crd_validator)
-    deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
-    master, worker = deployments["ds-dsserve-loadtest-master"], deployments["ds-dsserve-loadtest-worker"]
-    assert worker["spec"]["replicas"] == 3
-    menv = {e["name"]: e.get("value") for e in master["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert menv["LOCUST_HOST"] == "http://ds-dsserve-serve-svc:8000"
-    assert menv["LOCUST_MODE_MASTER"] == "true" and menv["LOCUST_LOCUSTFILE"] == "/mnt/locust/locustfile.py"
-    wenv = {e["name"]: e.get("value") for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert wenv["LOCUST_MASTER_NODE_HOST"] == "ds-dsserve-loadtest"
-    (cm,) = [c for c in by_kind(objects, "ConfigMap") if "grafana_dashboard" not in c["metadata"]["labels"]]
-    assert cm["data"]["locustfile.py"] == scenario
-    (svc,) = by_kind(objects, "Service")
-    assert {p["port"] for p in svc["spec"]["ports"]} == {8089, 5557}
-    assert master["spec"]["template"]["spec"]["containers"][0]["args"] == ["--headless", "--users", "8"]
-
-
 # ---------------------------------------------------------------------------------------------- monitoring files
 
 
@@ -626,12 +455,12 @@ def test_chart_monitoring_files_are_copies_of_deploy() -> None:
     for source, copy_dir in MONITORING_DIRS:
         src, dst = _dir_files(source), _dir_files(copy_dir)
         assert sorted(src) == sorted(dst), (
-            f"{_rel(source)} has {sorted(src)} but {_rel(copy_dir)} has {sorted(dst)}; run `make render` "
+            f"{rel(source)} has {sorted(src)} but {rel(copy_dir)} has {sorted(dst)}; run `make render` "
             "(only *.yaml rules and *.json dashboards are copied)"
         )
         for name in src:
             assert src[name] == dst[name], (
-                f"{_rel(copy_dir)}/{name} differs from {_rel(source)}/{name}; run `make render`"
+                f"{rel(copy_dir)}/{name} differs from {rel(source)}/{name}; run `make render`"
             )
 
 
@@ -705,64 +534,51 @@ def test_monitoring_templates_render_files_when_present(tmp_path: Path, crd_vali
 # ---------------------------------------------------------------------------------------------- values and schema
 
 
-def _with(path: str, value: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    node = out
-    keys = path.split(".")
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
-    return out
-
-
 SCHEMA_REJECTS = {
     # id: (values, what the message must say); each message names the offending path
-    "unknown-key": (_with("imge", {"repository": "x"}), "at '': additional properties 'imge' not allowed"),
-    "digest-format": (_with("image.digest", "sha256:abc"), "at '/image/digest': 'sha256:abc' does not match pattern"),
+    "unknown-key": (with_value("imge", {"repository": "x"}), "at '': additional properties 'imge' not allowed"),
+    "digest-format": (
+        with_value("image.digest", "sha256:abc"),
+        "at '/image/digest': 'sha256:abc' does not match pattern",
+    ),
     "upgrade-strategy": (
-        _with("upgradeStrategy.type", "BlueGreen"),
+        with_value("upgradeStrategy.type", "BlueGreen"),
         "at '/upgradeStrategy/type': value must be one of 'NewCluster', 'NewClusterWithIncrementalUpgrade', 'None'",
     ),
     "incremental-needs-gateway": (
-        _with("upgradeStrategy.type", "NewClusterWithIncrementalUpgrade"),
+        with_value("upgradeStrategy.type", "NewClusterWithIncrementalUpgrade"),
         "at '/upgradeStrategy/gatewayClassName': minLength: got 0, want 1",
     ),
-    "gpus-type": (_with("worker.gpusPerPod", "8"), "at '/worker/gpusPerPod': got string, want integer"),
-    "gpus-range": (_with("worker.gpusPerPod", 32), "at '/worker/gpusPerPod': maximum: got 32, want 16"),
-    "port-range": (_with("serve.port", 70000), "at '/serve/port': maximum: got 70,000, want 65,535"),
+    "gpus-type": (with_value("worker.gpusPerPod", "8"), "at '/worker/gpusPerPod': got string, want integer"),
+    "gpus-range": (with_value("worker.gpusPerPod", 32), "at '/worker/gpusPerPod': maximum: got 32, want 16"),
+    "port-range": (with_value("serve.port", 70000), "at '/serve/port': maximum: got 70,000, want 65,535"),
     "pvc-needs-claim": (
-        _with("modelStorage.existingClaim", ""),
+        with_value("modelStorage.existingClaim", ""),
         "at '/modelStorage/existingClaim': minLength: got 0, want 1",
     ),
     "storage-type": (
-        _with("modelStorage.type", "s3"),
+        with_value("modelStorage.type", "s3"),
         "at '/modelStorage/type': value must be one of 'pvc', 'hostPath', 'none'",
     ),
-    "quantity": (_with("worker.shmSizeLimit", "64GB"), "at '/worker/shmSizeLimit': '64GB' does not match pattern"),
-    "env-name": (_with("apiKeys.envName", "my-keys"), "at '/apiKeys/envName': 'my-keys' does not match pattern"),
-    "keys-need-secret": (_with("apiKeys.existingSecret", ""), "at '/apiKeys/existingSecret': minLength: got 0, want 1"),
+    "quantity": (with_value("worker.shmSizeLimit", "64GB"), "at '/worker/shmSizeLimit': '64GB' does not match pattern"),
+    "env-name": (with_value("apiKeys.envName", "my-keys"), "at '/apiKeys/envName': 'my-keys' does not match pattern"),
+    "keys-need-secret": (
+        with_value("apiKeys.existingSecret", ""),
+        "at '/apiKeys/existingSecret': minLength: got 0, want 1",
+    ),
     "key-file-needs-secret": (
         {"apiKeys": {"envName": "", "existingSecret": "", "filePath": "/etc/keys/k"}},
         "at '/apiKeys/existingSecret': minLength: got 0, want 1",
     ),
-    "key-file-absolute": (_with("apiKeys.filePath", "keys.txt"), "at '/apiKeys/filePath': 'keys.txt' does not match"),
+    "key-file-absolute": (
+        with_value("apiKeys.filePath", "keys.txt"),
+        "at '/apiKeys/filePath': 'keys.txt' does not match",
+    ),
     "serve-config-is-text": (
-        _with("serveConfigV2", {"applications": []}),
+        with_value("serveConfigV2", {"applications": []}),
         "at '/serveConfigV2': got object, want string",
     ),
-    "duration": (_with("podMonitor.interval", "15"), "at '/podMonitor/interval': '15' does not match pattern"),
-    "loadtest-scenario": (
-        _with("loadtest.scenario", "slo"),
-        "at '/loadtest/scenario': value must be one of 'agent-tools', 'burst', ",
-    ),
-    "loadtest-mode": (
-        _with("loadtest.mode", "deployment"),
-        "at '/loadtest/mode': value must be one of 'job', 'locust'",
-    ),
-    "loadtest-prometheus-url": (
-        _with("loadtest.prometheusUrl", "prom:9090"),
-        "at '/loadtest/prometheusUrl': 'prom:9090' does not match pattern",
-    ),
+    "duration": (with_value("podMonitor.interval", "15"), "at '/podMonitor/interval': '15' does not match pattern"),
 }
 
 
@@ -779,103 +595,80 @@ def test_schema_rejects_bad_values(chart, case: str) -> None:
 def test_schema_accepts_every_profile_and_the_defaults(chart) -> None:
     chart.validate_schema(None)
     for profile in GPU_PROFILES:
-        chart.validate_schema(_profile_values(profile))
+        chart.validate_schema(profile_values(profile))
 
 
-TEMPLATE_REFUSES = [
-    (_with("image.tag", "latest"), "image.tag: `latest` is not allowed"),
-    (
-        _with("loadtest", {"enabled": True, "image": {"tag": "latest"}, "scenarios": {"locustfile.py": "x"}}),
-        "loadtest.image.tag: `latest` is not allowed",
-    ),
-    (_with("serve.port", 9000), "serve.port is 9000 but serveConfigV2's http_options.port is 8000"),
-    (
-        _with("apiKeys.envName", "OTHER_KEYS"),
+#: dsserve.validateValues: each check, broken alone -> what its message must say. Each message starts with the
+#: value to change and ends with how.
+VALIDATE_REFUSES = {
+    "image-latest": (with_value("image.tag", "latest"), "image.tag: `latest` is not allowed"),
+    "test-image-latest": (with_value("tests.image.tag", "latest"), "tests.image.tag: `latest` is not allowed"),
+    "serve-port": (with_value("serve.port", 9000), "serve.port is 9000 but serveConfigV2's http_options.port is 8000"),
+    "keys-env": (
+        with_value("apiKeys.envName", "OTHER_KEYS"),
         'apiKeys.envName is "OTHER_KEYS" but the Serve config\'s request pipeline reads API keys from ""',
     ),
-    (
-        _with("apiKeys.filePath", "/etc/dsserve/api-keys/keys"),
+    "keys-file": (
+        with_value("apiKeys.filePath", "/etc/dsserve/api-keys/keys"),
         'apiKeys.filePath is "/etc/dsserve/api-keys/keys" but the Serve config\'s request pipeline reads API keys from '
         'the file "/etc/dsserve/api-keys/api-keys"',
     ),
-    (_with("serveConfigV2", "applications: []\n"), "serveConfigV2 has no applications"),
-    (_with("serveConfigV2", "applications: [\n"), "serveConfigV2 is not valid YAML"),
-    (
+    "no-applications": (with_value("serveConfigV2", "applications: []\n"), "serveConfigV2 has no applications"),
+    "not-yaml": (with_value("serveConfigV2", "applications: [\n"), "serveConfigV2 is not valid YAML"),
+    "replicas-bounds": (
         {"autoscaling": {"enabled": True}, "worker": {"minReplicas": 3, "maxReplicas": 2, "replicas": 2}},
-        "worker.replicas (2) must lie between worker.minReplicas (3) and worker.maxReplicas (2)",
+        "worker.replicas: worker.replicas (2) must lie between worker.minReplicas (3) and worker.maxReplicas (2)",
     ),
-    (
-        _with("loadtest", {"enabled": True, "mode": "locust", "workers": 1}),
-        "loadtest.mode is locust but loadtest.scenarios is empty",
-    ),
-    (
-        _with("loadtest", {"enabled": True, "mode": "locust", "workers": 1, "scenarios": {"slo.py": "x"}}),
-        'loadtest.locustfile is "locustfile.py" but loadtest.scenarios has only slo.py',
-    ),
-    (
-        _with("loadtest", {"enabled": True, "mode": "locust", "workers": 0, "scenarios": {"locustfile.py": "x"}}),
-        "loadtest.mode locust needs loadtest.workers >= 1",
-    ),
-    (
-        _with("loadtest", {"enabled": True, "workers": 2, "processes": 4}),
-        "loadtest.processes (4) and loadtest.workers (2) exclude each other",
-    ),
-]
+    **{
+        f"peer-{which}": (
+            with_value(
+                f"networkPolicy.{which}", [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"a": "b"}}}]
+            ),
+            f"networkPolicy.{which}[0]: namespaceSelector without matchLabels or matchExpressions selects every "
+            "namespace, so a pod in any namespace with the podSelector's labels would get in; name the namespace, "
+            "e.g. namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}",
+        )
+        for which in ("gatewayFrom", "metricsFrom", "operatorFrom")
+    },
+}
 
 
-@pytest.mark.parametrize("values,message", TEMPLATE_REFUSES, ids=[f"refuse-{i}" for i in range(len(TEMPLATE_REFUSES))])
-def test_templates_refuse_inconsistent_values(chart, values: dict, message: str) -> None:
-    with pytest.raises(helm_python.HelmError) as err:
-        chart.render(values, name=RELEASE, namespace=NAMESPACE)
-    assert message in str(err.value)
+@pytest.mark.parametrize("case", VALIDATE_REFUSES)
+def test_validate_values_refuses_each_inconsistency(chart, case: str) -> None:
+    values, message = VALIDATE_REFUSES[case]
+    chart.validate_schema(values)  # the schema lets it through: only the cross-field check can catch it
+    error = refused(chart, values)
+    assert "VALUES VALIDATION:" in error and message in error
 
 
-def _value_paths(node: Any, prefix: str = "") -> list[str]:
-    paths = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
-            paths.append(path)
-            paths += _value_paths(value, path)
-    return paths
+def test_validate_values_reports_every_problem_at_once(chart) -> None:
+    """One render names all that is wrong, not the first thing a template trips over."""
+    values = {**with_value("image.tag", "latest"), **with_value("serve.port", 9000)}
+    values["worker"] = {"minReplicas": 3, "maxReplicas": 2, "replicas": 2}
+    values["autoscaling"] = {"enabled": True}
+    error = refused(chart, values)
+    lines = error.split("VALUES VALIDATION:\n", 1)[1].splitlines()
+    assert [re.split(r"[: ]", line, maxsplit=1)[0] for line in lines] == ["image.tag", "serve.port", "worker.replicas"]
 
 
-def _schema_node(schema: dict, path: str) -> dict | None:
-    node = schema
-    for key in path.split("."):
-        props = node.get("properties")
-        if props is None:
-            return node  # a free-form map (resources, labels): its keys are the user's
-        if key not in props:
-            return None
-        node = props[key]
-    return node
+def test_validate_values_needs_a_serve_config(tmp_path: Path) -> None:
+    scratch = tmp_path / "dsserve"
+    shutil.copytree(CHART, scratch)
+    (scratch / "files" / "serve-config.yaml").unlink()
+    error = refused(ChartUnderTest(scratch), {})
+    assert "serveConfigV2 is empty and files/serve-config.yaml is missing" in error and "render helm-values" in error
 
 
-def test_every_value_is_documented_and_in_the_schema() -> None:
-    text = (CHART / "values.yaml").read_text()
-    params = re.findall(r"^\s*## @param (\S+) \S", text, flags=re.M)
-    values = yaml.safe_load(text)
-    paths = _value_paths(values)
-    assert len(params) == len(set(params)), "a key is documented twice"
-    assert not set(params) - set(paths), f"@param for keys that do not exist: {sorted(set(params) - set(paths))}"
-
-    def documented(path: str) -> bool:
-        return any(path == q or path.startswith(q + ".") for q in params)
-
-    leaves = [p for p in paths if not isinstance(_lookup(values, p), dict) or not _lookup(values, p)]
-    undocumented = [p for p in leaves if not documented(p)]
-    assert not undocumented, f"values without a ## @param comment: {undocumented}"
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    missing = [p for p in paths if _schema_node(schema, p) is None]
-    assert not missing, f"values the schema does not describe: {missing}"
-    assert not set(schema["properties"]) - set(values) - {"global"}, "schema keys with no default value"
-
-
-def _lookup(data: Any, path: str) -> Any:
-    for key in path.split("."):
-        data = data[key]
-    return data
+def test_the_checks_live_in_validate_values() -> None:
+    """No template fails or requires outside the validateValues helpers: one place holds every check."""
+    checks = re.compile(r"\b(fail|required) [\"(]")
+    for path in sorted(p for p in (CHART / "templates").rglob("*") if p.is_file()):
+        text = path.read_text()
+        if path.name == "_helpers.tpl":
+            text = text.split('{{- define "dsserve.validateValues" -}}', 1)[0]
+        if path.name == "prometheusrule.yaml":
+            continue  # it refuses a rule file of the chart itself that is not YAML: a build defect, not a value
+        assert not checks.search(text), f"{rel(path)}: a check outside dsserve.validateValues"
 
 
 # ---------------------------------------------------------------------------------------------- helm-values
@@ -919,8 +712,8 @@ def test_cli_render_helm_values(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_helm_values_carry_the_serve_config_as_text() -> None:
     """Helm turns numbers in values into float64 and prints big ones as 2e+06; text passes untouched."""
     spec = load_spec(DEFAULT_PROFILE)
-    values = yaml.safe_load(render_helm_values(spec, source=_rel(DEFAULT_PROFILE)))
-    assert values["serveConfigV2"] == render_serve_config(spec, source=_rel(DEFAULT_PROFILE))
+    values = yaml.safe_load(render_helm_values(spec, source=rel(DEFAULT_PROFILE)))
+    assert values["serveConfigV2"] == render_serve_config(spec, source=rel(DEFAULT_PROFILE))
     data = copy.deepcopy(yaml.safe_load(DEFAULT_PROFILE.read_text()))
     data["engine"]["max_model_len"] = 32768
     data["engine"]["max_num_batched_tokens"] = 2_000_000
@@ -929,200 +722,6 @@ def test_helm_values_carry_the_serve_config_as_text() -> None:
         (rs,) = by_kind(render(c, helm_values(spec, source="x")), "RayService")
     kwargs = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["args"]["llm_config"]["engine_kwargs"]
     assert kwargs["max_num_batched_tokens"] == 2_000_000 and isinstance(kwargs["max_num_batched_tokens"], int)
-
-
-# ---------------------------------------------------------------------------------------------- in-cluster load test
-
-
-def _job(objects: list[dict], role: str) -> dict:
-    (job,) = [o for o in by_kind(objects, "Job") if o["metadata"]["labels"]["dsserve.io/locust-role"] == role]
-    return job
-
-
-def _env(container: dict) -> dict[str, dict]:
-    return {e["name"]: e for e in container.get("env", [])}
-
-
-def _arg(args: list[str], flag: str) -> str:
-    return args[args.index(flag) + 1]
-
-
-def test_loadtest_scenario_enum_is_the_shipped_scenarios(chart) -> None:
-    """values.schema.json lists exactly loadtest/scenarios/*.yaml: a new scenario cannot be forgotten there."""
-    from dsserve.loadgen.scenario import shipped_scenarios
-
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    enum = schema["properties"]["loadtest"]["properties"]["scenario"]["enum"]
-    assert enum == sorted(p.stem for p in (REPO / "loadtest" / "scenarios").glob("*.yaml")) == shipped_scenarios()
-    assert chart.values["loadtest"]["scenario"] in enum
-    assert chart.values["loadtest"]["mode"] == "job"
-
-
-@pytest.mark.parametrize("scenario", sorted(p.stem for p in (REPO / "loadtest" / "scenarios").glob("*.yaml")))
-def test_loadtest_job_runs_a_shipped_scenario_against_the_serve_service(chart, crd_validator, scenario: str) -> None:
-    """job mode: one Job runs `dsserve loadtest <scenario> --host http://<the release's serve Service>:<port>`,
-    a scenario that exists and validates, with the API key from the Secret; valid Kubernetes objects."""
-    from dsserve.loadgen.scenario import load_scenario
-
-    objects = render(chart, {"loadtest": {"enabled": True, "scenario": scenario}})
-    assert_all_valid(objects, crd_validator)
-    assert not by_kind(objects, "Deployment") and not by_kind(objects, "Service")  # no worker pods, no web UI
-    assert not [
-        c
-        for c in by_kind(objects, "ConfigMap")
-        if c["metadata"]["labels"].get("app.kubernetes.io/component") == "loadtest"
-    ]
-    (job,) = by_kind(objects, "Job")
-    assert job["metadata"]["name"].startswith(f"{RELEASE}-dsserve-loadtest-{scenario}-")
-    assert job["spec"]["backoffLimit"] == 0  # one run, one verdict
-    pod = job["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] == "Never"
-    (c,) = pod["containers"]
-    args = c["args"]
-    assert args[:3] == ["dsserve", "loadtest", scenario]
-    assert (REPO / "loadtest" / "scenarios" / f"{scenario}.yaml").is_file()
-    assert load_scenario(scenario).name == scenario
-    # The target is the Service KubeRay puts in front of the release's Serve proxies: <RayService>-serve-svc.
-    (rs,) = by_kind(objects, "RayService")
-    serve_svc = f"http://{rs['metadata']['name']}-serve-svc:{chart.values['serve']['port']}"
-    assert _arg(args, "--host") == serve_svc == f"http://{RELEASE}-dsserve-serve-svc:8000"
-    assert _arg(args, "--model") == load_spec(DEFAULT_PROFILE).model.id
-    # The key comes by reference from the Secret; the flag names the variable, never a value.
-    key_env = _arg(args, "--api-key-env")
-    assert _env(c)[key_env]["valueFrom"]["secretKeyRef"] == {"name": "dsserve-api-keys", "key": "api-keys"}
-    assert "value" not in _env(c)[key_env]
-    # The verdict: dsserve's exit status is the container's (the wrapper ends with `exit "$rc"`), the summary
-    # goes to the termination message, the files to the results volume.
-    assert c["command"][:2] == ["/bin/sh", "-c"] and 'exit "$rc"' in c["command"][2]
-    assert "incluster.py summary" in c["command"][2] and "/dev/termination-log" in c["command"][2]
-    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert _arg(args, "--out") == "$(RESULTS_DIR)" and _env(c)["RESULTS_DIR"]["value"] == "/results/$(POD_NAME)"
-    assert {m["mountPath"]: m["name"] for m in c["volumeMounts"]}["/results"] == "results"
-    # `dsserve loadtest NAME` finds loadtest/scenarios/NAME.yaml and loadtest/locustfile.py from the image's
-    # /opt/dsserve (docker/Dockerfile.locust copies loadtest/ there; tests/unit/test_docker.py checks it).
-    assert c["workingDir"] == "/opt/dsserve"
-    assert c["image"] == f"dsserve-locust:{chart.metadata['appVersion']}"
-    # It starts once the serve Service answers /v1/models with the key.
-    (wait,) = pod["initContainers"]
-    assert wait["args"][:2] == ["wait-http", f"{serve_svc}/v1/models"]
-    assert _arg(wait["args"], "--api-key-env") == key_env and key_env in _env(wait)
-
-
-def test_loadtest_job_with_worker_pods(chart, crd_validator) -> None:
-    """workers: N makes the Job a Locust master beside a Job of N workers that reach it through a Service."""
-    values = {
-        "loadtest": {
-            "enabled": True,
-            "scenario": "slo-1200qps",
-            "workers": 3,
-            "prometheusUrl": "http://kube-prometheus-stack-prometheus.monitoring:9090",
-            "args": ["--duration", "300", "--set", "load.max_in_flight=4096"],
-            "apiKey": {"existingSecret": "loadtest-key", "secretKey": "key"},
-            "activeDeadlineSeconds": 7200,
-        }
-    }
-    objects = render(chart, values)
-    assert_all_valid(objects, crd_validator)
-    master, workers = _job(objects, "master"), _job(objects, "worker")
-    args = master["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert (_arg(args, "--expect-workers"), _arg(args, "--master-bind-host"), _arg(args, "--master-bind-port")) == (
-        "3",
-        "0.0.0.0",
-        "5557",
-    )
-    assert "--processes" not in args
-    assert _arg(args, "--prometheus") == "http://kube-prometheus-stack-prometheus.monitoring:9090"
-    assert args[-4:] == ["--duration", "300", "--set", "load.max_in_flight=4096"]
-    assert workers["spec"]["completions"] == workers["spec"]["parallelism"] == 3
-    assert master["spec"]["activeDeadlineSeconds"] == workers["spec"]["activeDeadlineSeconds"] == 7200
-    (svc,) = by_kind(objects, "Service")
-    assert [p["port"] for p in svc["spec"]["ports"]] == [5557]
-    selector = svc["spec"]["selector"].items()
-    assert selector <= master["spec"]["template"]["metadata"]["labels"].items()
-    assert not selector <= workers["spec"]["template"]["metadata"]["labels"].items()
-    wpod = workers["spec"]["template"]["spec"]
-    (w,) = wpod["containers"]
-    assert w["args"][:4] == ["locust", "-f", "/opt/dsserve/loadtest/locustfile.py", "--worker"]
-    assert _arg(w["args"], "--master-host") == svc["metadata"]["name"] and _arg(w["args"], "--master-port") == "5557"
-    assert wpod["initContainers"][0]["args"][:3] == ["wait-tcp", svc["metadata"]["name"], "5557"]
-    # Master and workers send the key of loadtest.apiKey, read from the Secret.
-    key_env = _arg(args, "--api-key-env")
-    for c in (master["spec"]["template"]["spec"]["containers"][0], w):
-        assert _env(c)[key_env]["valueFrom"]["secretKeyRef"] == {"name": "loadtest-key", "key": "key"}
-    # The same values give the same Job names (helm upgrade leaves a finished run alone); a new runId, a new run.
-    again = render(chart, values)
-    assert _job(again, "master")["metadata"]["name"] == master["metadata"]["name"]
-    rerun = copy.deepcopy(values)
-    rerun["loadtest"]["runId"] = "2"
-    names = {_job(render(chart, rerun), r)["metadata"]["name"] for r in ("master", "worker")}
-    assert not names & {master["metadata"]["name"], workers["metadata"]["name"]}
-    for o in by_kind(render(chart, values, name="a" * 53), "Job"):
-        name = o["metadata"]["name"]
-        assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
-
-
-def test_loadtest_job_processes_and_no_key_without_auth(chart) -> None:
-    values = {
-        "loadtest": {"enabled": True, "processes": 4},
-        "apiKeys": {"envName": "", "existingSecret": "", "filePath": ""},
-        "serveConfigV2": _no_auth_serve_config(),
-    }
-    (job,) = by_kind(render(chart, values), "Job")
-    c = job["spec"]["template"]["spec"]["containers"][0]
-    assert _arg(c["args"], "--processes") == "4"
-    assert "--api-key-env" not in c["args"] and "DSSERVE_LOADTEST_API_KEY" not in _env(c)
-
-
-@pytest.mark.parametrize("status", [0, 1, 2, 3])
-def test_loadtest_job_exit_status_is_the_verdict(chart, tmp_path: Path, status: int) -> None:
-    """The Job's container script, run here with a stand-in for `dsserve loadtest`: it sends the first key of
-    the Secret (key-file format), writes the verdict summary to the termination message and exits with
-    dsserve's status."""
-    import subprocess
-    import sys
-
-    (job,) = by_kind(render(chart, {"loadtest": {"enabled": True}}), "Job")
-    c = job["spec"]["template"]["spec"]["containers"][0]
-    term = tmp_path / "termination-log"
-    script = c["command"][2].replace("/opt/dsserve/", f"{REPO}/").replace("/dev/termination-log", str(term))
-    results = tmp_path / "results"
-    verdict = {0: "pass", 1: "fail", 3: "invalid"}.get(status)
-    stand_in = (
-        f'echo "$DSSERVE_LOADTEST_API_KEY" > {tmp_path}/key-seen; mkdir -p "$RESULTS_DIR"; '
-        + (
-            f"""printf '{{"verdict": "{verdict}", "checks": [], "invalid_reasons": []}}' """
-            f'> "$RESULTS_DIR/results.json"; '
-            if verdict
-            else ""
-        )
-        + f"exit {status}"
-    )
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "RESULTS_DIR": str(results),
-        "DSSERVE_LOADTEST_API_KEY": "# ops keys\nk-first, k-second\nk-third\n",
-        "HOLD_SECONDS": "0",
-    }
-    run = subprocess.run(
-        [*c["command"][:2], script, c["command"][3], "sh", "-c", stand_in],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == status, run.stderr
-    assert (tmp_path / "key-seen").read_text() == "k-first\n"
-    summary = term.read_text()
-    assert summary == run.stdout and summary.startswith(f"dsserve loadtest exit status {status} (")
-    assert (f"verdict {verdict.upper()}" in summary) if verdict else "no readable" in summary
-    assert "k-first" not in run.stdout + run.stderr
-
-
-def test_loadtest_notes_say_where_the_verdict_is(chart) -> None:
-    text = notes(chart, {"loadtest": {"enabled": True}})
-    (job,) = by_kind(render(chart, {"loadtest": {"enabled": True}}), "Job")
-    assert f"logs -f job/{job['metadata']['name']}" in text
-    assert "0 pass, 1 fail, 2 bad input, 3 invalid" in text and "terminated.message" in text
 
 
 # ---------------------------------------------------------------------------------------------- hardening
@@ -1176,7 +775,7 @@ def test_every_writable_path_the_doc_lists_is_a_volume(chart) -> None:
         for where, spec in pod_specs(objects):
             volumes = {v["name"]: v for v in spec.get("volumes", [])}
             if where.startswith(f"{RELEASE}-dsserve-loadtest"):
-                for c in _containers(spec):
+                for c in containers(spec):
                     kind = "loadtest job" if c["name"] == "loadtest" else "loadtest"
                     targets.append((kind, c, volumes))
             elif where.startswith(f"{RELEASE}-dsserve-test"):
@@ -1196,7 +795,7 @@ def test_ray_pods_keep_their_writers_on_the_scratch_volumes(chart) -> None:
     (rs,) = by_kind(render(chart, {"autoscaling": {"enabled": True}}), "RayService")
     cluster = rs["spec"]["rayClusterConfig"]
     for spec in (cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]):
-        env = _env(spec["containers"][0])
+        env = env_of(spec["containers"][0])
         assert env["HOME"]["value"] == "/home/dsserve"
         assert env["NUMBA_CACHE_DIR"]["value"].startswith("/tmp/")
         ray_tmp = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}["/tmp/ray"]
@@ -1217,9 +816,9 @@ def test_secrets_are_only_referenced(chart) -> None:
     """No Secret is rendered and no value holds a key: every secret-named variable comes from a secretKeyRef,
     key files from Secret volumes, and the values have nowhere to put a key itself."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for path in _value_paths(values):
+    for path in value_paths(values):
         leaf = path.rsplit(".", 1)[-1]
-        if isinstance(_lookup(values, path), dict):
+        if isinstance(lookup(values, path), dict):
             continue  # a group such as apiKeys or hfToken: its leaves are checked
         if re.search(r"(?i)(keys?|token|passw(or)?d|secrets?|credentials?)$", leaf):
             assert leaf in {"secretKey", "existingSecret", "pullSecrets"}, (
@@ -1238,13 +837,13 @@ def test_secrets_are_only_referenced(chart) -> None:
         objects = render(chart, values)
         assert not by_kind(objects, "Secret")
         for where, spec in pod_specs(objects):
-            for c in _containers(spec):
+            for c in containers(spec):
                 secret_mounts = [
                     m["mountPath"]
                     for m in c.get("volumeMounts", [])
                     if any(v["name"] == m["name"] and "secret" in v for v in spec.get("volumes", []))
                 ]
-                for name, e in _env(c).items():
+                for name, e in env_of(c).items():
                     if name.endswith("_PATH") and "value" in e:  # a secret's file: must lie on a Secret mount
                         assert any(e["value"].startswith(mp + "/") for mp in secret_mounts), f"{where}: {name}"
                     elif _SECRETISH.search(name) or name == chart.values["apiKeys"]["envName"]:
@@ -1262,7 +861,7 @@ def test_the_hugging_face_token_is_a_file_not_a_variable(chart) -> None:
     cluster = rs["spec"]["rayClusterConfig"]
     for pod in (cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]):
         c = pod["containers"][0]
-        env = _env(c)
+        env = env_of(c)
         assert "HF_TOKEN" not in env and env["HF_TOKEN_PATH"]["value"] == "/etc/dsserve/hf-token/token"
         assert {"name": "hf-token", "mountPath": "/etc/dsserve/hf-token", "readOnly": True} in c["volumeMounts"]
         (vol,) = [v for v in pod["volumes"] if v["name"] == "hf-token"]

@@ -77,14 +77,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-An image reference. Call with (dict "image" .Values.image "ctx" $ "key" "image"). The tag defaults to the
-chart's appVersion; a digest, when set, is used instead of the tag; `latest` is refused.
+An image reference. Call with (dict "image" .Values.image "ctx" $). The tag defaults to the chart's appVersion; a
+digest, when set, is used instead of the tag (dsserve.validateValues refuses `latest`).
 */}}
 {{- define "dsserve.image" -}}
 {{- $tag := toString (default .ctx.Chart.AppVersion .image.tag) }}
-{{- if eq $tag "latest" }}
-{{- fail (printf "%s.tag: `latest` is not allowed because it changes under a running cluster; pin a version (empty means the chart's appVersion %s) or set %s.digest" .key .ctx.Chart.AppVersion .key) }}
-{{- end }}
 {{- if .image.digest }}
 {{- printf "%s@%s" .image.repository .image.digest }}
 {{- else }}
@@ -94,45 +91,38 @@ chart's appVersion; a digest, when set, is used instead of the tag; `latest` is 
 
 {{/* The Serve config text: serveConfigV2, or the chart's default generated from a profile. */}}
 {{- define "dsserve.serveConfigV2" -}}
-{{- $text := .Values.serveConfigV2 | default (.Files.Get "files/serve-config.yaml") }}
-{{- if not (trim $text) }}
-{{- fail "serveConfigV2 is empty and files/serve-config.yaml is missing; render values from a profile with `dsserve render helm-values deploy/profiles/<profile>.yaml -o values.yaml` and pass -f values.yaml" }}
-{{- end }}
-{{- $text }}
+{{- .Values.serveConfigV2 | default (.Files.Get "files/serve-config.yaml") }}
 {{- end }}
 
 {{/*
-The first application of the Serve config as data, checked against the values that must agree with it:
-serve.port (the Service and NetworkPolicy port) and apiKeys.envName (the variable the request pipeline
-reads: in the ingress's kwargs in ingress mode, in the engine's LLM config in direct mode).
+The Serve config as data, or {"Error": ...} when it is not YAML (dsserve.validateValues reports it).
 */}}
-{{- define "dsserve.serveApp" -}}
+{{- define "dsserve.serveConfig" -}}
 {{- $doc := fromYaml (include "dsserve.serveConfigV2" .) }}
-{{- if hasKey $doc "Error" }}
-{{- fail (printf "serveConfigV2 is not valid YAML: %s" $doc.Error) }}
+{{- toJson ($doc | default dict) }}
 {{- end }}
-{{- $apps := $doc.applications | default list }}
-{{- if not $apps }}
-{{- fail "serveConfigV2 has no applications; render it with `dsserve render helm-values PROFILE`" }}
+
+{{/* The first application of the Serve config as JSON ({} when there is none; dsserve.validateValues says why). */}}
+{{- define "dsserve.serveApp" -}}
+{{- $doc := include "dsserve.serveConfig" . | fromJson }}
+{{- $apps := list }}
+{{- if not (hasKey $doc "Error") }}
+{{- $apps = $doc.applications | default list }}
 {{- end }}
-{{- $port := dig "http_options" "port" 8000 $doc }}
-{{- if ne (int $port) (int .Values.serve.port) }}
-{{- fail (printf "serve.port is %d but serveConfigV2's http_options.port is %d; they must match (set both from the profile's api.port with `dsserve render helm-values`)" (int .Values.serve.port) (int $port)) }}
+{{- toJson (ternary (first $apps) dict (gt (len $apps) 0)) }}
 {{- end }}
-{{- $app := index $apps 0 }}
+
+{{/*
+The request pipeline's settings in the first application: the ingress's kwargs in ingress mode, the engine's
+LLM config in direct mode. apiKeys.envName and apiKeys.filePath must agree with them.
+*/}}
+{{- define "dsserve.servePipeline" -}}
+{{- $app := include "dsserve.serveApp" . | fromJson }}
 {{- $pipeline := dig "args" "ingress_cls_config" "ingress_extra_kwargs" dict $app }}
 {{- if not $pipeline }}
 {{- $pipeline = dig "args" "llm_config" "experimental_configs" "dsserve_api" dict $app }}
 {{- end }}
-{{- $keysEnv := get $pipeline "api_keys_env" | default "" }}
-{{- if ne (toString $keysEnv) (toString .Values.apiKeys.envName) }}
-{{- fail (printf "apiKeys.envName is %q but the Serve config's request pipeline reads API keys from %q; set apiKeys.envName to match (the profile's api.api_keys_env)" (toString .Values.apiKeys.envName) (toString $keysEnv)) }}
-{{- end }}
-{{- $keysFile := get $pipeline "api_keys_file" | default "" }}
-{{- if ne (toString $keysFile) (toString .Values.apiKeys.filePath) }}
-{{- fail (printf "apiKeys.filePath is %q but the Serve config's request pipeline reads API keys from the file %q; set apiKeys.filePath to match (the profile's api.api_keys_file)" (toString .Values.apiKeys.filePath) (toString $keysFile)) }}
-{{- end }}
-{{- toJson $app }}
+{{- toJson $pipeline }}
 {{- end }}
 
 {{/* The OpenAI model id the first application serves. */}}
@@ -168,7 +158,7 @@ reads: in the ingress's kwargs in ingress mode, in the engine's LLM config in di
 - name: {{ .Values.apiKeys.envName }}
   valueFrom:
     secretKeyRef:
-      name: {{ required "apiKeys.existingSecret is required when apiKeys.envName is set: create the Secret (kubectl create secret generic dsserve-api-keys --from-literal=api-keys=KEY) and name it here" .Values.apiKeys.existingSecret }}
+      name: {{ .Values.apiKeys.existingSecret }}
       key: {{ .Values.apiKeys.secretKey }}
 {{- end }}
 {{- if .Values.hfToken.existingSecret }}
@@ -191,7 +181,6 @@ reach every process of the container */}}
 {{- end }}
 {{- end }}
 
-{{/* The /dev/shm volume. Call with the size limit. */}}
 {{/* The API key file (apiKeys.filePath): the key Secret mounted as a directory, so kubelet's updates reach it. */}}
 {{- define "dsserve.apiKeysMount" -}}
 {{- if .Values.apiKeys.filePath }}
@@ -205,7 +194,7 @@ reach every process of the container */}}
 {{- if .Values.apiKeys.filePath }}
 - name: api-keys
   secret:
-    secretName: {{ required "apiKeys.existingSecret is required when apiKeys.filePath is set: create the Secret (kubectl create secret generic dsserve-api-keys --from-file=api-keys=./keys.txt) and name it here" .Values.apiKeys.existingSecret }}
+    secretName: {{ .Values.apiKeys.existingSecret }}
     defaultMode: 288  # 0440: read-only, for the owner and fsGroup (podSecurityContext)
     items:
       - key: {{ .Values.apiKeys.secretKey }}
@@ -241,20 +230,102 @@ reach every process of the container */}}
     sizeLimit: {{ . }}
 {{- end }}
 
+
 {{/*
-NetworkPolicy peers outside the release's namespace must name their namespace: `namespaceSelector: {}`
-selects every namespace, so any pod anywhere carrying the podSelector's labels would get in.
+Every check of the values that values.schema.json cannot express (it compares two values, or a value with the
+Serve config or the load test's), collected and reported at once, each naming the value to change and how (the
+Bitnami validateValues pattern). rayservice.yaml calls it, once per render; the templates then use the values as
+given. Conditions on one object (a Secret when keys are on, a PVC for modelStorage.type pvc, a GatewayClass for
+incremental upgrades) are if/then rules of the schema (values.schema.overlay.json), checked before any template.
 */}}
-{{- define "dsserve.checkPeers" -}}
-{{- $lists := dict "gatewayFrom" .Values.networkPolicy.gatewayFrom "metricsFrom" .Values.networkPolicy.metricsFrom "operatorFrom" .Values.networkPolicy.operatorFrom }}
-{{- range $name, $peers := $lists }}
-{{- range $i, $peer := $peers }}
-{{- if hasKey $peer "namespaceSelector" }}
-{{- $ns := $peer.namespaceSelector | default dict }}
-{{- if not (or $ns.matchLabels $ns.matchExpressions) }}
-{{- fail (printf "networkPolicy.%s[%d]: namespaceSelector without matchLabels or matchExpressions selects every namespace, so a pod in any namespace with the podSelector's labels would get in; name the namespace, e.g. namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}" $name $i) }}
+{{- define "dsserve.validateValues" -}}
+{{- $msgs := list }}
+{{- range $key, $image := dict "image" .Values.image "tests.image" .Values.tests.image }}
+{{- if eq (toString $image.tag) "latest" }}
+{{- $msgs = append $msgs (printf "%s.tag: `latest` is not allowed because it changes under a running cluster; pin a version (empty means the chart's appVersion %s) or set %s.digest" $key $.Chart.AppVersion $key) }}
+{{- end }}
+{{- end }}
+{{- $msgs = concat $msgs (include "dsserve.validateValues.serveConfig" . | fromJsonArray) }}
+{{- if and .Values.autoscaling.enabled (or (gt (int .Values.worker.minReplicas) (int .Values.worker.maxReplicas)) (lt (int .Values.worker.replicas) (int .Values.worker.minReplicas)) (gt (int .Values.worker.replicas) (int .Values.worker.maxReplicas))) }}
+{{- $msgs = append $msgs (printf "worker.replicas: worker.replicas (%d) must lie between worker.minReplicas (%d) and worker.maxReplicas (%d), and min must not exceed max; with autoscaling.enabled set them so that minReplicas <= replicas <= maxReplicas" (int .Values.worker.replicas) (int .Values.worker.minReplicas) (int .Values.worker.maxReplicas)) }}
+{{- end }}
+{{- if .Values.networkPolicy.enabled }}
+{{- range $name := list "gatewayFrom" "metricsFrom" "operatorFrom" }}
+{{- range $i, $peer := get $.Values.networkPolicy $name }}
+{{- $ns := get $peer "namespaceSelector" | default dict }}
+{{- if and (hasKey $peer "namespaceSelector") (not (or $ns.matchLabels $ns.matchExpressions)) }}
+{{- $msgs = append $msgs (printf "networkPolicy.%s[%d]: namespaceSelector without matchLabels or matchExpressions selects every namespace, so a pod in any namespace with the podSelector's labels would get in; name the namespace, e.g. namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}" $name $i) }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if .Values.loadtest.enabled }}
+{{- $msgs = concat $msgs (include "dsserve.validateValues.loadtest" . | fromJsonArray) }}
+{{- end }}
+{{- if $msgs }}
+{{- fail (printf "\nVALUES VALIDATION:\n%s" (join "\n" $msgs)) }}
+{{- end }}
+{{- end }}
+
+{{/* The Serve config, and the values that must agree with it: serve.port, apiKeys.envName, apiKeys.filePath. */}}
+{{- define "dsserve.validateValues.serveConfig" -}}
+{{- $msgs := list }}
+{{- $doc := include "dsserve.serveConfig" . | fromJson }}
+{{- if not (trim (include "dsserve.serveConfigV2" .)) }}
+{{- $msgs = append $msgs "serveConfigV2 is empty and files/serve-config.yaml is missing; render values from a profile with `dsserve render helm-values deploy/profiles/<profile>.yaml -o values.yaml` and pass -f values.yaml" }}
+{{- else if hasKey $doc "Error" }}
+{{- $msgs = append $msgs (printf "serveConfigV2 is not valid YAML: %s" $doc.Error) }}
+{{- else if not $doc.applications }}
+{{- $msgs = append $msgs "serveConfigV2 has no applications; render it with `dsserve render helm-values PROFILE`" }}
+{{- else }}
+{{- $port := dig "http_options" "port" 8000 $doc }}
+{{- if ne (int $port) (int .Values.serve.port) }}
+{{- $msgs = append $msgs (printf "serve.port is %d but serveConfigV2's http_options.port is %d; they must match (set both from the profile's api.port with `dsserve render helm-values`)" (int .Values.serve.port) (int $port)) }}
+{{- end }}
+{{- $pipeline := include "dsserve.servePipeline" . | fromJson }}
+{{- $keysEnv := get $pipeline "api_keys_env" | default "" }}
+{{- if ne (toString $keysEnv) (toString .Values.apiKeys.envName) }}
+{{- $msgs = append $msgs (printf "apiKeys.envName is %q but the Serve config's request pipeline reads API keys from %q; set apiKeys.envName to match (the profile's api.api_keys_env)" (toString .Values.apiKeys.envName) (toString $keysEnv)) }}
+{{- end }}
+{{- $keysFile := get $pipeline "api_keys_file" | default "" }}
+{{- if ne (toString $keysFile) (toString .Values.apiKeys.filePath) }}
+{{- $msgs = append $msgs (printf "apiKeys.filePath is %q but the Serve config's request pipeline reads API keys from the file %q; set apiKeys.filePath to match (the profile's api.api_keys_file)" (toString .Values.apiKeys.filePath) (toString $keysFile)) }}
+{{- end }}
+{{- end }}
+{{- toJson $msgs }}
+{{- end }}
+
+{{/*
+The load test (the loadtest subchart) must aim at this release: its target.* and apiKey.* are compared with the
+values they copy (`dsserve render helm-values` writes both sides from the profile).
+*/}}
+{{- define "dsserve.validateValues.loadtest" -}}
+{{- $msgs := list }}
+{{- $lt := .Values.loadtest }}
+{{- $name := include "dsserve.name" . }}
+{{- if ne (dig "target" "name" "dsserve" $lt) $name }}
+{{- $msgs = append $msgs (printf "loadtest.target.name is %q but this release's chart name is %q; set loadtest.target.name=%s (with nameOverride, the load-test pods must carry the release's app.kubernetes.io/name)" (dig "target" "name" "dsserve" $lt) $name $name) }}
+{{- end }}
+{{- $ctx := dict "Values" (dict "target" (dict "name" $name "fullname" (dig "target" "fullname" "" $lt))) "Release" .Release }}
+{{- $theirs := include "loadtest.targetFullname" $ctx }}
+{{- $ours := include "dsserve.fullname" . }}
+{{- if ne $theirs $ours }}
+{{- $msgs = append $msgs (printf "loadtest.target.fullname: the load test would target the release %q but this release is %q; set loadtest.target.fullname=%s (with fullnameOverride)" $theirs $ours $ours) }}
+{{- end }}
+{{- $port := dig "target" "port" 8000 $lt }}
+{{- if ne (int $port) (int .Values.serve.port) }}
+{{- $msgs = append $msgs (printf "loadtest.target.port is %d but serve.port is %d; set loadtest.target.port=%d" (int $port) (int .Values.serve.port) (int .Values.serve.port)) }}
+{{- end }}
+{{- $model := include "dsserve.modelId" . }}
+{{- if ne (toString (dig "target" "model" "" $lt)) $model }}
+{{- $msgs = append $msgs (printf "loadtest.target.model is %q but the Serve config serves %q; set loadtest.target.model=%s (`dsserve render helm-values` writes both)" (toString (dig "target" "model" "" $lt)) $model $model) }}
+{{- end }}
+{{- if and (or .Values.apiKeys.envName .Values.apiKeys.filePath) (not (dig "apiKey" "existingSecret" "" $lt)) }}
+{{- $msgs = append $msgs (printf "loadtest.apiKey.existingSecret is empty but the server requires API keys; name the Secret holding the key to send, e.g. loadtest.apiKey.existingSecret=%s (the serving keys)" (.Values.apiKeys.existingSecret | default "dsserve-api-keys")) }}
+{{- end }}
+{{- $envName := toString (dig "apiKey" "envName" "" $lt) }}
+{{- if and (eq (toString (dig "mode" "job" $lt)) "locust") .Values.apiKeys.envName (ne $envName (toString .Values.apiKeys.envName)) }}
+{{- $msgs = append $msgs (printf "loadtest.apiKey.envName is %q but the server reads its keys from %q; set loadtest.apiKey.envName=%s, the variable the Locust files read" $envName (toString .Values.apiKeys.envName) (toString .Values.apiKeys.envName)) }}
+{{- end }}
+{{- toJson $msgs }}
 {{- end }}
