@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from dsserve.devstack import free_port
 from dsserve.errors import StackError
 
 __all__ = ["LocalPrometheus", "PrometheusError", "DEFAULT_PORT", "scrape_config"]
@@ -39,12 +40,6 @@ def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.3)
         return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape_config(
@@ -110,7 +105,7 @@ class LocalPrometheus:
         if self.running:
             return
         if self.port is None:
-            self.port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else _free_port()
+            self.port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
         elif not _port_free(self.port):
             raise PrometheusError(f"port {self.port} on 127.0.0.1 is in use; stop what holds it or pick another port")
         self._dir = Path(tempfile.mkdtemp(prefix="dsserve-prometheus-"))
