@@ -248,7 +248,7 @@ def run_bare_vllm(config: Config, report: dict[str, Any]) -> list[dict[str, Any]
                 cwd=REPO,
             )
             print(f"starting bare vLLM: {vllm.shown_cmd}", flush=True)
-            vsrv = _started("bare vLLM", vllm, args.startup_timeout_s, env_vars=config.env_vars, nice=args.vllm_nice)
+            vsrv = _started("vllm", vllm, args.startup_timeout_s, env_vars=config.env_vars, nice=args.vllm_nice)
         warm = warm_up(vsrv.url, config.model, config.body, args.warmup_burst)
         report["request"]["server_usage"] = warm
         loads = plan_loads(args, calibrate(config, vsrv.url, report))

@@ -49,6 +49,7 @@ NOT_SAMPLE_PERCENTILES = {
     ("dsserve/stats.py", "percentiles"),
     ("dsserve/loadgen/measure.py", "percentile"),  # LogHistogram.percentile: an estimate from 1% bins
     ("dsserve/planner/slo.py", "_percentile"),  # a quantile of the modelled latency distribution
+    ("dsserve/planner/disagg.py", "_quantile"),  # of a weighted token-count distribution (main, after 1113a69)
     ("dsserve/render/queries.py", "_quantiles"),  # PromQL histogram_quantile recording rules
     ("dsserve/render/dashboards.py", "_quantile_targets"),  # the same, as dashboard panels
 }
