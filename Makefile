@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsserve-installed
 PROFILES := $(wildcard deploy/profiles/*.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: help install up lint format test test-unit test-e2e render tiny-model clean
+.PHONY: help install up lint format images test-images test test-unit test-e2e render tiny-model clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ test-unit: install  ## fast unit tests only
 	@scripts/install-system-deps.sh
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
+images:  ## build the CPU and Locust images (docker, else buildah/podman; scripts/build-images.sh --help)
+	scripts/build-images.sh $(IMAGES_ARGS)
+
+test-images: install  ## opt-in: run the built images (CPU image under the chart's hardening, Locust image as the chart's Job)
+	$(BIN)/python -m pytest tests/images $(PYTEST_ARGS)
+
 test-e2e: install  ## e2e tests only (starts Ray Serve + vLLM CPU once)
 	@scripts/install-system-deps.sh
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
@@ -78,6 +84,7 @@ render: install  ## regenerate serve/*.yaml, helm/values/*.yaml and the chart's 
 	@# Prometheus rules and Grafana dashboards, generated from dsserve/render/queries.py (one source of PromQL)
 	@$(BIN)/dsserve render prometheus-rules -o deploy/prometheus/rules
 	@$(BIN)/dsserve render dashboards -o deploy/grafana/dashboards
+	@$(BIN)/python -m dsserve.render.spec_reference -o docs/spec-reference.md
 	@rm -rf helm/dsserve/files/prometheus/rules helm/dsserve/files/grafana/dashboards
 	@mkdir -p helm/dsserve/files/prometheus/rules helm/dsserve/files/grafana/dashboards
 	@for f in deploy/prometheus/rules/*.yaml; do [ ! -e "$$f" ] || cp "$$f" helm/dsserve/files/prometheus/rules/; done

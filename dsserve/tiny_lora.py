@@ -17,13 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsserve.build_once import build_once
 from dsserve.errors import ModelBuildError
 from dsserve.tiny_models import TINY_MODELS, cache_dir
 
@@ -108,46 +106,19 @@ def build_tiny_lora(
 ) -> tuple[Path, bool]:
     """Build the named tiny adapter unless it is already built; return (path, built_now)."""
     recipe = _recipe(name)
-    dest = tiny_lora_path(name, root)
-    if (dest / _MARKER).is_file():
-        return dest, False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{recipe.name}-", dir=dest.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         progress(f"building {recipe.name} ({recipe.description}) for {recipe.base}")
         _build_adapter(recipe, tmp)
-        for p in tmp.iterdir():
-            p.chmod(0o644)  # Ray workers of other users may read it
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / _MARKER).write_text(
-            json.dumps(
-                {
-                    "name": recipe.name,
-                    "base": recipe.base,
-                    "digest": recipe.digest(),
-                    "files": files,
-                    "built_in_s": round(time.monotonic() - started, 2),
-                },
-                indent=2,
-            )
-        )
-        tmp.chmod(0o755)
-        try:
-            tmp.rename(dest)
-        except OSError:
-            if not (dest / _MARKER).is_file():  # not a concurrent build that won the race
-                raise
-    except ModelBuildError:
-        raise
-    except Exception as exc:  # torch/peft failures become a user-facing error
-        raise ModelBuildError(
-            f"building the LoRA adapter {recipe.name} in {dest.parent} failed: {type(exc).__name__}: {exc}; "
-            "check free disk space and that the cpu extra (with peft) is installed (make install)"
-        ) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest, True
+
+    return build_once(
+        tiny_lora_path(name, root),
+        build,
+        marker=_MARKER,
+        record={"name": recipe.name, "base": recipe.base, "digest": recipe.digest()},
+        what=f"the LoRA adapter {recipe.name}",
+        hint="check free disk space and that the cpu extra (with peft) is installed (make install)",
+    )
 
 
 def _build_adapter(recipe: TinyLoraRecipe, out: Path) -> None:
@@ -197,11 +168,3 @@ def _build_adapter(recipe: TinyLoraRecipe, out: Path) -> None:
     cfg["target_modules"] = sorted(cfg["target_modules"])
     cfg["base_model_name_or_path"] = f"tiny:{recipe.base}"
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -18,14 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsserve.build_once import build_once
 from dsserve.errors import ModelBuildError
 
 __all__ = ["TINY_MODELS", "TinyModelRecipe", "build_tiny_model", "cache_dir", "tiny_model_path"]
@@ -245,46 +243,22 @@ def build_tiny_model(
 ) -> tuple[Path, bool]:
     """Build the named tiny model unless it is already built; return (path, built_now)."""
     recipe = _recipe(name)
-    dest = tiny_model_path(name, root)
-    if (dest / _MARKER).is_file():
-        return dest, False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{recipe.name}-", dir=dest.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         progress(f"training a {recipe.vocab_size}-token byte-level BPE tokenizer")
         tokenizer = _train_tokenizer(recipe)
         tokenizer.save_pretrained(tmp)
         progress(f"building {recipe.name} ({recipe.description}) with seed {recipe.seed}")
         _build_weights(recipe, tokenizer, tmp)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / _MARKER).write_text(
-            json.dumps(
-                {
-                    "name": recipe.name,
-                    "digest": recipe.digest(),
-                    "files": files,
-                    "built_in_s": round(time.monotonic() - started, 2),
-                },
-                indent=2,
-            )
-        )
-        tmp.chmod(0o755)  # mkdtemp makes it private; Ray workers of other users may read it
-        try:
-            tmp.rename(dest)
-        except OSError:
-            if not (dest / _MARKER).is_file():  # not a concurrent build that won the race
-                raise
-    except ModelBuildError:
-        raise
-    except Exception as exc:  # torch/transformers failures become a user-facing error
-        raise ModelBuildError(
-            f"building {recipe.name} in {dest.parent} failed: {type(exc).__name__}: {exc}; "
-            "check free disk space and that the cpu extra is installed (make install)"
-        ) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest, True
+
+    return build_once(
+        tiny_model_path(name, root),
+        build,
+        marker=_MARKER,
+        record={"name": recipe.name, "digest": recipe.digest()},
+        what=recipe.name,
+        hint="check free disk space and that the cpu extra is installed (make install)",
+    )
 
 
 def _train_tokenizer(recipe: TinyModelRecipe) -> Any:
@@ -332,11 +306,3 @@ def _build_weights(recipe: TinyModelRecipe, tokenizer: Any, out: Path) -> None:
     model = model.to(torch.bfloat16)
     model.config.dtype = "bfloat16"
     model.save_pretrained(out, safe_serialization=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

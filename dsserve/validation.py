@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["PathError", "describe_errors"]
+__all__ = ["PathError", "choices", "describe_errors"]
 
 
 class PathError(ValueError):
@@ -21,6 +21,14 @@ class PathError(ValueError):
     def __init__(self, path: str, value: Any, fix: str) -> None:
         super().__init__(fix)
         self.path, self.value, self.fix = path, value, fix
+
+
+def choices(value: str, options: Any) -> str:
+    """``did you mean 'x'? choose one of: a, b, c`` for a value that is not one of ``options``."""
+    names = sorted(options)
+    close = difflib.get_close_matches(value, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}choose one of: {', '.join(names)}"
 
 
 _TYPE_HINTS = {

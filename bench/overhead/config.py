@@ -231,20 +231,14 @@ def load_config(argv: list[str] | None = None) -> Config:
     log_dir.mkdir(parents=True, exist_ok=True)
 
     from dsserve.app import llm_config, uses_data_parallel
-    from dsserve.config import TINY_SOURCE_PREFIX, load_spec
+    from dsserve.config import load_spec
 
     profile = Path(args.profile)
     spec = load_spec(profile, args.sets)
     if uses_data_parallel(spec):
         ap.error(f"{profile}: the benchmark needs one plain engine (no data-parallel attention)")
     cfg = llm_config(spec)
-    source = spec.model.source
-    if source.startswith(TINY_SOURCE_PREFIX):
-        from dsserve.tiny_models import build_tiny_model
-
-        model_path = str(build_tiny_model(source[len(TINY_SOURCE_PREFIX) :])[0])
-    else:
-        model_path = os.path.expanduser(source)
+    model_path = spec.model.source.engine_model()
     return Config(
         args=args,
         profile=profile,

@@ -37,7 +37,7 @@ def new_report(config: Config, argv: list[str] | None) -> dict[str, Any]:
         },
         "model": {
             "id": config.model,
-            "source": config.spec.model.source,
+            "source": str(config.spec.model.source),
             "path": config.model_path,
             "architecture": config.spec.model.architecture,
             "profile": str(config.profile),

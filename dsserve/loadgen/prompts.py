@@ -87,17 +87,19 @@ def load_token_counter(tokenizer: str | None, chars_per_token: float = 4.0) -> T
 
 
 def _resolve_tokenizer(spec: str) -> Path:
-    if spec.startswith("tiny:"):
-        from dsserve.tiny_models import TINY_MODELS, build_tiny_model
+    from dsserve.model_source import ModelSource, UnknownRecipeError
 
-        name = spec[len("tiny:") :]
-        if name not in TINY_MODELS:
-            raise ScenarioError(
-                f"--tokenizer {spec}: no tiny model {name!r}; choose one of: {', '.join(sorted(TINY_MODELS))}"
-            )
+    try:
+        source = ModelSource.parse(spec)
+    except UnknownRecipeError as exc:
+        raise ScenarioError(
+            f"--tokenizer {spec}: no tiny model {exc.name!r}; choose one of: {', '.join(exc.known)}"
+        ) from None
+    except ValueError:  # blank: not a file either, said below
+        source = None
+    if source is not None and source.is_tiny:
         # built on first use, like a tiny:<name> model source (a no-op when already built)
-        directory, _ = build_tiny_model(name)
-        return Path(directory) / "tokenizer.json"
+        return source.resolve() / "tokenizer.json"
     p = Path(spec).expanduser()
     if p.is_dir():
         p = p / "tokenizer.json"

@@ -3,7 +3,8 @@
 Pure arithmetic over the catalog (no Ray, no vLLM, no GPU): :mod:`~dsserve.planner.memory` splits
 weights and KV cache per GPU the way vLLM does, :mod:`~dsserve.planner.perf` turns a step into
 rooflines, :mod:`~dsserve.planner.slo` solves the continuous-batching steady state and its queueing, and
-:mod:`~dsserve.planner.plan` ties them together. Every constant lives in
+:mod:`~dsserve.planner.plan` ties them together; :mod:`~dsserve.planner.disagg` models a prefill/decode
+disaggregated deployment as two pools and the KV transfer between them. Every constant lives in
 :mod:`~dsserve.planner.assumptions` with its source; ``docs/planner.md`` compares predictions with
 published numbers.
 

@@ -97,6 +97,19 @@ ALL_TO_ALL_LATENCY_S = 25e-6
 #: [U] Inter-node latency added per collective (IB round trip + proxy): 10 us.
 SCALEOUT_LATENCY_S = 10e-6
 
+#: [U] Fixed cost of moving one request's KV cache between a prefill and a decode engine (P/D), beyond
+#: bytes / bandwidth: the prefill side's ``kv_transfer_params`` travel back through the P/D proxy to the
+#: decode engine, which posts the RDMA reads (NIXL) and learns they finished at a step boundary. 1 ms; no
+#: published per-request figure was found. The bandwidths are the catalog's achievable per-GPU link
+#: (NVLink) and scale-out (one 400 Gb/s NIC per GPU) figures.
+KV_TRANSFER_LATENCY_S = 1e-3
+
+#: Acceptance of DeepSeek-V3's MTP draft token when serving: "between 85% and 90% across various
+#: generation topics", giving 1.8x tokens per second [V] (V3 technical report, arXiv:2412.19437 §5.4.3).
+#: We take the low end. Further draft tokens (the one module applied again) are assumed accepted at the
+#: same rate given their predecessors [U]; DeepSeek and vLLM's recipes use one.
+MTP_ACCEPTANCE = 0.85
+
 #: Activation element size in bytes: BF16 hidden states on the wire and in attention [V] (DeepSeek:
 #: "combine transmissions use the BF16 format"; dispatch is FP8 when the weights are FP8).
 ACT_BYTES = 2

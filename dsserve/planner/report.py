@@ -60,7 +60,7 @@ def throughput_rows(plan: Plan) -> list[dict[str, float]]:
     ctx = plan.decode_context
     rows = []
     for b in _batches(plan):
-        t = plan.decode_step_time_s(b, ctx)
+        t = plan.perf.tpot_s(b, ctx)
         rows.append(
             {
                 "batch": b,
@@ -275,7 +275,7 @@ def render_text(plan: Plan) -> str:
                 ["", "value"],
                 [
                     ["running sequences per replica", round(load.batch, 1)],
-                    ["step time (TPOT) ms", _ms(load.step_s)],
+                    ["time per output token (TPOT) ms", _ms(load.tpot_s)],
                     ["prefill budget utilization", f"{load.prefill_utilization:.0%}"],
                     [f"p{mix.percentile:g} TTFT ms", _ms(load.ttft_s)],
                     [f"p{mix.percentile:g} E2E ms", _ms(load.e2e_s)],

@@ -140,7 +140,7 @@ class LoadPoint:
     reason: str
     batch: float = 0.0  # decoding sequences per unit
     prefill_tokens_per_step: float = 0.0
-    step_s: float = math.inf  # mean step time = mean time per output token
+    step_s: float = math.inf  # mean step time
     full_step_s: float = math.inf  # a step carrying a full prefill chunk
     prefill_utilization: float = 0.0
     mean_wait_s: float = math.inf
@@ -152,6 +152,12 @@ class LoadPoint:
     in_flight_per_replica: float = 0.0
     output_tok_s: float = 0.0  # whole deployment
     notes: list[str] = field(default_factory=list)
+    tokens_per_step: float = 1.0  # per decoding sequence: above 1 with MTP speculative decoding
+
+    @property
+    def tpot_s(self) -> float:
+        """Mean time per output token: the step time, shared by the tokens a step yields."""
+        return self.step_s / self.tokens_per_step
 
     def value(self, metric: Metric) -> float:
         return {"ttft": self.ttft_s, "e2e": self.e2e_s, "itl": self.itl_s}[metric]
@@ -169,17 +175,20 @@ def evaluate_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) ->
     if not mem.fits:
         return LoadPoint(qps, False, f"does not fit: {mem.reason}")
     lam = qps / dep.units
+    # With MTP a sequence gains E tokens a step, so it decodes for E[O]/E steps.
+    per_step = perf.tokens_per_step
     i_mean, o_mean = mix.input.mean, mix.output.mean
+    o_steps = o_mean / per_step
     c_dec = i_mean + mix.output.second_moment / (2 * o_mean)  # context seen by a decode step
     c_pre = mix.input.second_moment / (2 * i_mean)  # causal context of a prefill token
     budget = dep.max_num_batched_tokens
     seq_cap = min(dep.max_num_seqs, mem.kv_tokens / max(c_dec, 1.0))
 
     def g(t: float) -> float:
-        return perf.step_time_s(lam * o_mean * t, lam * i_mean * t, c_dec, c_pre) - t
+        return perf.step_time_s(lam * o_steps * t, lam * i_mean * t, c_dec, c_pre) - t
 
     def limit(t: float) -> str:
-        b, p = lam * o_mean * t, lam * i_mean * t
+        b, p = lam * o_steps * t, lam * i_mean * t
         if b > dep.max_num_seqs:
             return f"needs {b:.0f} running sequences per replica, above max_num_seqs {dep.max_num_seqs}"
         if b > seq_cap:
@@ -213,7 +222,7 @@ def evaluate_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) ->
         why = limit(t)
         if why:
             return LoadPoint(qps, False, f"unsustainable at {qps:g} QPS: {why}")
-    b, p = lam * o_mean * t, lam * i_mean * t
+    b, p = lam * o_steps * t, lam * i_mean * t
 
     # Prefill as an M/G/1 server of C tokens per full step.
     chunk = max(1.0, budget - b)
@@ -226,7 +235,7 @@ def evaluate_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) ->
         )
     ew = lam * (mix.input.second_moment / mu**2) / (2 * (1 - rho)) if lam > 0 else 0.0
     # Waiting for a running-sequence slot: M/M/c with c slots held E[O]*T seconds each.
-    hold = o_mean * t
+    hold = o_steps * t
     slots = max(1, int(seq_cap))
     if b >= slots:
         return LoadPoint(qps, False, f"unsustainable at {qps:g} QPS: every one of the {slots} sequence slots is busy")
@@ -244,7 +253,9 @@ def evaluate_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) ->
         return overhead + t / 2 + (chunks - 1) * t_full + max(t, last)
 
     ttft_atoms = [(first_token(v), w) for v, w in mix.input.points()]
-    e2e_atoms = _bucket([(a + (o - 1) * t, wa * wo) for a, wa in ttft_atoms for o, wo in mix.output.points()])
+    e2e_atoms = _bucket(
+        [(a + (o - 1) / per_step * t, wa * wo) for a, wa in ttft_atoms for o, wo in mix.output.points()]
+    )
     q = 1 - mix.percentile / 100
     ttft_p = _percentile(ttft_atoms, waits, q)
     e2e_p = _percentile(e2e_atoms, waits, q)
@@ -253,8 +264,10 @@ def evaluate_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) ->
         itl_p = perf.step_time_s(b, min(chunk, p / steps_with_prefill), c_dec, c_pre)
     else:
         itl_p = perf.step_time_s(b, 0.0, c_dec)
+    # Per output token (vLLM's TPOT). With MTP a step's tokens arrive together: clients see bursts.
+    itl_p /= per_step
     ttft_mean = mean_wait + sum(a * w for a, w in ttft_atoms)
-    e2e_mean = ttft_mean + (o_mean - 1) * t
+    e2e_mean = ttft_mean + (o_mean - 1) / per_step * t
     in_flight = qps / dep.replicas * e2e_mean
     point = LoadPoint(
         qps=qps,
@@ -273,6 +286,7 @@ def evaluate_load(perf: PerfModel, mix: RequestMix, qps: float | None = None) ->
         e2e_mean_s=e2e_mean,
         in_flight_per_replica=in_flight,
         output_tok_s=qps * o_mean,
+        tokens_per_step=per_step,
     )
     if in_flight > dep.max_ongoing_requests:
         return replace(

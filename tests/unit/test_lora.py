@@ -146,9 +146,10 @@ def _error(data: dict[str, Any]) -> str:
 def test_profile_serves_two_tiny_adapters() -> None:
     spec = load_spec(PROFILE)
     assert spec.model.lora is not None
-    assert spec.model.lora.adapters == {
-        "sql-adapter": "tiny-lora:tiny-deepseek-llm-sql",
-        "chat-adapter": "tiny-lora:tiny-deepseek-llm-chat",
+    adapters = spec.model.lora.adapters
+    assert {name: (s.kind, s.recipe) for name, s in adapters.items()} == {
+        "sql-adapter": ("tiny-lora", "tiny-deepseek-llm-sql"),
+        "chat-adapter": ("tiny-lora", "tiny-deepseek-llm-chat"),
     }
     assert (spec.model.lora.max_loras, spec.model.lora.max_lora_rank) == (2, 8)
 
@@ -221,7 +222,7 @@ def test_lora_on_moe_is_refused_on_cpu_only(local_cpu_data: dict) -> None:
     gpu["model"]["lora"] = {"adapters": {"sql": "/models/loras/sql"}, "max_lora_rank": 64}
     gpu["serving"]["gateway"] = "ingress"
     spec = parse_spec(gpu)  # GPU paths live on the cluster: not checked here
-    assert spec.model.lora.adapters["sql"] == "/models/loras/sql"
+    assert spec.model.lora.adapters["sql"].resolve() == Path("/models/loras/sql")
 
 
 def test_tiny_adapter_must_match_its_base(local_cpu_data: dict) -> None:
