@@ -22,7 +22,6 @@ from typing import Any
 
 import yaml
 
-from dsserve.devstack import free_port
 from dsserve.errors import StackError
 
 __all__ = ["LocalPrometheus", "PrometheusError", "DEFAULT_PORT", "scrape_config"]
@@ -105,6 +104,8 @@ class LocalPrometheus:
         if self.running:
             return
         if self.port is None:
+            from dsserve.devstack import free_port
+
             self.port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
         elif not _port_free(self.port):
             raise PrometheusError(f"port {self.port} on 127.0.0.1 is in use; stop what holds it or pick another port")
