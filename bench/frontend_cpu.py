@@ -2,7 +2,7 @@
 
 What it measures
     Each server is started alone on the machine, warmed up, left idle for --idle-s, then given two
-    open-loop loads of streamed chat (bench/openloop.py: Poisson arrivals, --max-tokens output tokens with
+    open-loop loads of streamed chat (bench.openloop: Poisson arrivals, --max-tokens output tokens with
     ``ignore_eos``, a prompt of about --prompt-tokens tokens) for --duration-s each, at --rates LOW HIGH.
     Both rates must be carried (every request answered), so the difference between them is work, not
     queueing. During each window the CPU time (user + system, /proc through psutil) of every process of
@@ -16,7 +16,7 @@ What it measures
 
 Servers (--servers, in this order)
     - ``bare``: `vllm serve` with exactly the engine arguments and environment dsserve gives the profile
-      (bench/harness.py ``BareVllm``), at Ray's worker niceness like every Ray process;
+      (``dsserve.devstack.ServerProcess.bare_vllm``), at Ray's worker niceness like every Ray process;
     - ``dsserve``: `dsserve up PROFILE` as shipped (direct mode: HAProxy -> engine replicas);
     - ``dsserve-ingress``: the same with ``serving.gateway=ingress`` (HAProxy -> ingress -> engine replica);
     - ``stock-direct`` / ``stock-ingress``: plain ray.serve.llm in its two modes (direct streaming with
@@ -31,8 +31,8 @@ JSON (--out, default bench/results/frontend-cpu.json)
     ``bare_vllm.idle_cores``, ``dsserve.idle_cores``, ``ratio`` (dsserve marginal / bare marginal); every
     server's windows with CPU by group and by process; the machine, engine, model, load and git state.
 
-    flock /tmp/dsserve-stack.lock .venv/bin/python bench/frontend_cpu.py
-    .venv/bin/python bench/frontend_cpu.py --quick --servers bare,dsserve --no-sim   # seconds, to try it
+    flock /tmp/dsserve-stack.lock python -m bench.frontend_cpu
+    python -m bench.frontend_cpu --quick --servers bare,dsserve --no-sim   # seconds, to try it
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO))
-from harness import GROUPS, BareVllm, CpuMeter, DsserveUp, StockServe, engine_cli_args, group_of, loadavg  # noqa: E402
-from openloop import chat_body, machine, run_load  # noqa: E402
+from bench import REPO
+from bench.harness import GROUPS, CpuMeter, engine_cli_args, group_of, loadavg
+from bench.openloop import chat_body, machine, run_load
+from bench.stock import stock_server
+from dsserve.devstack import ServerProcess
 
 DEFAULT_PROFILE = REPO / "deploy/profiles/local-cpu.yaml"
 DEFAULT_SIM_PROFILE = REPO / "deploy/profiles/sim-h800x8-deepseek-v2.yaml"
@@ -101,12 +101,13 @@ def warm_up(url: str, body: dict[str, Any], n: int) -> None:
                     pass
 
 
-def measure(name: str, server: Any, body: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def measure(name: str, server: ServerProcess, body: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Start ``server``, run the idle window and the two loads, stop it; the figures as data."""
     print(f"== {name}: starting", flush=True)
-    url = server.start()
+    url = server.start(args.startup_timeout_s)
+    assert server.proc is not None
     root = server.proc.pid
-    out: dict[str, Any] = {"url": url, "ready_s": round(server.ready_s, 1), "cmd": getattr(server, "cmd", None)}
+    out: dict[str, Any] = {"url": url, "ready_s": round(server.ready_s, 1), "cmd": server.cmd}
     try:
         warm_up(url, body, args.warmup)
         run_load(f"{url}/v1/chat/completions", body, rate=args.rates[0], duration_s=min(5.0, args.duration_s))
@@ -223,43 +224,38 @@ def _table(results: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
-def _bare(spec: Any, profile: Path, args: argparse.Namespace, log_dir: Path) -> BareVllm:
+def _bare(spec: Any, args: argparse.Namespace, log_dir: Path) -> ServerProcess:
     from dsserve.app import _resolve_tiny_sources, llm_config
 
     cfg = llm_config(spec)
     _resolve_tiny_sources([cfg])
-    env_vars = dict(cfg.get("runtime_env", {}).get("env_vars", {}))
-    kwargs = copy.deepcopy(cfg["engine_kwargs"])
-    nice = int(os.environ.get("RAY_worker_niceness", RAY_WORKER_NICENESS))
-    return BareVllm(
+    return ServerProcess.bare_vllm(
         cfg["model_loading_config"]["model_source"],
         spec.model.id,
-        engine_cli_args(kwargs),
-        env_vars,
-        [],
-        args.startup_timeout_s,
-        log_dir / "bare-vllm.log",
-        nice,
+        engine_cli_args(copy.deepcopy(cfg["engine_kwargs"])),
+        env=dict(cfg.get("runtime_env", {}).get("env_vars", {})),
+        nice=int(os.environ.get("RAY_worker_niceness", RAY_WORKER_NICENESS)),
+        log_path=log_dir / "bare-vllm.log",
+        cwd=REPO,
     )
 
 
-def _server(name: str, profile: Path, spec: Any, args: argparse.Namespace, log_dir: Path) -> Any:
+#: dsserve servers by name: the --set overrides on top of the run's own
+DSSERVE_SERVERS = {
+    "dsserve": [],
+    "dsserve-ingress": ["serving.gateway=ingress"],
+    "dsserve-p2": ["serving.router=power_of_two"],
+}
+
+
+def _server(name: str, profile: Path, spec: Any, args: argparse.Namespace, log_dir: Path) -> ServerProcess:
     if name == "bare":
-        return _bare(spec, profile, args, log_dir)
-    if name == "dsserve":
-        return DsserveUp(profile, list(args.sets), args.startup_timeout_s, log_dir / f"{name}.log")
-    if name == "dsserve-ingress":
-        return DsserveUp(
-            profile, [*args.sets, "serving.gateway=ingress"], args.startup_timeout_s, log_dir / f"{name}.log"
-        )
-    if name == "dsserve-p2":
-        return DsserveUp(
-            profile, [*args.sets, "serving.router=power_of_two"], args.startup_timeout_s, log_dir / f"{name}.log"
-        )
+        return _bare(spec, args, log_dir)
+    if name in DSSERVE_SERVERS:
+        sets = [*args.sets, *DSSERVE_SERVERS[name]]
+        return ServerProcess.dsserve_up(profile, sets, log_path=log_dir / f"{name}.log", cwd=REPO)
     if name in ("stock-direct", "stock-ingress"):
-        return StockServe(
-            profile, name.split("-", 1)[1], list(args.sets), args.startup_timeout_s, log_dir / f"{name}.log"
-        )
+        return stock_server(profile, name.split("-", 1)[1], list(args.sets), log_dir / f"{name}.log")
     raise SystemExit(f"unknown server {name!r}; choose from {', '.join(SERVERS + SIM_SERVERS)}")
 
 
@@ -344,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     default_name = "frontend-cpu-quick.json" if args.quick else "frontend-cpu.json"
     out_path = Path(args.out or REPO / "bench/results" / default_name)
     report: dict[str, Any] = {
-        "benchmark": "frontend CPU per request (bench/frontend_cpu.py)",
-        "command": " ".join(["bench/frontend_cpu.py", *(argv if argv is not None else sys.argv[1:])]),
+        "benchmark": "frontend CPU per request (python -m bench.frontend_cpu)",
+        "command": " ".join(["python -m bench.frontend_cpu", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),
         "git": _git(),
         "loadavg_start": loadavg(),

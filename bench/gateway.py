@@ -3,7 +3,7 @@
 The engine is the simulated one (dsserve/sim), so the GPUs' work costs no CPU here and what is measured
 is the serving path itself - proxy, ingress, router, the engine replica's Python, streaming - with the
 load generator on the same machine. Short streamed chat (about 128 prompt tokens, 16 output tokens,
-``ignore_eos``), Poisson arrivals, open loop (bench/openloop.py). A rate passes when p99 end-to-end
+``ignore_eos``), Poisson arrivals, open loop (bench.openloop). A rate passes when p99 end-to-end
 latency stays under the SLO (500 ms), nothing fails and the generator kept its schedule.
 
 Configurations in one run, one after the other on the same machine:
@@ -14,11 +14,11 @@ Configurations in one run, one after the other on the same machine:
 - ``stock-ingress`` and ``stock-direct``: plain ``ray.serve.llm.build_openai_app`` in its two modes
   (``OpenAiIngress`` in front of the replicas; direct streaming with its ``LLMRouter``), on HAProxy and
   throughput-optimized Serve as Ray's high-throughput guide sets them, with the same simulated engine,
-  engine arguments and replica count (bench/harness.py ``StockServe``).
+  engine arguments and replica count (bench/stock.py).
 
-    .venv/bin/python bench/gateway.py                      # all, full sweep, writes bench/results/gateway.json
-    .venv/bin/python bench/gateway.py --only dsserve --rates 200,400
-    .venv/bin/python bench/gateway.py --url http://127.0.0.1:8000 --rates 50 --duration 3   # a running stack
+    python -m bench.gateway                      # all, full sweep, writes bench/results/gateway.json
+    python -m bench.gateway --only dsserve --rates 200,400
+    python -m bench.gateway --url http://127.0.0.1:8000 --rates 50 --duration 3   # a running stack
 """
 
 from __future__ import annotations
@@ -26,82 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from bench import REPO
+from bench.harness import start_server
+from bench.openloop import chat_body, machine, run_load
+from dsserve.devstack import ServerProcess, ServerStartError
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.harness import StockServe  # noqa: E402
-from bench.openloop import chat_body, machine, run_load  # noqa: E402
-
-#: stock ray.serve.llm, by its two modes (bench/harness.py)
+#: stock ray.serve.llm, by its two modes (bench/stock.py)
 STOCK = {"stock-ingress": "ingress", "stock-direct": "direct"}
 
 PROFILE = REPO / "deploy/profiles/sim-h800x8-deepseek-v2-lite.yaml"
 DEFAULT_RATES = (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_models(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise SystemExit(f"{url} did not answer /v1/models within {timeout_s:.0f}s")
-
-
-def start_dsserve(profile: Path, port: int, sets: list[str]) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "dsserve.cli", "up", str(profile), "--port", str(port), "--no-sample"]
-    for s in sets:
-        cmd += ["--set", s]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stderr.write(f"  [dsserve] {line}")
-        if "READY" in line:
-            break
-    else:
-        raise SystemExit("dsserve up exited before READY")
-    _drain(proc)
-    return proc
-
-
-def _drain(proc: subprocess.Popen[str]) -> None:
-    import threading
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for _ in proc.stdout:
-            pass
-
-    threading.Thread(target=pump, daemon=True).start()
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def sweep(
@@ -187,30 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     configs = [*variants, *STOCK] if not (args.only or args.url) else [args.only or "dsserve"]
     results: dict[str, Any] = {}
     load_before = os.getloadavg()
+    log_dir = Path(tempfile.mkdtemp(prefix="dsserve-bench-gateway-"))
     for name in configs:
-        proc: Any = None
-        stock: StockServe | None = None
+        server: ServerProcess | None = None
         url = args.url
         try:
             if url is None:
                 print(f"starting {name} ({args.profile.name}, SIMULATED engine)", flush=True)
-                if name in STOCK:
-                    stock = StockServe(
-                        args.profile, STOCK[name], list(args.set), 600.0, Path(tempfile.mkdtemp()) / f"{name}.log"
-                    )
-                    url = stock.start()
-                else:
-                    port = _free_port()
-                    proc = start_dsserve(args.profile, port, variants[name])
-                    url = f"http://127.0.0.1:{port}"
-                _wait_models(url, 120)
-        except (SystemExit, RuntimeError) as exc:  # one configuration that cannot serve does not end the run
+                server = start_server(
+                    args.profile,
+                    list(args.set) if name in STOCK else variants[name],
+                    stock=STOCK.get(name),
+                    log_path=log_dir / f"{name}.log",
+                )
+                url = server.base_url
+        except ServerStartError as exc:  # one configuration that cannot serve does not end the run
             print(f"  {name}: not measured: {exc}", flush=True)
             results[name] = {"max_rate_within_slo": 0.0, "runs": [], "error": str(exc)}
-            if proc is not None:
-                stop(proc)
-            if stock is not None:
-                stock.stop()
             continue
         try:
             results[name] = sweep(
@@ -225,10 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 label=name,
             )
         finally:
-            if proc is not None:
-                stop(proc)
-            if stock is not None:
-                stock.stop()
+            if server is not None:
+                server.stop()
     out = {
         "benchmark": "B - gateway capacity",
         "engine": "SIMULATED (dsserve/sim); no GPU work, so the serving path is what is measured",

@@ -8,7 +8,7 @@ below twice (schema and grammar double per level) and a string ``pattern`` with 
 The figures are what ``api.max_schema_bytes``, ``api.max_schema_depth`` and the regex repetition budget
 (dsserve/serving/grammar_limits.py) are sized against; docs/agents.md quotes them.
 
-    .venv/bin/python bench/grammar_compile.py [--levels 10 12 14] [--repeats 1000 3000] [--out FILE]
+    python -m bench.grammar_compile [--levels 10 12 14] [--repeats 1000 3000] [--out FILE]
 
 This is a benchmark, not a test: it prints a table and writes JSON (bench/results/grammar-compile.json).
 """
@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.openloop import machine  # noqa: E402
+from bench import REPO
+from bench.openloop import machine
 
 
 def nested_one_of(levels: int) -> dict[str, Any]:

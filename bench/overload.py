@@ -6,7 +6,7 @@ rate. Admission control (dsserve/serving/admission.py) must answer the excess wi
 instead of queueing it: the script reports the accepted requests' latency percentiles and how fast the
 refusals came back. Results go to bench/results/overload.json and docs/reliability.md.
 
-    .venv/bin/python bench/overload.py [--profile deploy/profiles/local-cpu.yaml] [--duration 30]
+    python -m bench.overload [--profile deploy/profiles/local-cpu.yaml] [--duration 30]
 """
 
 from __future__ import annotations
@@ -15,16 +15,13 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.gateway import _free_port, _wait_models, start_dsserve, stop  # noqa: E402
-from bench.openloop import arrivals, chat_body, machine, percentile  # noqa: E402
+from bench import REPO
+from bench.harness import start_server
+from bench.openloop import arrivals, chat_body, machine, ms, percentile
 
 
 async def _offer(url: str, body: dict[str, Any], rate: float, duration_s: float) -> list[dict[str, Any]]:
@@ -61,7 +58,6 @@ def _summary(recs: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
     ok = [r["latency_s"] for r in recs if r["status"] == 200]
     rej = [r for r in recs if r["status"] in (429, 503)]
     other = [r for r in recs if r["status"] not in (200, 429, 503)]
-    ms = lambda x: None if x is None else round(x * 1000, 1)  # noqa: E731
     return {
         "sent": len(recs),
         "accepted": len(ok),
@@ -93,12 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     sets = [f"serving.max_ongoing_requests={args.max_ongoing}", f"serving.max_queued_requests={args.max_queued}"]
     spec = load_spec(args.profile, sets)
     body = chat_body(spec.model.id, 32, args.max_tokens, stream=False)
-    proc, url = None, args.url
+    server, url = None, args.url
     if url is None:
-        port = _free_port()
-        proc = start_dsserve(args.profile, port, sets)
-        url = f"http://127.0.0.1:{port}"
-        _wait_models(url, 120)
+        server = start_server(args.profile, sets)
+        url = server.base_url
     load_before = os.getloadavg()
     try:
         endpoint = f"{url}/v1/chat/completions"
@@ -109,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         under = _summary(asyncio.run(_offer(endpoint, body, 0.7 * capacity, args.duration)), args.duration)
         over = _summary(asyncio.run(_offer(endpoint, body, 2.0 * capacity, args.duration)), args.duration)
     finally:
-        if proc is not None:
-            stop(proc)
+        if server is not None:
+            server.stop()
     out = {
         "benchmark": "overload: admission control at 2x capacity",
         "machine": machine(),

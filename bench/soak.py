@@ -12,8 +12,8 @@ warm-up), printed as a table and written to bench/results/soak.json.
 
 This is a benchmark, not a test: nothing here has a pass threshold except `--max-errors` for scripted use.
 
-    .venv/bin/python bench/soak.py                              # 30 minutes, local-cpu, its target rate
-    .venv/bin/python bench/soak.py --duration 120 --window 10   # a short look
+    python -m bench.soak                              # 30 minutes, local-cpu, its target rate
+    python -m bench.soak --duration 120 --window 10   # a short look
 """
 
 from __future__ import annotations
@@ -27,18 +27,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.gateway import _free_port, _wait_models, start_dsserve, stop  # noqa: E402
-from bench.openloop import UNIQUE_MARKER, Sample, _one, arrivals, chat_body, machine, percentile  # noqa: E402
-from bench.streams import _rss_by_process  # noqa: E402
+from bench import REPO
+from bench.harness import rss_by_process, start_server
+from bench.openloop import UNIQUE_MARKER, Sample, arrivals, chat_body, machine, ms, percentile, timed_request
+from dsserve.devstack import ServerProcess, wait_for_models
 
 MIB = 1024 * 1024
-
-
-def _ms(x: float | None) -> float | None:
-    return None if x is None else round(x * 1000, 1)
 
 
 def _slope_per_hour(points: list[tuple[float, float]]) -> float | None:
@@ -71,11 +65,11 @@ def window_rows(samples: list[Sample], duration_s: float, window_s: float) -> li
                 "sent": len(ws),
                 "ok": len(ok),
                 "errors": len(ws) - len(ok),
-                "ttft_p50_ms": _ms(percentile(ttft, 50)),
-                "ttft_p99_ms": _ms(percentile(ttft, 99)),
-                "e2e_p50_ms": _ms(percentile(e2e, 50)),
-                "e2e_p99_ms": _ms(percentile(e2e, 99)),
-                "generator_late_p99_ms": _ms(percentile([s.late_s for s in ws], 99)),
+                "ttft_p50_ms": ms(percentile(ttft, 50)),
+                "ttft_p99_ms": ms(percentile(ttft, 99)),
+                "e2e_p50_ms": ms(percentile(e2e, 50)),
+                "e2e_p99_ms": ms(percentile(e2e, 99)),
+                "generator_late_p99_ms": ms(percentile([s.late_s for s in ws], 99)),
             }
         )
         start = end
@@ -161,7 +155,7 @@ async def soak(
         while True:
             t = loop.time() - t0
             if root_pid is not None:
-                rss = await loop.run_in_executor(None, _rss_by_process, root_pid)
+                rss = await loop.run_in_executor(None, rss_by_process, root_pid)
                 mem.append({"t_s": round(t, 1), "rss": rss})
             if t >= duration_s:
                 return
@@ -186,7 +180,7 @@ async def soak(
             done += 1
 
     async def run_one(session: Any, data: bytes, at: float) -> None:
-        samples.append(await _one(session, url, data, hdrs, t0, at, timeout_s))
+        samples.append(await timed_request(session, url, data, hdrs, t0, at, timeout_s))
 
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
@@ -242,17 +236,17 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = load_spec(args.profile, args.set)
     rate = args.rate or spec.slo.target_qps
-    proc = None
+    server: ServerProcess | None = None
     if args.url:
         url, root_pid = args.url.rstrip("/"), args.pid
     else:
-        port = _free_port()
-        print(f"starting dsserve up {args.profile.name} on port {port} ...", flush=True)
-        proc = start_dsserve(args.profile, port, args.set)
-        url, root_pid = f"http://127.0.0.1:{port}", proc.pid
+        print(f"starting dsserve up {args.profile.name} ...", flush=True)
+        server = start_server(args.profile, args.set)
+        assert server.proc is not None
+        url, root_pid = server.base_url, server.proc.pid
     report: dict[str, Any] = {
         "what": "soak: steady open-loop streamed chat, errors, p99 trend, memory per process",
-        "command": " ".join(["bench/soak.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python -m bench.soak", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),
         "loadavg_start": list(os.getloadavg()),
         "profile": spec.name,
@@ -268,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_tokens": args.max_tokens,
             "stream": True,
         },
-        "started_by_this_script": proc is not None,
+        "started_by_this_script": server is not None,
         "complete": False,
     }
     body = chat_body(spec.model.id, args.prompt_tokens, args.max_tokens)
@@ -276,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.api.api_keys_env and os.environ.get(spec.api.api_keys_env):
         headers["Authorization"] = f"Bearer {os.environ[spec.api.api_keys_env].split(',')[0]}"
     try:
-        _wait_models(url, 600)
+        wait_for_models(url, 600)
         print(
             f"{report['engine']}, {spec.model.id}, proxy {spec.serving.proxy}: warm-up {args.warmup:.0f} s, then "
             f"{rate:g} req/s for {args.duration:.0f} s",
@@ -312,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     finally:
-        if proc is not None:
-            stop(proc)
+        if server is not None:
+            server.stop()
     rows = window_rows(samples, args.duration, args.window)
     ok = [s for s in samples if s.status == 200 and not s.error and s.e2e_s is not None]
     kinds = error_kinds(samples)
@@ -326,11 +320,11 @@ def main(argv: list[str] | None = None) -> int:
                 "errors": sum(kinds.values()),
                 "error_kinds": kinds,
                 "achieved_rate": round(len(ok) / args.duration, 2),
-                "ttft_p50_ms": _ms(percentile([s.ttft_s for s in ok if s.ttft_s is not None], 50)),
-                "ttft_p99_ms": _ms(percentile([s.ttft_s for s in ok if s.ttft_s is not None], 99)),
-                "e2e_p50_ms": _ms(percentile([s.e2e_s for s in ok if s.e2e_s is not None], 50)),
-                "e2e_p99_ms": _ms(percentile([s.e2e_s for s in ok if s.e2e_s is not None], 99)),
-                "generator_late_p99_ms": _ms(percentile([s.late_s for s in samples], 99)),
+                "ttft_p50_ms": ms(percentile([s.ttft_s for s in ok if s.ttft_s is not None], 50)),
+                "ttft_p99_ms": ms(percentile([s.ttft_s for s in ok if s.ttft_s is not None], 99)),
+                "e2e_p50_ms": ms(percentile([s.e2e_s for s in ok if s.e2e_s is not None], 50)),
+                "e2e_p99_ms": ms(percentile([s.e2e_s for s in ok if s.e2e_s is not None], 99)),
+                "generator_late_p99_ms": ms(percentile([s.late_s for s in samples], 99)),
             },
             "p99_trend": {"ttft": p99_trend(rows, "ttft_p99_ms"), "e2e": p99_trend(rows, "e2e_p99_ms")},
             "windows": rows,

@@ -18,12 +18,12 @@ Phases, one run:
    probes' first-chunk and TTFT percentiles before versus during the hold, and the resident memory of
    every process of the stack before and during the hold (total and per open stream).
 
-    .venv/bin/python bench/streams.py                         # 10,000 streams; bench/results/streams.json
-    .venv/bin/python bench/streams.py --streams 200 --hold 5  # a small run
-    .venv/bin/python bench/streams.py --stock direct          # the same against stock ray.serve.llm
+    python -m bench.streams                         # 10,000 streams; bench/results/streams.json
+    python -m bench.streams --streams 200 --hold 5  # a small run
+    python -m bench.streams --stock direct          # the same against stock ray.serve.llm
 
 ``--stock ingress|direct`` runs plain ``ray.serve.llm.build_openai_app`` in that mode instead of dsserve
-(bench/harness.py ``StockServe``: the spec's engine, replicas and the overrides below; stock's own
+(bench/stock.py: the spec's engine, replicas and the overrides below; stock's own
 ``max_ongoing_requests`` default, 1e9, so it never refuses a stream), and writes
 ``bench/results/streams-stock-<mode>.json``.
 """
@@ -34,20 +34,16 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.gateway import _free_port, _wait_models, start_dsserve, stop  # noqa: E402
-from bench.harness import StockServe  # noqa: E402
-from bench.openloop import chat_body, machine, percentile  # noqa: E402
+from bench import REPO
+from bench.harness import rss_by_process, start_server
+from bench.openloop import chat_body, machine, ms, percentile
+from dsserve.devstack import ServerProcess
 
 PROFILE = REPO / "deploy/profiles/sim-h800x8-deepseek-v2-lite.yaml"
 
@@ -69,50 +65,6 @@ def _overrides(profile: Path, streams: int, token_interval_s: float, prompt: int
     step = t.step_time_s(per, 0, prompt + output / 2, 0)
     sets.append(f"engine.sim_time_scale={max(1.0, token_interval_s / step):.3g}")
     return sets
-
-
-def process_label(cmdline: list[str], name: str) -> str:
-    """A name for a stack process that stays the same while it runs.
-
-    Ray rewrites a worker's title with the task it is running (``ray::ServeController.listen_for_change``),
-    and Python helpers all start with ``python``; series keyed by the raw title would break apart.
-    """
-    title = " ".join(cmdline) or name
-    first = title.split()[0] if title.split() else name
-    if "ServeReplica" in title:
-        return "ray::ServeReplica:" + ("ingress" if "Ingress" in title else "LLMServer")
-    if first.startswith("ray::"):
-        return first.split(".")[0]
-    if "EngineCore" in title:
-        return "VLLM::EngineCore"
-    base = os.path.basename(first)
-    if base.startswith("python") and len(cmdline) > 1:
-        if "dsserve.cli" in title or "/dsserve " in title:
-            return "dsserve (driver)"
-        if cmdline[1] == "-c":  # e.g. multiprocessing's resource tracker
-            found = re.search(r"(?:from|import) ([\w.]+)", " ".join(cmdline[2:]))
-            return f"python -c {found.group(1) if found else '...'}"
-        script = next((a for a in cmdline[1:] if not a.startswith("-")), "")
-        return f"python {os.path.basename(script)}" if script else base
-    return base
-
-
-def _rss_by_process(root_pid: int) -> dict[str, int]:
-    """Resident memory of every process in ``root_pid``'s tree, summed per :func:`process_label`."""
-    import psutil
-
-    out: dict[str, int] = {}
-    try:
-        procs = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return out
-    for p in procs:
-        try:
-            name = process_label(p.cmdline(), p.name())
-            out[name] = out.get(name, 0) + p.memory_info().rss
-        except psutil.Error:
-            continue
-    return out
 
 
 class Counters:
@@ -230,13 +182,13 @@ async def _run(
         await asyncio.gather(*tasks, return_exceptions=True)
         probe_task.cancel()
 
-    def pct(phase_name: str, idx: int) -> dict[str, Any]:
+    def probe_summary(phase_name: str, idx: int) -> dict[str, Any]:
         vals = [p[idx] for p in probes[phase_name] if p[idx] is not None]
         return {
             "n": len(vals),
-            "p50_ms": _ms(percentile(vals, 50)),
-            "p99_ms": _ms(percentile(vals, 99)),
-            "max_ms": _ms(max(vals) if vals else None),
+            "p50_ms": ms(percentile(vals, 50)),
+            "p99_ms": ms(percentile(vals, 99)),
+            "max_ms": ms(max(vals) if vals else None),
         }
 
     return {
@@ -249,13 +201,9 @@ async def _run(
         "tokens_received": c.tokens,
         "seconds_to_open_all": round(opened_in, 1),
         "mid_hold": mid,
-        "probe_first_chunk": {"baseline": pct("baseline", 0), "held": pct("held", 0)},
-        "probe_ttft": {"baseline": pct("baseline", 1), "held": pct("held", 1)},
+        "probe_first_chunk": {"baseline": probe_summary("baseline", 0), "held": probe_summary("held", 0)},
+        "probe_ttft": {"baseline": probe_summary("baseline", 1), "held": probe_summary("held", 1)},
     }
-
-
-def _ms(x: float | None) -> float | None:
-    return None if x is None else round(x * 1000, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,30 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     output = max(4, int(duration / args.token_interval) + 4)  # still generating at the end of the hold
     sets = _overrides(args.profile, args.streams, args.token_interval, args.prompt_tokens, output) + args.set
     spec = load_spec(args.profile, sets)
-    proc: Any = None
-    stock: StockServe | None = None
+    server: ServerProcess | None = None
     url = args.url
-    server = "dsserve" if args.stock is None else f"stock ray.serve.llm ({args.stock})"
-    if url is None and args.stock is not None:
-        print(
-            f"starting stock ray.serve.llm {args.stock} ({args.profile.name}, SIMULATED engine) with {' '.join(sets)}",
-            flush=True,
-        )
-        stock = StockServe(args.profile, args.stock, sets, 600.0, Path(tempfile.mkdtemp()) / "stock.log")
-        url = stock.start()
-        proc = stock.proc
-    elif url is None:
-        port = _free_port()
-        print(f"starting dsserve ({args.profile.name}, SIMULATED engine) with {' '.join(sets)}", flush=True)
-        proc = start_dsserve(args.profile, port, sets)
-        url = f"http://127.0.0.1:{port}"
-        _wait_models(url, 120)
+    server_name = "dsserve" if args.stock is None else f"stock ray.serve.llm ({args.stock})"
+    if url is None:
+        print(f"starting {server_name} ({args.profile.name}, SIMULATED engine) with {' '.join(sets)}", flush=True)
+        log_path = Path(tempfile.mkdtemp()) / "server.log"
+        server = start_server(args.profile, sets, stock=args.stock, log_path=log_path)
+        url = server.base_url
     rss: dict[str, dict[str, int]] = {}
 
-    def on_phase(name: str) -> Any:
-        print(f"  phase: {name}", flush=True)
-        if proc is not None and name in ("opening", "mid-hold"):
-            rss["before" if name == "opening" else "held"] = _rss_by_process(proc.pid)
+    def on_phase(phase: str) -> Any:
+        print(f"  phase: {phase}", flush=True)
+        if server is not None and server.proc is not None and phase in ("opening", "mid-hold"):
+            rss["before" if phase == "opening" else "held"] = rss_by_process(server.proc.pid)
         return None
 
     load_before = os.getloadavg()
@@ -332,10 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     finally:
-        if stock is not None:
-            stock.stop()
-        elif proc is not None:
-            stop(proc)
+        if server is not None:
+            server.stop()
     memory = {}
     if "before" in rss and "held" in rss:
         held = max(res["open_at_end_of_hold"], 1)
@@ -348,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     out = {
         "benchmark": "C - open streams",
-        "server": server,
+        "server": server_name,
         "engine": "SIMULATED (dsserve/sim), steps stretched for a slow token rate",
         "machine": machine(),
         "load_average_before_after": [load_before, os.getloadavg()],
@@ -369,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     r = res
     print(
-        f"\nBenchmark C ({server}, SIMULATED engine): {r['opened']}/{args.streams} streams opened in "
+        f"\nBenchmark C ({server_name}, SIMULATED engine): {r['opened']}/{args.streams} streams opened in "
         f"{r['seconds_to_open_all']} s, {r['open_at_end_of_hold']} still open after {args.hold:g} s, "
         f"errors {r['errors']} {r['error_kinds'] or ''}, tokens received {r['tokens_received']}"
     )

@@ -41,12 +41,6 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def scrape_config(
     targets: dict[str, list[str]],
     *,
@@ -110,7 +104,9 @@ class LocalPrometheus:
         if self.running:
             return
         if self.port is None:
-            self.port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else _free_port()
+            from dsserve.devstack import free_port
+
+            self.port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
         elif not _port_free(self.port):
             raise PrometheusError(f"port {self.port} on 127.0.0.1 is in use; stop what holds it or pick another port")
         self._dir = Path(tempfile.mkdtemp(prefix="dsserve-prometheus-"))

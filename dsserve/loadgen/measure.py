@@ -14,9 +14,9 @@ Definitions (docs/loadtesting.md has the comparison with vLLM bench serve and Gu
 - **Output / prompt tokens**: from the response's ``usage`` (streams ask for it with
   ``stream_options.include_usage``), never estimated.
 
-All times are milliseconds. Percentiles are numpy's linear interpolation between closest ranks (what vLLM
-bench serve reports), over raw samples. Pooled ITL alone goes through :class:`LogHistogram` (1% wide
-bins), because a long run has tens of millions of gaps.
+All times are milliseconds. Percentiles are :func:`dsserve.stats.percentile` (numpy's linear interpolation
+between closest ranks, what vLLM bench serve reports), over raw samples. Pooled ITL alone goes through
+:class:`LogHistogram` (1% wide bins), because a long run has tens of millions of gaps.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from dsserve.stats import percentile, percentiles
 
 if TYPE_CHECKING:
     from dsserve.loadgen.tools import AnswerBuffer, AnswerCheck
@@ -270,18 +272,6 @@ class RequestResult:
         return cls(**dict(zip(RESULT_FIELDS, row, strict=True)))
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0-100) by linear interpolation between closest ranks; None for no values."""
-    n = len(values)
-    if n == 0:
-        return None
-    xs = sorted(values)
-    pos = (n - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, n - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 #: Percentiles every latency summary carries.
 PERCENTILES = (50, 90, 95, 99, 99.9)
 
@@ -295,16 +285,8 @@ def summarize(values: Iterable[float]) -> dict[str, Any]:
         return out
     out["mean"] = sum(xs) / len(xs)
     out["min"], out["max"] = xs[0], xs[-1]
-    for p in PERCENTILES:
-        out[_pkey(p)] = _sorted_percentile(xs, p)
+    out.update(zip((_pkey(p) for p in PERCENTILES), percentiles(xs, PERCENTILES), strict=True))
     return out
-
-
-def _sorted_percentile(xs: list[float], q: float) -> float:
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def _pkey(p: float) -> str:

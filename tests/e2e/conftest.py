@@ -11,31 +11,21 @@ Ctrl-C, and check that every process it started is gone.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from dsserve.devstack import ServerProcess, ServerStartError
 from tests.conftest import REPO
 
 DEFAULT_PROFILE = "local-cpu"
 PROFILE = REPO / "deploy" / "profiles" / f"{DEFAULT_PROFILE}.yaml"
 STARTUP_TIMEOUT_S = float(os.environ.get("DSSERVE_E2E_STARTUP_TIMEOUT_S", "600"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 #: API keys the e2e stacks that require auth read (api.api_keys_env=DSSERVE_E2E_KEYS)
@@ -45,20 +35,10 @@ StackKey = tuple[str, ...]  # (profile name, *--set overrides)
 
 
 @dataclass
-class RunningStack:
-    """A `dsserve up` subprocess and what it printed."""
+class RunningStack(ServerProcess):
+    """A `dsserve up` subprocess (dsserve/devstack.py) and what it printed, keyed by profile and overrides."""
 
-    key: StackKey
-    proc: subprocess.Popen[str]
-    base_url: str
-    port: int
-    lines: list[str] = field(default_factory=list)
-    ready_after_s: float = 0.0
-    descendants: list[psutil.Process] = field(default_factory=list)
-    stopped_rc: int | None = None
-
-    def output(self) -> str:
-        return "".join(self.lines)
+    key: StackKey = ()
 
     def log_dir(self) -> Path:
         """The Ray session's log directory, as `dsserve up` printed it."""
@@ -67,63 +47,32 @@ class RunningStack:
                 return Path(line.split("Ray logs: ", 1)[1].strip())
         raise AssertionError("`dsserve up` did not print its Ray log directory")
 
-    def snapshot_descendants(self) -> list[psutil.Process]:
-        """Every process the stack started (raylet, GCS, workers, replicas, vLLM engines, proxies)."""
-        try:
-            procs = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            procs = []
-        self.descendants = procs
-        return procs
-
-    def stop(self, timeout_s: float = 120.0) -> int:
-        """SIGINT, like Ctrl-C in the terminal, then wait for a clean exit."""
-        if self.stopped_rc is not None:
-            return self.stopped_rc
-        self.snapshot_descendants()
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.stopped_rc = self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.stopped_rc = self.proc.wait()
-            raise
-        psutil.wait_procs(self.descendants, timeout=30)
-        return self.stopped_rc
+    def stop(self) -> int:
+        """SIGINT, like Ctrl-C in the terminal, then wait for a clean exit; a stack that had to be killed fails."""
+        already = self.stopped_rc is not None
+        rc = super().stop()
+        assert rc is not None, "the stack was never started"
+        if self.killed and not already:
+            raise subprocess.TimeoutExpired(self.cmd, self.stop_timeout_s)
+        return rc
 
 
 def _start(key: StackKey) -> RunningStack:
     profile, *overrides = key
-    port = _free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1", DSSERVE_E2E_KEYS=",".join(E2E_KEYS))
-    path = REPO / "deploy" / "profiles" / f"{profile}.yaml"
-    cmd = [sys.executable, "-m", "dsserve.cli", "up", str(path), "--port", str(port)]
-    for item in overrides:
-        cmd += ["--set", item]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    running = RunningStack.dsserve_up(
+        REPO / "deploy" / "profiles" / f"{profile}.yaml",
+        overrides,
+        sample=True,
+        key=key,
+        name=f"dsserve up {' '.join(key)}",
+        env={"DSSERVE_E2E_KEYS": ",".join(E2E_KEYS)},
+        echo=f"[dsserve up {profile}] ",
+        cwd=REPO,
     )
-    running = RunningStack(key=key, proc=proc, base_url=f"http://127.0.0.1:{port}", port=port)
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            running.lines.append(line)
-            sys.stderr.write(f"[dsserve up {profile}] {line}")
-            if "READY" in line:
-                ready.set()
-        ready.set()
-
-    started = time.monotonic()
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(STARTUP_TIMEOUT_S) or proc.poll() is not None:
-        proc.kill()
-        pytest.fail(
-            f"`dsserve up {' '.join(key)}` did not become ready in {STARTUP_TIMEOUT_S:.0f}s:\n"
-            f"{running.output()[-4000:]}"
-        )
-    running.ready_after_s = time.monotonic() - started
+    try:
+        running.start(STARTUP_TIMEOUT_S)
+    except ServerStartError as exc:
+        pytest.fail(str(exc))
     return running
 
 

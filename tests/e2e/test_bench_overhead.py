@@ -1,4 +1,4 @@
-"""bench/overhead.py (Benchmark A, dsserve versus bare vLLM) works end to end, at a tiny size.
+"""bench.overhead (Benchmark A, dsserve versus bare vLLM) works end to end, at a tiny size.
 
 It runs in --quick mode against the shared default e2e stack (the `stack` fixture's URL as --url-dsserve)
 and a bare `vllm serve` the script starts and stops itself. Only that it works is checked: both servers'
@@ -28,7 +28,8 @@ def test_overhead_quick_measures_both_servers(stack: RunningStack, tmp_path: Pat
     out = tmp_path / "overhead.json"
     cmd = [
         sys.executable,
-        str(REPO / "bench" / "overhead.py"),
+        "-m",
+        "bench.overhead",
         "--quick",
         "--light-fraction",
         "0.1",

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.profile("sim-h800x8-deepseek-v2")]
 
 
 def _run(args: list[str]) -> str:
-    r = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return r.stdout
 
@@ -29,7 +29,7 @@ def test_gateway_benchmark_runs_a_tiny_sweep(stack: RunningStack, tmp_path: Path
     out = tmp_path / "gateway.json"
     text = _run(
         [
-            "bench/gateway.py",
+            "bench.gateway",
             "--url",
             stack.base_url,
             "--profile",
@@ -55,7 +55,7 @@ def test_open_streams_benchmark_holds_a_few_streams(stack: RunningStack, tmp_pat
     out = tmp_path / "streams.json"
     text = _run(
         [
-            "bench/streams.py",
+            "bench.streams",
             "--url",
             stack.base_url,
             "--profile",

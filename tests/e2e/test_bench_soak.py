@@ -1,4 +1,4 @@
-"""bench/soak.py works end to end against the shared default stack, at a tiny size.
+"""bench.soak works end to end against the shared default stack, at a tiny size.
 
 The real soak is 30 minutes (docs/reliability.md); here it runs 12 seconds at 2 requests/s. Only that it
 works is checked: windows, totals, the p99 trend and a memory series for the stack's processes, vLLM's
@@ -24,7 +24,8 @@ def test_soak_reports_windows_trend_and_memory(stack: RunningStack, tmp_path: Pa
     out = tmp_path / "soak.json"
     cmd = [
         sys.executable,
-        str(REPO / "bench" / "soak.py"),
+        "-m",
+        "bench.soak",
         "--url",
         stack.base_url,
         "--pid",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.server
 import json
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dsserve.devstack import free_port
 from dsserve.render.dashboards import (
     DASHBOARDS,
     DashboardPushError,
@@ -192,12 +192,6 @@ def test_provisioning_files() -> None:
 # -- push --------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _FakeGrafana(http.server.BaseHTTPRequestHandler):
     """Just enough of Grafana's HTTP API (folders, /api/dashboards/db) to see what push sends."""
 
@@ -269,7 +263,7 @@ def fake_grafana() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def test_push_unreachable_grafana_is_a_clear_error() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(DashboardPushError, match="cannot reach Grafana at " + re.escape(url)):
         push_dashboards(url, "token", timeout_s=3, progress=lambda _: None)
 
@@ -309,7 +303,7 @@ def test_cli_push_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
         "dashboards",
         "push",
         "--grafana-url",
-        f"http://127.0.0.1:{_free_port()}",
+        f"http://127.0.0.1:{free_port()}",
         "--token-env",
         "DSSERVE_TEST_GRAFANA_TOKEN",
     ]
@@ -340,7 +334,7 @@ def test_every_query_is_valid_promql_for_prometheus() -> None:
     """A real Prometheus parses and evaluates every panel, variable and rule query (no data needed)."""
     from dsserve.local_prometheus import LocalPrometheus
 
-    prom = LocalPrometheus({"dsserve-ray": [f"127.0.0.1:{_free_port()}"]}, port=_free_port(), with_rules=False)
+    prom = LocalPrometheus({"dsserve-ray": [f"127.0.0.1:{free_port()}"]}, port=free_port(), with_rules=False)
     prom.start()
     try:
         exprs = [(f"{n}: {t}", for_prometheus(e)) for n, d in dashboards().items() for t, e in panel_queries(d)]

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from dsserve.cli import main
+from dsserve.devstack import free_port
 from dsserve.loadgen.null_server import NullServer
 from dsserve.loadgen.prometheus import server_side
 from dsserve.loadgen.report import SCHEMA, render_html
@@ -229,14 +230,6 @@ def test_api_key_results_schema_and_client_vs_server(
     assert html == render_html(r)  # the report is a pure function of results.json
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_server_side_quantiles_from_a_real_prometheus(tmp_path: Path) -> None:
     """The PromQL runs on a real Prometheus scraping vLLM-named histograms (1 s scrapes), not a mock."""
     import shutil
@@ -259,8 +252,8 @@ def test_server_side_quantiles_from_a_real_prometheus(tmp_path: Path) -> None:
         buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5),
     )
     series = ttft.labels(model_name="m")  # zero-valued buckets from the first scrape on
-    exporter, thread = start_http_server(_free_port(), addr="127.0.0.1", registry=reg)
-    prom_port = _free_port()
+    exporter, thread = start_http_server(free_port(), addr="127.0.0.1", registry=reg)
+    prom_port = free_port()
     (tmp_path / "prometheus.yml").write_text(
         yaml.safe_dump(
             {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from dsserve.cli import main
+from dsserve.devstack import free_port
 from dsserve.loadgen.null_server import NullServer
 from tests.conftest import REPO
 
@@ -145,14 +145,8 @@ def test_processes_2_split_the_rate(server: NullServer, tmp_path: Path) -> None:
     assert set(shares) == {"0", "1"} and all(abs(n - 1250) <= 2 for n in shares.values())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_master_and_two_workers_on_loopback_split_the_rate(server: NullServer, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     before = server.stats()["count"]
     master = subprocess.Popen(
         [

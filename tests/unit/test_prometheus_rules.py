@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dsserve.devstack import free_port
 from dsserve.render import prometheus_rules as pr
 from dsserve.render.queries import metric_names, recorded_names, recording_rules
 from tests.conftest import REPO
@@ -252,21 +253,13 @@ def fake_exporter() -> Iterator[int]:
         server.server_close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_local_prometheus_scrapes_and_evaluates_the_rules(fake_exporter: int) -> None:
     import httpx
     import psutil
 
     from dsserve.local_prometheus import LocalPrometheus
 
-    prom = LocalPrometheus({"dsserve-ray": [f"127.0.0.1:{fake_exporter}"]}, port=_free_port(), scrape_interval_s=1.0)
+    prom = LocalPrometheus({"dsserve-ray": [f"127.0.0.1:{fake_exporter}"]}, port=free_port(), scrape_interval_s=1.0)
     prom.start()
     pid, data_dir = prom._proc.pid, prom._dir  # type: ignore[union-attr]
     try:
@@ -326,7 +319,7 @@ def test_local_prometheus_reports_a_bad_start(tmp_path: Path) -> None:
     fake = tmp_path / "fake-prometheus"
     fake.write_text("#!/bin/sh\necho 'cannot open storage' >&2\nexit 3\n")
     fake.chmod(0o755)
-    prom = LocalPrometheus({"dsserve-ray": ["127.0.0.1:1"]}, binary=str(fake), port=_free_port())
+    prom = LocalPrometheus({"dsserve-ray": ["127.0.0.1:1"]}, binary=str(fake), port=free_port())
     with pytest.raises(PrometheusError, match="status 3") as info:
         prom.start(timeout_s=10)
     assert "cannot open storage" in str(info.value)
