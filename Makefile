@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dsserve-installed
 PROFILES := $(wildcard deploy/profiles/*.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: help install up lint format images test-images test test-unit test-e2e render tiny-model clean
+.PHONY: help install up lint format helm-docs images test-images test test-unit test-e2e render tiny-model clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ test: install lint  ## install, lint, and run the whole suite (unit + e2e agains
 test-unit: install  ## fast unit tests only
 	@scripts/install-system-deps.sh
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+helm-docs: install  ## regenerate the Helm charts' README tables and values.schema.json from values.yaml's @param lines
+	PYTHON=$(BIN)/python scripts/helm-docs.sh
 
 images:  ## build the CPU and Locust images (docker, else buildah/podman; scripts/build-images.sh --help)
 	scripts/build-images.sh $(IMAGES_ARGS)

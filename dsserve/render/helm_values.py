@@ -108,8 +108,9 @@ def helm_values(spec: DeploymentSpec, *, source: str) -> dict[str, Any]:
             "envName": spec.api.api_keys_env or "",
             "existingSecret": API_KEYS_SECRET if spec.api.api_keys_env or spec.api.api_keys_file else "",
             "secretKey": API_KEYS_SECRET_KEY,
-            # the chart mounts the Secret there (a directory volume, so rotations reach the ingress)
-            **({"filePath": spec.api.api_keys_file} if spec.api.api_keys_file else {}),
+            # the chart mounts the Secret there (a directory volume, so rotations reach the ingress); empty
+            # turns off the chart's default key file, so that a profile without keys runs without them
+            "filePath": spec.api.api_keys_file or "",
         },
         "worker": worker,
         "autoscaling": autoscaling,

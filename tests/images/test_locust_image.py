@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.images.conftest import (
+    REPO,
     Container,
     free_port,
     head_hardening,
@@ -29,6 +31,20 @@ def _expand(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), text)
 
 
+def local_cpu_values() -> dict:
+    """The chart's values for the `local-cpu` profile (what the CPU container serves), as `dsserve render
+    helm-values` writes them, with the load test on in job mode. On Kubernetes the proxy listens on every
+    interface, so the profile's 127.0.0.1 becomes 0.0.0.0 (render refuses it otherwise)."""
+    from dsserve.config import parse_spec
+    from dsserve.render.helm_values import helm_values
+
+    data = yaml.safe_load((REPO / "deploy/profiles/local-cpu.yaml").read_text())
+    data.setdefault("api", {})["host"] = "0.0.0.0"
+    values = helm_values(parse_spec(data, where="local-cpu for Kubernetes"), source="deploy/profiles/local-cpu.yaml")
+    values.setdefault("loadtest", {}).update(enabled=True, mode="job")
+    return values
+
+
 def job_container(values: dict) -> tuple[dict, dict]:
     """(the Job's pod spec, its load-test container) as the chart renders them."""
     job = next(o for o in render_chart(values) if o["kind"] == "Job" and "loadtest" in o["metadata"]["name"])
@@ -36,15 +52,20 @@ def job_container(values: dict) -> tuple[dict, dict]:
     return pod, next(c for c in pod["containers"] if c["name"] == "loadtest")
 
 
+#: What an API-key Secret would hold, should the rendered Job read one (local-cpu's values name none).
+KEY = "sk-loadtest-" + "0123456789abcdef" * 3
+
+
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The CPU image serving local-cpu under the chart's hardening, for the load test to hit."""
+    """The CPU image serving local-cpu (no API keys, as the profile says) under the chart's hardening."""
     ref = require_image("cpu")
     port = free_port()
+    scratch = tmp_path_factory.mktemp("serve-scratch")
     c = Container(
         ref,
         ["up", "--host", "127.0.0.1", "--port", str(port)],
-        run_args=head_hardening().podman_args(tmp_path_factory.mktemp("serve-scratch")),
+        run_args=head_hardening().podman_args(scratch),
     )
     c.start()
     try:
@@ -58,7 +79,7 @@ def test_the_charts_load_test_job_runs_in_the_locust_image(
     serving: str, containers: list[Container], tmp_path: Path
 ) -> None:
     ref = require_image("locust")
-    pod, ctr = job_container({"loadtest": {"enabled": True, "mode": "job"}})
+    pod, ctr = job_container(local_cpu_values())
     args = list(ctr["args"])
     host_at = args.index("--host") + 1
     service_url = args[host_at]
@@ -68,13 +89,17 @@ def test_the_charts_load_test_job_runs_in_the_locust_image(
     for e in ctr.get("env", []):
         if "value" in e:
             env[e["name"]] = _expand(e["value"], env)
+        elif "secretKeyRef" in e["valueFrom"]:
+            env[e["name"]] = KEY  # the kubelet puts the Secret's value there
         else:
-            assert "fieldRef" in e["valueFrom"], f"a Secret-backed variable needs a key for this test: {e}"
+            assert "fieldRef" in e["valueFrom"], f"an env source this test cannot fill: {e}"
     args = [_expand(a, env) for a in args]
     results = tmp_path / "results"
-    results.mkdir(mode=0o777)
+    results.mkdir()
+    results.chmod(0o1777)  # an emptyDir: writable by the pod's user (umask would narrow mkdir's mode)
     termination = tmp_path / "termination-log"
-    termination.touch(mode=0o666)
+    termination.touch()
+    termination.chmod(0o666)
     hard = head_hardening()
     mounts = ["-v", f"{results}:/results:rw", "-v", f"{termination}:/dev/termination-log:rw"]
     run = [*hard.podman_args(tmp_path / "scratch"), *mounts, "-w", ctr.get("workingDir", "/opt/dsserve")]

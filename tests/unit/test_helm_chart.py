@@ -206,6 +206,19 @@ def test_notes_give_port_forward_and_curl(chart) -> None:
     assert "curl http://127.0.0.1:8000/v1/models\n" in open_text
 
 
+def test_a_profile_without_keys_renders_without_keys(chart) -> None:
+    """A profile with neither api.api_keys_env nor api.api_keys_file: its values turn the chart's default key
+    file off, so the chart renders (the schema refused them when the default file path stayed) and mounts no
+    key Secret. Found by running the load-test Job against local-cpu (tests/images)."""
+    data = yaml.safe_load(DEFAULT_PROFILE.read_text())
+    data["api"].update(api_keys_env=None, api_keys_file=None)
+    values = helm_values(parse_spec(data), source="x")
+    assert values["apiKeys"] == {"envName": "", "existingSecret": "", "secretKey": "api-keys", "filePath": ""}
+    (rs,) = by_kind(render(chart, values), "RayService")
+    pod = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if v["name"] == "api-keys"]
+
+
 def test_api_key_file_is_a_mounted_secret_on_every_ray_pod(chart) -> None:
     """api.api_keys_file -> apiKeys.filePath: the key Secret as a directory volume (not subPath: rotations
     reach the pod, and the ingress re-reads the file), on the head and the workers, read-only."""
