@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.images.conftest import Container, free_port, head_hardening, record, render_chart, require_image
+from tests.images.conftest import Container, free_port, head_hardening, podman, record, render_chart, require_image
 
 KEY = "sk-image-test-0123456789abcdef0123456789abcdef"
 
@@ -85,3 +85,23 @@ def test_cpu_image_serves_hardened_and_stops_cleanly(containers: list[Container]
     )
     failed = [k for k, ok in checks.items() if not ok]
     assert not failed, f"failed: {failed}\nlogs:\n{logs[-4000:]}"
+
+
+def test_the_image_runs_the_command_kuberay_gives_ray_containers() -> None:
+    """The chart sets no command on its Ray containers: KubeRay replaces the image's entrypoint with
+    `/bin/bash -lc -- "ulimit -n 65536; ray start ..."` (kuberay ray-operator controllers/ray/common/pod.go).
+    So the image needs bash and, in a login shell, `ray` on PATH. (The hard open-files limit of this kind of
+    machine is below 65536, so the `ulimit` line fails here and the command goes on, as bash does in a pod
+    whose runtime sets a lower limit.)"""
+    ref = require_image("cpu")
+    svc = next(o for o in render_chart() if o["kind"] == "RayService")
+    cluster = svc["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        assert "command" not in pod["containers"][0] and "args" not in pod["containers"][0]
+    r = podman(
+        "run", "--rm", "--no-healthcheck", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=8192:8192",
+        "--entrypoint", "/bin/bash", ref,
+        "-lc", "--", "ulimit -n 65536; ray --version && command -v dsserve",
+    )  # fmt: skip
+    assert "ray, version 2.60.0" in r.stdout and "/dsserve" in r.stdout, r.stdout + r.stderr
