@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from dsserve.app import build_app, ray_cpus_needed
 from dsserve.config import DeploymentSpec
-from dsserve.errors import PortInUseError, StackError
+from dsserve.errors import PortInUseError, StackError, StackSetupError
 from dsserve.haproxy_launch import ENV_BINARY_PATH, LAUNCHER
 from dsserve.serve_env import haproxy_launcher, haproxy_maxconn_wanted, serve_env
 
@@ -58,7 +58,7 @@ def last_exception_line(text: str) -> str | None:
 def client_api_key(spec: DeploymentSpec) -> str | None:
     """The first configured API key, for dsserve's own requests (health wait, sample); None without auth.
 
-    Raises StackError when the spec requires keys but the variable is unset or empty, or the key file is
+    Raises StackSetupError when the spec requires keys but the variable is unset or empty, or the key file is
     unreadable or holds no key, before anything starts: the ingress would refuse to start anyway, later
     and less clearly. Messages name the variable or file, never a key.
     """
@@ -69,7 +69,7 @@ def client_api_key(spec: DeploymentSpec) -> str | None:
     if name:
         keys = [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
         if not keys:
-            raise StackError(
+            raise StackSetupError(
                 f"api.api_keys_env is {name}, but ${name} is unset or empty; export {name}=<key>[,<key>...] first"
             )
         first = keys[0]
@@ -78,11 +78,11 @@ def client_api_key(spec: DeploymentSpec) -> str | None:
             with open(path, "rb") as f:
                 keys = parse_keys(f.read().decode("utf-8", "replace"))
         except OSError as exc:
-            raise StackError(
+            raise StackSetupError(
                 f"api.api_keys_file is {path}, but it cannot be read ({exc.__class__.__name__}: {exc.strerror or exc})"
             ) from None
         if not keys:
-            raise StackError(f"api.api_keys_file {path} holds no keys; write one key per line")
+            raise StackSetupError(f"api.api_keys_file {path} holds no keys; write one key per line")
         first = first or keys[0]
     return first
 
