@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -99,44 +97,30 @@ class UpCommand(Command):
 
             prometheus = LocalPrometheus.for_spec(spec)  # fails now, not after a minute, if it is missing
 
-        stop = threading.Event()
-
-        def on_signal(signum: int, _frame: object) -> None:
-            if stop.is_set():  # a second Ctrl-C while stopping: let the default handler act
-                signal.signal(signum, signal.SIG_DFL)
-            stop.set()
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-
-        stack = LocalStack(spec, progress=say, verbose=args.verbose, prometheus=prometheus)
         say(f"profile {profile}: {spec.description or spec.name}")
         try:
-            stack.start(timeout_s=args.timeout_s)
-            url = stack.base_url
-            auth = f" \\\n    -H 'Authorization: Bearer ${spec.api.api_keys_env}'" if spec.api.api_keys_env else ""
-            if spec.api.api_keys_file and not auth:  # never print a key: say where one is
-                auth = f" \\\n    -H 'Authorization: Bearer <a key from {spec.api.api_keys_file}>'"
-            sample = {"model": spec.model.id, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16}
-            print(
-                f"\nServing {spec.model.id} ({engine_label(spec)}) at {url}/v1\n"
-                f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
-                f"    -d '{json.dumps(sample)}'\n",
-                flush=True,
-            )
-            if args.sample:
-                _sample_request(url, spec.model.id, api_key, simulated=is_simulated(spec))
-            if prometheus is not None:
-                say(f"Prometheus: {prometheus.url} (stops with the stack)")
-            say("READY - serving until Ctrl-C")
-            while not stop.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            say("interrupted")
+            with LocalStack(
+                spec, progress=say, verbose=args.verbose, prometheus=prometheus, timeout_s=args.timeout_s
+            ) as stack:
+                url = stack.base_url
+                auth = f" \\\n    -H 'Authorization: Bearer ${spec.api.api_keys_env}'" if spec.api.api_keys_env else ""
+                if spec.api.api_keys_file and not auth:  # never print a key: say where one is
+                    auth = f" \\\n    -H 'Authorization: Bearer <a key from {spec.api.api_keys_file}>'"
+                sample = {"model": spec.model.id, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16}
+                print(
+                    f"\nServing {spec.model.id} ({engine_label(spec)}) at {url}/v1\n"
+                    f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
+                    f"    -d '{json.dumps(sample)}'\n",
+                    flush=True,
+                )
+                if args.sample:
+                    _sample_request(url, spec.model.id, api_key, simulated=is_simulated(spec))
+                if prometheus is not None:
+                    say(f"Prometheus: {prometheus.url} (stops with the stack)")
+                say("READY - serving until Ctrl-C")
+                stack.serve_forever()
+        except KeyboardInterrupt:  # a signal before serve_forever: the stack is stopped already
+            pass
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            stack.stop()
             say("stopped")
         return 0

@@ -201,10 +201,13 @@ def test_a_usage_error_exits_2_under_every_command(argv: list[str], capsys: pyte
     assert ": error: " in capsys.readouterr().err
 
 
-def test_up_on_a_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    """Found before anything starts (no Ray here): bad input."""
+def test_up_on_a_port_in_use_exits_2_and_leaves_the_process_as_it_was(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found before anything starts (no Ray here): bad input; the signal handlers and environment are restored."""
+    import os
+    import signal
     import socket
 
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), dict(os.environ))
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
@@ -212,6 +215,7 @@ def test_up_on_a_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None
         assert main(["up", str(REPO / "deploy/profiles/local-cpu.yaml"), "--port", str(port), "--no-sample"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"PortInUseError: port {port}") and "--port" in err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), dict(os.environ)) == before
 
 
 def test_plan_that_does_not_meet_exits_1_and_bad_input_2_in_one_run(capsys: pytest.CaptureFixture[str]) -> None:
