@@ -192,7 +192,8 @@ class LocalStack:
         Needs the stack entered with ``with`` in the main thread, where the signal handlers are.
         """
         if not self._saved_handlers:
-            raise StackError("serve_forever() needs `with LocalStack(...)` in the main thread (signals go there)")
+            # a caller's mistake, not a user's: no DsserveError (whose exit status would blame the deployment)
+            raise RuntimeError("serve_forever() needs `with LocalStack(...)` in the main thread (signals go there)")
         try:
             while not self._signalled.wait(1.0):
                 pass
@@ -234,7 +235,8 @@ class LocalStack:
 
     def start(self, timeout_s: float | None = None) -> None:
         """Start Ray and Serve, deploy the app, and return once /v1/models answers 200 (default wait: the
-        stack's ``timeout_s``). A failed start leaves things to :meth:`stop`, as ``with`` does."""
+        stack's ``timeout_s``). When it raises, what it began is still running: call :meth:`stop` (``with``
+        does)."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         spec = self.spec
         check_port_free(spec.api.host, spec.api.port, "the OpenAI API")

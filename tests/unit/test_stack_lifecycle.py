@@ -91,5 +91,5 @@ def test_a_failed_start_undoes_its_environment_and_signal_handlers(
 
 def test_serve_forever_needs_the_with_block() -> None:
     spec = load_spec(REPO / "deploy/profiles/local-cpu.yaml")
-    with pytest.raises(Exception, match="needs `with LocalStack"):
+    with pytest.raises(RuntimeError, match="needs `with LocalStack"):
         LocalStack(spec).serve_forever()
