@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dsserve.config import DeploymentSpec, load_spec, parse_spec
-    from dsserve.errors import DsserveError, ModelBuildError, PortInUseError, SpecError, StackError
+    from dsserve.errors import (
+        DsserveError,
+        ExitCode,
+        ModelBuildError,
+        PortInUseError,
+        SpecError,
+        StackError,
+        StackSetupError,
+        UsageError,
+    )
 
 __version__ = "0.1.0"
 
@@ -21,10 +30,13 @@ _LAZY = {
     "load_spec": "dsserve.config",
     "parse_spec": "dsserve.config",
     "DsserveError": "dsserve.errors",
+    "ExitCode": "dsserve.errors",
     "ModelBuildError": "dsserve.errors",
     "PortInUseError": "dsserve.errors",
     "SpecError": "dsserve.errors",
     "StackError": "dsserve.errors",
+    "StackSetupError": "dsserve.errors",
+    "UsageError": "dsserve.errors",
 }
 
 
@@ -43,10 +55,13 @@ __all__ = [
     "__version__",
     "DeploymentSpec",
     "DsserveError",
+    "ExitCode",
     "ModelBuildError",
     "PortInUseError",
     "SpecError",
     "StackError",
+    "StackSetupError",
+    "UsageError",
     "load_spec",
     "parse_spec",
 ]

@@ -18,13 +18,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from dsserve.errors import StackError
+from dsserve.errors import ExitCode, StackError
 
-__all__ = ["LocalPrometheus", "PrometheusError", "DEFAULT_PORT", "scrape_config"]
+__all__ = ["LocalPrometheus", "PrometheusError", "PrometheusMissingError", "DEFAULT_PORT", "scrape_config"]
 
 DEFAULT_PORT = 9090
 HAPROXY_METRICS_PORT = 9101  # RAY_SERVE_HAPROXY_METRICS_PORT's default
@@ -32,7 +32,13 @@ _INSTALL_HINT = "run scripts/install-system-deps.sh (as root: apt-get install pr
 
 
 class PrometheusError(StackError):
-    """The local Prometheus is missing, could not start, or failed."""
+    """The local Prometheus could not start, or failed."""
+
+
+class PrometheusMissingError(PrometheusError):
+    """The Prometheus binary is not installed; found before anything starts, so bad input (exit 2)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.BAD_INPUT
 
 
 def _port_free(port: int) -> bool:
@@ -78,7 +84,9 @@ class LocalPrometheus:
     def __post_init__(self) -> None:
         path = shutil.which(self.binary)
         if path is None:
-            raise PrometheusError(f"the Prometheus server binary {self.binary!r} is not on PATH; {_INSTALL_HINT}")
+            raise PrometheusMissingError(
+                f"the Prometheus server binary {self.binary!r} is not on PATH; {_INSTALL_HINT}"
+            )
         self.binary = path
 
     @classmethod

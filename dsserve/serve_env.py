@@ -3,13 +3,17 @@
 Ray Serve reads these when its processes start (``ray/serve/_private/constants.py``), not from the Serve
 config, so they cannot travel in the application's YAML: `dsserve up` puts them in its own environment
 before starting Ray, the rendered Serve YAML lists them in its header, and the Helm values set them on
-every Ray container. One function, so the three agree.
+every Ray container. One function, so the three agree. :func:`scoped_environ` is the one way dsserve changes its own
+process environment, and undoes it.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +22,7 @@ from dsserve.haproxy_launch import ENV_ADMIN_HOST, ENV_HTTP_REQUEST_TIMEOUT, LAU
 if TYPE_CHECKING:
     from dsserve.config import DeploymentSpec
 
-__all__ = ["serve_env", "haproxy_maxconn_wanted", "haproxy_launcher", "IDLE_TRIMS"]
+__all__ = ["serve_env", "haproxy_maxconn_wanted", "haproxy_launcher", "scoped_environ", "IDLE_TRIMS"]
 
 #: What a deployment does not need from Ray's background work, turned down. Measured by
 #: bench/frontend_cpu.py (idle cores of the local-cpu stack: 0.056 with them, stock Serve 0.080;
@@ -90,3 +94,23 @@ def haproxy_launcher() -> str | None:
     if beside.is_file():
         return str(beside)
     return shutil.which(LAUNCHER)
+
+
+@contextmanager
+def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the block, then put back exactly what was there.
+
+    A variable that was set gets its old value back, one that was absent is removed again, also when the
+    block raises. Which variables to set is the caller's policy (LocalStack passes only those the user has
+    not set, so a user's own value wins); restoring is always this one rule.
+    """
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        os.environ.update(values)
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old

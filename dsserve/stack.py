@@ -4,6 +4,9 @@ It owns the whole lifecycle on one machine, because a half-stopped stack is the 
 Ray's HAProxy child outlives a killed driver and keeps port 8000, so the next start fails with "Address
 already in use". Hence: ports are checked before anything starts, and :meth:`LocalStack.stop` shuts
 Serve down before Ray, so no raylet, GCS, replica, vLLM engine or proxy process is left behind.
+
+Use it as a context manager: ``with LocalStack(spec) as stack: stack.serve_forever()`` starts the stack,
+serves until SIGINT or SIGTERM, and stops it however the block ends.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from dsserve.app import build_app, ray_cpus_needed
 from dsserve.config import DeploymentSpec
-from dsserve.errors import PortInUseError, StackError
+from dsserve.errors import PortInUseError, StackError, StackSetupError
 from dsserve.haproxy_launch import ENV_BINARY_PATH, LAUNCHER
-from dsserve.serve_env import haproxy_launcher, haproxy_maxconn_wanted, serve_env
+from dsserve.serve_env import haproxy_launcher, haproxy_maxconn_wanted, scoped_environ, serve_env
 
 if TYPE_CHECKING:
     from dsserve.local_prometheus import LocalPrometheus
@@ -58,7 +63,7 @@ def last_exception_line(text: str) -> str | None:
 def client_api_key(spec: DeploymentSpec) -> str | None:
     """The first configured API key, for dsserve's own requests (health wait, sample); None without auth.
 
-    Raises StackError when the spec requires keys but the variable is unset or empty, or the key file is
+    Raises StackSetupError when the spec requires keys but the variable is unset or empty, or the key file is
     unreadable or holds no key, before anything starts: the ingress would refuse to start anyway, later
     and less clearly. Messages name the variable or file, never a key.
     """
@@ -69,7 +74,7 @@ def client_api_key(spec: DeploymentSpec) -> str | None:
     if name:
         keys = [k.strip() for k in os.environ.get(name, "").split(",") if k.strip()]
         if not keys:
-            raise StackError(
+            raise StackSetupError(
                 f"api.api_keys_env is {name}, but ${name} is unset or empty; export {name}=<key>[,<key>...] first"
             )
         first = keys[0]
@@ -78,11 +83,11 @@ def client_api_key(spec: DeploymentSpec) -> str | None:
             with open(path, "rb") as f:
                 keys = parse_keys(f.read().decode("utf-8", "replace"))
         except OSError as exc:
-            raise StackError(
+            raise StackSetupError(
                 f"api.api_keys_file is {path}, but it cannot be read ({exc.__class__.__name__}: {exc.strerror or exc})"
             ) from None
         if not keys:
-            raise StackError(f"api.api_keys_file {path} holds no keys; write one key per line")
+            raise StackSetupError(f"api.api_keys_file {path} holds no keys; write one key per line")
         first = first or keys[0]
     return first
 
@@ -107,17 +112,11 @@ def _quiet_driver_logging() -> None:
     ray.serve.llm's config validation), so the variable is set just around that import: Ray's raylet
     already started with the user's environment, and the workers it spawns inherit that, not this.
     """
-    saved = os.environ.get("VLLM_LOGGING_LEVEL")
-    os.environ["VLLM_LOGGING_LEVEL"] = "ERROR"
-    try:
-        import vllm  # noqa: F401
-    except ImportError:  # a GPU cluster's driver may not carry vLLM; nothing to quieten
-        pass
-    finally:
-        if saved is None:
-            os.environ.pop("VLLM_LOGGING_LEVEL", None)
-        else:
-            os.environ["VLLM_LOGGING_LEVEL"] = saved
+    with scoped_environ({"VLLM_LOGGING_LEVEL": "ERROR"}):
+        try:
+            import vllm  # noqa: F401
+        except ImportError:  # a GPU cluster's driver may not carry vLLM; nothing to quieten
+            pass
     for name in ("ray", "ray.serve", "vllm", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -144,26 +143,101 @@ def _raise_nofile() -> int:
     return soft
 
 
+_SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @dataclass
 class LocalStack:
-    """Start and stop one deployment spec on a local Ray runtime."""
+    """Start and stop one deployment spec on a local Ray runtime.
+
+    ``with LocalStack(spec) as stack:`` starts it (until healthy, or ``timeout_s``) and stops it when the
+    block ends, also when the start fails or is interrupted. While entered in the main thread, SIGINT
+    (Ctrl-C) and SIGTERM (`kill`, Kubernetes) raise KeyboardInterrupt there, so a signal at any point,
+    even mid-start, unwinds into :meth:`stop`; :meth:`serve_forever` waits for one. :meth:`start` and
+    :meth:`stop` remain for callers that manage the lifetime themselves.
+    """
 
     spec: DeploymentSpec
     progress: Progress = print
     verbose: bool = False
     #: started first and stopped with the stack (`dsserve up --prometheus`); see dsserve/local_prometheus.py
     prometheus: LocalPrometheus | None = None
+    #: how long :meth:`start` waits for the app to deploy and answer
+    timeout_s: float = 900.0
     _started: bool = field(default=False, init=False)
     _session_dir: str | None = field(default=None, init=False)
-    _env_set: list[str] = field(default_factory=list, init=False)  # variables start() added, stop() removes
+    #: what start() changed in this process (its environment override), undone by stop()
+    _undo: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
+    #: the SIGINT/SIGTERM handlers in place before __enter__, put back by __exit__
+    _saved_handlers: dict[int, Any] = field(default_factory=dict, init=False, repr=False)
+    _signalled: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+
+    def __enter__(self) -> LocalStack:
+        self._catch_signals()
+        try:
+            self.start()
+        except BaseException as exc:  # a failed or interrupted start leaves nothing running either
+            self._close(type(exc))
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._close(exc_type)
+
+    def serve_forever(self) -> None:
+        """Block until SIGINT or SIGTERM arrives, then return, so that the ``with`` block ends and stops.
+
+        Needs the stack entered with ``with`` in the main thread, where the signal handlers are.
+        """
+        if not self._saved_handlers:
+            # a caller's mistake, not a user's: no DsserveError (whose exit status would blame the deployment)
+            raise RuntimeError("serve_forever() needs `with LocalStack(...)` in the main thread (signals go there)")
+        try:
+            while not self._signalled.wait(1.0):
+                pass
+        except KeyboardInterrupt:  # raised by _on_signal
+            pass
+
+    def _catch_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set there; the owner of the thread stops the stack
+        self._signalled.clear()
+        for signum in _SHUTDOWN_SIGNALS:
+            self._saved_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self._signalled.is_set():  # a second Ctrl-C while stopping: let the default handler act
+            signal.signal(signum, signal.SIG_DFL)
+        self._signalled.set()
+        raise KeyboardInterrupt
+
+    def _close(self, exc_type: type[BaseException] | None) -> None:
+        """Stop the stack, with further signals ignored until it is down; then put back the old handlers."""
+        caught = bool(self._saved_handlers)
+        if exc_type is KeyboardInterrupt or self._signalled.is_set():
+            self.progress("interrupted")
+        try:
+            if caught:
+                for signum in _SHUTDOWN_SIGNALS:
+                    signal.signal(signum, signal.SIG_IGN)
+            self.stop()
+        finally:
+            for saved, handler in self._saved_handlers.items():
+                signal.signal(saved, handler)
+            self._saved_handlers.clear()
 
     @property
     def base_url(self) -> str:
         host = "127.0.0.1" if self.spec.api.host in ("0.0.0.0", "") else self.spec.api.host
         return f"http://{host}:{self.spec.api.port}"
 
-    def start(self, timeout_s: float = 900.0) -> None:
-        """Start Ray and Serve, deploy the app, and return once /v1/models answers 200."""
+    def start(self, timeout_s: float | None = None) -> None:
+        """Start Ray and Serve, deploy the app, and return once /v1/models answers 200 (default wait: the
+        stack's ``timeout_s``). When it raises, what it began is still running: call :meth:`stop` (``with``
+        does)."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         spec = self.spec
         check_port_free(spec.api.host, spec.api.port, "the OpenAI API")
         env = serve_env(spec)
@@ -183,9 +257,8 @@ class LocalStack:
                     "pip install -e .); HAProxy runs without api.http_request_timeout_s, with its "
                     "stats and exporter on every interface, and failed API keys are not throttled"
                 )
-        # A value already in the environment wins (a user's override); stop() removes what start() added.
-        self._env_set = [k for k in env if k not in os.environ]
-        os.environ.update({k: env[k] for k in self._env_set})
+        # A value already in the environment wins (a user's override); stop() undoes the rest.
+        self._undo.enter_context(scoped_environ({k: v for k, v in env.items() if k not in os.environ}))
         if spec.serving.proxy == "haproxy":
             self.progress(
                 f"HAProxy fast path: maxconn {os.environ['RAY_SERVE_HAPROXY_MAXCONN']} "
@@ -341,11 +414,17 @@ class LocalStack:
         return os.path.join(self._session_dir or "/tmp/ray/session_latest", "logs")
 
     def stop(self) -> None:
-        """Shut Serve down (replicas, engines, proxies), then Ray; safe to call twice."""
-        if self.prometheus is not None:
-            self.prometheus.stop()
-        if not self._started:
-            return
+        """Shut Serve down (replicas, engines, proxies), then Ray, then restore the environment; safe to call
+        twice."""
+        try:
+            if self.prometheus is not None:
+                self.prometheus.stop()
+            if self._started:
+                self._shutdown_ray()
+        finally:
+            self._undo.close()  # the environment start() changed, as it was
+
+    def _shutdown_ray(self) -> None:
         import ray
         from ray import serve
 
@@ -362,6 +441,3 @@ class LocalStack:
         finally:
             ray.shutdown()
             self._started = False
-            for key in self._env_set:
-                os.environ.pop(key, None)
-            self._env_set = []

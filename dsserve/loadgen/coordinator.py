@@ -381,6 +381,7 @@ class Controller:
         self.finished = False
         self.results: dict[str, Any] | None = None
         self.bad_input: str | None = None
+        self.bad_input_exit = 0  # the exit status of the error behind bad_input (dsserve.errors.ExitCode)
         self.pacer_ready = Event()
 
     # ---- sizing

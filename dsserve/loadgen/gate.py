@@ -29,14 +29,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsserve.errors import ExitCode
 from dsserve.loadgen.measure import LogHistogram, RequestResult, percentile, summarize
 from dsserve.loadgen.pacing import RateProfile
 from dsserve.loadgen.scenario import GeneratorSpec, SloGate
 
 __all__ = ["EXIT_CODES", "Check", "RunData", "Verdict", "compute_figures", "evaluate", "timeline"]
 
-#: Exit status of `dsserve loadtest` (and of the Locust process) per verdict; 2 is bad input.
-EXIT_CODES = {"pass": 0, "fail": 1, "invalid": 3}
+#: Exit status of `dsserve loadtest` (and of the Locust process) per verdict; bad input (2) is an error,
+#: not a verdict (dsserve.loadgen.errors).
+EXIT_CODES = {"pass": ExitCode.OK, "fail": ExitCode.NOT_MET, "invalid": ExitCode.INVALID_MEASUREMENT}
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Verdict:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.verdict]
+        return int(EXIT_CODES[self.verdict])
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -100,9 +100,10 @@ def on_init(environment: Any, runner: Any = None, **_kw: Any) -> None:
         log.error("%s: %s", type(exc).__name__, exc)
         bad = Controller(environment, role, None)
         bad.bad_input = f"{type(exc).__name__}: {exc}"
+        bad.bad_input_exit = int(exc.exit_code)
         attach(environment, bad)
         if role == "debug":
-            raise SystemExit(2) from None
+            raise SystemExit(bad.bad_input_exit) from None
         return
     ctl = Controller(environment, role, config)
     attach(environment, ctl)
@@ -132,10 +133,10 @@ def on_test_start(environment: Any, **_kw: Any) -> None:
 
 
 def on_quitting(environment: Any, **_kw: Any) -> None:
-    """The SLO gate: results, report and the process exit code (0 pass, 1 fail, 3 invalid)."""
+    """The SLO gate: results, report and the process exit code (0 pass, 1 fail, 3 invalid; 2 bad input)."""
     ctl = controller_of(environment)
     if ctl is not None and ctl.bad_input:
-        environment.process_exit_code = 2
+        environment.process_exit_code = ctl.bad_input_exit
         return
     if ctl is None or ctl.role not in ("master", "local") or ctl.config is None or ctl.results is not None:
         return

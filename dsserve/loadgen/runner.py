@@ -6,8 +6,8 @@ Locust runs as a subprocess (``python -m locust -f loadtest/locustfile.py --head
 the Locust master's ``quitting`` event and writes ``results.json``; this module then adds the server's own
 percentiles (``--prometheus``) and the command line, and rewrites ``results.json`` and ``report.html``.
 
-Exit status: 0 pass, 1 fail, 2 bad input (nothing was sent), 3 invalid (the generator was the bottleneck,
-or the run did not complete).
+Exit status (dsserve.errors.ExitCode): 0 pass, 1 fail, 3 invalid (the generator was the bottleneck, or the
+run did not complete); bad input raises a LoadtestError (exit 2, nothing was sent).
 """
 
 from __future__ import annotations
@@ -19,17 +19,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dsserve.errors import ExitCode
 from dsserve.loadgen.errors import LoadtestError, ScenarioError
-from dsserve.loadgen.gate import EXIT_CODES
+from dsserve.loadgen.options import LoadtestOptions
 
 __all__ = ["LoadtestOptions", "locustfile_path", "run_loadtest"]
-
-EXIT_BAD_INPUT = 2
 
 
 def locustfile_path() -> Path:
@@ -41,30 +39,6 @@ def locustfile_path() -> Path:
     if repo.is_file():
         return repo
     raise LoadtestError("cannot find loadtest/locustfile.py; run from the dsserve checkout (or its copy of loadtest/)")
-
-
-@dataclass
-class LoadtestOptions:
-    scenario: str
-    host: str
-    rate: float | None = None
-    duration: float | None = None
-    processes: int = 1
-    expect_workers: int = 0
-    master_bind_host: str = "127.0.0.1"
-    master_bind_port: int = 5557
-    prometheus: str | None = None
-    prometheus_lag_s: float = 15.0
-    api_key_env: str | None = None
-    out: str | None = None
-    engine: str = "auto"
-    tokenizer: str | None = None
-    sharegpt: str | None = None
-    model: str | None = None
-    sets: list[str] = field(default_factory=list)
-    quiet: bool = False
-    timeout_s: float | None = None
-    argv: Sequence[str] = ()
 
 
 def _overrides(opts: LoadtestOptions) -> list[str]:
@@ -188,7 +162,9 @@ def run_loadtest(opts: LoadtestOptions, say: Callable[[str], None] = print) -> i
     rc = _run_locust(cmd, env, out / "locust.log", quiet=opts.quiet, say=say, timeout_s=opts.timeout_s)
     if not results_path.is_file():
         say(f"Locust exited {rc} without results; see {out / 'locust.log'}")
-        return EXIT_BAD_INPUT if rc == EXIT_BAD_INPUT else EXIT_CODES["invalid"]
+        # Locust exits 2 when its plugin found bad input (locust_plugin.on_quitting); anything else
+        # without results is a run that did not complete, so nothing can be concluded
+        return ExitCode.BAD_INPUT if rc == ExitCode.BAD_INPUT else ExitCode.INVALID_MEASUREMENT
     results = json.loads(results_path.read_text())
     results["command"] = {"dsserve": list(opts.argv) or None, "locust": shlex.join(cmd), "locust_exit": rc}
     if opts.prometheus:

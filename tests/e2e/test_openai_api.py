@@ -242,7 +242,7 @@ def test_second_start_on_a_busy_port_fails_fast(stack: RunningStack) -> None:
         text=True,
         timeout=60,
     )
-    assert r.returncode == 1
+    assert r.returncode == 2  # bad input (dsserve.errors.PortInUseError): found before anything started
     assert f"PortInUseError: port {stack.port}" in r.stderr and "--port" in r.stderr
     assert "Traceback" not in r.stderr
 

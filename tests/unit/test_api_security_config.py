@@ -120,10 +120,10 @@ def test_cli_validate_and_set_do_not_echo_keys(tmp_path: Path, capsys: pytest.Ca
     data = yaml.safe_load((REPO / "deploy/profiles/local-cpu.yaml").read_text())
     data["api"]["api_keys_env"] = KEY
     prof.write_text(yaml.safe_dump(data))
-    assert main(["validate", str(prof)]) == 1
+    assert main(["validate", str(prof)]) == 2
     data["api"].update(api_keys_env=None, api_keys_file=KEY)
     prof.write_text(yaml.safe_dump(data))
-    assert main(["render", "serve-config", str(prof)]) != 0
+    assert main(["render", "serve-config", str(prof)]) == 2
     out = capsys.readouterr()
     assert KEY not in out.out + out.err
     assert "api.api_keys_env" in out.out + out.err and "api.api_keys_file" in out.out + out.err

@@ -307,10 +307,10 @@ def test_cli_push_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
         "--token-env",
         "DSSERVE_TEST_GRAFANA_TOKEN",
     ]
-    assert main(args) == 1
+    assert main(args) == 2
     assert "$DSSERVE_TEST_GRAFANA_TOKEN is unset or empty" in capsys.readouterr().err
     monkeypatch.setenv("DSSERVE_TEST_GRAFANA_TOKEN", "t")
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("DashboardPushError: cannot reach Grafana") and "Traceback" not in err
 

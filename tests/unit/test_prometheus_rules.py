@@ -370,7 +370,7 @@ def test_up_with_prometheus_fails_fast_without_the_binary(
 
     monkeypatch.setenv("PATH", "/nonexistent")
     before = signal.getsignal(signal.SIGINT)
-    assert main(["up", "--prometheus", "--no-sample"]) == 1
+    assert main(["up", "--prometheus", "--no-sample"]) == 2  # bad input: nothing was started
     err = capsys.readouterr().err
-    assert err.startswith("PrometheusError: ") and "scripts/install-system-deps.sh" in err
+    assert err.startswith("PrometheusMissingError: ") and "scripts/install-system-deps.sh" in err
     assert signal.getsignal(signal.SIGINT) is before

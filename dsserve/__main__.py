@@ -1,0 +1,5 @@
+"""`python -m dsserve`: the `dsserve` command."""
+
+from dsserve.cli import run
+
+run()
