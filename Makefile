@@ -87,7 +87,7 @@ render: install  ## regenerate serve/*.yaml, helm/values/*.yaml and the chart's 
 	@# Prometheus rules and Grafana dashboards, generated from dsserve/render/queries.py (one source of PromQL)
 	@$(BIN)/dsserve render prometheus-rules -o deploy/prometheus/rules
 	@$(BIN)/dsserve render dashboards -o deploy/grafana/dashboards
-	@$(BIN)/python -m dsserve.render.spec_reference -o docs/spec-reference.md
+	@$(BIN)/dsserve render spec-reference -o docs/spec-reference.md
 	@rm -rf helm/dsserve/files/prometheus/rules helm/dsserve/files/grafana/dashboards
 	@mkdir -p helm/dsserve/files/prometheus/rules helm/dsserve/files/grafana/dashboards
 	@for f in deploy/prometheus/rules/*.yaml; do [ ! -e "$$f" ] || cp "$$f" helm/dsserve/files/prometheus/rules/; done

@@ -106,8 +106,30 @@ class _Dashboards(Command):
         return 0
 
 
+class _SpecReference(Command):
+    name = "spec-reference"
+    help = "the deployment spec reference (docs/spec-reference.md) from the spec's models"
+    description = (
+        "Write the Markdown reference of every deployment-spec key: type, default, allowed values and "
+        "description, and each section's cross-field rules (what `make render` writes to docs/spec-reference.md)."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from dsserve.render.spec_reference import render_spec_reference
+
+        text = render_spec_reference()
+        if args.output:
+            write_output(args.output, text)
+        else:
+            sys.stdout.write(text)
+        return 0
+
+
 class RenderCommand(CommandGroup):
     name = "render"
     help = "render deployable files from a profile"
     metavar = "WHAT"
-    actions = (_ServeConfig(), _HelmValues(), _PrometheusRules(), _Dashboards())
+    actions = (_ServeConfig(), _HelmValues(), _PrometheusRules(), _Dashboards(), _SpecReference())

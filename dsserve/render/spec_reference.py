@@ -6,18 +6,15 @@ and ``description``, then the model's cross-field rules, each a named validator'
 added, renamed or re-bounded without the reference changing with it, and tests/unit/test_spec_reference.py
 fails until the committed file is regenerated:
 
-    python -m dsserve.render.spec_reference -o docs/spec-reference.md      (make render runs it)
+    dsserve render spec-reference -o docs/spec-reference.md      (make render runs it)
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import sys
 import types
 import typing
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal, Union
 
 import annotated_types
@@ -25,10 +22,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-__all__ = ["COMMAND", "DEFAULT_OUTPUT", "add_render_parser", "main", "render_spec_reference"]
+__all__ = ["COMMAND", "DEFAULT_OUTPUT", "render_spec_reference"]
 
 #: The command that regenerates the reference, as the file's header and the drift test tell it.
-COMMAND = "python -m dsserve.render.spec_reference -o docs/spec-reference.md"
+COMMAND = "dsserve render spec-reference -o docs/spec-reference.md"
 DEFAULT_OUTPUT = "docs/spec-reference.md"
 
 _SCALARS = {int: "integer", float: "number", bool: "boolean", str: "string", Any: "any"}
@@ -210,38 +207,3 @@ def _allowed(field: FieldInfo) -> str:
             if isinstance(meta, cls):
                 parts.append(f"{sign} {getattr(meta, attr):,}")
     return "; ".join(parts)
-
-
-def add_render_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``spec-reference`` under a ``render`` subcommand's subparsers (``dsserve render spec-reference``)."""
-    p = subparsers.add_parser(
-        "spec-reference",
-        help=f"the deployment spec reference ({DEFAULT_OUTPUT}) from the spec's models",
-        description=f"Write the Markdown reference of every deployment-spec key ({DEFAULT_OUTPUT}).",
-    )
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args: argparse.Namespace) -> int:
-    text = render_spec_reference()
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m dsserve.render.spec_reference",
-        description=f"Write the Markdown reference of every deployment-spec key ({DEFAULT_OUTPUT}).",
-    )
-    parser.add_argument("-o", "--output", metavar="FILE", help=f"write here (e.g. {DEFAULT_OUTPUT}), not stdout")
-    return _run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

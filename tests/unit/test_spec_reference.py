@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from pydantic import BaseModel
 
+from dsserve.cli import main
 from dsserve.config import DeploymentSpec
-from dsserve.render.spec_reference import COMMAND, DEFAULT_OUTPUT, add_render_parser, render_spec_reference
+from dsserve.render.spec_reference import COMMAND, DEFAULT_OUTPUT, render_spec_reference
 from tests.conftest import REPO
 
 
@@ -58,22 +56,8 @@ def test_placeholders_are_escaped_not_html() -> None:
 
 
 def test_command_writes_the_file(tmp_path) -> None:
+    """`dsserve render spec-reference -o FILE` (the command the file's header names) writes the reference."""
     out = tmp_path / "ref.md"
-    done = subprocess.run(
-        [sys.executable, "-m", "dsserve.render.spec_reference", "-o", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    assert COMMAND.startswith("dsserve render spec-reference ")
+    assert main(["render", "spec-reference", "-o", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == render_spec_reference()
-
-
-def test_render_subcommand_registers() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_render_parser(parser.add_subparsers(dest="what"))
-    args = parser.parse_args(["spec-reference", "-o", "x.md"])
-    assert args.output == "x.md" and callable(args.func)
