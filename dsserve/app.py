@@ -28,7 +28,7 @@ from typing import Any
 from dsserve.catalog import ACCELERATORS
 from dsserve.config import DeploymentSpec
 from dsserve.lora import LORA_CONFIG_KEY
-from dsserve.model_source import AdapterSource, ModelSource
+from dsserve.model_source import TINY_SOURCE_KEY, AdapterSource, ModelSource
 from dsserve.planner.drain import graceful_shutdown_timeout_s
 from dsserve.serving.tree_bounds import eviction_kwargs
 from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_llm_config
@@ -396,7 +396,12 @@ def ray_cpus_needed(spec: DeploymentSpec) -> int:
 
 
 def _resolve_tiny_sources(llm_configs: list[Any]) -> None:
-    """Replace ``tiny:<name>`` model sources with the built directory, building it if needed."""
+    """Replace ``tiny:<name>`` model sources with the built directory, building it if needed.
+
+    The builder runs where Serve's controller runs (the head); the replica may start on another node with
+    its own disk (another pod). So the ``tiny:`` text also travels in ``experimental_configs``, and the
+    replica builds the model again where it is missing (:func:`dsserve.serving.server.ensure_local_model`).
+    """
     for cfg in llm_configs:
         if not isinstance(cfg, dict):
             continue
@@ -404,6 +409,7 @@ def _resolve_tiny_sources(llm_configs: list[Any]) -> None:
         source = loading.get("model_source", "")
         if isinstance(source, str) and source and (parsed := ModelSource.parse(source)).is_tiny:
             loading["model_source"] = str(parsed.resolve())
+            cfg.setdefault("experimental_configs", {})[TINY_SOURCE_KEY] = source
 
 
 def _resolve_lora_adapters(args: dict[str, Any]) -> None:

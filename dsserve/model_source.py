@@ -27,6 +27,7 @@ from dsserve.errors import ModelBuildError
 from dsserve.validation import choices
 
 __all__ = [
+    "TINY_SOURCE_KEY",
     "TINY_LORA_SOURCE_PREFIX",
     "TINY_SOURCE_PREFIX",
     "AdapterSource",
@@ -39,6 +40,9 @@ __all__ = [
 TINY_SOURCE_PREFIX = "tiny:"
 #: An adapter source of the form ``tiny-lora:<recipe>`` is built locally (dsserve/tiny_lora.py) on first use.
 TINY_LORA_SOURCE_PREFIX = "tiny-lora:"
+#: LLMConfig.experimental_configs key that carries a model's ``tiny:`` source to its replicas, which build
+#: their own copy where the builder's directory is not on their disk (dsserve.serving.server)
+TINY_SOURCE_KEY = "dsserve_tiny_source"
 
 SourceKind = Literal["tiny", "tiny-lora", "path", "hub"]
 #: How a model.source written as a path starts; anything else that is not tiny:<name> is a hub repo id.

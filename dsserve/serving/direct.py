@@ -30,6 +30,7 @@ pipeline's gate, requests wait in vLLM's scheduler.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -40,6 +41,7 @@ from dsserve.serving.layout import LayoutCache
 from dsserve.serving.openapi import openapi_for
 from dsserve.serving.pipeline import PipelineSettings, RequestPipeline
 from dsserve.serving.server import LLMServer as _DsserveLLMServer
+from dsserve.serving.server import ensure_local_model
 from dsserve.serving.shares import LiveReplicas
 
 __all__ = ["DPServer", "LLMServer", "ReplicaModels", "PIPELINE_CONFIG_KEY", "SERVER_CLS"]
@@ -133,6 +135,7 @@ class PipelineApp:
         settings = pipeline_settings(llm_config)
         # Fail before the engine loads (minutes for a large model) when a configured key source is empty or weak.
         KeyStore(env=settings.api_keys_env, path=settings.api_keys_file, min_key_chars=MIN_KEY_CHARS)
+        await asyncio.to_thread(ensure_local_model, llm_config)  # DPServer does not pass through LLMServer
         # a mixin: the next class in the MRO is ray.serve.llm's LLMServer, whose __init__ is async
         await super().__init__(llm_config, *args, **kwargs)  # type: ignore[misc,call-arg]
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ray.llm._internal.serve.utils.batcher import Batcher
@@ -77,10 +78,30 @@ def wire_tokenization(engine: Any) -> bool:
     return True
 
 
+def ensure_local_model(llm_config: Any) -> bool:
+    """Build this node's copy of a ``tiny:`` model before the engine loads it; True when one was built.
+
+    The application builder resolved ``tiny:`` to a directory on the node it ran on. On a cluster whose
+    nodes do not share a disk (Kubernetes pods) the replica's node has no such directory, and vLLM would
+    take the path for a hub id. The build is deterministic, so this node's copy is the same model; its
+    path is written back in case this node's cache lives elsewhere.
+    """
+    from dsserve.model_source import TINY_SOURCE_KEY, ModelSource
+
+    source = (getattr(llm_config, "experimental_configs", None) or {}).get(TINY_SOURCE_KEY)
+    loading = llm_config.model_loading_config
+    if not source or Path(str(loading.model_source)).is_dir():
+        return False
+    loading.model_source = str(ModelSource.parse(source).resolve())
+    return True
+
+
 class LLMServer(_LocalLoraLLMServer):
     """The replica dsserve deploys for every (non-DP) model: upstream's, with the fixes above."""
 
     async def _start_engine(self) -> None:
+        # the engine reads the model's path from this same LLMConfig when it starts
+        await asyncio.to_thread(ensure_local_model, self._llm_config)
         await super()._start_engine()
         wire_tokenization(self.engine)
 

@@ -131,3 +131,27 @@ def test_tiny_adapter_source_resolves_to_its_build(tmp_path: Path) -> None:
     assert built and path == tiny_lora_path("tiny-deepseek-llm-sql", tmp_path)
     assert (path / "adapter_config.json").is_file()
     assert source.resolve(tmp_path) == path and source.build(tmp_path) == (path, False)
+
+
+def test_a_replica_on_another_disk_builds_its_own_tiny_model(tmp_path) -> None:
+    """The builder resolves tiny: on the head; a replica whose node lacks that directory (another pod) gets
+    its own deterministic copy, and the engine's LLMConfig points at it. Found by the KubeRay emulation
+    (tests/images): vLLM took the head's path for a hub id."""
+    from ray.serve.llm import LLMConfig
+
+    from dsserve.app import _resolve_tiny_sources
+    from dsserve.model_source import TINY_SOURCE_KEY
+    from dsserve.serving.server import ensure_local_model
+
+    cfg = {"model_loading_config": {"model_id": "tiny", "model_source": "tiny:tiny-deepseek-v2"}}
+    _resolve_tiny_sources([cfg])
+    here = cfg["model_loading_config"]["model_source"]
+    assert cfg["experimental_configs"][TINY_SOURCE_KEY] == "tiny:tiny-deepseek-v2"
+    # the path as the head wrote it, on a node where it does not exist
+    cfg["model_loading_config"]["model_source"] = str(tmp_path / "head-only" / "tiny-deepseek-v2")
+    llm_config = LLMConfig(**cfg)
+    assert ensure_local_model(llm_config) is True
+    assert llm_config.model_loading_config.model_source == here
+    assert ensure_local_model(llm_config) is False  # present now: nothing to do
+    plain = LLMConfig(model_loading_config={"model_id": "m", "model_source": str(tmp_path / "elsewhere")})
+    assert ensure_local_model(plain) is False  # not a tiny model: left to the engine
