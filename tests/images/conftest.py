@@ -123,8 +123,11 @@ class Container:
     started_at: float = 0.0
 
     def start(self) -> Container:
+        return self.start_on("host")
+
+    def start_on(self, network: str) -> Container:
         # --no-healthcheck: podman's HEALTHCHECK timers need systemd, which this kind of machine lacks
-        base = ["run", "-d", "--name", self.name, "--network", "host", "--no-healthcheck"]
+        base = ["run", "-d", "--name", self.name, "--network", network, "--no-healthcheck"]
         base += ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=8192:8192"]
         podman(*base, *self.run_args, self.image, *self.args)
         self.started_at = time.monotonic()
