@@ -268,7 +268,7 @@ def run_set(profile: Path, servers: list[str], args: argparse.Namespace, log_dir
     for name in servers:
         try:
             results[name] = measure(name, _server(name, profile, spec, args, log_dir), body, args)
-        except Exception as exc:  # noqa: BLE001 - one server failing must not lose the others' figures
+        except Exception as exc:  # one server failing must not lose the others' figures
             print(f"   {name} failed: {type(exc).__name__}: {exc}", flush=True)
             results[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
     return results

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from dsserve.errors import ModelBuildError
 
@@ -461,9 +461,9 @@ def arch_from_hf_config(cfg: dict[str, Any], key: str, *, where: str = "config.j
     layers = need("num_hidden_layers")
     kv_heads = opt("num_key_value_heads", heads)
     head_dim = opt("head_dim", hidden // heads)
-    dtype: WeightDtype = {"float16": "fp16", "float32": "fp32"}.get(
-        str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), "bf16"
-    )  # type: ignore[assignment]
+    dtype = cast(
+        WeightDtype, {"float16": "fp16", "float32": "fp32"}.get(str(cfg.get("torch_dtype") or cfg.get("dtype")), "bf16")
+    )
     quant_block: tuple[int, int] | None = None
     group = 0
     q = cfg.get("quantization_config")

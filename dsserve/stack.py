@@ -114,7 +114,7 @@ def _quiet_driver_logging() -> None:
     """
     with scoped_environ({"VLLM_LOGGING_LEVEL": "ERROR"}):
         try:
-            import vllm  # noqa: F401
+            import vllm  # noqa: F401  # imported for its side effect: vLLM configures its logging once
         except ImportError:  # a GPU cluster's driver may not carry vLLM; nothing to quieten
             pass
     for name in ("ray", "ray.serve", "vllm", "httpx", "httpcore"):
@@ -366,7 +366,7 @@ class LocalStack:
 
         try:
             return serve.status().applications.get(self.spec.name)
-        except Exception:  # noqa: BLE001 - progress and error messages only
+        except Exception:  # progress and error messages only
             return None
 
     def _replica_failure(self) -> str | None:

@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port, backlog=4096)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # set by start()
         print(f"LISTENING {port}", flush=True)
         await asyncio.Event().wait()
 

@@ -119,17 +119,17 @@ def sample_length(
     lo = d.min * scale if d.min is not None else None
     hi = d.max * scale if d.max is not None else None
     if d.dist == "constant":
-        x = float(d.value) * scale  # type: ignore[arg-type]
+        x = float(d.value) * scale  # type: ignore[arg-type]  # Dist requires value for constant
     elif d.dist == "uniform":
-        x = rng.uniform(lo, hi)  # type: ignore[arg-type]
+        x = rng.uniform(lo, hi)  # type: ignore[arg-type]  # Dist requires min and max for uniform
     elif d.dist == "normal":
-        x = rng.gauss(d.mean * scale, (d.stdev or 0) * scale)  # type: ignore[operator]
+        x = rng.gauss(d.mean * scale, (d.stdev or 0) * scale)  # type: ignore[operator]  # mean required
     elif d.dist == "lognormal":
-        m, s = d.mean * scale, (d.stdev or 0) * scale  # type: ignore[operator]
+        m, s = d.mean * scale, (d.stdev or 0) * scale  # type: ignore[operator]  # mean required
         sigma2 = math.log(1 + (s / m) ** 2)
         x = rng.lognormvariate(math.log(m) - sigma2 / 2, math.sqrt(sigma2))
     elif d.dist == "exponential":
-        x = rng.expovariate(1.0 / (d.mean * scale))  # type: ignore[operator]
+        x = rng.expovariate(1.0 / (d.mean * scale))  # type: ignore[operator]  # mean required
     else:  # dataset
         x = float(dataset_value or 1)
     if lo is not None:

@@ -231,7 +231,10 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
     tokens = min(tokens_by_stage)
     per_tok = max(s.kv_bytes_per_token for s in shapes)
     seqs = tokens // dep.max_model_len
-    gib = lambda b: f"{b / GIB:.1f} GiB"  # noqa: E731
+
+    def gib(b: float) -> str:
+        return f"{b / GIB:.1f} GiB"
+
     total_needed = lay.gpus * dep.replicas
     if problems:
         fits, reason = False, "vLLM rejects the layout: " + "; ".join(problems)

@@ -130,7 +130,7 @@ def request_mix_from_spec(
         qps=qps if qps is not None else slo.target_qps,
         input=inp,
         output=out,
-        metric=m,  # type: ignore[arg-type]
+        metric=m,  # type: ignore[arg-type]  # slo.metric and --metric are validated to Metric's values
         percentile=percentile if percentile is not None else slo.percentile,
         threshold_s=(threshold_ms if threshold_ms is not None else slo.threshold_ms) / 1000.0,
     )

@@ -164,7 +164,7 @@ class KeyStore:
         return bool(self.env or self.path)
 
     def _read(self) -> tuple[tuple[int, ...], list[str]]:
-        with open(self.path, "rb") as f:  # type: ignore[arg-type]
+        with open(self.path, "rb") as f:  # type: ignore[arg-type]  # only called when path is set
             st = os.fstat(f.fileno())
             text = f.read().decode("utf-8", "replace")
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), parse_keys(text)

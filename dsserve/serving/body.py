@@ -301,7 +301,7 @@ def locate_bad_field(model_cls: Any, data: dict[str, Any]) -> tuple[str | None, 
             errors = exc.errors(include_url=False, include_input=False)
             msg, path = validation_message({**errors[0], "loc": (name, *errors[0].get("loc", ()))})
             return path, msg.split(": ", 1)[-1]
-        except Exception:  # noqa: BLE001 - the field's own validator crashed: it is the culprit
+        except Exception:  # the field's own validator crashed: it is the culprit
             return name, "invalid value for this field"
     return None, "the body does not match the request schema"
 
@@ -338,7 +338,7 @@ def validate_request(model_cls: Any, data: dict[str, Any]) -> Any:
     except VLLM_CLIENT_ERRORS as exc:  # vLLM's own request checks raise these from pydantic validators
         message = str(exc).strip() or exc.__class__.__name__
         raise InvalidRequest(f"Invalid request: {message}", param=param_of(message, model_cls.model_fields)) from None
-    except Exception:  # noqa: BLE001 - a "before" validator crashed on a wrong type
+    except Exception:  # a "before" validator crashed on a wrong type
         param, why = locate_bad_field(model_cls, data)
         raise InvalidRequest(f"Invalid request: {param + ': ' if param else ''}{why}", param=param) from None
 

@@ -117,7 +117,7 @@ def engine_is_dead(engine: Any) -> bool:
     if client is not None:
         try:
             return bool(client.errored)
-        except Exception:  # noqa: BLE001 - an engine client of another vLLM: unknown is alive
+        except Exception:  # an engine client of another vLLM: unknown is alive
             return False
     error = getattr(engine, "engine_error", None)
     return bool(error()) if callable(error) else False
@@ -129,6 +129,7 @@ class PipelineApp:
     _llm_config: Any
     engine: Any
 
+    # Serve allows an async __init__ (ray.serve.llm's LLMServer has one); mypy does not, hence the ignore
     async def __init__(self, llm_config: Any, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]
         from dsserve.serving.auth import MIN_KEY_CHARS, KeyStore
 
@@ -137,7 +138,7 @@ class PipelineApp:
         KeyStore(env=settings.api_keys_env, path=settings.api_keys_file, min_key_chars=MIN_KEY_CHARS)
         await asyncio.to_thread(ensure_local_model, llm_config)  # DPServer does not pass through LLMServer
         # a mixin: the next class in the MRO is ray.serve.llm's LLMServer, whose __init__ is async
-        await super().__init__(llm_config, *args, **kwargs)  # type: ignore[misc,call-arg]
+        await super().__init__(llm_config, *args, **kwargs)  # type: ignore[misc,call-arg]  # object.__init__ to mypy
 
     async def __serve_build_asgi_app__(self) -> Any:
         app = without_unreachable_middleware(await self.engine.build_asgi_app())

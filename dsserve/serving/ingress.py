@@ -343,7 +343,7 @@ async def _errors_in_stream(body: Any) -> Any:
     try:
         async for chunk in body:
             yield chunk
-    except Exception as exc:  # noqa: BLE001 - the header is sent; the error can only travel in the stream
+    except Exception as exc:  # the header is sent; the error can only travel in the stream
         err = engine_error(exc, ())
         if err.status >= 500:
             log.warning("dsserve ingress: stream failed: %s", type(getattr(exc, "cause", None) or exc).__name__)

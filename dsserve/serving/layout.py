@@ -111,7 +111,7 @@ def no_running_replica(handle: Any) -> bool:
         request_router = inner._request_router
         replicas = request_router.curr_replicas if request_router is not None else inner._running_replicas
         return len(replicas) == 0
-    except Exception:  # noqa: BLE001 - a Ray upgrade must not turn this check into a 500
+    except Exception:  # a Ray upgrade must not turn this check into a 500
         return False
 
 
@@ -136,7 +136,7 @@ def waiting_in_router(handle: Any, internal_request_id: str | None) -> bool:
             pr.metadata.internal_request_id == internal_request_id and not pr.future.done()
             for pr in list(request_router._pending_requests_to_fulfill)
         )
-    except Exception:  # noqa: BLE001 - as above
+    except Exception:  # as above
         return False
 
 

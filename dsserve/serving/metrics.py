@@ -290,7 +290,7 @@ class RequestMetrics:
             while True:
                 try:
                     self.refresh_gauges()
-                except Exception:  # noqa: BLE001 - metrics must never take the replica down
+                except Exception:  # metrics must never take the replica down
                     pass
                 if self._stop.wait(interval_s):
                     return
@@ -313,7 +313,7 @@ class RequestMetrics:
         """Count one refusal (``reason`` in :data:`REJECT_REASONS`)."""
         try:
             self._m[REJECTED.name].inc(1, {"route": route, "reason": reason})
-        except Exception:  # noqa: BLE001 - metrics must never break a response
+        except Exception:  # metrics must never break a response
             pass
 
     def model_label(self, model: str | None) -> str:
@@ -437,7 +437,7 @@ class Tracker:
                 prompt=prompt,
                 output=output,
             )
-        except Exception:  # noqa: BLE001 - metrics must never break a response
+        except Exception:  # metrics must never break a response
             pass
 
 

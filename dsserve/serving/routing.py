@@ -107,7 +107,7 @@ class NonBlockingPrefixCacheAffinityRouter(PrefixCacheAffinityRouter):
                                 chosen_replica_id_strings = smallest
                         elif matched_tenant_id_strings:
                             chosen_replica_id_strings = matched_tenant_id_strings
-                    except Exception as exc:  # noqa: BLE001 - the tree is gone or slow: route by load alone
+                    except Exception as exc:  # the tree is gone or slow: route by load alone
                         self._tree_failed(exc)
                         chosen_replica_id_strings = []
         chosen = (self._replicas.get(ReplicaID.from_full_id_str(i)) for i in chosen_replica_id_strings)
@@ -123,13 +123,13 @@ class NonBlockingPrefixCacheAffinityRouter(PrefixCacheAffinityRouter):
     def update_replicas(self, replicas: list[Any]) -> None:
         try:
             super().update_replicas(replicas)
-        except Exception as exc:  # noqa: BLE001 - the replica set is updated first; only the tree's copy failed
+        except Exception as exc:  # the replica set is updated first; only the tree's copy failed
             self._tree_failed(exc)
 
     def on_replica_actor_died(self, replica_id: Any) -> None:
         try:
             super().on_replica_actor_died(replica_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._tree_failed(exc)
 
     def _tree_failed(self, exc: BaseException) -> None:

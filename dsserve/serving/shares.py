@@ -76,7 +76,7 @@ class LiveReplicas:
             ctx = serve.get_replica_context()
             handle = serve.get_deployment_handle(ctx.deployment, ctx.app_name)
             handle._init()
-        except Exception:  # noqa: BLE001 - not in a replica (tests, tools): the configured count
+        except Exception:  # not in a replica (tests, tools): the configured count
             handle = None
         return cls(configured, handle)
 
@@ -100,5 +100,5 @@ def running_replicas(handle: Any) -> int | None:
         request_router = router._request_router
         replicas = request_router.curr_replicas if request_router is not None else router._running_replicas
         return len(replicas)
-    except Exception:  # noqa: BLE001 - a Ray upgrade must not turn this into a 500
+    except Exception:  # a Ray upgrade must not turn this into a 500
         return None

@@ -189,7 +189,7 @@ class SimMetrics:
         if emitted:
             self.generation_tokens.inc(len(emitted))
         for r in first:
-            self.ttft.observe(r.first_token - r.arrival)  # type: ignore[operator]
+            self.ttft.observe(r.first_token - r.arrival)  # type: ignore[operator]  # set when in `first`
         for r in emitted:
             if r.output_tokens > 1 and r.token_gaps:
                 self.itl.observe(r.token_gaps[-1])

@@ -222,7 +222,7 @@ def test_every_dashboard_query_returns_data(observed: Observed) -> None:
             if not observed.prom.query(series):
                 empty.append(f"{name}: variable {var}: {query}")
     for line in allowed_and_empty:
-        print(f"empty, allowed ({ALLOWED_EMPTY[tuple(line.split(': ', 2)[:2])]}): {line}")  # type: ignore[index]
+        print(f"empty, allowed ({ALLOWED_EMPTY[tuple(line.split(': ', 2)[:2])]}): {line}")
     assert not empty, "dashboard queries with no data:\n" + "\n".join(empty)
 
 

@@ -239,4 +239,4 @@ def test_the_pipeline_builds_its_key_store_with_the_minimum(monkeypatch: pytest.
 
     monkeypatch.setenv("DSSERVE_TEST_SHORT_KEYS", "tiny")
     with pytest.raises(KeySourceError):
-        RequestPipeline(lambda *a: None, PipelineSettings(api_keys_env="DSSERVE_TEST_SHORT_KEYS"), Models())  # type: ignore[arg-type]
+        RequestPipeline(lambda *a: None, PipelineSettings(api_keys_env="DSSERVE_TEST_SHORT_KEYS"), Models())

@@ -159,7 +159,10 @@ def test_the_unknown_metric_check_names_the_culprit() -> None:
 
 def test_panels_read_recording_rules_where_they_exist() -> None:
     """No panel repeats the expression of a recording rule instead of reading the recorded series."""
-    squash = lambda s: re.sub(r"\s+", "", s)  # noqa: E731
+
+    def squash(s: str) -> str:
+        return re.sub(r"\s+", "", s)
+
     rule_exprs = {squash(r.expr): r.record for r in recording_rules()}
     for name, dash in _committed().items():
         for title, expr in panel_queries(dash):
@@ -211,11 +214,11 @@ class _FakeGrafana(http.server.BaseHTTPRequestHandler):
             return False
         return True
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self._authorized() and self.path.startswith("/api/folders"):
             self._reply(200, list(self.state["folders"].values()))
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if not self._authorized():
             return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -118,7 +118,7 @@ class _FakePrometheus(BaseHTTPRequestHandler):
 
     queries: list[dict[str, list[str]]] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         q = parse_qs(urlparse(self.path).query)
         type(self).queries.append(q)
         expr = q["query"][0]

@@ -305,7 +305,7 @@ def test_plan_exposes_the_simulated_engine_interface() -> None:
 def _mix(qps: float = 1.0, inp: str = "512", out: str = "256", metric: str = "ttft") -> RequestMix:
     return RequestMix(
         qps, TokenDist.parse(inp, flag="--input-tokens"), TokenDist.parse(out, flag="--output-tokens"), metric=metric
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_latency_grows_with_load_and_diverges_past_capacity(perf67: PerfModel) -> None:

@@ -231,7 +231,7 @@ def fake_exporter() -> Iterator[int]:
     scrapes = [0]
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             scrapes[0] += 1
             body = (_FAKE_METRICS % (scrapes[0] * 9, scrapes[0])).encode()
             self.send_response(200)
@@ -261,7 +261,7 @@ def test_local_prometheus_scrapes_and_evaluates_the_rules(fake_exporter: int) ->
 
     prom = LocalPrometheus({"dsserve-ray": [f"127.0.0.1:{fake_exporter}"]}, port=free_port(), scrape_interval_s=1.0)
     prom.start()
-    pid, data_dir = prom._proc.pid, prom._dir  # type: ignore[union-attr]
+    pid, data_dir = prom._proc.pid, prom._dir
     try:
         assert "127.0.0.1" in prom.describe() and str(prom.port) in prom.url
         groups = httpx.get(f"{prom.url}/api/v1/rules", timeout=5).json()["data"]["groups"]

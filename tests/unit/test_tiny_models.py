@@ -73,7 +73,7 @@ def test_unknown_name_is_a_clear_error() -> None:
         build_tiny_model("tiny-gpt")
 
 
-def _weather_call_text(tok) -> str:  # noqa: ANN001 - a transformers tokenizer
+def _weather_call_text(tok) -> str:  # tok: a transformers tokenizer
     """The assistant turn the chat template writes for one call: the text vLLM's parser reads."""
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     call = {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}

@@ -27,8 +27,8 @@ def test_the_readers_equal_vllms_own_registries() -> None:
     assert frontend_arg_names() == {f.name for f in dataclasses.fields(FrontendArgs)}
     assert tool_parser_names() == set(ToolParserManager.list_registered())
     assert reasoning_parser_names() == set(ReasoningParserManager.list_registered())
-    assert {"deepseek_v3", "deepseek_v31"} <= tool_parser_names()  # type: ignore[operator]
-    assert {"deepseek_r1", "deepseek_v3"} <= reasoning_parser_names()  # type: ignore[operator]
+    assert {"deepseek_v3", "deepseek_v31"} <= tool_parser_names()
+    assert {"deepseek_r1", "deepseek_v3"} <= reasoning_parser_names()
 
 
 def test_parsers_default_to_the_architectures_own() -> None:

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 ops = pytest.importorskip("vllm._custom_ops")
 
-from dsserve.vllm_plugin import register, translate_expert_ids  # noqa: E402
+from dsserve.vllm_plugin import register, translate_expert_ids  # noqa: E402  # after the importorskips
 
 E, K, HIDDEN, INTER, TOKENS, RANKS = 8, 2, 256, 128, 16, 2
 ISA = "vec"  # CPUUnquantizedExperts.isa, the portable kernel vLLM picks without AMX
