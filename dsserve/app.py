@@ -87,6 +87,12 @@ def _engine_kwargs(spec: DeploymentSpec) -> dict[str, Any]:
         "enable_prefix_caching": eng.enable_prefix_caching,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if eng.speculative is not None:
+        # acceptance_rate is the planner's assumption, not vLLM's
+        kwargs["speculative_config"] = {
+            "method": eng.speculative.method,
+            "num_speculative_tokens": eng.speculative.num_speculative_tokens,
+        }
     lora = spec.model.lora
     if lora is not None:
         kwargs.update(

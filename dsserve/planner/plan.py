@@ -342,7 +342,14 @@ def assumption_lines(dep: Deployment) -> list[str]:
         f"fixed costs: {A.KERNEL_MIN_S * 1e6:g} us per kernel launched, {A.STEP_OVERHEAD_S * 1e3:g} ms per "
         f"step, {A.ALLREDUCE_LATENCY_S * 1e6:g} us per all-reduce [U]",
         "arrivals Poisson, routing even across replicas, no prefix-cache hits, no preemption, "
-        "MoE routing uniform (no hot experts), no speculative decoding",
+        "MoE routing uniform (no hot experts), "
+        + (
+            f"MTP speculative decoding: {dep.speculative_tokens} draft token(s) a step, each accepted with "
+            f"probability {dep.mtp_acceptance:g} given its predecessors (engine.speculative.acceptance_rate), so "
+            f"{dep.tokens_per_step:.2f} tokens per sequence per step"
+            if dep.speculative_tokens
+            else "no speculative decoding"
+        ),
         f"Serve adds {A.PROXY_TTFT_S.get(dep.proxy, 0) * 1e3:g} ms ({dep.proxy} proxy) + "
         f"{dep.stream_interval_s * 1e3:g} ms stream batching to TTFT",
         "latency percentiles: M/G/1 wait for the prefill budget + M/M/c (Erlang C) wait for a sequence "

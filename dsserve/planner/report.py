@@ -107,6 +107,17 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "replicas": dep.replicas,
             "label": dep.layout.label(),
         },
+        "speculative": (
+            {
+                "method": "mtp",
+                "num_speculative_tokens": dep.speculative_tokens,
+                "acceptance_rate_assumed": dep.mtp_acceptance,
+                "tokens_per_step": dep.tokens_per_step,
+                "mtp_params": dep.arch.mtp_params,
+            }
+            if dep.speculative_tokens
+            else None
+        ),
         "memory": {
             "fits": mem.fits,
             "reason": mem.reason,

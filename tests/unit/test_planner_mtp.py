@@ -88,3 +88,38 @@ def test_the_decode_pool_uses_it_too() -> None:
     on, off = decode_load(perf_of(_v3(1)), MIX), decode_load(perf_of(_v3()), MIX)
     assert on.tokens_per_step == pytest.approx(1.85) and off.tokens_per_step == 1.0
     assert on.tpot_s < off.tpot_s
+
+
+def test_the_spec_turns_it_on_for_v3_and_renders_vllms_speculative_config() -> None:
+    """engine.speculative on a V3 profile: vLLM gets speculative_config {method, num_speculative_tokens}
+    (not the acceptance, which is the planner's); the planner reads the same fields; `plan --json` says what
+    acceptance it assumed."""
+    import yaml
+
+    from dsserve.app import llm_config
+    from dsserve.config import parse_spec
+    from dsserve.planner.deployment import deployment_from_spec
+    from dsserve.planner.plan import build_plan, request_mix_from_spec
+    from dsserve.planner.report import plan_to_dict
+    from tests.conftest import REPO
+
+    data = yaml.safe_load((REPO / "deploy/profiles/h800x16-deepseek-v3.yaml").read_text())
+    data["engine"]["speculative"] = {"num_speculative_tokens": 1, "acceptance_rate": 0.8}
+    spec = parse_spec(data)
+    kwargs = llm_config(spec)["engine_kwargs"]
+    assert kwargs["speculative_config"] == {"method": "mtp", "num_speculative_tokens": 1}
+    dep = deployment_from_spec(spec)
+    assert (dep.speculative_tokens, dep.mtp_acceptance, dep.tokens_per_step) == (1, 0.8, pytest.approx(1.8))
+    out = plan_to_dict(build_plan(dep, request_mix_from_spec(spec), alternatives=False))
+    assert out["speculative"]["acceptance_rate_assumed"] == 0.8
+    assert out["speculative"]["tokens_per_step"] == pytest.approx(1.8)
+    off = plan_to_dict(
+        build_plan(
+            deployment_from_spec(
+                parse_spec(yaml.safe_load((REPO / "deploy/profiles/h800x16-deepseek-v3.yaml").read_text()))
+            ),
+            request_mix_from_spec(spec),
+            alternatives=False,
+        )
+    )
+    assert off["speculative"] is None
