@@ -51,7 +51,7 @@ from ray.llm._internal.serve.core.engine.protocol import LLMEngine
 
 from dsserve.sim import SIM_CONFIG_KEY
 from dsserve.sim.answer import Refusal, TextAnswer, ToolCallAnswer, ToolParsing, chat_answer, text_answer
-from dsserve.sim.scheduler import Scheduler, SimRequest
+from dsserve.sim.scheduler import Scheduler, SimRequest, StepResult
 from dsserve.sim.timing import SimTiming, spec_from_inputs, timing_from_spec
 
 __all__ = ["SimulatedEngine", "chat_prompt_tokens", "estimate_tokens"]
@@ -222,6 +222,8 @@ class SimulatedEngine(LLMEngine):
             max_num_batched_tokens=t.max_num_batched_tokens,
             kv_blocks=t.kv_blocks,
             block_tokens=t.block_tokens,
+            speculative_tokens=t.speculative_tokens,
+            acceptance=t.acceptance,
         )
         if getattr(self.llm_config, "log_engine_metrics", False):
             from dsserve.sim.metrics import SimMetrics
@@ -234,6 +236,7 @@ class SimulatedEngine(LLMEngine):
                 kv_blocks=t.kv_blocks,
                 description=t.description,
                 prefix_caching=caching,
+                speculative_tokens=t.speculative_tokens,
             )
         self._wake = asyncio.Event()
         self._core = asyncio.get_running_loop().create_task(self._run_core())
@@ -309,9 +312,9 @@ class SimulatedEngine(LLMEngine):
                 self.lag_s += max(0.0, now - (start + dt))
                 self.steps += 1
                 result = sched.complete(step, now)
-                finished = result.finished + self._stop_at_eos(result.emitted, now)
+                finished = result.finished + self._stop_at_eos(result, now)
                 if self.metrics is not None:
-                    self.metrics.record_step(step, result.emitted)
+                    self.metrics.record_step(step, result)
                     for req in finished:
                         self.metrics.record_finished(req)
                     self.metrics.record_state(sched)
@@ -328,16 +331,19 @@ class SimulatedEngine(LLMEngine):
                 seq.event.set()
             raise
 
-    def _stop_at_eos(self, emitted: tuple[SimRequest, ...], now: float) -> tuple[SimRequest, ...]:
+    def _stop_at_eos(self, result: StepResult, now: float) -> tuple[SimRequest, ...]:
         """Finish (``stop``) the requests whose script has just sampled EOS, before the metrics and the HTTP
         generator look: the scheduler only stops at max_tokens. Returns those it finished; one that also
-        reached max_tokens with its EOS was finished already, and is relabelled ``stop`` as vLLM reports it."""
+        reached max_tokens with its EOS was finished already, and is relabelled ``stop`` as vLLM reports it.
+        With MTP a step can gain several tokens: tokens accepted past the EOS are dropped, as vLLM stops there."""
         assert self.scheduler
         stopped = []
-        for req in emitted:
+        for req, gain in zip(result.emitted, result.gained or (1,) * len(result.emitted), strict=True):
             seq = self._seqs.get(id(req))
-            if seq is None or seq.script.eos_at != req.output_tokens:
+            eos = seq.script.eos_at if seq is not None else None
+            if eos is None or not req.output_tokens - gain < eos <= req.output_tokens:
                 continue
+            req.output_tokens = eos
             if req.finished:
                 req.finished_reason = "stop"
             else:

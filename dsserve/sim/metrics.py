@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsserve.sim.scheduler import Scheduler, SimRequest, Step
+from dsserve.sim.scheduler import Scheduler, SimRequest, Step, StepResult
 
 __all__ = ["SimMetrics"]
 
@@ -36,6 +36,7 @@ class SimMetrics:
         kv_blocks: int,
         description: str,
         prefix_caching: bool = True,
+        speculative_tokens: int = 0,
     ) -> None:
         from vllm.v1.metrics.buckets import histogram_buckets
         from vllm.v1.metrics.ray_wrappers import RayCounterWrapper, RayGaugeWrapper, RayHistogramWrapper
@@ -92,6 +93,21 @@ class SimMetrics:
             else None
         )
         self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.").labels(*lv)
+        # speculative decoding, as vLLM exports it when speculative_config is set (vllm/v1/spec_decode/metrics.py)
+        self.spec_drafts: Any = None  # with spec_draft_tokens and spec_accepted_tokens, set together or not at all
+        self.spec_draft_tokens: Any = None
+        self.spec_accepted_tokens: Any = None
+        self.spec_accepted_per_pos: list[Any] = []
+        if speculative_tokens:
+            self.spec_drafts = counter("vllm:spec_decode_num_drafts", "Number of spec decoding drafts.").labels(*lv)
+            self.spec_draft_tokens = counter("vllm:spec_decode_num_draft_tokens", "Number of draft tokens.").labels(*lv)
+            self.spec_accepted_tokens = counter(
+                "vllm:spec_decode_num_accepted_tokens", "Number of accepted tokens."
+            ).labels(*lv)
+            per_pos = counter(
+                "vllm:spec_decode_num_accepted_tokens_per_pos", "Accepted tokens per draft position.", ["position"]
+            )
+            self.spec_accepted_per_pos = [per_pos.labels(*lv, str(i)) for i in range(speculative_tokens)]
         self.num_preemptions = counter(
             "vllm:num_preemptions", "Cumulative number of preemption from the engine."
         ).labels(*lv)
@@ -177,9 +193,16 @@ class SimMetrics:
             self.num_preemptions.inc(sched.total_preemptions - self._preemptions_seen)
             self._preemptions_seen = sched.total_preemptions
 
-    def record_step(self, step: Step, emitted: tuple[SimRequest, ...]) -> None:
+    def record_step(self, step: Step, result: StepResult) -> None:
+        emitted = result.emitted
         self.iteration_tokens.observe(step.tokens)
-        first = [r for r in emitted if r.output_tokens == 1]
+        if result.spec is not None and self.spec_drafts is not None:
+            self.spec_drafts.inc(result.spec.num_drafts)
+            self.spec_draft_tokens.inc(result.spec.num_draft_tokens)
+            self.spec_accepted_tokens.inc(result.spec.num_accepted_tokens)
+            for counter, n in zip(self.spec_accepted_per_pos, result.spec.accepted_per_pos, strict=True):
+                counter.inc(n)
+        first = [r for r in emitted if r.output_tokens == 1]  # the prefill samples one token, drafts come later
         if first:
             prompt = sum(r.prompt_tokens for r in first)
             self.prompt_tokens.inc(prompt)
@@ -187,7 +210,7 @@ class SimMetrics:
             if self.prefix_cache_queries is not None:
                 self.prefix_cache_queries.inc(prompt)
         if emitted:
-            self.generation_tokens.inc(len(emitted))
+            self.generation_tokens.inc(result.tokens)
         for r in first:
             self.ttft.observe(r.first_token - r.arrival)  # type: ignore[operator]  # set when in `first`
         for r in emitted:

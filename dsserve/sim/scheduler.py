@@ -12,7 +12,11 @@ The rules are vLLM's (``vllm/v1/core/sched/scheduler.py``), reduced to what sets
   (vLLM v1's recompute preemption), and no waiting request is admitted in that step;
 - a request samples one token when its computed tokens catch up with its length (end of its prompt,
   then every decode step) and finishes at ``max_tokens`` or when the engine stops it (a stop string,
-  a client disconnect).
+  a client disconnect);
+- with MTP speculative decoding (``speculative_tokens`` k > 0) a decoding request is scheduled for 1 + k
+  tokens (its own and k drafts, in the token budget and the KV cache, as vLLM's scheduler counts them);
+  each draft is accepted with probability ``acceptance`` while the ones before it were, and the request
+  gains 1 + the accepted drafts (vLLM's rejection sampler). The draws come from a seeded generator.
 
 The caller owns time: :meth:`Scheduler.schedule` plans a step, the caller asks the timing model how long
 it takes, waits, and calls :meth:`Scheduler.complete`. Unit tests drive it with a fake clock.
@@ -21,11 +25,12 @@ it takes, waits, and calls :meth:`Scheduler.complete`. Unit tests drive it with 
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["SimRequest", "Scheduler", "Step", "StepResult"]
+__all__ = ["SimRequest", "Scheduler", "SpecDecodeStats", "Step", "StepResult"]
 
 Status = Literal["waiting", "running", "finished"]
 
@@ -73,15 +78,32 @@ class Step:
 
     @property
     def tokens(self) -> int:
-        return self.decodes + self.prefill_tokens
+        """Tokens scheduled (vLLM's iteration tokens): drafts being verified count."""
+        return sum(n for _, n in self.work)
+
+
+@dataclass(frozen=True)
+class SpecDecodeStats:
+    """One step's speculative decoding, in vLLM's terms (vllm/v1/spec_decode/metrics.py SpecDecodingStats)."""
+
+    num_drafts: int  # sequences that verified drafts
+    num_draft_tokens: int
+    num_accepted_tokens: int
+    accepted_per_pos: tuple[int, ...]  # accepted drafts at each draft position
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """What a completed step changed: requests that got a token, and those that finished."""
+    """What a completed step changed: requests that got tokens (and how many each), and those that finished."""
 
     emitted: tuple[SimRequest, ...]
     finished: tuple[SimRequest, ...]
+    gained: tuple[int, ...] = ()  # tokens each emitted request gained (1 without speculation)
+    spec: SpecDecodeStats | None = None
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.gained) if self.gained else len(self.emitted)
 
 
 class Scheduler:
@@ -95,9 +117,17 @@ class Scheduler:
         kv_blocks: int,
         block_tokens: int,
         chunked_prefill: bool = True,
+        speculative_tokens: int = 0,
+        acceptance: float = 0.0,
+        seed: int = 0,
     ) -> None:
         if min(max_num_seqs, max_num_batched_tokens, kv_blocks, block_tokens) < 1:
             raise ValueError("scheduler limits must all be at least 1")
+        if speculative_tokens < 0 or not 0.0 <= acceptance < 1.0:
+            raise ValueError("speculative_tokens must be >= 0 and acceptance in [0, 1)")
+        self.speculative_tokens = speculative_tokens
+        self.acceptance = acceptance
+        self._rng = random.Random(seed)
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.kv_blocks = kv_blocks
@@ -153,7 +183,16 @@ class Scheduler:
         self.total_preemptions += 1
         self.waiting.appendleft(req)
 
+    @staticmethod
+    def _decoding(req: SimRequest) -> bool:
+        """Past its prompt with one token to compute: the next step decodes it."""
+        return req.output_tokens > 0 and req.num_computed + 1 == req.num_tokens
+
     def _new_tokens(self, req: SimRequest, budget: int) -> int:
+        if self.speculative_tokens and self._decoding(req):
+            # its token plus k drafts, as many as the budget and max_tokens leave room for
+            room = req.max_tokens - req.output_tokens
+            return min(1 + self.speculative_tokens, budget, max(1, room))
         need = req.num_tokens - req.num_computed
         if need > budget and not self.chunked_prefill:
             return 0
@@ -206,10 +245,8 @@ class Scheduler:
 
         if not work:
             return None
-        decodes = [r for r, n in work if r.output_tokens > 0 and r.num_computed + n == r.num_tokens and n == 1]
-        prefills = [
-            (r, n) for r, n in work if not (r.output_tokens > 0 and n == 1 and r.num_computed + 1 == r.num_tokens)
-        ]
+        decodes = [r for r, _ in work if self._decoding(r)]
+        prefills = [(r, n) for r, n in work if not self._decoding(r)]
         prefill_tokens = sum(n for _, n in prefills)
         decode_ctx = sum(r.num_computed for r in decodes) / len(decodes) if decodes else 0.0
         prefill_ctx = sum(n * (r.num_computed + n / 2) for r, n in prefills) / prefill_tokens if prefill_tokens else 0.0
@@ -219,16 +256,33 @@ class Scheduler:
         """Apply a finished step: advance computed tokens, sample, finish at max_tokens."""
         emitted: list[SimRequest] = []
         finished: list[SimRequest] = []
+        gained: list[int] = []
+        k = self.speculative_tokens
+        drafts = draft_tokens = accepted_total = 0
+        per_pos = [0] * k
         for req, n in step.work:
             if req.status != "running":  # finished or preempted while the step ran
                 continue
+            gain = 1
+            if k and self._decoding(req):
+                # the n - 1 drafts verified: accept while each draws under the acceptance rate
+                accepted = 0
+                while accepted < n - 1 and self._rng.random() < self.acceptance:
+                    per_pos[accepted] += 1
+                    accepted += 1
+                if n > 1:
+                    drafts, draft_tokens, accepted_total = drafts + 1, draft_tokens + n - 1, accepted_total + accepted
+                gain = 1 + accepted
+                n = gain  # rejected drafts' KV is discarded: computed tokens advance by what was kept
             was_prefill = req.num_computed < req.prompt_tokens
             req.num_computed += n
             if was_prefill:
                 req.prefill_computed += min(n, req.prompt_tokens)
-            if req.num_computed < req.num_tokens:
+            if req.num_computed < req.num_tokens + gain - 1:
                 continue  # a prefill chunk; no token yet
-            req.output_tokens += 1
+            req.num_computed = req.num_tokens + gain - 1
+            req.output_tokens += gain
+            gained.append(gain)
             if req.first_token is None:
                 req.first_token = now
             elif req.last_token is not None:
@@ -238,4 +292,5 @@ class Scheduler:
             if req.output_tokens >= req.max_tokens:
                 self.finish(req, "length", now)
                 finished.append(req)
-        return StepResult(tuple(emitted), tuple(finished))
+        spec = SpecDecodeStats(drafts, draft_tokens, accepted_total, tuple(per_pos)) if k else None
+        return StepResult(tuple(emitted), tuple(finished), tuple(gained), spec)

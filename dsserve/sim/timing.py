@@ -48,6 +48,15 @@ class SimTiming:
         return self.time_scale * self.perf.step_time_s(float(decode), float(prefill), context, prompt_context)
 
     @property
+    def speculative_tokens(self) -> int:
+        """MTP draft tokens a step verifies (0: off, or an architecture without an MTP module)."""
+        return self.perf.dep.speculative_tokens if self.perf.dep.arch.mtp_layers else 0
+
+    @property
+    def acceptance(self) -> float:
+        return self.perf.dep.mtp_acceptance if self.speculative_tokens else 0.0
+
+    @property
     def kv_blocks(self) -> int:
         return max(1, self.kv_tokens // self.block_tokens)
 
@@ -71,6 +80,11 @@ def timing_from_spec(spec: DeploymentSpec) -> SimTiming:
         max_num_batched_tokens=dep.max_num_batched_tokens,
         max_model_len=dep.max_model_len,
         description=f"{dep.arch.key} {dep.layout.label()} on {dep.accel.key}"
+        + (
+            f", MTP {dep.speculative_tokens} draft(s) at acceptance {dep.mtp_acceptance:g}"
+            if dep.speculative_tokens
+            else ""
+        )
         + (f", steps x{spec.engine.sim_time_scale:g}" if spec.engine.sim_time_scale != 1.0 else ""),
         time_scale=spec.engine.sim_time_scale,
     )

@@ -511,3 +511,51 @@ def test_the_direct_mode_app_answers_tool_calls_and_vllms_400() -> None:
     head, fragments, reason = _streamed_call(events)
     assert status == 200 and head["function"] == {"name": "get_weather"} and reason == "tool_calls"
     json.loads("".join(fragments))
+
+
+def _mtp_spec(acceptance: float) -> Any:
+    data = yaml.safe_load((REPO / "deploy/profiles/sim-h800x8-deepseek-v3-awq.yaml").read_text())
+    data["engine"]["speculative"] = {"num_speculative_tokens": 2, "acceptance_rate": acceptance}
+    return parse_spec(data)
+
+
+def test_mtp_yields_several_tokens_a_step_and_stops_exactly_where_vllm_would() -> None:
+    """With MTP on a V3 twin, a step can deliver several tokens: fewer engine steps than tokens, chunks
+    carrying more than one word, the exact max_tokens, and a JSON answer that stops at its EOS even when
+    drafts were accepted past it."""
+    spec = _mtp_spec(0.95)
+    assert timing_from_spec(spec).speculative_tokens == 2
+
+    async def go() -> tuple[list[str], Any, int]:
+        eng = _engine(spec)
+        await eng.start()
+        body = {"model": spec.model.id, "messages": [{"role": "user", "content": "hello " * 40}]}
+        from ray.llm._internal.serve.core.configs.openai_api_models import ChatCompletionRequest
+
+        chunks = await _collect(eng.chat(ChatCompletionRequest(**body, max_tokens=40, stream=True)))
+        steps = eng.steps
+        fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER}}
+        (doc,) = await _collect(eng.chat(ChatCompletionRequest(**body, response_format=fmt)))
+        return chunks, doc, steps
+
+    chunks, doc, steps = _run(go())
+    pieces = [e["choices"][0]["delta"].get("content", "") for e in _events(chunks) if e["choices"]]
+    assert len("".join(pieces).split()) == 40
+    assert max(len(p.split()) for p in pieces) > 1
+    # one prefill step, then ~1 + 0.95 + 0.95^2 = 2.85 tokens a step for the other 39 (40 steps without MTP)
+    assert steps < 25
+    import jsonschema
+
+    content = doc.model_dump()["choices"][0]["message"]["content"]
+    jsonschema.validate(json.loads(content), WEATHER)
+    assert doc.model_dump()["choices"][0]["finish_reason"] == "stop"
+    assert doc.usage.completion_tokens == estimate_tokens(content) + 1
+
+
+def test_without_an_mtp_module_the_spec_refuses_speculation() -> None:
+    from dsserve.errors import SpecError
+
+    data = yaml.safe_load(TWIN.read_text())
+    data["engine"].update(backend="simulated", speculative={"num_speculative_tokens": 1})
+    with pytest.raises(SpecError, match="no multi-token-prediction module"):
+        parse_spec(data)

@@ -131,3 +131,93 @@ def test_a_request_aborted_mid_step_gets_no_token_from_that_step() -> None:
 def test_limits_below_one_are_refused() -> None:
     with pytest.raises(ValueError):
         Scheduler(max_num_seqs=0, max_num_batched_tokens=1, kv_blocks=1, block_tokens=1)
+
+
+# -- MTP speculative decoding -------------------------------------------------------------------------
+
+
+def _mtp(k: int, a: float, **kw: int) -> Scheduler:
+    args = {"max_num_seqs": 8, "max_num_batched_tokens": 64, "kv_blocks": 1000, "block_tokens": 16}
+    args.update(kw)
+    return Scheduler(**args, speculative_tokens=k, acceptance=a, seed=7)
+
+
+def test_mtp_decodes_verify_their_drafts_in_the_budget_and_gain_what_is_accepted() -> None:
+    s = _mtp(2, 0.0)  # every draft rejected: one token a step, but three tokens of work
+    r = SimRequest("a", prompt_tokens=10, max_tokens=5, arrival=0.0)
+    s.add(r)
+    s.complete(s.schedule(0.0), 0.01)  # the prefill samples one token, no drafts yet
+    step = s.schedule(0.01)
+    assert step is not None and step.decodes == 1 and step.tokens == 3  # its token and two drafts
+    res = s.complete(step, 0.02)
+    assert res.gained == (1,) and res.spec is not None
+    assert (res.spec.num_drafts, res.spec.num_draft_tokens, res.spec.num_accepted_tokens) == (1, 2, 0)
+    assert r.output_tokens == 2 and r.num_computed == r.num_tokens - 1  # rejected drafts' KV is not kept
+
+
+def test_mtp_gains_one_plus_the_accepted_drafts_on_average() -> None:
+    """With acceptance a and k drafts a step yields 1 + a + ... + a^k tokens (what the planner assumes)."""
+    s = _mtp(1, 0.85, max_num_seqs=64, max_num_batched_tokens=4096)
+    reqs = [SimRequest(str(i), prompt_tokens=8, max_tokens=400, arrival=0.0) for i in range(32)]
+    for r in reqs:
+        s.add(r)
+    s.complete(s.schedule(0.0), 0.01)
+    gains, drafts, accepted, t = [], 0, 0, 0.01
+    for _ in range(100):
+        step = s.schedule(t)
+        t += 0.01
+        res = s.complete(step, t)
+        gains += list(res.gained)
+        drafts += res.spec.num_draft_tokens
+        accepted += res.spec.num_accepted_tokens
+    assert sum(gains) / len(gains) == pytest.approx(1.85, abs=0.03)
+    assert accepted / drafts == pytest.approx(0.85, abs=0.03)
+
+
+def test_mtp_never_runs_past_max_tokens_and_counts_per_position() -> None:
+    s = _mtp(3, 0.99)
+    r = SimRequest("a", prompt_tokens=4, max_tokens=6, arrival=0.0)
+    s.add(r)
+    results = []
+    t = 0.0
+    while not r.finished:
+        step = s.schedule(t)
+        t += 0.01
+        results.append(s.complete(step, t))
+    assert r.output_tokens == 6 and r.finished_reason == "length"
+    # 1 from the prefill, then 1 + 3 accepted, then the last one with no room for drafts
+    assert [res.gained for res in results] == [(1,), (4,), (1,)]
+    assert results[1].spec is not None and results[1].spec.accepted_per_pos == (1, 1, 1)
+    assert results[2].spec is not None and results[2].spec.num_drafts == 0
+
+
+def test_mtp_draws_are_reproducible() -> None:
+    def gains() -> list[tuple[int, ...]]:
+        s = _mtp(2, 0.6)
+        s.add(SimRequest("a", prompt_tokens=4, max_tokens=50, arrival=0.0))
+        out, t = [], 0.0
+        while s.has_work():
+            t += 0.01
+            out.append(s.complete(s.schedule(t), t).gained)
+        return out
+
+    assert gains() == gains()
+
+
+def test_the_sims_spec_decode_metric_names_are_vllms() -> None:
+    """The series the simulated engine exports under MTP are the ones vLLM's SpecDecodingProm registers
+    (read from the installed vLLM's source, so an upstream rename fails here)."""
+    import re
+    from pathlib import Path
+
+    import vllm.v1.spec_decode.metrics as upstream
+
+    import dsserve.sim.metrics as ours
+
+    def names(path: str) -> set[str]:
+        return set(re.findall(r'"(vllm:spec_decode_[a-z_]+)"', Path(path).read_text()))
+
+    theirs = names(upstream.__file__)
+    assert theirs >= {"vllm:spec_decode_num_drafts", "vllm:spec_decode_num_accepted_tokens_per_pos"}, theirs
+    assert names(ours.__file__) == theirs
+    assert '["position"]' in Path(ours.__file__).read_text()  # the per-position counter's extra label, as vLLM's
