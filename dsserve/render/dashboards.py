@@ -515,6 +515,21 @@ def engine() -> dict[str, Any]:
         max_=1,
     )
     lay.timeseries(
+        "MTP draft acceptance",
+        "Share of MTP draft tokens the engines accepted. Only with engine.speculative (empty without it); "
+        "the planner assumed engine.speculative.acceptance_rate, so a lower figure means slower decoding than planned.",
+        "percentunit",
+        [_t(f"model_name:vllm_spec_decode_acceptance:ratio_rate5m{{{M}}}", "{{model_name}}")],
+        max_=1,
+    )
+    lay.timeseries(
+        "MTP tokens per step",
+        "Tokens a decoding sequence gains per engine step with MTP: its own plus the accepted drafts "
+        "(1 + acceptance for one draft token). Only with engine.speculative.",
+        "short",
+        [_t(f"model_name:vllm_spec_decode_tokens_per_step:ratio_rate5m{{{M}}}", "{{model_name}}")],
+    )
+    lay.timeseries(
         "KV-cache usage",
         "KV-cache usage per engine.",
         "percentunit",

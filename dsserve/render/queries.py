@@ -62,6 +62,14 @@ ADMISSION_LIMIT = "ray_dsserve_admission_limit"
 #: ``dsserve-ray`` and ``dsserve-haproxy``; the chart's PodMonitors are ``<namespace>/<release>-dsserve-*``.
 DSSERVE_JOBS = 'job=~".*dsserve.*"'
 
+#: vLLM's speculative-decoding counters as Ray exports them (vllm/v1/spec_decode/metrics.py, SpecDecodingProm).
+SPEC_DRAFTS = "ray_vllm_spec_decode_num_drafts_total"
+SPEC_DRAFT_TOKENS = "ray_vllm_spec_decode_num_draft_tokens_total"
+SPEC_ACCEPTED = "ray_vllm_spec_decode_num_accepted_tokens_total"
+SPEC_ACCEPTED_PER_POS = "ray_vllm_spec_decode_num_accepted_tokens_per_pos_total"
+#: Series that exist only where engine.speculative (MTP) is on; the rules and panels on them stay empty elsewhere.
+ONLY_WITH_SPECULATION = frozenset({SPEC_DRAFTS, SPEC_DRAFT_TOKENS, SPEC_ACCEPTED, SPEC_ACCEPTED_PER_POS})
+
 
 @dataclass(frozen=True)
 class RecordingRule:
@@ -246,12 +254,26 @@ def _groups() -> dict[str, list[RecordingRule]]:
             "1 when Prometheus could scrape the dsserve target, 0 when not.",
         ),
     ]
+    speculative = [
+        RecordingRule(
+            "model_name:vllm_spec_decode_acceptance:ratio_rate5m",
+            f"sum by (model_name) (rate({SPEC_ACCEPTED}[5m]))\n/\nsum by (model_name) (rate({SPEC_DRAFT_TOKENS}[5m]))",
+            "Share of MTP draft tokens the engines accepted (engine.speculative; no series without it). "
+            "The planner assumes engine.speculative.acceptance_rate.",
+        ),
+        RecordingRule(
+            "model_name:vllm_spec_decode_tokens_per_step:ratio_rate5m",
+            f"1 + sum by (model_name) (rate({SPEC_ACCEPTED}[5m]))\n/\nsum by (model_name) (rate({SPEC_DRAFTS}[5m]))",
+            "Tokens a decoding sequence gains per engine step with MTP: its own plus the accepted drafts.",
+        ),
+    ]
     return {
         "dsserve-traffic": traffic,
         "dsserve-latency": latency,
         "dsserve-slo": slo,
         "dsserve-saturation": saturation,
         "dsserve-replicas": replicas,
+        "dsserve-speculative": speculative,
     }
 
 

@@ -26,7 +26,7 @@ from dsserve.render.dashboards import (
     render_dashboard,
     variable_queries,
 )
-from dsserve.render.queries import metric_names, recorded_names, recording_rules
+from dsserve.render.queries import ONLY_WITH_SPECULATION, metric_names, recorded_names, recording_rules
 from tests.conftest import REPO
 
 DASH_DIR = REPO / "deploy" / "grafana" / "dashboards"
@@ -42,7 +42,7 @@ def _exported() -> set[str]:
 
 def unknown_metrics(expressions: list[tuple[str, str]]) -> list[str]:
     """'where: name' for every series name that is neither exported by the stack nor a recording rule."""
-    known = _exported() | recorded_names() | PROMETHEUS_SYNTHETIC
+    known = _exported() | recorded_names() | PROMETHEUS_SYNTHETIC | ONLY_WITH_SPECULATION
     return [f"{where}: {name}" for where, expr in expressions for name in sorted(metric_names(expr) - known)]
 
 
