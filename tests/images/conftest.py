@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -38,12 +37,6 @@ def _version() -> str:
 def image_ref(name: str) -> str:
     """The image `make images` tagged, or DSSERVE_<NAME>_IMAGE."""
     return os.environ.get(f"DSSERVE_{name.upper()}_IMAGE", f"localhost/dsserve-{name}:{_version()}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # podman on this kind of machine: crun fails on hybrid cgroups and setrlimit, runc with cgroupfs works.

@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-from tests.images.conftest import Container, free_port, head_hardening, podman, record, render_chart, require_image
+from dsserve.devstack import free_port
+from tests.images.conftest import Container, head_hardening, podman, record, render_chart, require_image
 
 KEY = "sk-image-test-0123456789abcdef0123456789abcdef"
 

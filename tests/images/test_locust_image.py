@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dsserve.devstack import free_port
 from tests.images.conftest import (
     REPO,
     Container,
-    free_port,
     head_hardening,
     podman,
     record,

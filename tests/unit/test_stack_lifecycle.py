@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from pathlib import Path
 
 import pytest
 
 from dsserve.config import load_spec
+from dsserve.devstack import free_port
 from dsserve.local_prometheus import LocalPrometheus, PrometheusError
 from dsserve.serve_env import scoped_environ, serve_env
 from dsserve.stack import LocalStack
@@ -53,12 +53,6 @@ def test_scoped_environ_nests_and_restores_a_variable_removed_inside() -> None:
     assert os.environ[A] == "old" and B not in os.environ
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_failed_start_undoes_its_environment_and_signal_handlers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,7 +60,7 @@ def test_a_failed_start_undoes_its_environment_and_signal_handlers(
     the child saw the override, with the user's own value winning; afterwards nothing of it remains."""
     spec = load_spec(
         REPO / "deploy/profiles/sim-h800x8-deepseek-v2.yaml",  # a model path, so nothing is built
-        [f"api.port={_free_port()}", "serving.proxy=python", "serving.gateway=ingress"],
+        [f"api.port={free_port()}", "serving.proxy=python", "serving.gateway=ingress"],
     )
     wanted = serve_env(spec)
     assert {"RAY_USAGE_STATS_ENABLED", "RAY_SERVE_CONTROL_LOOP_INTERVAL_S"} <= set(wanted)
