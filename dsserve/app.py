@@ -432,10 +432,15 @@ def _resolve_lora_adapters(args: dict[str, Any]) -> None:
         table = (cfg.get("experimental_configs") or {}).get(LORA_CONFIG_KEY)
         if not table:
             continue
-        adapters = {}
+        adapters, tiny = {}, {}
         for name, source in (table.get("adapters") or {}).items():
-            adapters[name] = str(AdapterSource.parse(source).resolve())
+            parsed = AdapterSource.parse(source)
+            adapters[name] = str(parsed.resolve())
+            if parsed.is_tiny:  # a replica on another disk builds its own copy (serving/lora_server.py)
+                tiny[name] = source
         table["adapters"] = adapters
+        if tiny:
+            table["tiny_sources"] = tiny
         if table.get("dynamic_dir"):
             table["dynamic_dir"] = os.path.expanduser(table["dynamic_dir"])
         tables[cfg["model_loading_config"]["model_id"]] = copy.deepcopy(table)

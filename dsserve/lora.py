@@ -93,16 +93,24 @@ class AdapterTable:
     base_model_id: str
     adapters: dict[str, str] = field(default_factory=dict)
     dynamic_dir: str | None = None
+    #: the ``tiny-lora:`` source of each built adapter, for a replica whose node lacks the builder's directory
+    tiny_sources: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, base_model_id: str, data: dict[str, Any] | None) -> AdapterTable:
         data = data or {}
         return cls(
-            base_model_id=base_model_id, adapters=dict(data.get("adapters") or {}), dynamic_dir=data.get("dynamic_dir")
+            base_model_id=base_model_id,
+            adapters=dict(data.get("adapters") or {}),
+            dynamic_dir=data.get("dynamic_dir"),
+            tiny_sources=dict(data.get("tiny_sources") or {}),
         )
 
     def to_config(self) -> dict[str, Any]:
-        return {"adapters": dict(sorted(self.adapters.items())), "dynamic_dir": self.dynamic_dir}
+        out: dict[str, Any] = {"adapters": dict(sorted(self.adapters.items())), "dynamic_dir": self.dynamic_dir}
+        if self.tiny_sources:
+            out["tiny_sources"] = dict(sorted(self.tiny_sources.items()))
+        return out
 
     def path(self, name: str) -> Path | None:
         """The directory serving adapter ``name``, or None if this deployment has no such adapter."""

@@ -30,6 +30,7 @@ multiplexing on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -43,6 +44,7 @@ from ray.llm._internal.serve.core.server.llm_server import LLMServer as _Upstrea
 from ray.llm._internal.serve.utils.lora_serve_utils import LoraModelLoader
 
 from dsserve.lora import LORA_CONFIG_KEY, AdapterTable, adapter_problem
+from dsserve.model_source import AdapterSource
 
 __all__ = ["LLMServer", "LocalLoraModelLoader"]
 
@@ -63,6 +65,10 @@ class LocalLoraModelLoader(LoraModelLoader):
         table = adapter_table(llm_config)
         name = get_lora_id(lora_model_id)
         path = table.path(name) if get_base_model_id(lora_model_id) == llm_config.model_id else None
+        if path is not None and not path.is_dir() and name in table.tiny_sources:
+            # built where the application builder ran (the head); this node (another pod) builds its own copy
+            source = AdapterSource.parse(table.tiny_sources[name])
+            path = await asyncio.to_thread(source.resolve)
         if path is None:
             served = ", ".join(table.model_ids()) or "none"
             raise HTTPException(404, f"The model {lora_model_id!r} does not exist; adapters served: {served}.")

@@ -15,7 +15,7 @@ import yaml
 
 from dsserve.config import load_spec, parse_spec
 from dsserve.errors import SpecError
-from dsserve.lora import AdapterTable, adapter_problem
+from dsserve.lora import LORA_CONFIG_KEY, AdapterTable, adapter_problem
 from dsserve.tiny_lora import TINY_LORAS, build_tiny_lora, tiny_lora_path
 from tests.conftest import REPO
 
@@ -310,6 +310,31 @@ def test_loader_hands_vllm_the_local_directory(built: dict[str, Path]) -> None:
     with pytest.raises(HTTPException) as info:
         asyncio.run(loader.load_model_from_config("base:nope", llm_config))
     assert info.value.status_code == 404 and "base:sql" in info.value.detail
+
+
+def test_a_replica_on_another_disk_builds_its_own_tiny_adapter(tmp_path: Path) -> None:
+    """The builder resolves tiny-lora: on the head; a replica whose node lacks that directory (another pod)
+    builds its own copy from the source the table carries, and hands vLLM that directory."""
+    from dsserve.app import _resolve_lora_adapters
+    from dsserve.serving.lora_server import LocalLoraModelLoader
+
+    recipe = next(iter(TINY_LORAS))
+    args = {
+        "llm_configs": [
+            {
+                "model_loading_config": {"model_id": "base"},
+                "experimental_configs": {LORA_CONFIG_KEY: {"adapters": {"a": f"tiny-lora:{recipe}"}}},
+            }
+        ]
+    }
+    _resolve_lora_adapters(args)
+    table = args["llm_configs"][0]["experimental_configs"][LORA_CONFIG_KEY]
+    here = table["adapters"]["a"]
+    assert table["tiny_sources"] == {"a": f"tiny-lora:{recipe}"}
+    table["adapters"]["a"] = str(tmp_path / "head-only" / recipe)  # the head's path, absent on this node
+    llm_config = SimpleNamespace(model_id="base", experimental_configs={LORA_CONFIG_KEY: table})
+    disk = asyncio.run(LocalLoraModelLoader().load_model_from_config("base:a", llm_config))
+    assert disk.local_path == here
 
 
 def test_server_defaults_to_the_local_loader(monkeypatch) -> None:
