@@ -338,7 +338,7 @@ class SimulatedEngine(LLMEngine):
         With MTP a step can gain several tokens: tokens accepted past the EOS are dropped, as vLLM stops there."""
         assert self.scheduler
         stopped = []
-        for req, gain in zip(result.emitted, result.gained or (1,) * len(result.emitted), strict=True):
+        for req, gain in zip(result.emitted, result.gained, strict=True):
             seq = self._seqs.get(id(req))
             eos = seq.script.eos_at if seq is not None else None
             if eos is None or not req.output_tokens - gain < eos <= req.output_tokens:

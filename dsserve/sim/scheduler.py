@@ -98,12 +98,12 @@ class StepResult:
 
     emitted: tuple[SimRequest, ...]
     finished: tuple[SimRequest, ...]
-    gained: tuple[int, ...] = ()  # tokens each emitted request gained (1 without speculation)
+    gained: tuple[int, ...]  # tokens each emitted request gained (1 without speculation)
     spec: SpecDecodeStats | None = None
 
     @property
     def tokens(self) -> int:
-        return sum(self.gained) if self.gained else len(self.emitted)
+        return sum(self.gained)
 
 
 class Scheduler:
@@ -198,6 +198,15 @@ class Scheduler:
             return 0
         return min(need, budget)
 
+    def _accept(self, drafts: int, per_pos: list[int]) -> int:
+        """Verify ``drafts`` draft tokens: accept while each draws under the acceptance rate (vLLM's rejection
+        sampler stops at the first rejection); count the accepted ones by position. Returns how many."""
+        accepted = 0
+        while accepted < drafts and self._rng.random() < self.acceptance:
+            per_pos[accepted] += 1
+            accepted += 1
+        return accepted
+
     def schedule(self, now: float) -> Step | None:
         """Plan the next step, or None when nothing can run (idle, or waiting for KV to free)."""
         budget = self.max_num_batched_tokens
@@ -258,29 +267,22 @@ class Scheduler:
         finished: list[SimRequest] = []
         gained: list[int] = []
         k = self.speculative_tokens
-        drafts = draft_tokens = accepted_total = 0
+        drafts = draft_tokens = 0
         per_pos = [0] * k
         for req, n in step.work:
             if req.status != "running":  # finished or preempted while the step ran
                 continue
             gain = 1
-            if k and self._decoding(req):
-                # the n - 1 drafts verified: accept while each draws under the acceptance rate
-                accepted = 0
-                while accepted < n - 1 and self._rng.random() < self.acceptance:
-                    per_pos[accepted] += 1
-                    accepted += 1
-                if n > 1:
-                    drafts, draft_tokens, accepted_total = drafts + 1, draft_tokens + n - 1, accepted_total + accepted
-                gain = 1 + accepted
+            if k and self._decoding(req) and n > 1:
+                drafts, draft_tokens = drafts + 1, draft_tokens + n - 1
+                gain = 1 + self._accept(n - 1, per_pos)
                 n = gain  # rejected drafts' KV is discarded: computed tokens advance by what was kept
             was_prefill = req.num_computed < req.prompt_tokens
             req.num_computed += n
             if was_prefill:
                 req.prefill_computed += min(n, req.prompt_tokens)
-            if req.num_computed < req.num_tokens + gain - 1:
+            if req.num_computed < req.num_tokens:
                 continue  # a prefill chunk; no token yet
-            req.num_computed = req.num_tokens + gain - 1
             req.output_tokens += gain
             gained.append(gain)
             if req.first_token is None:
@@ -292,5 +294,5 @@ class Scheduler:
             if req.output_tokens >= req.max_tokens:
                 self.finish(req, "length", now)
                 finished.append(req)
-        spec = SpecDecodeStats(drafts, draft_tokens, accepted_total, tuple(per_pos)) if k else None
+        spec = SpecDecodeStats(drafts, draft_tokens, sum(per_pos), tuple(per_pos)) if k else None
         return StepResult(tuple(emitted), tuple(finished), tuple(gained), spec)
