@@ -34,7 +34,7 @@ from dsserve.planner import assumptions as A
 from dsserve.planner.deployment import Deployment
 from dsserve.planner.memory import plan_memory
 from dsserve.planner.perf import PerfModel
-from dsserve.planner.slo import RequestMix, TokenDist, capacity_qps, erlang_c, evaluate_load
+from dsserve.planner.slo import RequestMix, TokenDist, capacity_qps, erlang_c, evaluate_load, largest_rate
 
 __all__ = [
     "DecodeLoad",
@@ -174,19 +174,7 @@ def decode_capacity_qps(perf: PerfModel, mix: RequestMix) -> float:
         d = decode_load(perf, mix, q)
         return d.stable and (mix.metric != "itl" or d.tpot_s <= mix.threshold_s)
 
-    if not perf.mem.fits or not ok(1e-3):
-        return 0.0
-    lo, hi = 1e-3, 1.0
-    while ok(hi):
-        lo, hi = hi, hi * 2
-        if hi > 1e7:
-            return hi
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-        if hi - lo < 1e-4 * hi:
-            break
-    return lo
+    return largest_rate(ok, perf)
 
 
 # -- both pools ------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ __all__ = [
     "capacity_qps",
     "erlang_c",
     "evaluate_load",
+    "largest_rate",
     "max_qps_for_slo",
     "meets",
 ]
@@ -385,15 +386,15 @@ def meets(point: LoadPoint, mix: RequestMix, metric: Metric | None = None) -> bo
 
 def capacity_qps(perf: PerfModel, mix: RequestMix) -> float:
     """The largest arrival rate the deployment sustains at all (queues stay finite), any latency."""
-    return _largest(lambda q: evaluate_load(perf, mix, q).stable, perf)
+    return largest_rate(lambda q: evaluate_load(perf, mix, q).stable, perf)
 
 
 def max_qps_for_slo(perf: PerfModel, mix: RequestMix, metric: Metric | None = None) -> float:
     """The largest arrival rate whose percentile latency (``metric``, default the mix's) meets the bound."""
-    return _largest(lambda q: meets(evaluate_load(perf, mix, q), mix, metric), perf)
+    return largest_rate(lambda q: meets(evaluate_load(perf, mix, q), mix, metric), perf)
 
 
-def _largest(ok: Callable[[float], bool], perf: PerfModel) -> float:
+def largest_rate(ok: Callable[[float], bool], perf: PerfModel) -> float:
     """Largest q with ok(q), assuming ok is true below a threshold and false above it."""
     if not perf.mem.fits:
         return 0.0

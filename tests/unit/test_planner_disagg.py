@@ -192,3 +192,25 @@ def test_llm_d_wide_ep_figure_is_approached_from_below() -> None:
     assert 0.5 * 25176 < predicted < 25176
     step = perf_of(_v3_dp16()).step_breakdown(128, 0.0, 3072)
     assert step.comm_s / step.total_s > 0.6
+
+
+def test_the_pd_table_in_the_docs_is_what_its_snippet_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/parallelism.md's P/D table: its snippet runs, and every rate and transfer it prints stands in the
+    doc, so a planner change that moves them fails here until the doc is updated."""
+    import re
+
+    from tests.conftest import REPO
+
+    doc = (REPO / "docs/parallelism.md").read_text()
+    section = doc[doc.index("## Prefill/decode disaggregation") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code, "the P/D section lost its snippet"
+    exec(compile(code.group(1), "docs/parallelism.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    table = section[: section.index("Reproduce the table")]
+    for line in lines:
+        agg, pd = re.findall(r"(\d+\.\d\d) req/s", line)
+        (ms,) = re.findall(r"transfer (\d+\.\d) ms", line)
+        for figure in (f"{agg} req/s", f"{pd} req/s", f"{ms} ms"):
+            assert figure in table, f"{figure} (from: {line}) is not in the doc's table"
