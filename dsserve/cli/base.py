@@ -76,8 +76,11 @@ def display_path(path: str) -> str:
         return str(path)
 
 
-def write_output(path: str, text: str) -> None:
-    """Write ``-o PATH``; a path that cannot be written is bad input, not a traceback."""
+def write_output(path: str | None, text: str) -> None:
+    """Write ``-o PATH``, or stdout without one; a path that cannot be written is bad input, not a traceback."""
+    if path is None:
+        sys.stdout.write(text)
+        return
     try:
         Path(path).write_text(text)
     except OSError as exc:

@@ -25,10 +25,7 @@ class _ProfileRender(Command):
         from dsserve.config import load_spec
 
         text = self.renderer()(load_spec(args.profile), source=display_path(args.profile))
-        if args.output:
-            write_output(args.output, text)
-        else:
-            sys.stdout.write(text)
+        write_output(args.output, text)
         return 0
 
 
@@ -121,10 +118,7 @@ class _SpecReference(Command):
         from dsserve.render.spec_reference import render_spec_reference
 
         text = render_spec_reference()
-        if args.output:
-            write_output(args.output, text)
-        else:
-            sys.stdout.write(text)
+        write_output(args.output, text)
         return 0
 
 

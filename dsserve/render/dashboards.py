@@ -166,10 +166,14 @@ def _quantile_targets(metric: str, legend: str) -> list[dict[str, Any]]:
 
 def _model_variable(metric: str = "ray_vllm_generation_tokens_total") -> dict[str, Any]:
     # a counter: Ray keeps it while the engine idles, unlike gauges
-    q = f"label_values({metric}, model_name)"
+    return _query_variable("model_name", "Model", f"label_values({metric}, model_name)")
+
+
+def _query_variable(name: str, label: str, q: str) -> dict[str, Any]:
+    """A multi-value Prometheus query variable with All selected."""
     return {
-        "name": "model_name",
-        "label": "Model",
+        "name": name,
+        "label": label,
         "type": "query",
         "datasource": DS,
         "query": {"query": q, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
@@ -549,23 +553,7 @@ def engine() -> dict[str, Any]:
         ],
     )
     q = 'label_values(ray_vllm_generation_tokens_total{model_name=~"$model_name"}, ReplicaId)'
-    replica = {
-        "name": "replica",
-        "label": "Replica",
-        "type": "query",
-        "datasource": DS,
-        "query": {"query": q, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-        "definition": q,
-        "includeAll": True,
-        "allValue": ".*",
-        "multi": True,
-        "refresh": 2,
-        "sort": 1,
-        "hide": 0,
-        "regex": "",
-        "options": [],
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-    }
+    replica = _query_variable("replica", "Replica", q)
     return _dashboard(
         "dsserve-engine",
         "dsserve / Engine",

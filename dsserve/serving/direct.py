@@ -136,7 +136,6 @@ class PipelineApp:
         settings = pipeline_settings(llm_config)
         # Fail before the engine loads (minutes for a large model) when a configured key source is empty or weak.
         KeyStore(env=settings.api_keys_env, path=settings.api_keys_file, min_key_chars=MIN_KEY_CHARS)
-        await asyncio.to_thread(ensure_local_model, llm_config)  # DPServer does not pass through LLMServer
         # a mixin: the next class in the MRO is ray.serve.llm's LLMServer, whose __init__ is async
         await super().__init__(llm_config, *args, **kwargs)  # type: ignore[misc,call-arg]  # object.__init__ to mypy
 
@@ -168,3 +167,8 @@ class LLMServer(PipelineApp, _DsserveLLMServer):
 
 class DPServer(PipelineApp, _UpstreamDPServer):
     """A data-parallel-attention rank in direct mode (ray.serve.llm's ``DPServer``, named like it)."""
+
+    async def _start_engine(self) -> None:
+        # upstream's DPServer does not derive from dsserve's LLMServer, which does this for the other replicas
+        await asyncio.to_thread(ensure_local_model, self._llm_config)
+        await super()._start_engine()

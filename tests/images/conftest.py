@@ -89,7 +89,11 @@ class PodHardening:
 def head_hardening() -> PodHardening:
     """What the chart's RayService gives the head container (its default values)."""
     svc = next(o for o in render_chart() if o["kind"] == "RayService")
-    pod = svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    return pod_hardening(svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"])
+
+
+def pod_hardening(pod: dict) -> PodHardening:
+    """The security settings and emptyDir mounts a rendered pod spec gives its first container."""
     ctr = pod["containers"][0]
     psc, csc = pod.get("securityContext", {}), ctr.get("securityContext", {})
     uid = csc.get("runAsUser", psc.get("runAsUser"))

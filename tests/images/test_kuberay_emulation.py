@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.images.conftest import Container, head_hardening, podman, record, render_chart, require_image
+from tests.images.conftest import Container, pod_hardening, podman, record, render_chart, require_image
 from tests.images.test_locust_image import local_cpu_values
 
 _UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
@@ -78,6 +78,19 @@ def _ip(name: str, network: str) -> str:
     return r.stdout.strip()
 
 
+def _ray_node(
+    ref: str, group: dict, head_address: str | None, network: str, scratch: Path, containers: list[Container]
+) -> tuple[Container, str]:
+    """Start one Ray container of ``group`` as KubeRay would: its command, the chart's environment and the
+    group's own pod hardening. Returns the container and the command it runs."""
+    cmd = kuberay_command(group, head_address=head_address)
+    pod = group["template"]["spec"]
+    run_args = ["--entrypoint", "/bin/bash", *pod_hardening(pod).podman_args(scratch), *_env_args(pod["containers"][0])]
+    node = Container(ref, ["-lc", "--", cmd], run_args=run_args)
+    containers.append(node.start_on(network))
+    return node, cmd
+
+
 def test_chart_rayservice_runs_as_kuberay_would_start_it(containers: list[Container], tmp_path: Path) -> None:
     ref = require_image("cpu")
     values = local_cpu_values()
@@ -90,32 +103,12 @@ def test_chart_rayservice_runs_as_kuberay_would_start_it(containers: list[Contai
 
     network = f"dsserve-kuberay-{uuid.uuid4().hex[:6]}"
     podman("network", "create", network)
-    hard = head_hardening()
     try:
-        head_cmd = kuberay_command(head_group, head_address=None)
-        head = Container(
-            ref,
-            ["-lc", "--", head_cmd],
-            run_args=[
-                "--entrypoint", "/bin/bash",
-                *hard.podman_args(tmp_path / "head"), *_env_args(head_group["template"]["spec"]["containers"][0]),
-            ],
-        )  # fmt: skip
-        containers.append(head.start_on(network))
+        head, head_cmd = _ray_node(ref, head_group, None, network, tmp_path / "head", containers)
         head_ip = _ip(head.name, network)
         dash = f"http://{head_ip}:8265"
         head.wait_ready(f"{dash}/api/version", timeout_s=180)
-
-        worker_cmd = kuberay_command(worker_group, head_address=head_ip)
-        worker = Container(
-            ref,
-            ["-lc", "--", worker_cmd],
-            run_args=[
-                "--entrypoint", "/bin/bash",
-                *hard.podman_args(tmp_path / "worker"), *_env_args(worker_group["template"]["spec"]["containers"][0]),
-            ],
-        )  # fmt: skip
-        containers.append(worker.start_on(network))
+        worker, worker_cmd = _ray_node(ref, worker_group, head_ip, network, tmp_path / "worker", containers)
         worker_ip = _ip(worker.name, network)
 
         # What the operator sends: the serveConfigV2 YAML as JSON, PUT to Serve's REST API.
