@@ -554,6 +554,10 @@ class Accelerator:
     link_name: str = ""
     scaleout_bandwidth: float = 0.0
     sources: str = ""
+    #: The product name NVIDIA GPU Feature Discovery puts in the node label ``nvidia.com/gpu.product`` (NVML's
+    #: device name with spaces as dashes). The Helm values pin GPU workers to it, so on a cluster with several
+    #: GPU kinds a worker cannot land on the wrong one (Ray places these profiles by GPU count alone).
+    gpu_product: str | None = None
 
 
 TB = 1e12
@@ -593,6 +597,7 @@ ACCELERATORS: dict[str, Accelerator] = {
             link_name="NVLink 400 GB/s (H800)",  # [V] ISCA'25: ~160 achievable
             scaleout_bandwidth=40 * GB,  # [V] ISCA'25: 50 GB/s per CX7 NIC, ~40 effective
             sources="deepseek-and-hardware.md §4",
+            gpu_product="NVIDIA-H800",  # NVML "NVIDIA H800"
         ),
         Accelerator(
             "h100",
@@ -610,6 +615,7 @@ ACCELERATORS: dict[str, Accelerator] = {
             link_name="NVLink 900 GB/s",
             scaleout_bandwidth=40 * GB,  # [U] same 400 Gb/s NIC per GPU as DeepSeek's H800 nodes
             sources="deepseek-and-hardware.md §4",
+            gpu_product="NVIDIA-H100-80GB-HBM3",  # NVML "NVIDIA H100 80GB HBM3" (SXM)
         ),
         Accelerator(
             "h200",
@@ -625,6 +631,7 @@ ACCELERATORS: dict[str, Accelerator] = {
             link_name="NVLink 900 GB/s",  # [V] 900 GB/s; 80% as H100 [C]
             scaleout_bandwidth=40 * GB,  # [U]
             sources="deepseek-and-hardware.md §4",
+            gpu_product="NVIDIA-H200",  # NVML "NVIDIA H200" (SXM)
         ),
         # Not in the reference file: NVIDIA A100 80GB SXM datasheet [S]: 2,039 GB/s HBM2e, 312 dense
         # BF16 TFLOP/s, no FP8 tensor cores, NVLink 600 GB/s bidirectional (80% of 300 achievable [C]).
@@ -642,6 +649,7 @@ ACCELERATORS: dict[str, Accelerator] = {
             link_name="NVLink 600 GB/s",
             scaleout_bandwidth=25 * GB,  # [U] one 200 Gb/s HDR NIC per GPU
             sources="NVIDIA A100 datasheet [S]",
+            gpu_product="NVIDIA-A100-SXM4-80GB",  # NVML "NVIDIA A100-SXM4-80GB"
         ),
     )
 }

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import yaml
 
 from dsserve.errors import ExitCode, StackError
+from dsserve.render.queries import PART_OF_LABEL
 
 __all__ = ["LocalPrometheus", "PrometheusError", "PrometheusMissingError", "DEFAULT_PORT", "scrape_config"]
 
@@ -64,7 +65,9 @@ def scrape_config(
         },
         "rule_files": list(rule_files),
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": list(hosts)}]} for job, hosts in targets.items()
+            # the label the rules select dsserve's targets by (render/queries.py PART_OF_LABEL), as on Kubernetes
+            {"job_name": job, "static_configs": [{"targets": list(hosts), "labels": {PART_OF_LABEL: "dsserve"}}]}
+            for job, hosts in targets.items()
         ],
     }
 

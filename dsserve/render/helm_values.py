@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from dsserve.catalog import ACCELERATORS
 from dsserve.config import DeploymentSpec
 from dsserve.errors import SpecError
 from dsserve.planner.drain import graceful_shutdown_timeout_s
@@ -33,6 +34,10 @@ API_KEYS_SECRET_KEY = "api-keys"
 
 #: Set by the chart's own haproxy.* values.
 _CHART_HAPROXY_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_HAPROXY_MAXCONN")
+
+
+#: Node label of NVIDIA GPU Feature Discovery that names the GPU product (catalog ``Accelerator.gpu_product``).
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
 #: Seconds a Ray pod's grace period adds to the replicas' drain: Ray Serve 2.60 behind HAProxy keeps a
@@ -97,6 +102,7 @@ def helm_values(spec: DeploymentSpec, *, source: str) -> dict[str, Any]:
         worker["rayCpus"] = hw.cpus_per_node
     if not hw.is_gpu:
         worker["tolerations"] = []
+    worker.update(_gpu_placement(spec))
     values: dict[str, Any] = {
         "serveConfigV2": render_serve_config(spec, source=source),
         "serve": {"port": spec.api.port},
@@ -125,12 +131,35 @@ def helm_values(spec: DeploymentSpec, *, source: str) -> dict[str, Any]:
         },
         # above the replicas' drain: Ray's HAProxy holds a stopping replica 30 s + 5 s for balancers first
         "terminationGracePeriodSeconds": termination_grace_period_s(spec),
+        # after an upgrade's switch the old cluster finishes its in-flight generations before KubeRay deletes it
+        "upgradeStrategy": {"rayClusterDeletionDelaySeconds": termination_grace_period_s(spec)},
     }
-    if not hw.is_gpu:
-        values["image"] = {"repository": "dsserve-cpu"}
+    # GPU profiles are production: the chart refuses to install them from a tag alone (image.requireDigest)
+    values["image"] = {"requireDigest": True} if hw.is_gpu else {"repository": "dsserve-cpu"}
     mount = _model_mount(str(spec.model.source))
     values["modelStorage"] = {"mountPath": mount} if mount else {"type": "none"}
     return values
+
+
+def _gpu_placement(spec: DeploymentSpec) -> dict[str, Any]:
+    """Worker values that follow from the accelerator and the node count.
+
+    A GPU profile pins its workers to the product the planner sized it for (GPU Feature Discovery's
+    ``nvidia.com/gpu.product``): Ray places these replicas by GPU count alone, so on a mixed cluster a worker
+    could otherwise land on a GPU whose memory the layout does not fit. A profile over several nodes turns on
+    the chart's InfiniBand path (``worker.rdma``): its TP x PP stage boundaries or DP x EP all-to-all cross
+    nodes, and without RDMA NCCL falls back to TCP over the pod network. CPU profiles stay unpinned.
+    """
+    hw = spec.hardware
+    if not hw.is_gpu:
+        return {}
+    out: dict[str, Any] = {}
+    product = ACCELERATORS[hw.accelerator].gpu_product
+    if product:
+        out["nodeSelector"] = {GPU_PRODUCT_LABEL: product}
+    if hw.nodes > 1:
+        out["rdma"] = {"enabled": True}
+    return out
 
 
 def _model_mount(source: str) -> str | None:
@@ -160,7 +189,8 @@ def render_helm_values(spec: DeploymentSpec, *, source: str) -> str:
         f"# Helm values for helm/dsserve, generated from {source} by\n"
         f"# `dsserve render helm-values {source}`.\n"
         "# Do not edit: change the profile and run `make render`; tests fail when this file drifts.\n"
-        f"# Install: helm install {spec.name} helm/dsserve -n <namespace> -f <this file>\n"
+        f"# Install: helm install {spec.name} helm/dsserve -n <namespace> -f <this file>"
+        + (" --set image.digest=sha256:<digest>\n" if spec.hardware.is_gpu else "\n")
     )
     if spec.api.api_keys_env:
         header += (

@@ -58,9 +58,12 @@ REJECTED = "ray_dsserve_rejected_requests_total"
 INFLIGHT = "ray_dsserve_inflight_requests"
 ADMISSION_LIMIT = "ray_dsserve_admission_limit"
 
-#: Label selector of the Prometheus jobs that scrape a dsserve stack: ours (prometheus.local.yml) are
-#: ``dsserve-ray`` and ``dsserve-haproxy``; the chart's PodMonitors are ``<namespace>/<release>-dsserve-*``.
-DSSERVE_JOBS = 'job=~".*dsserve.*"'
+#: The target label every dsserve scrape carries, and the selector of dsserve's targets. The chart's PodMonitors copy
+#: it from the pods' app.kubernetes.io/part-of label (podTargetLabels), the local scrape configs
+#: (prometheus.local.yml, dsserve.local_prometheus) set it on their static targets. Not the job name: the
+#: PodMonitors' jobs are ``<namespace>/<fullname>-head``, which nameOverride or fullnameOverride can make anything.
+PART_OF_LABEL = "app_kubernetes_io_part_of"
+DSSERVE_JOBS = f'{PART_OF_LABEL}="dsserve"'
 
 #: vLLM's speculative-decoding counters as Ray exports them (vllm/v1/spec_decode/metrics.py, SpecDecodingProm).
 SPEC_DRAFTS = "ray_vllm_spec_decode_num_drafts_total"

@@ -96,6 +96,10 @@ def test_chart_rayservice_runs_as_kuberay_would_start_it(containers: list[Contai
     values = local_cpu_values()
     values["loadtest"]["enabled"] = False
     values["image"] = {"repository": ref.rsplit(":", 1)[0], "tag": ref.rsplit(":", 1)[1]}
+    # /dev/shm as the containers have it (PodHardening.shm_size, 2 GiB): the chart sizes Ray's object store to
+    # 90 % of shmSizeLimit, and the default worker's 64Gi would exceed this machine's memory, which Ray refuses.
+    values.setdefault("head", {})["shmSizeLimit"] = "2Gi"
+    values.setdefault("worker", {})["shmSizeLimit"] = "2Gi"
     svc = next(o for o in render_chart(values) if o["kind"] == "RayService")
     cluster = svc["spec"]["rayClusterConfig"]
     head_group, (worker_group,) = cluster["headGroupSpec"], cluster["workerGroupSpecs"]

@@ -44,8 +44,21 @@ def rel(path: Path) -> str:
     return str(path.relative_to(REPO))
 
 
+#: The image digest the tests install the rendered values with: the GPU profiles' values set image.requireDigest,
+#: so the chart refuses them without one, as it would refuse an install.
+IMAGE_DIGEST = "sha256:" + "d" * 64
+
+
+def installable(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (as `dsserve render helm-values` writes them) plus IMAGE_DIGEST where they require a digest."""
+    if values.get("image", {}).get("requireDigest"):
+        values = {**values, "image": {**values["image"], "digest": IMAGE_DIGEST}}
+    return values
+
+
 def profile_values(profile: Path) -> dict[str, Any]:
-    return yaml.safe_load((VALUES_DIR / profile.name).read_text())
+    """The rendered values of a profile (helm/values/), installable (see :func:`installable`)."""
+    return installable(yaml.safe_load((VALUES_DIR / profile.name).read_text()))
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -183,9 +196,101 @@ def _strict_model_problems(model: Any, obj: dict) -> list[str]:
     return [] if dumped == obj else [f"unknown or altered fields: rendered {obj!r}, model kept {dumped!r}"]
 
 
+_NAME = {"type": "string", "minLength": 1, "maxLength": 253, "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}
+_HOSTNAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 253,
+    "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+}
+_DURATION = {"type": "string", "pattern": r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"}
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+
+
+def _closed(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": properties, "required": list(required)}
+
+
+#: The fields of a Gateway API v1 HTTPRoute that the chart renders, with their types, patterns and limits as the
+#: Gateway API v1.2 standard-channel CRD (gateway.networking.k8s.io_httproutes.yaml) states them; unknown fields
+#: are refused. kubernetes-validate has no Gateway API schemas and no CRD of it is stored here, so this is written
+#: from the spec: it catches a misspelt or misplaced field, not a field of the CRD left out of it.
+#: the fields a Gateway API parentRef and backendRef share (an object reference with a port)
+_OBJECT_REF = {
+    "group": {"type": "string"},
+    "kind": {"type": "string"},
+    "namespace": _NAME,
+    "name": _NAME,
+    "port": _PORT,
+}
+HTTPROUTE_V1_SCHEMA: dict[str, Any] = _closed(
+    {
+        "apiVersion": {"const": "gateway.networking.k8s.io/v1"},
+        "kind": {"const": "HTTPRoute"},
+        "metadata": _closed(
+            {
+                "name": _NAME,
+                "namespace": _NAME,
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+            ("name",),
+        ),
+        "spec": _closed(
+            {
+                "parentRefs": {
+                    "type": "array",
+                    "maxItems": 32,
+                    "items": _closed({**_OBJECT_REF, "sectionName": _NAME}, ("name",)),
+                },
+                "hostnames": {"type": "array", "maxItems": 16, "items": _HOSTNAME},
+                "rules": {
+                    "type": "array",
+                    "maxItems": 16,
+                    "items": _closed(
+                        {
+                            "name": _NAME,
+                            "matches": {
+                                "type": "array",
+                                "maxItems": 64,
+                                "items": _closed(
+                                    {
+                                        "path": _closed(
+                                            {
+                                                "type": {"enum": ["Exact", "PathPrefix", "RegularExpression"]},
+                                                "value": {"type": "string", "maxLength": 1024, "pattern": "^/"},
+                                            }
+                                        )
+                                    }
+                                ),
+                            },
+                            "backendRefs": {
+                                "type": "array",
+                                "maxItems": 16,
+                                "items": _closed(
+                                    {**_OBJECT_REF, "weight": {"type": "integer", "minimum": 0, "maximum": 1000000}},
+                                    ("name",),
+                                ),
+                            },
+                            "timeouts": _closed({"request": _DURATION, "backendRequest": _DURATION}),
+                        }
+                    ),
+                },
+            }
+        ),
+    },
+    ("apiVersion", "kind", "metadata", "spec"),
+)
+
+
 def validation_problems(obj: dict, crd_validator: jsonschema.Draft7Validator | None) -> list[str]:
     kind, name = obj["kind"], obj["metadata"]["name"]
     where = f"{kind}/{name}"
+    if kind == "HTTPRoute":
+        return [
+            f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in jsonschema.Draft7Validator(HTTPROUTE_V1_SCHEMA).iter_errors(obj)
+        ]
     if kind == "RayService":
         problems = [
             f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"

@@ -27,6 +27,7 @@ from tests.unit.helm_support import (
     CHART,
     DEFAULT_PROFILE,
     GPU_PROFILES,
+    IMAGE_DIGEST,
     NAMESPACE,
     RELEASE,
     VALUES_DIR,
@@ -35,6 +36,7 @@ from tests.unit.helm_support import (
     by_kind,
     containers,
     env_of,
+    installable,
     lookup,
     module_fixtures,
     no_auth_serve_config,
@@ -102,6 +104,8 @@ def test_default_values_render_valid_objects(chart, crd_validator) -> None:
         "NetworkPolicy",
         "NetworkPolicy",
         "Pod",
+        "PodDisruptionBudget",
+        "PodDisruptionBudget",
         "PodMonitor",
         "PodMonitor",
         "PrometheusRule",
@@ -116,8 +120,14 @@ def test_default_values_render_valid_objects(chart, crd_validator) -> None:
 
 
 def test_default_values_are_the_default_profile(chart) -> None:
-    """values.yaml and files/serve-config.yaml are exactly what `render helm-values` gives the default profile."""
-    assert render(chart) == render(chart, profile_values(DEFAULT_PROFILE))
+    """values.yaml and files/serve-config.yaml are exactly what `render helm-values` gives the default profile,
+    but for the digest that the rendered (production) values require and values.yaml does not, and the GPU product
+    pin: the rendered values keep the workers on H800 nodes, while a bare install stays unpinned (Helm merges maps,
+    so a default pin could only be removed with a null per key)."""
+    values = profile_values(DEFAULT_PROFILE)
+    assert values["worker"].pop("nodeSelector") == {"nvidia.com/gpu.product": "NVIDIA-H800"}
+    assert chart.values["worker"]["nodeSelector"] == {}
+    assert render(chart, with_value("image.digest", IMAGE_DIGEST)) == render(chart, values)
 
 
 def test_chart_default_serve_config_is_in_sync() -> None:
@@ -214,7 +224,7 @@ def test_a_profile_without_keys_renders_without_keys(chart) -> None:
     data["api"].update(api_keys_env=None, api_keys_file=None)
     values = helm_values(parse_spec(data), source="x")
     assert values["apiKeys"] == {"envName": "", "existingSecret": "", "secretKey": "api-keys", "filePath": ""}
-    (rs,) = by_kind(render(chart, values), "RayService")
+    (rs,) = by_kind(render(chart, installable(values)), "RayService")
     pod = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
     assert not [v for v in pod["volumes"] if v["name"] == "api-keys"]
 
@@ -231,7 +241,7 @@ def test_api_key_file_is_a_mounted_secret_on_every_ray_pod(chart) -> None:
         "secretKey": "api-keys",
         "filePath": "/etc/dsserve/api-keys/keys",
     }
-    (rs,) = by_kind(render(chart, values), "RayService")
+    (rs,) = by_kind(render(chart, installable(values)), "RayService")
     cluster = rs["spec"]["rayClusterConfig"]
     for pod in (cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]):
         (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-keys"]
@@ -301,14 +311,22 @@ HARDENING_CASES = {
         "loadtest": {"enabled": True, "mode": "locust", "workers": 2, "scenarios": {"locustfile.py": "pass\n"}},
     },
     "job-mode": {"loadtest": {"enabled": True, "workers": 2, "results": {"existingClaim": "lt-results"}}},
+    # the InfiniBand path: the GPU workers' container is the only one that adds a capability (IPC_LOCK)
+    "rdma-workers": {
+        "worker": {"rdma": {"enabled": True}},
+        "loadtest": {"enabled": True, "workers": 2},
+    },
 }
 
 
 @pytest.mark.parametrize("case", HARDENING_CASES)
 def test_every_container_runs_non_root_read_only_without_privileges(chart, case: str) -> None:
     """Every container of every pod (init containers and the autoscaler sidecar included): non-root, no
-    privilege escalation, all capabilities dropped, a read-only root filesystem."""
-    objects = render(chart, HARDENING_CASES[case])
+    privilege escalation, all capabilities dropped, a read-only root filesystem. The one exception: with
+    worker.rdma.enabled the GPU worker container adds IPC_LOCK (RDMA pins NCCL's buffers), and nothing else."""
+    values = HARDENING_CASES[case]
+    rdma = values.get("worker", {}).get("rdma", {}).get("enabled", False)
+    objects = render(chart, values)
     specs = pod_specs(objects)
     # head, worker group, the helm test pod, and Locust master + workers (Deployments or Jobs)
     assert len(specs) == 5, [w for w, _ in specs]
@@ -322,7 +340,8 @@ def test_every_container_runs_non_root_read_only_without_privileges(chart, case:
             assert sc.get("runAsUser", pod_sc["runAsUser"]) != 0, name
             assert sc["allowPrivilegeEscalation"] is False, name
             assert sc.get("privileged", False) is False, name
-            assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), name
+            added = ["IPC_LOCK"] if rdma and name == "worker/gpu/ray-worker" else []
+            assert sc["capabilities"]["drop"] == ["ALL"] and sc["capabilities"].get("add", []) == added, name
             assert sc["readOnlyRootFilesystem"] is True, name
     (rs,) = by_kind(objects, "RayService")
     autoscaler = rs["spec"]["rayClusterConfig"].get("autoscalerOptions")
@@ -732,7 +751,7 @@ def test_helm_values_carry_the_serve_config_as_text() -> None:
     data["engine"]["max_num_batched_tokens"] = 2_000_000
     spec = parse_spec(data)
     with helm_python.Chart.load(CHART) as c:
-        (rs,) = by_kind(render(c, helm_values(spec, source="x")), "RayService")
+        (rs,) = by_kind(render(c, installable(helm_values(spec, source="x"))), "RayService")
     kwargs = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["args"]["llm_config"]["engine_kwargs"]
     assert kwargs["max_num_batched_tokens"] == 2_000_000 and isinstance(kwargs["max_num_batched_tokens"], int)
 

@@ -50,6 +50,20 @@ app.kubernetes.io/part-of: dsserve
 {{- end }}
 {{- end }}
 
+{{/*
+Labels of the Ray pod templates (inside rayClusterConfig): the selector labels, the component and the constant
+app.kubernetes.io/* ones, but neither helm.sh/chart, app.kubernetes.io/version nor commonLabels. KubeRay hashes
+rayClusterConfig and replaces the whole cluster (a second set of GPU nodes, model reloads) when the hash changes,
+so a chart version bump or a new commonLabel must not reach it; those labels stay on the RayService itself.
+Call with (dict "ctx" $ "component" "head").
+*/}}
+{{- define "dsserve.stablePodLabels" -}}
+{{ include "dsserve.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: dsserve
+{{- end }}
+
 {{/* Labels that select the release's pods; never change them on upgrade. */}}
 {{- define "dsserve.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "dsserve.name" . }}
@@ -87,6 +101,77 @@ digest, when set, is used instead of the tag (dsserve.validateValues refuses `la
 {{- else }}
 {{- printf "%s:%s" .image.repository $tag }}
 {{- end }}
+{{- end }}
+
+{{/*
+A Kubernetes quantity ("64Gi", "500M", "1024") in bytes, as a float (for sums and fractions). Only the suffixes
+values.schema.json allows for sizes reach it.
+*/}}
+{{- define "dsserve.quantityBytes" -}}
+{{- $q := toString . }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $suffix := trimPrefix $num $q }}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 }}
+{{- mulf (float64 $num) (get $units $suffix | default 1.0) }}
+{{- end }}
+
+{{/*
+`object-store-memory` of a Ray pod: 90 % of its /dev/shm (call with the shmSizeLimit), in bytes. Ray's default
+(30 % of the container's memory, capped at max(10 GB, /dev/shm)) exceeds the head's 4Gi /dev/shm (30 % of 16Gi is
+5.2 GB), and then Ray puts the object store in /tmp, on disk; stating it keeps the store in /dev/shm and leaves
+the rest of /dev/shm to NCCL.
+*/}}
+{{- define "dsserve.objectStoreBytes" -}}
+{{- printf "%.0f" (floor (mulf (include "dsserve.quantityBytes" . | float64) 0.9)) }}
+{{- end }}
+
+{{/*
+The ephemeral-storage request of a Ray container: the sum of the disk-backed scratch volumes' size limits
+(scratch.*; /dev/shm is memory), in Mi, so the scheduler only places the pod where they fit. Empty when no
+limit is set.
+*/}}
+{{- define "dsserve.scratchRequest" -}}
+{{- $sum := 0.0 }}
+{{- range $limit := list .Values.scratch.tmpSizeLimit .Values.scratch.rayTmpSizeLimit .Values.scratch.homeSizeLimit }}
+{{- if $limit }}
+{{- $sum = addf $sum (include "dsserve.quantityBytes" $limit | float64) }}
+{{- end }}
+{{- end }}
+{{- if gt $sum 0.0 }}
+{{- printf "%.0fMi" (ceil (divf $sum 1048576.0)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Ray container's resources with the scratch volumes' ephemeral-storage request added unless the user set one.
+Call with (dict "resources" .Values.head.resources "ctx" $); returns JSON.
+*/}}
+{{- define "dsserve.withScratchRequest" -}}
+{{- $res := deepCopy (.resources | default dict) }}
+{{- $scratch := include "dsserve.scratchRequest" .ctx }}
+{{- if $scratch }}
+{{- $requests := $res.requests | default dict }}
+{{- if not (hasKey $requests "ephemeral-storage") }}
+{{- $_ := set $requests "ephemeral-storage" $scratch }}
+{{- end }}
+{{- $_ := set $res "requests" $requests }}
+{{- end }}
+{{- toJson $res }}
+{{- end }}
+
+{{/*
+Seconds the longest request may take: the largest graceful_shutdown_timeout_s of the Serve config (dsserve sets
+it to 1.25 x the longest generation the profile allows at its modelled pace, dsserve/planner/drain.py), 600 when
+the config has none. Ingress and HTTPRoute timeouts and the old cluster's deletion delay are measured against it.
+*/}}
+{{- define "dsserve.longestRequestSeconds" -}}
+{{- $max := 0.0 }}
+{{- range $m := regexFindAll "graceful_shutdown_timeout_s: *[0-9]+(\\.[0-9]+)?" (include "dsserve.serveConfigV2" .) -1 }}
+{{- $v := regexFind "[0-9]+(\\.[0-9]+)?$" $m | float64 }}
+{{- if gt $v $max }}{{ $max = $v }}{{ end }}
+{{- end }}
+{{- if eq $max 0.0 }}{{ $max = 600.0 }}{{ end }}
+{{- printf "%.0f" (ceil $max) }}
 {{- end }}
 
 {{/* The Serve config text: serveConfigV2, or the chart's default generated from a profile. */}}
@@ -136,38 +221,44 @@ LLM config in direct mode. apiKeys.envName and apiKeys.filePath must agree with 
 {{- end }}
 {{- end }}
 
-{{/* Environment of every Ray container (head, workers): HAProxy switches, the profile's Serve settings, secrets, extraEnv. */}}
+{{/*
+Environment of a Ray container (head, workers): HAProxy switches, the profile's Serve settings, secrets, then
+the group's additions (dsserve.envOverrides: <group>.extraEnv, extraEnv, worker.rdma.env, the compile cache),
+which replace a serveEnv name they share. Call with (dict "ctx" $ "group" "head").
+*/}}
 {{- define "dsserve.rayEnv" -}}
-{{- if .Values.haproxy.enabled }}
+{{- $ctx := .ctx }}
+{{- $over := include "dsserve.envOverrides" . | fromJson }}
+{{- if $ctx.Values.haproxy.enabled }}
 - name: RAY_SERVE_ENABLE_HA_PROXY
   value: "1"
 - name: RAY_SERVE_THROUGHPUT_OPTIMIZED
   value: "1"
 - name: RAY_SERVE_HAPROXY_METRICS_PORT
-  value: {{ int .Values.haproxy.metricsPort | toString | quote }}
+  value: {{ int $ctx.Values.haproxy.metricsPort | toString | quote }}
 - name: RAY_SERVE_HAPROXY_MAXCONN
-  value: {{ int .Values.haproxy.maxconn | toString | quote }}
+  value: {{ int $ctx.Values.haproxy.maxconn | toString | quote }}
 {{- end }}
-{{- range $name, $value := .Values.serveEnv }}
-{{- if not (hasKey $.Values.extraEnv $name) }}
+{{- range $name, $value := $ctx.Values.serveEnv }}
+{{- if not (hasKey $over $name) }}
 - name: {{ $name }}
   value: {{ toString $value | quote }}
 {{- end }}
 {{- end }}
-{{- if .Values.apiKeys.envName }}
-- name: {{ .Values.apiKeys.envName }}
+{{- if $ctx.Values.apiKeys.envName }}
+- name: {{ $ctx.Values.apiKeys.envName }}
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.apiKeys.existingSecret }}
-      key: {{ .Values.apiKeys.secretKey }}
+      name: {{ $ctx.Values.apiKeys.existingSecret }}
+      key: {{ $ctx.Values.apiKeys.secretKey }}
 {{- end }}
-{{- if .Values.hfToken.existingSecret }}
+{{- if $ctx.Values.hfToken.existingSecret }}
 {{- /* huggingface_hub reads the token from this file (its HF_TOKEN_PATH): a variable holding the token would
 reach every process of the container */}}
 - name: HF_TOKEN_PATH
   value: /etc/dsserve/hf-token/token
 {{- end }}
-{{- range $name, $value := .Values.extraEnv }}
+{{- range $name, $value := $over }}
 - name: {{ $name }}
   value: {{ toString $value | quote }}
 {{- end }}
@@ -245,7 +336,11 @@ incremental upgrades) are if/then rules of the schema (values.schema.overlay.jso
 {{- $msgs = append $msgs (printf "%s.tag: `latest` is not allowed because it changes under a running cluster; pin a version (empty means the chart's appVersion %s) or set %s.digest" $key $.Chart.AppVersion $key) }}
 {{- end }}
 {{- end }}
+{{- if and .Values.image.requireDigest (not .Values.image.digest) }}
+{{- $msgs = append $msgs (printf "image.digest: image.requireDigest is true but no digest is set, so the tag %q could be re-pushed under running pods (IfNotPresent keeps whatever a node pulled first); set image.digest=sha256:<64 hex> (e.g. `crane digest %s:%s`), or image.requireDigest=false outside production" (toString (default .Chart.AppVersion .Values.image.tag)) .Values.image.repository (toString (default .Chart.AppVersion .Values.image.tag))) }}
+{{- end }}
 {{- $msgs = concat $msgs (include "dsserve.validateValues.serveConfig" . | fromJsonArray) }}
+{{- $msgs = concat $msgs (include "dsserve.validateValues.upgrades" . | fromJsonArray) }}
 {{- if and .Values.autoscaling.enabled (or (gt (int .Values.worker.minReplicas) (int .Values.worker.maxReplicas)) (lt (int .Values.worker.replicas) (int .Values.worker.minReplicas)) (gt (int .Values.worker.replicas) (int .Values.worker.maxReplicas))) }}
 {{- $msgs = append $msgs (printf "worker.replicas: worker.replicas (%d) must lie between worker.minReplicas (%d) and worker.maxReplicas (%d), and min must not exceed max; with autoscaling.enabled set them so that minReplicas <= replicas <= maxReplicas" (int .Values.worker.replicas) (int .Values.worker.minReplicas) (int .Values.worker.maxReplicas)) }}
 {{- end }}
@@ -262,9 +357,28 @@ incremental upgrades) are if/then rules of the schema (values.schema.overlay.jso
 {{- if .Values.loadtest.enabled }}
 {{- $msgs = concat $msgs (include "dsserve.validateValues.loadtest" . | fromJsonArray) }}
 {{- end }}
+{{- $msgs = concat $msgs (include "dsserve.validateValues.cluster" . | fromJsonArray) }}
 {{- if $msgs }}
 {{- fail (printf "\nVALUES VALIDATION:\n%s" (join "\n" $msgs)) }}
 {{- end }}
+{{- end }}
+
+{{/*
+Upgrades: KubeRay's own checks of the incremental strategy (ValidateClusterUpgradeOptions in
+ray-operator/controllers/ray/utils/validation.go: the in-tree autoscaler is required, else the RayService is
+rejected after install), and an old cluster kept at least as long as its longest request may run.
+*/}}
+{{- define "dsserve.validateValues.upgrades" -}}
+{{- $msgs := list }}
+{{- if and (eq .Values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade") (not .Values.autoscaling.enabled) }}
+{{- $msgs = append $msgs "upgradeStrategy.type: NewClusterWithIncrementalUpgrade needs KubeRay's in-tree autoscaler (KubeRay rejects the RayService with \"Ray Autoscaler is required for NewClusterWithIncrementalUpgrade\"): set autoscaling.enabled=true (the new cluster grows by autoscaling while traffic moves) or use upgradeStrategy.type=NewCluster" }}
+{{- end }}
+{{- $longest := include "dsserve.longestRequestSeconds" . | int }}
+{{- $delay := int .Values.upgradeStrategy.rayClusterDeletionDelaySeconds }}
+{{- if and (ne .Values.upgradeStrategy.type "None") (lt $delay $longest) }}
+{{- $msgs = append $msgs (printf "upgradeStrategy.rayClusterDeletionDelaySeconds is %d but the Serve config lets a request run %d s (graceful_shutdown_timeout_s); KubeRay would delete the old cluster under its last requests after a switch; set it to at least %d (`dsserve render helm-values` writes the drain + 60 s)" $delay $longest $longest) }}
+{{- end }}
+{{- toJson $msgs }}
 {{- end }}
 
 {{/* The Serve config, and the values that must agree with it: serve.port, apiKeys.envName, apiKeys.filePath. */}}
@@ -326,6 +440,36 @@ values they copy (`dsserve render helm-values` writes both sides from the profil
 {{- $envName := toString (dig "apiKey" "envName" "" $lt) }}
 {{- if and (eq (toString (dig "mode" "job" $lt)) "locust") .Values.apiKeys.envName (ne $envName (toString .Values.apiKeys.envName)) }}
 {{- $msgs = append $msgs (printf "loadtest.apiKey.envName is %q but the server reads its keys from %q; set loadtest.apiKey.envName=%s, the variable the Locust files read" $envName (toString .Values.apiKeys.envName) (toString .Values.apiKeys.envName)) }}
+{{- end }}
+{{- toJson $msgs }}
+{{- end }}
+
+{{/*
+What the cluster must offer the worker pods: model storage every worker pod can mount at once, and one scheduler
+per pod. The chart cannot read a PVC, so modelStorage.accessMode declares the claim's mode.
+*/}}
+{{- define "dsserve.validateValues.cluster" -}}
+{{- $msgs := list }}
+{{- $storage := .Values.modelStorage }}
+{{- if and (eq $storage.type "pvc") (has $storage.accessMode (list "ReadWriteOnce" "ReadWriteOncePod")) }}
+{{- $pods := int (ternary .Values.worker.maxReplicas .Values.worker.replicas .Values.autoscaling.enabled) }}
+{{- $why := printf "%d worker pod(s)" $pods }}
+{{- $atOnce := $pods }}
+{{- if ne .Values.upgradeStrategy.type "None" }}
+{{- $atOnce = mul $pods 2 }}
+{{- $why = printf "%d worker pod(s), twice that while a %s upgrade runs the new cluster beside the old" $pods .Values.upgradeStrategy.type }}
+{{- end }}
+{{- if gt $atOnce 1 }}
+{{- $scope := ternary "one pod at a time" "one node at a time" (eq $storage.accessMode "ReadWriteOncePod") }}
+{{- $msgs = append $msgs (printf "modelStorage.accessMode: the claim %q is declared %s (%s) but up to %d worker pods mount it at once (%s), so all but the first would not start (a Multi-Attach error, or Pending); provision a ReadOnlyMany or ReadWriteMany claim and declare it (modelStorage.accessMode=ReadOnlyMany), or pre-stage the weights on every node (modelStorage.type=hostPath)" $storage.existingClaim $storage.accessMode $scope $atOnce $why) }}
+{{- end }}
+{{- end }}
+{{- if .Values.gangScheduling.enabled }}
+{{- range $group := list "head" "worker" }}
+{{- with (get (get $.Values $group) "schedulerName") }}
+{{- $msgs = append $msgs (printf "%s.schedulerName: is %q but gangScheduling.enabled lets KubeRay set every Ray pod's scheduler to %s; leave %s.schedulerName empty, or turn gangScheduling off" $group . $.Values.gangScheduling.scheduler $group) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- toJson $msgs }}
 {{- end }}

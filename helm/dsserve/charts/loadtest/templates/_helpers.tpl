@@ -48,6 +48,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: loadtest
 {{- end }}
 
+{{/*
+Labels of the pod templates: those of every object but helm.sh/chart and app.kubernetes.io/version, which change
+with a chart release that leaves the test alone. A Job's pod template is immutable: with them, a chart bump would
+make `helm upgrade` fail on the unchanged Job (and restart Locust's Deployments for nothing). commonLabels are
+values, so changing them is a new run (loadtest.run) with new Jobs.
+*/}}
+{{- define "loadtest.podLabels" -}}
+{{ include "loadtest.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dsserve
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "loadtest.labels" -}}
 helm.sh/chart: {{ include "loadtest.chart" . }}
 {{ include "loadtest.selectorLabels" . }}
@@ -120,11 +135,13 @@ fi
 
 {{/*
 Eight hex digits naming one load-test run: a hash of everything the run depends on (every value of this chart,
-runId included, and the chart's versions). Job pod templates cannot be changed in place, so a changed test gets
-new Job names (Helm deletes the old Jobs) and an unchanged one is left alone on `helm upgrade`.
+runId included, and the image it runs, which follows appVersion unless pinned). Job pod templates cannot be changed
+in place, so a changed test gets new Job names (Helm deletes the old Jobs) and an unchanged one is left alone on
+`helm upgrade`. The chart's own version is not part of it: a chart release that changes nothing of the test must
+not run it again.
 */}}
 {{- define "loadtest.run" -}}
-{{- $in := dict "values" (omit .Values "enabled" "global") "chart" .Chart.Version "app" .Chart.AppVersion }}
+{{- $in := dict "values" (omit .Values "enabled" "global") "image" (include "loadtest.image" .) }}
 {{- toJson $in | sha256sum | trunc 8 }}
 {{- end }}
 
