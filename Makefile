@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) --progress-bar off -e '.[cpu,test]'
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	@# NIXL for P/D on CPU: pyproject.toml's nixl-cpu extra, without the CUDA 13 build its meta package requires
+	$(BIN)/pip install $(PIP_FLAGS) --progress-bar off --no-deps $$($(BIN)/python -c "import tomllib; \
+	  print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['nixl-cpu']))")
 	@$(BIN)/python -c "import transformers, vllm, ray.serve.llm" || { echo "install check failed"; exit 1; }
 	@touch $(STAMP)
 

@@ -26,12 +26,13 @@ import os
 from typing import Any
 
 from dsserve.catalog import ACCELERATORS
-from dsserve.config import DeploymentSpec
+from dsserve.config import DeploymentSpec, Role
 from dsserve.lora import LORA_CONFIG_KEY
 from dsserve.model_source import TINY_SOURCE_KEY, AdapterSource, ModelSource
 from dsserve.planner.drain import graceful_shutdown_timeout_s
 from dsserve.serving.tree_bounds import eviction_kwargs
-from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_llm_config
+from dsserve.sim import SIM_KV_TRANSFER_KEY
+from dsserve.sim.serving import SIM_BUNDLE, is_simulated, simulated_kv_transfer, simulated_llm_config
 
 __all__ = [
     "INGRESS_CLS",
@@ -40,12 +41,15 @@ __all__ = [
     "build_direct_app",
     "build_dp_openai_app",
     "build_openai_app",
+    "build_pd_openai_app",
     "engine_replicas",
     "gateway_replicas",
     "import_path",
+    "kv_transfer_config",
     "llm_config",
     "llm_configs_of",
     "pipeline_settings",
+    "pool_llm_config",
     "ray_cpus_needed",
     "serving_args",
     "uses_data_parallel",
@@ -259,8 +263,43 @@ def llm_config(spec: DeploymentSpec) -> dict[str, Any]:
     return simulated_llm_config(cfg, spec) if is_simulated(spec) else cfg
 
 
+def kv_transfer_config(spec: DeploymentSpec) -> dict[str, Any]:
+    """vLLM's ``kv_transfer_config`` for both pools of a disaggregated spec.
+
+    ``kv_both`` on each side, as Ray's P/D examples configure NIXL: the connector's role in a request comes
+    from the ``kv_transfer_params`` the orchestrator stamps on it (``do_remote_decode`` for prefill,
+    ``do_remote_prefill`` for decode; ray/llm/_internal/serve/engines/vllm/kv_transfer/base.py).
+    """
+    dis = spec.disaggregation
+    if dis is None:
+        raise ValueError(f"{spec.name} is not disaggregated")
+    return {
+        "kv_connector": dis.connector,
+        "kv_role": "kv_both",
+        "kv_buffer_device": dis.kv_buffer_device or ("cuda" if spec.hardware.is_gpu else "cpu"),
+        **({"kv_connector_extra_config": copy.deepcopy(dis.connector_config)} if dis.connector_config else {}),
+    }
+
+
+def pool_llm_config(spec: DeploymentSpec, role: Role) -> dict[str, Any]:
+    """The LLMConfig of one pool of a disaggregated spec: its own layout, replicas and the KV connector."""
+    pool = spec.pool(role)
+    cfg = _llm_config(pool)
+    cfg["engine_kwargs"]["kv_transfer_config"] = kv_transfer_config(spec)
+    # one drain for the whole deployment (the decode pool's): a prefill replica holds a request's first step
+    cfg["deployment_config"]["graceful_shutdown_timeout_s"] = graceful_shutdown_timeout_s(spec)
+    if not is_simulated(spec):
+        return cfg
+    sim = simulated_llm_config(cfg, pool)
+    if role == "decode":
+        sim["experimental_configs"][SIM_KV_TRANSFER_KEY] = simulated_kv_transfer(spec)
+    return sim
+
+
 def import_path(spec: DeploymentSpec) -> str:
     """The Serve import path for this spec's application."""
+    if spec.disaggregation is not None:
+        return "dsserve.app:build_pd_openai_app"
     if spec.serving.gateway == "direct":
         return "dsserve.app:build_direct_app"
     return "dsserve.app:build_dp_openai_app" if uses_data_parallel(spec) else "dsserve.app:build_openai_app"
@@ -274,6 +313,7 @@ def serving_args(spec: DeploymentSpec) -> dict[str, Any]:
     Ingress mode: shaped like ray.serve.llm's ``LLMServingArgs`` (``llm_configs``), or for data-parallel
     attention like its ``DPOpenAiServingArgs`` (one ``llm_config``; each Serve replica is one DP rank, and
     ``num_replicas`` counts DP groups, gang-scheduled so a failed rank restarts its group).
+    Disaggregated: shaped like its ``PDServingArgs`` (``prefill_config``, ``decode_config``).
     """
     if spec.serving.gateway == "direct":
         args: dict[str, Any] = {
@@ -286,7 +326,13 @@ def serving_args(spec: DeploymentSpec) -> dict[str, Any]:
 
             args["router_replicas"] = plan_gateway(spec).router_replicas
         return args
-    llm = {"llm_config": llm_config(spec)} if uses_data_parallel(spec) else {"llm_configs": [llm_config(spec)]}
+    llm: dict[str, Any]
+    if spec.disaggregation is not None:
+        llm = {"prefill_config": pool_llm_config(spec, "prefill"), "decode_config": pool_llm_config(spec, "decode")}
+    elif uses_data_parallel(spec):
+        llm = {"llm_config": llm_config(spec)}
+    else:
+        llm = {"llm_configs": [llm_config(spec)]}
     return {
         **llm,
         "ingress_cls_config": {
@@ -305,7 +351,9 @@ def serving_args(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def llm_configs_of(args: dict[str, Any]) -> list[dict[str, Any]]:
-    """The LLM configs in builder args of any shape (direct, ingress, data-parallel)."""
+    """The LLM configs in builder args of any shape (direct, ingress, data-parallel, disaggregated)."""
+    if "decode_config" in args:
+        return [args["prefill_config"], args["decode_config"]]
     return list(args.get("llm_configs") or [args["llm_config"]])
 
 
@@ -336,7 +384,10 @@ def engine_replicas(spec: DeploymentSpec, *, at_most: bool = False) -> int:
     """Serve replicas of the engine deployment: one per replica, or per DP rank with DP attention.
 
     With autoscaling: the minimum (the count a deployment starts from), or the maximum with ``at_most``.
+    Disaggregated: the decode pool's, the replicas requests are admitted to (each calls a prefill replica).
     """
+    if spec.disaggregation is not None:
+        return engine_replicas(spec.pool("decode"), at_most=at_most)
     sv = spec.serving
     if sv.autoscaling:
         replicas = sv.autoscaling.max_replicas if at_most else max(1, sv.autoscaling.min_replicas)
@@ -382,7 +433,7 @@ def admission_limit(spec: DeploymentSpec) -> int | None:
     sv = spec.serving
     if sv.max_queued_requests < 0:
         return None
-    # each DP rank is a Serve replica with its own slots
+    # each DP rank is a Serve replica with its own slots; disaggregated, the decode pool's replicas
     return engine_replicas(spec, at_most=True) * sv.max_ongoing_requests + sv.max_queued_requests
 
 
@@ -392,13 +443,17 @@ def ray_cpus_needed(spec: DeploymentSpec) -> int:
     Logical CPUs are scheduling tokens, not cores: the replica actor's own CPU merges into bundle 0, and
     the ingress, controller and proxy need room beside it.
     """
+    ingress = 0 if spec.serving.gateway == "direct" else gateway_replicas(spec)
+    pools = [spec.pool("prefill"), spec.pool("decode")] if spec.disaggregation is not None else [spec]
+    return sum(_engine_cpus(pool) for pool in pools) + 2 + ingress
+
+
+def _engine_cpus(spec: DeploymentSpec) -> int:
     eng = spec.engine
-    replicas = engine_replicas(spec, at_most=True)
     per_replica = eng.tensor_parallel_size * eng.pipeline_parallel_size + 1
     if is_simulated(spec):
         per_replica = int(SIM_BUNDLE["CPU"]) + 1
-    ingress = 0 if spec.serving.gateway == "direct" else gateway_replicas(spec)
-    return replicas * per_replica + 2 + ingress
+    return engine_replicas(spec, at_most=True) * per_replica
 
 
 def _resolve_tiny_sources(llm_configs: list[Any]) -> None:
@@ -462,8 +517,24 @@ def build_openai_app(args: dict[str, Any]) -> Any:
     return upstream_build_openai_app(args)
 
 
+def build_pd_openai_app(args: dict[str, Any]) -> Any:
+    """The disaggregated twin of :func:`build_openai_app`, on ray.serve.llm's P/D builder (ingress ->
+    ``PDDecodeServer`` -> ``PDPrefillServer``, ray/llm/_internal/serve/serving_patterns/prefill_decode/), with
+    dsserve's replica fixes on both pools (:mod:`dsserve.serving.pd`)."""
+    from ray.serve.llm import build_pd_openai_app as upstream_build_pd_openai_app
+
+    from dsserve.serving.pd import pd_server_classes
+
+    args = copy.deepcopy(args)
+    _resolve_tiny_sources([args.get("prefill_config"), args.get("decode_config")])
+    with pd_server_classes():  # Ray's P/D builder ignores server_cls (dsserve/serving/pd.py)
+        return upstream_build_pd_openai_app(args)
+
+
 def build_app(spec: DeploymentSpec) -> Any:
     """The Serve application for a spec, through the same builder its rendered YAML names."""
+    if spec.disaggregation is not None:
+        return build_pd_openai_app(serving_args(spec))
     if spec.serving.gateway == "direct":
         builder = build_direct_app
     else:

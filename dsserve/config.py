@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,11 +37,13 @@ __all__ = [
     "AutoscalingSpec",
     "CpuEngineSpec",
     "DeploymentSpec",
+    "DisaggregationSpec",
     "EngineSpec",
     "HardwareSpec",
     "LoraSpec",
     "ModelSpec",
     "ObservabilitySpec",
+    "PoolSpec",
     "RateLimitSpec",
     "ServingSpec",
     "SloSpec",
@@ -68,6 +71,7 @@ _OWNED_ENGINE_ARGS: dict[str, str] = {
     "max_num_batched_tokens": "engine.max_num_batched_tokens",
     "enable_prefix_caching": "engine.enable_prefix_caching",
     "speculative_config": "engine.speculative",
+    "kv_transfer_config": "disaggregation",
     "distributed_executor_backend": "(chosen by ray.serve.llm from hardware.accelerator)",
     "enable_lora": "model.lora",
     "max_loras": "model.lora.max_loras",
@@ -323,6 +327,27 @@ class ModelSpec(_Strict):
         return v
 
 
+def _known_extra_args(v: dict[str, Any]) -> dict[str, Any]:
+    """Refuse an extra_args name the spec owns or the installed vLLM does not know."""
+    from dsserve.vllm_names import did_you_mean, engine_arg_names, frontend_arg_names
+
+    for key in v:
+        if key in _OWNED_ENGINE_ARGS:
+            raise ValueError(f"{key!r} is owned by the spec; set {_OWNED_ENGINE_ARGS[key]} instead")
+    engine, frontend = engine_arg_names(), frontend_arg_names()
+    if engine is not None:
+        known = engine | (frontend or frozenset())
+        for key in v:
+            if key not in known:
+                raise ValueError(
+                    f"{key!r} is neither a vLLM engine argument nor a frontend argument; "
+                    f"{did_you_mean(key, known)}the names are the "
+                    "fields of EngineArgs (vllm/engine/arg_utils.py) and FrontendArgs "
+                    "(vllm/entrypoints/launchers/cli_args.py), with '_' for '-': `vllm serve --help` lists both"
+                )
+    return v
+
+
 class CpuEngineSpec(_Strict):
     kvcache_space_gib: float = Field(
         1.0, gt=0, le=1024, description="GiB of KV cache per engine (VLLM_CPU_KVCACHE_SPACE)."
@@ -457,28 +482,106 @@ class EngineSpec(_Strict):
     @field_validator("extra_args")
     @classmethod
     def _extra_args_known(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from dsserve.vllm_names import did_you_mean, engine_arg_names, frontend_arg_names
-
-        for key in v:
-            if key in _OWNED_ENGINE_ARGS:
-                raise ValueError(f"{key!r} is owned by the spec; set {_OWNED_ENGINE_ARGS[key]} instead")
-        engine, frontend = engine_arg_names(), frontend_arg_names()
-        if engine is not None:
-            known = engine | (frontend or frozenset())
-            for key in v:
-                if key not in known:
-                    raise ValueError(
-                        f"{key!r} is neither a vLLM engine argument nor a frontend argument; "
-                        f"{did_you_mean(key, known)}the names are the "
-                        "fields of EngineArgs (vllm/engine/arg_utils.py) and FrontendArgs "
-                        "(vllm/entrypoints/launchers/cli_args.py), with '_' for '-': `vllm serve --help` lists both"
-                    )
-        return v
+        return _known_extra_args(v)
 
     @property
     def devices_per_replica(self) -> int:
         """Accelerators (or CPU ranks) one engine replica occupies: TP x PP x DP."""
         return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+
+Role = Literal["prefill", "decode"]
+#: KV cache dtypes by the bytes they store (vLLM reads fp8 as fp8_e4m3)
+_KV_FORMAT = {"auto": "auto", "fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
+#: the pool fields that override the engine's field of the same name
+_POOL_ENGINE_FIELDS = (
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "enable_expert_parallel",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "gpu_memory_utilization",
+    "kv_cache_dtype",
+)
+
+
+class PoolSpec(_Strict):
+    """One side of a disaggregated deployment: its engines' layout and arguments over the shared `engine`
+    section (an unset field is the engine's), and how many engine instances it runs."""
+
+    replicas: int = Field(1, ge=1, le=1024, description="Engine instances of this side (Ray Serve num_replicas).")
+    tensor_parallel_size: int | None = Field(
+        None, ge=1, le=64, description="This side's tensor parallel size; null: engine.tensor_parallel_size."
+    )
+    pipeline_parallel_size: int | None = Field(
+        None, ge=1, le=64, description="This side's pipeline stages; null: engine.pipeline_parallel_size."
+    )
+    data_parallel_size: int | None = Field(
+        None, ge=1, le=1024, description="This side's data-parallel attention ranks; null: engine.data_parallel_size."
+    )
+    enable_expert_parallel: bool | None = Field(
+        None, description="Expert parallelism on this side; null: engine.enable_expert_parallel."
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, le=65536, description="Sequences one engine of this side batches; null: engine.max_num_seqs."
+    )
+    max_num_batched_tokens: int | None = Field(
+        None, ge=16, description="Tokens one step of this side may process; null: engine.max_num_batched_tokens."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0.0, le=0.99, description="This side's vLLM gpu_memory_utilization; null: the engine's."
+    )
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = Field(
+        None,
+        description="This side's KV cache element type; null: engine.kv_cache_dtype. Both sides must store the "
+        "same format, since decode reads the blocks prefill wrote.",
+    )
+    block_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Tokens per KV cache block (vLLM block_size); null: engine.extra_args.block_size or vLLM's "
+        "default. Both sides must use the same, since the connector moves whole blocks.",
+    )
+    extra_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Other vLLM arguments for this side only, laid over engine.extra_args (same name check).",
+    )
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args_known(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _known_extra_args(v)
+
+
+class DisaggregationSpec(_Strict):
+    """Prefill/decode disaggregation: a prefill pool runs each prompt and hands its KV cache over a vLLM KV
+    connector to a decode pool, which generates the output (Ray Serve's build_pd_openai_app)."""
+
+    connector: str = Field(
+        "NixlConnector",
+        description="vLLM KV connector (kv_transfer_config.kv_connector): NixlConnector moves KV GPU-to-GPU "
+        "(NVLink, RDMA); checked against the installed vLLM's registry (docs/parallelism.md lists which run on cpu).",
+    )
+    transport: Literal["auto", "nvlink", "rdma", "tcp"] = Field(
+        "auto",
+        description="The link KV travels over, as the planner models it: nvlink inside a node, rdma over the "
+        "InfiniBand/RoCE fabric between nodes (the chart's worker.rdma), tcp over the pod network; auto: nvlink "
+        "when both pools fit one node, else rdma (cpu: tcp).",
+    )
+    kv_buffer_device: Literal["cuda", "cpu"] | None = Field(
+        None, description="Where the connector stages KV (vLLM kv_buffer_device); null: cuda on GPUs, cpu on cpu."
+    )
+    connector_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Connector-specific settings (vLLM kv_connector_extra_config), passed through verbatim.",
+    )
+    prefill: PoolSpec = Field(default_factory=PoolSpec, description="The prefill pool: runs prompts, one token each.")
+    decode: PoolSpec = Field(default_factory=PoolSpec, description="The decode pool: generates every output token.")
+
+    def side(self, role: Role) -> PoolSpec:
+        return self.prefill if role == "prefill" else self.decode
 
 
 class HardwareSpec(_Strict):
@@ -808,6 +911,11 @@ class DeploymentSpec(_Strict):
     observability: ObservabilitySpec = Field(
         default_factory=ObservabilitySpec, description="Metrics export for Prometheus and Grafana."
     )
+    disaggregation: DisaggregationSpec | None = Field(
+        None,
+        description="Prefill/decode disaggregation: separate prefill and decode pools joined by a KV connector "
+        "(docs/parallelism.md says when it pays); null: every engine runs both phases.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -892,10 +1000,11 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _replica_fits_the_cluster(self) -> DeploymentSpec:
-        """One replica (TP x PP x DP GPUs) fits the cluster (nodes x gpus_per_node)."""
+        """One replica (TP x PP x DP GPUs) fits the cluster (nodes x gpus_per_node); disaggregated, each pool's
+        (the engine section's layout is then only the pools' default, checked through them)."""
         eng, hw = self.engine, self.hardware
         total = hw.gpus_per_node * hw.nodes
-        if hw.is_gpu and eng.devices_per_replica > total:
+        if hw.is_gpu and eng.devices_per_replica > total and self.disaggregation is None:
             raise PathError(
                 "engine.tensor_parallel_size",
                 eng.tensor_parallel_size,
@@ -1113,6 +1222,191 @@ class DeploymentSpec(_Strict):
                 "set serving.gateway: ingress, or remove model.lora",
             )
         return self
+
+    @model_validator(mode="after")
+    def _disaggregation_connector_is_installed(self) -> DeploymentSpec:
+        """disaggregation.connector is a KV connector the installed vLLM registers (skipped without vLLM)."""
+        from dsserve.vllm_names import did_you_mean, kv_connector_names
+
+        dis, known = self.disaggregation, kv_connector_names()
+        if dis is not None and known is not None and dis.connector not in known:
+            raise PathError(
+                "disaggregation.connector",
+                dis.connector,
+                f"the installed vLLM has no such KV connector; {did_you_mean(dis.connector, known)}it registers "
+                f"{', '.join(sorted(known))} (vllm/distributed/kv_transfer/kv_connector/factory.py)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disaggregation_needs_the_ingress_gateway(self) -> DeploymentSpec:
+        """disaggregation needs serving.gateway ingress: the decode pool's orchestrator sits behind the ingress."""
+        if self.disaggregation is not None and self.serving.gateway == "direct":
+            raise PathError(
+                "serving.gateway",
+                "direct",
+                "with disaggregation each request goes to a decode replica that first calls a prefill replica "
+                "(Ray's build_pd_openai_app), behind the separate ingress; set serving.gateway: ingress",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disaggregation_buffer_on_the_accelerator(self) -> DeploymentSpec:
+        """disaggregation.kv_buffer_device cuda only on a GPU accelerator."""
+        dis = self.disaggregation
+        if dis is not None and dis.kv_buffer_device == "cuda" and not self.hardware.is_gpu:
+            raise PathError(
+                "disaggregation.kv_buffer_device",
+                "cuda",
+                "the accelerator is cpu, so the connector stages KV in host memory; set it to cpu or remove it",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disaggregation_sizes_its_own_pools(self) -> DeploymentSpec:
+        """With disaggregation, serving.replicas stays 1 and autoscaling unset: each pool has its own replicas."""
+        sv = self.serving
+        if self.disaggregation is not None and (sv.replicas != 1 or sv.autoscaling is not None):
+            path, value = ("serving.autoscaling", None) if sv.autoscaling else ("serving.replicas", sv.replicas)
+            raise PathError(
+                path,
+                value,
+                "a disaggregated deployment sizes each pool itself; remove it and set "
+                "disaggregation.prefill.replicas and disaggregation.decode.replicas",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disaggregation_without_lora(self) -> DeploymentSpec:
+        """model.lora is not served with disaggregation (the P/D servers load adapters from cloud storage only)."""
+        if self.disaggregation is not None and self.model.lora is not None:
+            raise PathError(
+                "model.lora",
+                None,
+                "Ray 2.60's P/D servers (PDPrefillServer/PDDecodeServer) do not use dsserve's local adapter "
+                "loader; remove model.lora or disaggregation",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disaggregation_pools_share_the_kv_format(self) -> DeploymentSpec:
+        """Both pools store KV in the same dtype and block size: decode reads the blocks prefill wrote."""
+        if self.disaggregation is None:
+            return self
+        pre, dec = self.pool("prefill").engine, self.pool("decode").engine
+        if _KV_FORMAT[pre.kv_cache_dtype] != _KV_FORMAT[dec.kv_cache_dtype]:
+            raise PathError(
+                "disaggregation.decode.kv_cache_dtype",
+                dec.kv_cache_dtype,
+                f"the prefill pool stores KV as {pre.kv_cache_dtype} and the decode pool as {dec.kv_cache_dtype}; "
+                "set the same on both (or only engine.kv_cache_dtype)",
+            )
+        pre_block, dec_block = pre.extra_args.get("block_size"), dec.extra_args.get("block_size")
+        if pre_block != dec_block:
+            raise PathError(
+                "disaggregation.decode.block_size",
+                dec_block,
+                f"the prefill pool's KV blocks hold {pre_block or 'the default number of'} tokens and the decode "
+                f"pool's {dec_block or 'the default number of'}; the connector moves whole blocks, so set the same "
+                "block_size on both (or only engine.extra_args.block_size)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disaggregation_pools_follow_the_engine_rules(self) -> DeploymentSpec:
+        """Each pool, read as a deployment of its own, passes every rule above (layout, context, cpu limits)."""
+        if self.disaggregation is None:
+            return self
+        for role in ("prefill", "decode"):
+            side = self.disaggregation.side(role)
+            try:
+                DeploymentSpec.model_validate(self.pool(role).model_dump(mode="json"))
+            except ValidationError as exc:
+                error = (exc.errors()[0].get("ctx") or {}).get("error")
+                if not isinstance(error, PathError):
+                    raise
+                field = error.path.split(".", 1)[-1]
+                if error.path.startswith("engine.") and getattr(side, field, None) is not None:
+                    raise PathError(f"disaggregation.{role}.{field}", error.value, error.fix) from None
+                if error.path == "serving.replicas":
+                    raise PathError(f"disaggregation.{role}.replicas", error.value, error.fix) from None
+                raise PathError(error.path, error.value, f"in the {role} pool: {error.fix}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _disaggregation_pools_fit_the_cluster(self) -> DeploymentSpec:
+        """Both pools' GPUs together fit the cluster, and one engine of each fits its GPUs' memory."""
+        if self.disaggregation is None:
+            return self
+        from dsserve.planner.deployment import deployment_from_spec
+        from dsserve.planner.memory import plan_memory
+
+        hw, used = self.hardware, 0
+        for role in ("prefill", "decode"):
+            pool = self.pool(role)
+            used += pool.engine.devices_per_replica * pool.serving.replicas
+            one = deployment_from_spec(pool)
+            mem = plan_memory(replace(one, replicas=1))
+            if not mem.fits:
+                raise PathError(
+                    f"disaggregation.{role}.tensor_parallel_size",
+                    pool.engine.tensor_parallel_size,
+                    f"one {role} engine ({one.layout.label()}) does not fit: {mem.reason}; choose a layout that "
+                    "does (`dsserve plan` lists the nearest), a shorter max_model_len or quantized weights",
+                )
+        total = hw.gpus_per_node * hw.nodes
+        if hw.is_gpu and used > total:
+            raise PathError(
+                "disaggregation.decode.replicas",
+                self.disaggregation.decode.replicas,
+                f"the prefill and decode pools need {used} GPUs together but the cluster has {total} "
+                f"({hw.nodes} node(s) x {hw.gpus_per_node}); fewer replicas, smaller layouts, or more nodes",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disaggregation_nvlink_within_a_node(self) -> DeploymentSpec:
+        """disaggregation.transport nvlink only when one node holds every engine of both pools."""
+        from dsserve.planner.disagg import pools_share_a_node
+
+        dis = self.disaggregation
+        if dis is not None and dis.transport == "nvlink" and not pools_share_a_node(self):
+            raise PathError(
+                "disaggregation.transport",
+                "nvlink",
+                f"both pools' engines do not fit one node of {self.hardware.gpus_per_node} GPUs, so a decode engine "
+                "may pull KV from a prefill engine on another node; set rdma (or auto)",
+            )
+        return self
+
+    def pool(self, role: Role) -> DeploymentSpec:
+        """One side of a disaggregated deployment as a deployment of its own: the engine section with the
+        pool's fields laid over it, the pool's replicas, no disaggregation. Not re-validated here: the
+        ``_disaggregation_*`` rules validate it."""
+        dis = self.disaggregation
+        if dis is None:
+            raise ValueError(f"{self.name} is not disaggregated")
+        side = dis.side(role)
+        update: dict[str, Any] = {f: getattr(side, f) for f in _POOL_ENGINE_FIELDS if getattr(side, f) is not None}
+        extra = {**self.engine.extra_args, **side.extra_args}
+        if side.block_size is not None:
+            extra["block_size"] = side.block_size
+        update["extra_args"] = extra
+        cpu = self.engine.cpu
+        if not self.hardware.is_gpu and cpu.omp_threads_bind == "auto":
+            # one machine runs both pools: give each its own cores, prefill's first, then decode's
+            # replicas of one pool share its cores, as an aggregated deployment's replicas share theirs
+            first = 0 if role == "prefill" else self.pool("prefill").engine.devices_per_replica
+            ranks = (self.engine.model_copy(update=update)).devices_per_replica
+            bind = "|".join(str(first + i) for i in range(ranks))
+            update["cpu"] = cpu.model_copy(update={"omp_threads_bind": bind})
+        return self.model_copy(
+            update={
+                "engine": self.engine.model_copy(update=update),
+                "serving": self.serving.model_copy(update={"replicas": side.replicas, "autoscaling": None}),
+                "disaggregation": None,
+            }
+        )
 
     @property
     def model_arch(self):  # -> ModelArch; annotated loosely to keep the catalog import one-way

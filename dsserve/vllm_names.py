@@ -13,7 +13,9 @@ Where each comes from (vLLM 0.32):
   them by those dataclasses (``VLLMEngineConfig.from_llm_config`` in
   ``ray/llm/_internal/serve/engines/vllm/vllm_models.py``);
 - tool-call parsers: the keys of ``_TOOL_PARSERS_TO_REGISTER`` in ``vllm/tool_parsers/__init__.py``;
-- reasoning parsers: the keys of ``_REASONING_PARSERS_TO_REGISTER`` in ``vllm/reasoning/__init__.py``.
+- reasoning parsers: the keys of ``_REASONING_PARSERS_TO_REGISTER`` in ``vllm/reasoning/__init__.py``;
+- KV connectors (prefill/decode disaggregation): the first argument of each
+  ``KVConnectorFactory.register_connector(...)`` call in ``vllm/distributed/kv_transfer/kv_connector/factory.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["did_you_mean", "engine_arg_names", "frontend_arg_names", "reasoning_parser_names", "tool_parser_names"]
+__all__ = [
+    "did_you_mean",
+    "engine_arg_names",
+    "frontend_arg_names",
+    "kv_connector_names",
+    "reasoning_parser_names",
+    "tool_parser_names",
+]
 
 
 def _vllm_root() -> Path | None:
@@ -96,6 +105,24 @@ def tool_parser_names() -> frozenset[str] | None:
 @lru_cache(maxsize=1)
 def reasoning_parser_names() -> frozenset[str] | None:
     return _dict_keys("reasoning/__init__.py", "_REASONING_PARSERS_TO_REGISTER")
+
+
+@lru_cache(maxsize=1)
+def kv_connector_names() -> frozenset[str] | None:
+    tree = _tree("distributed/kv_transfer/kv_connector/factory.py")
+    if tree is None:
+        return None
+    names = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "register_connector"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    }
+    return frozenset(names) or None
 
 
 def did_you_mean(name: str, names: frozenset[str] | set[str], n: int = 3) -> str:

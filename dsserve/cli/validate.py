@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from dsserve.cli.base import Command
+
+if TYPE_CHECKING:
+    from dsserve.config import DeploymentSpec
 
 __all__ = ["ValidateCommand"]
 
@@ -25,13 +29,23 @@ class ValidateCommand(Command):
 
         for path in args.profiles:
             spec = load_spec(path)
-            eng = spec.engine
-            layout = f"TP{eng.tensor_parallel_size} PP{eng.pipeline_parallel_size} DP{eng.data_parallel_size}"
-            if eng.enable_expert_parallel:
-                layout += " +EP"
+            if spec.disaggregation is not None:
+                dis = spec.disaggregation
+                shape = (
+                    f"prefill {_layout(spec.pool('prefill'))} x {dis.prefill.replicas}, decode "
+                    f"{_layout(spec.pool('decode'))} x {dis.decode.replicas}, KV over {dis.connector}"
+                )
+            else:
+                shape = f"{_layout(spec)}, {spec.serving.replicas} replica(s)"
             print(
                 f"{path}: ok: {spec.name}: {spec.model.id} ({spec.model.architecture}) on "
-                f"{spec.hardware.accelerator}, {layout}, {spec.serving.replicas} replica(s)"
-                + (" [SIMULATED engine]" if eng.backend == "simulated" else "")
+                f"{spec.hardware.accelerator}, {shape}"
+                + (" [SIMULATED engine]" if spec.engine.backend == "simulated" else "")
             )
         return 0
+
+
+def _layout(spec: DeploymentSpec) -> str:
+    eng = spec.engine
+    layout = f"TP{eng.tensor_parallel_size} PP{eng.pipeline_parallel_size} DP{eng.data_parallel_size}"
+    return layout + (" +EP" if eng.enable_expert_parallel else "")

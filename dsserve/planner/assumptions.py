@@ -103,6 +103,9 @@ SCALEOUT_LATENCY_S = 10e-6
 #: published per-request figure was found. The bandwidths are the catalog's achievable per-GPU link
 #: (NVLink) and scale-out (one 400 Gb/s NIC per GPU) figures.
 KV_TRANSFER_LATENCY_S = 1e-3
+#: [U] Per-engine bandwidth of a P/D KV transfer over TCP on the pod network (``disaggregation.transport:
+#: tcp``, and every cpu deployment): a 100 Gb/s Ethernet port at ~80 %, shared by the engine's ranks.
+TCP_TRANSFER_BANDWIDTH = 10e9
 
 #: Acceptance of DeepSeek-V3's MTP draft token when serving: "between 85% and 90% across various
 #: generation topics", giving 1.8x tokens per second [V] (V3 technical report, arXiv:2412.19437 §5.4.3).

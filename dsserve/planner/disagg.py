@@ -28,13 +28,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from dsserve.planner import assumptions as A
-from dsserve.planner.deployment import Deployment
+from dsserve.planner.deployment import Deployment, deployment_from_spec
 from dsserve.planner.memory import plan_memory
 from dsserve.planner.perf import PerfModel
 from dsserve.planner.slo import RequestMix, TokenDist, capacity_qps, erlang_c, evaluate_load, largest_rate
+
+if TYPE_CHECKING:
+    from dsserve.catalog import ModelArch
+    from dsserve.config import DeploymentSpec
 
 __all__ = [
     "DecodeLoad",
@@ -48,8 +52,12 @@ __all__ = [
     "decode_load",
     "evaluate_disagg",
     "kv_transfer",
+    "max_qps_meeting",
     "plan_disagg",
+    "plan_disagg_spec",
+    "pools_share_a_node",
     "prefill_mix",
+    "transfer_for_spec",
 ]
 
 Role = Literal["prefill", "decode"]
@@ -89,6 +97,42 @@ def kv_transfer(prefill: Deployment, decode: Deployment, *, same_node: bool) -> 
         bw, link = acc.scaleout_bandwidth, "scale-out fabric (InfiniBand/RoCE, one NIC per GPU)"
         lat = A.KV_TRANSFER_LATENCY_S + A.SCALEOUT_LATENCY_S
     return KvTransfer(per_gpu, bw, lat, link)
+
+
+def pools_share_a_node(spec: DeploymentSpec) -> bool:
+    """Whether one node holds every engine of both pools of ``spec`` (a disaggregated spec): only then is
+    every transfer on NVLink, since a decode replica may be handed any prefill replica's KV. What
+    ``transport: auto`` reads as NVLink, and what ``transport: nvlink`` needs."""
+    gpus = sum(p.engine.devices_per_replica * p.serving.replicas for p in (spec.pool("prefill"), spec.pool("decode")))
+    return spec.hardware.is_gpu and gpus <= spec.hardware.gpus_per_node
+
+
+def transfer_for_spec(spec: DeploymentSpec, arch: ModelArch | None = None) -> KvTransfer:
+    """The KV transfer of a disaggregated spec, over the link its ``disaggregation.transport`` names
+    (``arch``: a catalog override, as :func:`deployment_from_spec` takes it)."""
+    dis = spec.disaggregation
+    if dis is None:
+        raise ValueError(f"{spec.name} is not disaggregated")
+    prefill = deployment_from_spec(spec.pool("prefill"), arch)
+    decode = deployment_from_spec(spec.pool("decode"), arch)
+    transport = dis.transport
+    if transport == "auto":
+        transport = "tcp" if not spec.hardware.is_gpu else ("nvlink" if pools_share_a_node(spec) else "rdma")
+    if transport == "tcp":
+        per_gpu = max(plan_memory(prefill).kv_bytes_per_token, plan_memory(decode).kv_bytes_per_token)
+        # one port per engine: its ranks share it, so the busiest rank gets a share of it
+        ranks = max(decode.layout.tp * decode.layout.pp, 1)
+        return KvTransfer(
+            per_gpu, A.TCP_TRANSFER_BANDWIDTH / ranks, A.KV_TRANSFER_LATENCY_S, "TCP on the pod network (assumed)"
+        )
+    return kv_transfer(prefill, decode, same_node=transport == "nvlink")
+
+
+def plan_disagg_spec(spec: DeploymentSpec, mix: RequestMix, arch: ModelArch | None = None) -> DisaggPlan:
+    """:func:`plan_disagg` for a disaggregated spec: its pools, replicas and transport."""
+    prefill = deployment_from_spec(spec.pool("prefill"), arch)
+    decode = deployment_from_spec(spec.pool("decode"), arch)
+    return plan_disagg(prefill, decode, mix, transfer=transfer_for_spec(spec, arch))
 
 
 def prefill_mix(mix: RequestMix) -> RequestMix:
@@ -288,12 +332,32 @@ class DisaggPlan:
         return self.transfer.seconds(self.mix.input.mean)
 
 
-def plan_disagg(prefill: Deployment, decode: Deployment, mix: RequestMix, *, same_node: bool) -> DisaggPlan:
-    """Plan a P/D deployment for ``mix``; ``same_node`` when the pools' engines share NVLink."""
+def plan_disagg(
+    prefill: Deployment,
+    decode: Deployment,
+    mix: RequestMix,
+    *,
+    same_node: bool = False,
+    transfer: KvTransfer | None = None,
+) -> DisaggPlan:
+    """Plan a P/D deployment for ``mix``; ``same_node`` when the pools' engines share NVLink (or the
+    ``transfer`` itself)."""
     p, d = _pool("prefill", prefill, mix), _pool("decode", decode, mix)
-    xfer = kv_transfer(prefill, decode, same_node=same_node)
+    xfer = transfer or kv_transfer(prefill, decode, same_node=same_node)
     ratio = d.qps_per_instance / p.qps_per_instance if p.qps_per_instance > 0 else math.inf
     return DisaggPlan(p, d, xfer, mix, evaluate_disagg(prefill, decode, xfer, mix), ratio)
+
+
+def max_qps_meeting(plan: DisaggPlan, metric: str) -> float:
+    """Largest arrival rate at which the P/D deployment holds ``metric`` (ttft, e2e, itl) at the mix's
+    percentile within its threshold (``slo.largest_rate``'s search, on :func:`evaluate_disagg`)."""
+    pre, dec, mix = plan.prefill.deployment, plan.decode.deployment, plan.mix
+
+    def ok(q: float) -> bool:
+        load = evaluate_disagg(pre, dec, plan.transfer, mix, q)
+        return load.stable and load.value(metric) <= mix.threshold_s
+
+    return largest_rate(ok, PerfModel(dec, plan_memory(dec)))
 
 
 def balance(prefill: PoolCapacity, decode: PoolCapacity, gpu_budget: int) -> tuple[int, int, float]:

@@ -67,6 +67,9 @@ def plan_drain(spec: DeploymentSpec) -> Drain:
     from dsserve.planner.memory import plan_memory
     from dsserve.planner.perf import PerfModel
 
+    if spec.disaggregation is not None:
+        # the decode pool generates; a prefill replica's requests are one token each, and shorter anyway
+        return plan_drain(spec.pool("decode"))
     dep = deployment_from_spec(spec)
     tokens = min(spec.api.max_tokens or dep.max_model_len, dep.max_model_len)
     perf = PerfModel(dep, plan_memory(dep))

@@ -17,6 +17,7 @@ from dsserve.catalog import ACCELERATORS, GIB, arch_from_hf_config, load_hf_conf
 from dsserve.errors import SpecError
 from dsserve.planner import assumptions as A
 from dsserve.planner.deployment import Deployment, Layout, deployment_from_spec, weight_format_for
+from dsserve.planner.disagg import DisaggPlan, max_qps_meeting, plan_disagg_spec
 from dsserve.planner.drain import Drain, plan_drain
 from dsserve.planner.gateway import GatewayPlan, plan_gateway
 from dsserve.planner.memory import MemoryPlan, layout_problems, plan_memory
@@ -57,6 +58,8 @@ class Plan:
     gateway: GatewayPlan | None = None
     #: how long stopping replicas wait for their requests (dsserve/planner/drain.py); set from a spec
     drain: Drain | None = None
+    #: both pools and the KV transfer of a disaggregated spec; the fields above are then its decode pool's
+    disagg: DisaggPlan | None = None
 
     # -- the simulated engine's interface ------------------------------------------------------
     def decode_step_time_s(self, batch: float, context: float) -> float:
@@ -74,10 +77,15 @@ class Plan:
     # -- verdicts ---------------------------------------------------------------------------------
     @property
     def fits(self) -> bool:
+        if self.disagg is not None:
+            return self.disagg.prefill.fits and self.disagg.decode.fits
         return self.memory.fits
 
     @property
     def meets_slo(self) -> bool:
+        if self.disagg is not None:
+            load = self.disagg.load
+            return load.stable and load.value(self.mix.metric) <= self.mix.threshold_s
         return meets(self.load, self.mix)
 
     @property
@@ -317,7 +325,18 @@ def plan_profile(
                 f"{arch.max_context} tokens {hf_config} allows; lower it with --max-model-len"
             )
     mix = request_mix_from_spec(spec, **(mix_args or {}))
-    plan = build_plan(deployment_from_spec(spec, arch), mix, alternatives=alternatives)
+    if spec.disaggregation is not None:
+        # the single-engine sections describe the decode pool, the one clients' requests are admitted to
+        plan = build_plan(deployment_from_spec(spec.pool("decode"), arch), mix, alternatives=False)
+        plan.disagg = plan_disagg_spec(spec, mix, arch)
+        plan.max_qps = max_qps_meeting(plan.disagg, mix.metric)
+        plan.capacity_qps = plan.disagg.capacity_qps
+        plan.notes.append(
+            "disaggregated: memory and throughput above are one decode engine's; the SLO verdict "
+            "is the P/D deployment's (prefill pool + KV transfer + decode pool)"
+        )
+    else:
+        plan = build_plan(deployment_from_spec(spec, arch), mix, alternatives=alternatives)
     plan.gateway = plan_gateway(spec, qps=mix.qps, output_tokens=round(mix.output.mean))
     plan.drain = plan_drain(spec)
     return plan

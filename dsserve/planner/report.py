@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from dsserve.catalog import GIB, kv_bytes_per_token
+from dsserve.planner.disagg import DisaggPlan, PoolCapacity, balance
 from dsserve.planner.gateway import GatewayPlan
 from dsserve.planner.plan import Plan, assumption_lines
 
@@ -84,7 +85,7 @@ def prefill_rows(plan: Plan) -> list[dict[str, float]]:
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The plan as plain data (what ``--json`` prints)."""
-    dep, mem, load, mix = plan.deployment, plan.memory, plan.load, plan.mix
+    dep, mem = plan.deployment, plan.memory
     return {
         "name": dep.name,
         "ok": plan.ok,
@@ -141,28 +142,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "prefill": prefill_rows(plan) if mem.fits else [],
             "max_num_batched_tokens": dep.max_num_batched_tokens,
         },
-        "slo": {
-            "qps": mix.qps,
-            "input_tokens": mix.input.label(),
-            "output_tokens": mix.output.label(),
-            "metric": mix.metric,
-            "percentile": mix.percentile,
-            "threshold_s": mix.threshold_s,
-            "meets": plan.meets_slo,
-            "stable": load.stable,
-            "reason": load.reason,
-            "ttft_s": _finite(load.ttft_s),
-            "e2e_s": _finite(load.e2e_s),
-            "itl_s": _finite(load.itl_s),
-            "ttft_mean_s": _finite(load.ttft_mean_s),
-            "e2e_mean_s": _finite(load.e2e_mean_s),
-            "batch_per_replica": load.batch,
-            "step_s": _finite(load.step_s),
-            "prefill_utilization": load.prefill_utilization,
-            "output_tok_s": load.output_tok_s,
-            "max_qps_meeting_slo": plan.max_qps,
-            "sustainable_qps": plan.capacity_qps,
-        },
+        "slo": _slo_dict(plan),
+        **(disagg_to_dict(plan.disagg) if plan.disagg is not None else {}),
         "gateway": plan.gateway.to_dict() if plan.gateway is not None else None,
         "drain": plan.drain.to_dict() if plan.drain is not None else None,
         "alternatives": [
@@ -184,6 +165,147 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "notes": plan.notes,
         "assumptions": assumption_lines(dep),
     }
+
+
+def _slo_dict(plan: Plan) -> dict[str, Any]:
+    """The SLO block of ``--json``: the load point of the single-engine model, or of the P/D model (both pools
+    and the transfer; the fields only one engine has are then null)."""
+    load, mix = plan.load, plan.mix
+    head = {
+        "qps": mix.qps,
+        "input_tokens": mix.input.label(),
+        "output_tokens": mix.output.label(),
+        "metric": mix.metric,
+        "percentile": mix.percentile,
+        "threshold_s": mix.threshold_s,
+        "meets": plan.meets_slo,
+        "max_qps_meeting_slo": plan.max_qps,
+        "sustainable_qps": plan.capacity_qps,
+    }
+    if plan.disagg is not None:
+        d = plan.disagg.load
+        return {
+            **head,
+            "stable": d.stable,
+            "reason": d.reason,
+            "ttft_s": _finite(d.ttft_s),
+            "e2e_s": _finite(d.e2e_s),
+            "itl_s": _finite(d.itl_s),
+            "ttft_mean_s": None,
+            "e2e_mean_s": None,
+            "batch_per_replica": d.decode_batch,
+            "step_s": None,
+            "prefill_utilization": None,
+            "output_tok_s": d.output_tok_s,
+        }
+    return {
+        **head,
+        "stable": load.stable,
+        "reason": load.reason,
+        "ttft_s": _finite(load.ttft_s),
+        "e2e_s": _finite(load.e2e_s),
+        "itl_s": _finite(load.itl_s),
+        "ttft_mean_s": _finite(load.ttft_mean_s),
+        "e2e_mean_s": _finite(load.e2e_mean_s),
+        "batch_per_replica": load.batch,
+        "step_s": _finite(load.step_s),
+        "prefill_utilization": load.prefill_utilization,
+        "output_tok_s": load.output_tok_s,
+    }
+
+
+def _pool_dict(pool: PoolCapacity) -> dict[str, Any]:
+    dep = pool.deployment
+    return {
+        "layout": dep.layout.label(),
+        "gpus_per_instance": pool.gpus_per_instance,
+        "instances": pool.instances,
+        "gpus": pool.gpus,
+        "fits": pool.fits,
+        "reason": pool.reason,
+        "qps_per_instance": pool.qps_per_instance,
+        "qps": pool.qps,
+        "max_num_seqs": dep.max_num_seqs,
+        "max_num_batched_tokens": dep.max_num_batched_tokens,
+    }
+
+
+def _balanced(d: DisaggPlan) -> tuple[int, int, float]:
+    """The xPyD split of the deployment's own GPU count that serves the most requests per second."""
+    return balance(d.prefill, d.decode, d.prefill.gpus + d.decode.gpus)
+
+
+def disagg_to_dict(d: DisaggPlan) -> dict[str, Any]:
+    """The P/D sections of ``--json``: each pool, the KV transfer and the latency parts at the mix's rate."""
+    load, mix = d.load, d.mix
+    x, y, qps = _balanced(d)
+    return {
+        "prefill": _pool_dict(d.prefill),
+        "decode": _pool_dict(d.decode),
+        "kv_transfer": {
+            "link": d.transfer.link,
+            "bandwidth_bytes_per_s": d.transfer.bandwidth,
+            "bytes_per_token_busiest_gpu": d.transfer.bytes_per_token,
+            "fixed_latency_s": d.transfer.latency_s,
+            "mean_prompt_s": d.transfer_mean_s,
+            "mean_prompt_bytes": d.transfer.bytes_per_request(mix.input.mean),
+            "percentile_prompt_s": _finite(load.transfer_s),
+        },
+        "disaggregation": {
+            "capacity_qps": d.capacity_qps,
+            "bottleneck": d.bottleneck,
+            "balanced_prefill_per_decode": _finite(d.balanced_ratio),
+            "best_split_of_these_gpus": {"prefill": x, "decode": y, "qps": qps},
+            "stable": load.stable,
+            "reason": load.reason,
+            "ttft_s": _finite(load.ttft_s),
+            "ttft_parts_s": {
+                "prefill": _finite(load.prefill_ttft_s),
+                "transfer": _finite(load.transfer_s),
+                "decode_join": _finite(load.decode_join_s),
+            },
+            "itl_s": _finite(load.itl_s),
+            "e2e_s": _finite(load.e2e_s),
+            "output_tok_s": load.output_tok_s,
+        },
+    }
+
+
+def disagg_lines(d: DisaggPlan) -> list[str]:
+    """The P/D section of the text report."""
+    load, mix = d.load, d.mix
+    x, y, qps = _balanced(d)
+    rows = [
+        [
+            p.role,
+            p.deployment.layout.label(),
+            p.instances,
+            p.gpus,
+            "yes" if p.fits else f"no: {p.reason}",
+            f"{p.qps_per_instance:,.1f}",
+            f"{p.qps:,.1f}",
+        ]
+        for p in (d.prefill, d.decode)
+    ]
+    out = [
+        "Prefill/decode disaggregation",
+        table(["pool", "layout", "instances", "GPUs", "fits", "QPS/instance", "QPS"], rows),
+        f"  KV transfer: {d.transfer.link}, {d.transfer.bandwidth / 1e9:,.0f} GB/s per GPU, "
+        f"{d.transfer.bytes_per_token:,.0f} B/token on the busiest GPU: {d.transfer_mean_s * 1e3:.2f} ms for the "
+        f"mean prompt ({mix.input.mean:,.0f} tokens)",
+        f"  capacity {d.capacity_qps:,.1f} QPS ({d.bottleneck} pool first); balanced at "
+        f"{d.balanced_ratio:.2f} prefill per decode instance; best split of these {d.prefill.gpus + d.decode.gpus} "
+        f"GPUs: {x}P{y}D, {qps:,.1f} QPS",
+    ]
+    if load.stable:
+        out.append(
+            f"  at {mix.qps:g} QPS: p{mix.percentile:g} TTFT {_ms(load.ttft_s):.0f} ms = prefill "
+            f"{_ms(load.prefill_ttft_s):.0f} + transfer {_ms(load.transfer_s):.1f} + decode join "
+            f"{_ms(load.decode_join_s):.0f}; TPOT {_ms(load.itl_s):.1f} ms; E2E {_ms(load.e2e_s):.0f} ms"
+        )
+    else:
+        out.append(f"  at {mix.qps:g} QPS: {load.reason}")
+    return out
 
 
 def _finite(x: float) -> float | None:
@@ -214,8 +336,45 @@ def gateway_lines(g: GatewayPlan) -> list[str]:
     return out
 
 
+def _aggregated_slo_lines(plan: Plan) -> list[str]:
+    """The SLO section of a single-pool plan: the load point and the verdict."""
+    load, mix = plan.load, plan.mix
+    out: list[str] = []
+    if load.stable:
+        out.append(
+            table(
+                ["", "value"],
+                [
+                    ["running sequences per replica", round(load.batch, 1)],
+                    ["time per output token (TPOT) ms", _ms(load.tpot_s)],
+                    ["prefill budget utilization", f"{load.prefill_utilization:.0%}"],
+                    [f"p{mix.percentile:g} TTFT ms", _ms(load.ttft_s)],
+                    [f"p{mix.percentile:g} E2E ms", _ms(load.e2e_s)],
+                    [f"p{mix.percentile:g} ITL ms", _ms(load.itl_s)],
+                    ["output tok/s", load.output_tok_s],
+                ],
+            )
+        )
+    verdict = "MEETS" if plan.meets_slo else "FAILS"
+    why = (
+        load.reason
+        if not load.stable
+        else (
+            f"p{mix.percentile:g} {mix.metric.upper()} {_ms(load.value(mix.metric)):.0f} ms vs "
+            f"{_ms(mix.threshold_s):g} ms"
+        )
+    )
+    out.append(f"  => {verdict}: {why}")
+    out.append(
+        f"     largest QPS meeting this SLO: {plan.max_qps:,.1f}; largest sustainable QPS (any "
+        f"latency): {plan.capacity_qps:,.1f}"
+    )
+
+    return out
+
+
 def render_text(plan: Plan) -> str:
-    dep, mem, load, mix, arch = plan.deployment, plan.memory, plan.load, plan.mix, plan.deployment.arch
+    dep, mem, mix, arch = plan.deployment, plan.memory, plan.mix, plan.deployment.arch
     out: list[str] = []
     hw = f"{dep.nodes} x {dep.gpus_per_node} {dep.accel.key}" if dep.accel.is_gpu else "cpu"
     out.append(f"dsserve plan: {dep.name}: {arch.key} on {hw}, {dep.layout.label()}, {dep.replicas} replica(s)")
@@ -280,35 +439,18 @@ def render_text(plan: Plan) -> str:
         f"SLO: p{mix.percentile:g} {mix.metric.upper()} <= {_ms(mix.threshold_s):g} ms at {mix.qps:g} QPS, "
         f"{mix.label()} tokens (Poisson arrivals)"
     )
-    if load.stable:
+    if plan.disagg is not None:
+        out.extend(disagg_lines(plan.disagg))
+        d = plan.disagg.load
+        value = _ms(d.value(mix.metric))
+        why = d.reason if not d.stable else f"p{mix.percentile:g} {mix.metric.upper()} {value:.0f} ms"
+        out.append(f"  => {'MEETS' if plan.meets_slo else 'FAILS'}: {why} vs {_ms(mix.threshold_s):g} ms")
         out.append(
-            table(
-                ["", "value"],
-                [
-                    ["running sequences per replica", round(load.batch, 1)],
-                    ["time per output token (TPOT) ms", _ms(load.tpot_s)],
-                    ["prefill budget utilization", f"{load.prefill_utilization:.0%}"],
-                    [f"p{mix.percentile:g} TTFT ms", _ms(load.ttft_s)],
-                    [f"p{mix.percentile:g} E2E ms", _ms(load.e2e_s)],
-                    [f"p{mix.percentile:g} ITL ms", _ms(load.itl_s)],
-                    ["output tok/s", load.output_tok_s],
-                ],
-            )
+            f"     largest QPS meeting this SLO: {plan.max_qps:,.1f}; largest sustainable QPS (any "
+            f"latency): {plan.capacity_qps:,.1f}"
         )
-    verdict = "MEETS" if plan.meets_slo else "FAILS"
-    why = (
-        load.reason
-        if not load.stable
-        else (
-            f"p{mix.percentile:g} {mix.metric.upper()} {_ms(load.value(mix.metric)):.0f} ms vs "
-            f"{_ms(mix.threshold_s):g} ms"
-        )
-    )
-    out.append(f"  => {verdict}: {why}")
-    out.append(
-        f"     largest QPS meeting this SLO: {plan.max_qps:,.1f}; largest sustainable QPS (any "
-        f"latency): {plan.capacity_qps:,.1f}"
-    )
+    else:
+        out.extend(_aggregated_slo_lines(plan))
 
     if plan.gateway is not None:
         out.append("")

@@ -9,13 +9,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsserve.config import load_spec
+
+if TYPE_CHECKING:
+    from dsserve.config import DeploymentSpec
 from dsserve.planner.deployment import deployment_from_spec
 from dsserve.planner.memory import plan_memory
 from dsserve.planner.perf import PerfModel
-from dsserve.planner.slo import RequestMix, TokenDist, capacity_qps, evaluate_load, max_qps_for_slo, meets
+from dsserve.planner.slo import (
+    RequestMix,
+    TokenDist,
+    capacity_qps,
+    evaluate_load,
+    max_qps_for_slo,
+    meets,
+)
 
 __all__ = ["MIXES", "SweepRow", "sweep", "sweep_table"]
 
@@ -77,6 +87,9 @@ def sweep(
         spec = apply_overrides(load_spec(path), overrides or {}, where=str(path))
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
         name = spec.name + ("".join(f" --{k.replace('_', '-')} {v}" for k, v in given.items()) if given else "")
+        if spec.disaggregation is not None:
+            rows += _disagg_rows(spec, name, target_qps, mixes or MIXES)
+            continue
         dep = deployment_from_spec(spec)
         mem = plan_memory(dep)
         perf = PerfModel(dep, mem)
@@ -89,14 +102,7 @@ def sweep(
             if inp + out > dep.max_model_len:
                 rows.append(SweepRow(servable=f"{inp}+{out} tokens > max_model_len {dep.max_model_len}", **base))
                 continue
-            mix = RequestMix(
-                target_qps,
-                TokenDist("const", inp),
-                TokenDist("const", out),
-                metric="ttft",
-                percentile=PERCENTILE,
-                threshold_s=THRESHOLD_S,
-            )
+            mix = _sweep_mix(target_qps, inp, out)
             at_target = evaluate_load(perf, mix)
             cap = capacity_qps(perf, mix)
             rows.append(
@@ -112,6 +118,60 @@ def sweep(
                     **base,
                 )
             )
+    return rows
+
+
+def _sweep_mix(target_qps: float, inp: int, out: int) -> RequestMix:
+    return RequestMix(
+        target_qps,
+        TokenDist("const", inp),
+        TokenDist("const", out),
+        metric="ttft",
+        percentile=PERCENTILE,
+        threshold_s=THRESHOLD_S,
+    )
+
+
+def _disagg_rows(
+    spec: DeploymentSpec, name: str, target_qps: float, mixes: list[tuple[str, int, int]]
+) -> list[SweepRow]:
+    """A disaggregated profile's rows: both pools and the transfer (dsserve/planner/disagg.py) per mix."""
+    from dsserve.planner.disagg import evaluate_disagg, max_qps_meeting, plan_disagg_spec
+
+    pools = [deployment_from_spec(spec.pool(role)) for role in ("prefill", "decode")]
+    label = " / ".join(
+        f"{role[0].upper()}: {d.layout.label()} ×{d.replicas}"
+        for role, d in zip(("prefill", "decode"), pools, strict=True)
+    )
+    nodes, rows = spec.hardware.nodes, []
+    for mix_name, inp, out in mixes:
+        base: dict[str, Any] = dict(profile=name, layout=label, mix=mix_name, inp=inp, out=out, nodes=nodes)
+        if inp + out > spec.engine.max_model_len:
+            rows.append(SweepRow(servable=f"{inp}+{out} tokens > max_model_len {spec.engine.max_model_len}", **base))
+            continue
+        mix = _sweep_mix(target_qps, inp, out)
+        plan = plan_disagg_spec(spec, mix)
+        if not (plan.prefill.fits and plan.decode.fits):
+            rows.append(SweepRow(servable=f"does not fit: {plan.prefill.reason or plan.decode.reason}", **base))
+            continue
+
+        def at(q: float, plan: Any = plan, mix: RequestMix = mix) -> Any:
+            return evaluate_disagg(plan.prefill.deployment, plan.decode.deployment, plan.transfer, mix, q)
+
+        cap = plan.capacity_qps
+        rows.append(
+            SweepRow(
+                servable="",
+                sustainable_qps=cap,
+                limit=f"{plan.bottleneck}: " + _limit(at(cap * 1.01).reason),
+                max_qps_ttft=max_qps_meeting(plan, "ttft"),
+                max_qps_e2e=max_qps_meeting(plan, "e2e"),
+                target_sustainable=plan.load.stable,
+                target_meets_ttft=plan.load.stable and plan.load.ttft_s <= mix.threshold_s,
+                ttft_at_target_s=plan.load.ttft_s,
+                **base,
+            )
+        )
     return rows
 
 

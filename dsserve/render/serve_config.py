@@ -43,16 +43,43 @@ def cluster_topology(spec: DeploymentSpec) -> list[str]:
     Empty for CPU specs (`dsserve up` starts their Ray itself). The placement itself is
     :func:`dsserve.app._placement`; this only states it for whoever builds the cluster.
     """
-    hw, eng, sv = spec.hardware, spec.engine, spec.serving
+    hw = spec.hardware
     if not hw.is_gpu:
         return []
     accel = ACCELERATORS[hw.accelerator]
     kind = hw.accelerator.upper()
+    nodes = f"{hw.nodes} node{'s' if hw.nodes > 1 else ''}"
+    if spec.disaggregation is not None:
+        pools = [(role, _engine_placement(spec.pool(role))) for role in ("prefill", "decode")]
+        use = "; ".join(f"{role} pool: {u}" for role, (u, _) in pools) + f" ({spec.disaggregation.transport} KV)"
+        place = " ".join(f"{role.capitalize()}: {p}" for role, (_, p) in pools)
+    else:
+        use, place = _engine_placement(spec)
+    lines = [
+        f"Ray cluster: {nodes} x {hw.gpus_per_node} {kind} GPUs (Ray resource GPU: {hw.gpus_per_node} "
+        f"per node); {use}.",
+        f"Placement: {place}",
+    ]
+    if accel.ray_accelerator_type:
+        lines.append(
+            f"accelerator_type:{accel.ray_accelerator_type}: Ray sets this resource on {kind} nodes; "
+            "the LLM config requests it."
+        )
+    else:
+        lines.append(
+            f"accelerator_type: none (Ray has no {kind} constant): replicas are placed by GPU count, "
+            "so keep other GPU kinds out of this cluster."
+        )
+    return [w for line in lines for w in textwrap.wrap(line, 108, subsequent_indent="  ")]
+
+
+def _engine_placement(spec: DeploymentSpec) -> tuple[str, str]:
+    """(GPUs the engine replicas use, how they are placed) for one engine deployment."""
+    hw, eng, sv = spec.hardware, spec.engine, spec.serving
     tp, pp, dp = eng.tensor_parallel_size, eng.pipeline_parallel_size, eng.data_parallel_size
     ranks = tp * pp
     layout = f"TP{tp}" + (f" x PP{pp}" if pp > 1 else "")
     replicas = sv.autoscaling.max_replicas if sv.autoscaling else sv.replicas
-    nodes = f"{hw.nodes} node{'s' if hw.nodes > 1 else ''}"
     if dp > 1:
         use = f"{replicas} DP group(s) x DP{dp} x {layout} = {replicas * dp * ranks} GPUs"
         place = (
@@ -75,22 +102,7 @@ def cluster_topology(spec: DeploymentSpec) -> list[str]:
             f"nodes): Ray fills one node before the next and vLLM gives a TP group consecutive ranks, so "
             f"{inside}. Give each replica whole, free nodes."
         )
-    lines = [
-        f"Ray cluster: {nodes} x {hw.gpus_per_node} {kind} GPUs (Ray resource GPU: {hw.gpus_per_node} "
-        f"per node); {use}.",
-        f"Placement: {place}",
-    ]
-    if accel.ray_accelerator_type:
-        lines.append(
-            f"accelerator_type:{accel.ray_accelerator_type}: Ray sets this resource on {kind} nodes; "
-            "the LLM config requests it."
-        )
-    else:
-        lines.append(
-            f"accelerator_type: none (Ray has no {kind} constant): replicas are placed by GPU count, "
-            "so keep other GPU kinds out of this cluster."
-        )
-    return [w for line in lines for w in textwrap.wrap(line, 108, subsequent_indent="  ")]
+    return use, place
 
 
 def gateway_lines(spec: DeploymentSpec) -> list[str]:

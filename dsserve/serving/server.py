@@ -34,7 +34,7 @@ from ray.llm._internal.serve.utils.batcher import Batcher
 
 from dsserve.serving.lora_server import LLMServer as _LocalLoraLLMServer
 
-__all__ = ["FirstChunkBatcher", "LLMServer", "SERVER_CLS"]
+__all__ = ["FirstChunkBatcher", "LLMServer", "ReplicaFixes", "SERVER_CLS"]
 
 SERVER_CLS = "dsserve.serving.server:LLMServer"
 T = TypeVar("T")
@@ -96,14 +96,22 @@ def ensure_local_model(llm_config: Any) -> bool:
     return True
 
 
-class LLMServer(_LocalLoraLLMServer):
-    """The replica dsserve deploys for every (non-DP) model: upstream's, with the fixes above."""
+class ReplicaFixes:
+    """The fixes above as a mixin, for every replica class dsserve deploys: :class:`LLMServer`, and Ray's
+    prefill/decode servers (:mod:`dsserve.serving.pd`), whose builder does not read ``server_cls``."""
+
+    _llm_config: Any
+    engine: Any
 
     async def _start_engine(self) -> None:
         # the engine reads the model's path from this same LLMConfig when it starts
         await asyncio.to_thread(ensure_local_model, self._llm_config)
-        await super()._start_engine()
+        await super()._start_engine()  # type: ignore[misc]
         wire_tokenization(self.engine)
 
     def _batch_output_stream(self, generator: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
-        return FirstChunkBatcher(generator, interval_ms=self._get_batch_interval_ms()).stream()
+        return FirstChunkBatcher(generator, interval_ms=self._get_batch_interval_ms()).stream()  # type: ignore[attr-defined]
+
+
+class LLMServer(ReplicaFixes, _LocalLoraLLMServer):
+    """The replica dsserve deploys for every (non-DP, non-P/D) model: upstream's, with the fixes above."""

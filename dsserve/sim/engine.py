@@ -49,8 +49,15 @@ from typing import Any
 
 from ray.llm._internal.serve.core.engine.protocol import LLMEngine
 
-from dsserve.sim import SIM_CONFIG_KEY
+from dsserve.planner.disagg import KvTransfer
+from dsserve.sim import SIM_CONFIG_KEY, SIM_KV_TRANSFER_KEY
 from dsserve.sim.answer import Refusal, TextAnswer, ToolCallAnswer, ToolParsing, chat_answer, text_answer
+from dsserve.sim.kv_transfer import (
+    TransferMetrics,
+    is_decode_handoff,
+    is_prefill_handoff,
+    prefill_handoff_params,
+)
 from dsserve.sim.scheduler import Scheduler, SimRequest, StepResult
 from dsserve.sim.timing import SimTiming, spec_from_inputs, timing_from_spec
 
@@ -204,6 +211,14 @@ class SimulatedEngine(LLMEngine):
         self._error: BaseException | None = None
         self.steps = 0
         self.lag_s = 0.0  # how far the event loop ran behind the modelled step times, in total
+        # disaggregation (dsserve/sim/kv_transfer.py): the connector config, and on a decode pool the transfer
+        self._kv_config: dict[str, Any] | None = (getattr(llm_config, "engine_kwargs", None) or {}).get(
+            "kv_transfer_config"
+        )
+        handoff = (llm_config.experimental_configs or {}).get(SIM_KV_TRANSFER_KEY)
+        self.transfer = KvTransfer(**handoff) if handoff else None
+        self.transfer_metrics: TransferMetrics | None = None
+        self.engine_id = uuid.uuid4().hex
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -238,17 +253,23 @@ class SimulatedEngine(LLMEngine):
                 prefix_caching=caching,
                 speculative_tokens=t.speculative_tokens,
             )
+        if self._kv_config:
+            # as vLLM's engine does at start (VLLMEngine.start): the P/D orchestrator reads the connector backend
+            self.llm_config.setup_engine_backend()
+            if self.metrics is not None and self.transfer and self._kv_config.get("kv_connector") == "NixlConnector":
+                self.transfer_metrics = TransferMetrics(self.model_id, self._kv_config)
         self._wake = asyncio.Event()
         self._core = asyncio.get_running_loop().create_task(self._run_core())
         if self.metrics is not None:
             self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges())
         logger.warning(
-            "SIMULATED engine for %s: %s, KV cache %d tokens, max_num_seqs %d, max_num_batched_tokens %d",
+            "SIMULATED engine for %s: %s, KV cache %d tokens, max_num_seqs %d, max_num_batched_tokens %d%s",
             self.model_id,
             t.description,
             t.kv_tokens,
             t.max_num_seqs,
             t.max_num_batched_tokens,
+            f", KV handoff over {self.transfer.link} (modelled)" if self.transfer else "",
         )
 
     async def shutdown(self) -> None:
@@ -479,7 +500,10 @@ class SimulatedEngine(LLMEngine):
         created = int(time.time())
         call = answer if isinstance(answer, ToolCallAnswer) else None
         script = _Script.tool_call(answer) if isinstance(answer, ToolCallAnswer) else _Script.text(answer.text)
+        handoff = getattr(request, "kv_transfer_params", None)
         req = SimRequest(rid, prompt, max_tokens, asyncio.get_running_loop().time())
+        if is_decode_handoff(handoff):
+            req.external_tokens = await self._receive_kv(prompt)
         gen = self._generate(req, [] if call is not None else self._stops(request.stop), script)
         if not request.stream:
             parts: list[str] = []
@@ -487,7 +511,17 @@ class SimulatedEngine(LLMEngine):
             async for text, _, fin in gen:
                 parts.append(text)
                 reason = fin or reason
-            yield self._full_response(rid, created, chat, "".join(parts), reason, prompt, req.output_tokens, call)
+            response = self._full_response(rid, created, chat, "".join(parts), reason, prompt, req.output_tokens, call)
+            if is_prefill_handoff(handoff):
+                assert self.timing
+                response.kv_transfer_params = prefill_handoff_params(
+                    engine_id=self.engine_id,
+                    request_id=rid,
+                    prompt_tokens=prompt,
+                    block_tokens=self.timing.block_tokens,
+                    tp_size=self.timing.perf.dep.layout.tp,
+                )
+            yield response
             return
 
         obj = "chat.completion.chunk" if chat else "text_completion"
@@ -505,6 +539,26 @@ class SimulatedEngine(LLMEngine):
         if opts is not None and getattr(opts, "include_usage", False):
             yield _sse({**head, "choices": [], "usage": _usage(prompt, req.output_tokens)})
         yield "data: [DONE]\n\n"
+
+    async def _receive_kv(self, prompt: int) -> int:
+        """Wait while the prompt's KV arrives from the prefill engine; the prompt tokens it covers (all but
+        the last, which the decode engine computes to sample from). Without a modelled transfer it is instant."""
+        cached = max(prompt - 1, 0)
+        if self.transfer is None or not cached:
+            return cached
+        assert self.timing
+        post_s = self.transfer.latency_s * self.timing.time_scale
+        wire_s = (self.transfer.seconds(cached) - self.transfer.latency_s) * self.timing.time_scale
+        await asyncio.sleep(post_s + wire_s)
+        if self.transfer_metrics is not None:
+            blocks = math.ceil(cached / self.timing.block_tokens)
+            self.transfer_metrics.record(
+                post_s=post_s,
+                transfer_s=wire_s,
+                nbytes=self.transfer.bytes_per_request(cached),
+                descriptors=blocks * self.timing.perf.dep.arch.num_layers,  # one region per block per layer
+            )
+        return cached
 
     @staticmethod
     async def _text_chunks(

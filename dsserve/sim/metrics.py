@@ -24,6 +24,11 @@ _LABELS = ["model_name", "engine"]
 _FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 
 
+def _handed_over(req: SimRequest) -> bool:
+    """A prompt whose KV a remote prefill engine computed, and which was not recomputed here since."""
+    return req.external_tokens > 0 and req.preemptions == 0
+
+
 class SimMetrics:
     """One simulated engine's metric series (engine index 0, like a single-rank vLLM engine)."""
 
@@ -83,6 +88,8 @@ class SimMetrics:
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.").labels(*lv)
         by_source = counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", ["source"])
         self.prompt_tokens_computed = by_source.labels(*lv, "local_compute")
+        # prompt tokens a remote prefill engine computed (the decode pool of a disaggregated deployment)
+        self.prompt_tokens_external = by_source.labels(*lv, "external_kv_transfer")
         # vLLM counts every prompt token its prefix cache looks up (queries) and the ones it finds (hits); the
         # simulator models no cache contents, so it counts the lookups and no hits, like vLLM with unique prompts
         self.prefix_cache_queries = (
@@ -205,8 +212,13 @@ class SimMetrics:
         first = [r for r in emitted if r.output_tokens == 1]  # the prefill samples one token, drafts come later
         if first:
             prompt = sum(r.prompt_tokens for r in first)
+            # vLLM counts a handed-over prompt as external whole, the recomputed last token included: its
+            # PrefillStats are taken before the scheduler takes that token back (vllm/v1/core/sched/scheduler.py)
+            external = sum(r.prompt_tokens for r in first if _handed_over(r))
             self.prompt_tokens.inc(prompt)
-            self.prompt_tokens_computed.inc(prompt)
+            self.prompt_tokens_computed.inc(prompt - external)
+            if external:
+                self.prompt_tokens_external.inc(external)
             if self.prefix_cache_queries is not None:
                 self.prefix_cache_queries.inc(prompt)
         if emitted:
@@ -231,7 +243,7 @@ class SimMetrics:
         self.req_max_tokens.observe(req.max_tokens)
         self.req_n.observe(n)
         self.req_preemptions.observe(req.preemptions)
-        self.req_prefill_kv.observe(req.prefill_computed)
+        self.req_prefill_kv.observe(0 if _handed_over(req) else req.prefill_computed)
         if req.first_scheduled is not None:
             self.queue.observe(req.first_scheduled - req.arrival)
             self.inference.observe(end - req.first_scheduled)

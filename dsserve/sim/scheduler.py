@@ -13,6 +13,9 @@ The rules are vLLM's (``vllm/v1/core/sched/scheduler.py``), reduced to what sets
 - a request samples one token when its computed tokens catch up with its length (end of its prompt,
   then every decode step) and finishes at ``max_tokens`` or when the engine stops it (a stop string,
   a client disconnect);
+- a request whose prompt a remote prefill engine computed (disaggregation) is admitted with
+  ``external_tokens`` of it already in cache, and computes the rest (the last prompt token, whose logits
+  it samples from) like any prefill; preempted, it recomputes everything locally, as vLLM does;
 - with MTP speculative decoding (``speculative_tokens`` k > 0) a decoding request is scheduled for 1 + k
   tokens (its own and k drafts, in the token budget and the KV cache, as vLLM's scheduler counts them);
   each draft is accepted with probability ``acceptance`` while the ones before it were, and the request
@@ -49,6 +52,7 @@ class SimRequest:
     blocks: int = 0
     preemptions: int = 0
     prefill_computed: int = 0  # prompt tokens computed in prefill, recomputation included
+    external_tokens: int = 0  # prompt tokens whose KV a remote prefill engine computed (P/D decode side)
     first_scheduled: float | None = None
     first_token: float | None = None
     last_token: float | None = None
@@ -237,10 +241,12 @@ class Scheduler:
         if not preempted:
             while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
                 req = self.waiting[0]
+                if req.first_scheduled is None:  # remote KV counts once: a preempted request recomputes it
+                    req.num_computed = req.external_tokens
                 n = self._new_tokens(req, budget)
                 if n <= 0:
                     break
-                need = self._blocks_for(n)
+                need = self._blocks_for(req.num_computed + n)
                 if need > self.free_blocks:
                     break
                 self.waiting.popleft()

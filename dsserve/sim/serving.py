@@ -19,10 +19,11 @@ from dsserve.sim.timing import sim_inputs
 if TYPE_CHECKING:
     from dsserve.config import DeploymentSpec
 
-__all__ = ["is_simulated", "simulated_llm_config", "SIM_BUNDLE"]
+__all__ = ["is_simulated", "simulated_kv_transfer", "simulated_llm_config", "SIM_BUNDLE"]
 
 SIM_BUNDLE = {"CPU": 1}
-_ENGINE_KWARGS_KEPT = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "dtype")
+# kv_transfer_config: Ray's P/D builder requires it on both pools, and picks the connector backend by it
+_ENGINE_KWARGS_KEPT = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "dtype", "kv_transfer_config")
 
 
 def is_simulated(spec: DeploymentSpec) -> bool:
@@ -46,6 +47,15 @@ def simulated_llm_config(cfg: dict[str, Any], spec: DeploymentSpec) -> dict[str,
             auto[key] = auto[key] * spec.engine.data_parallel_size
     out.setdefault("experimental_configs", {})[SIM_CONFIG_KEY] = sim_inputs(spec)
     return out
+
+
+def simulated_kv_transfer(spec: DeploymentSpec) -> dict[str, Any]:
+    """The modelled KV transfer of a disaggregated spec, as the decode pool's simulated engines apply it
+    (:class:`dsserve.planner.disagg.KvTransfer` as plain data)."""
+    from dsserve.planner.disagg import transfer_for_spec
+
+    t = transfer_for_spec(spec)
+    return {"bytes_per_token": t.bytes_per_token, "bandwidth": t.bandwidth, "latency_s": t.latency_s, "link": t.link}
 
 
 def engine_label(spec: DeploymentSpec) -> str:

@@ -272,6 +272,7 @@ def test_dsserve_metrics_count_what_was_sent(observed: Observed) -> None:
         "otel_scope_name",
         "otel_scope_schema_url",
         "otel_scope_version",
+        "app_kubernetes_io_part_of",  # the scrape config's target label the rules select dsserve by
     }
     assert ours <= {"model_name", "route", "status", "reason"}, ours
     assert {s["model_name"] for s in series if "model_name" in s} <= {MODEL, "unknown"}

